@@ -1,0 +1,98 @@
+"""Settings: one frozen dataclass, read once from JOBSERVER_* variables and flags, validated."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PREFIX = "JOBSERVER_"
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _tuple(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the server can be told; each field is also ``JOBSERVER_<NAME>``.
+
+    Args:
+        host: interface to listen on.
+        port: TCP port to listen on (0 picks a free one).
+        data_dir: where the SQLite file, uploads and the generated secret live.
+        concurrency: how many jobs run at once in this process.
+        demo_jobs: register the ``demo.*`` job types.
+        lease_seconds: how long a claimed job's lease lasts without a heartbeat.
+        shutdown_grace_seconds: how long shutdown waits for running jobs before requeueing them.
+        max_body_bytes: largest JSON request body.
+        secret: HS256 key for tokens; generated and kept in the data dir when empty.
+        open_signin: allow ``POST /api/session`` to sign in by name alone.
+        token_ttl_seconds: lifetime of issued tokens.
+        allowed_origins: extra Origins allowed to open the WebSocket.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = field(default_factory=lambda: Path("data"))
+    concurrency: int = 8
+    demo_jobs: bool = False
+    lease_seconds: float = 30.0
+    shutdown_grace_seconds: float = 10.0
+    max_body_bytes: int = 1024 * 1024
+    secret: str = ""
+    open_signin: bool = True
+    token_ttl_seconds: int = 7 * 24 * 3600
+    allowed_origins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port out of range: {self.port}")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.lease_seconds <= 0 or self.shutdown_grace_seconds < 0:
+            raise ValueError("lease_seconds must be positive, shutdown_grace_seconds not negative")
+        if self.max_body_bytes < 1024:
+            raise ValueError("max_body_bytes must be at least 1024")
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "jobserver.db"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Defaults, then ``JOBSERVER_*`` variables, then explicit ``overrides`` (flags)."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = convert(f.name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def convert(name: str, raw: str) -> Any:
+    """Turn a textual setting into the type of field ``name``."""
+    kind = {f.name: f.type for f in dataclasses.fields(Settings)}[name]
+    if kind == "bool":
+        return _bool(raw)
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    if kind == "Path":
+        return Path(raw)
+    if kind == "tuple[str, ...]":
+        return _tuple(raw)
+    return raw

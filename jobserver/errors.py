@@ -1,0 +1,97 @@
+"""Every error a user or a handler can cause, each with a stable code and an HTTP status."""
+
+from __future__ import annotations
+
+
+class JobServerError(Exception):
+    """Base error: a stable machine-readable ``code``, a human message and an HTTP status.
+
+    Args:
+        message: what went wrong, in words a person understands.
+        code: overrides the class default code.
+    """
+
+    code = "INTERNAL_ERROR"
+    status = 500
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(JobServerError):
+    code = "BAD_REQUEST"
+    status = 400
+
+
+class InvalidJson(BadRequest):
+    code = "INVALID_JSON"
+
+
+class InvalidPayload(BadRequest):
+    code = "INVALID_PAYLOAD"
+
+
+class UnknownJobType(BadRequest):
+    code = "UNKNOWN_JOB_TYPE"
+
+
+class BodyTooLarge(JobServerError):
+    code = "BODY_TOO_LARGE"
+    status = 413
+
+
+class Unauthorized(JobServerError):
+    code = "UNAUTHORIZED"
+    status = 401
+
+
+class Forbidden(JobServerError):
+    code = "FORBIDDEN"
+    status = 403
+
+
+class NotFound(JobServerError):
+    code = "NOT_FOUND"
+    status = 404
+
+
+class JobNotFound(NotFound):
+    code = "JOB_NOT_FOUND"
+
+
+class IllegalTransition(JobServerError):
+    """A status change the job model does not allow (e.g. cancelling a completed job)."""
+
+    code = "ILLEGAL_TRANSITION"
+    status = 409
+
+
+class LeaseLost(JobServerError):
+    """A worker wrote to a job whose lease it no longer holds; the write is rejected."""
+
+    code = "LEASE_LOST"
+    status = 409
+
+
+class ServiceUnavailable(JobServerError):
+    code = "UNAVAILABLE"
+    status = 503
+
+
+class JobError(Exception):
+    """Raised by a handler to fail its job with a code; ``recoverable`` jobs are retried.
+
+    Args:
+        code: stable machine-readable code, e.g. ``CORRUPT_PDF``.
+        message: what went wrong, in words a person understands.
+        recoverable: whether trying again may succeed.
+    """
+
+    def __init__(self, code: str, message: str, *, recoverable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.recoverable = recoverable

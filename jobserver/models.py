@@ -1,0 +1,195 @@
+"""The job model: statuses, stages, event types, allowed transitions, and the wire format."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final
+
+import orjson
+
+from .errors import IllegalTransition
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL: Final = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+# The one table of allowed status changes. ACTIVE -> QUEUED is a retry (later run time), a
+# requeue at graceful shutdown, or the recovery of a job whose worker was lost.
+TRANSITIONS: Final[dict[JobStatus, frozenset[JobStatus]]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.ACTIVE, JobStatus.CANCELLED}),
+    JobStatus.ACTIVE: frozenset(
+        {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}
+    ),
+    JobStatus.COMPLETED: frozenset(),
+    JobStatus.FAILED: frozenset({JobStatus.QUEUED}),
+    JobStatus.CANCELLED: frozenset({JobStatus.QUEUED}),
+}
+
+
+def check_transition(current: JobStatus, new: JobStatus) -> None:
+    """Raise IllegalTransition unless the job model allows ``current -> new``."""
+    if new not in TRANSITIONS[current]:
+        raise IllegalTransition(f"a {current.value} job cannot become {new.value}")
+
+
+class JobStage(StrEnum):
+    QUEUED = "queued"
+    INITIALIZING = "initializing"
+    DOWNLOADING = "downloading"
+    EXTRACTING = "extracting"
+    GENERATING = "generating"
+    SAVING = "saving"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# Display names live here only; clients read them from GET /api/meta.
+STAGE_DISPLAY_NAMES: Final[dict[JobStage, str]] = {
+    JobStage.QUEUED: "Waiting in queue",
+    JobStage.INITIALIZING: "Starting",
+    JobStage.DOWNLOADING: "Reading file",
+    JobStage.EXTRACTING: "Extracting text",
+    JobStage.GENERATING: "Generating notes",
+    JobStage.SAVING: "Saving notes",
+    JobStage.PROCESSING: "Processing",
+    JobStage.COMPLETED: "Completed",
+    JobStage.FAILED: "Failed",
+    JobStage.CANCELLED: "Cancelled",
+}
+
+
+class EventType(StrEnum):
+    QUEUED = "job.queued"
+    PROGRESS = "job.progress"
+    COMPLETED = "job.completed"
+    FAILED = "job.failed"
+    RETRYING = "job.retrying"
+    CANCELLED = "job.cancelled"
+
+
+# Status changes, results and errors: a slow client may never lose these (progress may coalesce).
+STATUS_EVENT_TYPES: Final = frozenset(
+    {
+        EventType.QUEUED,
+        EventType.COMPLETED,
+        EventType.FAILED,
+        EventType.RETRYING,
+        EventType.CANCELLED,
+    }
+)
+
+ErrorDict = dict[str, Any]
+ResultDict = dict[str, Any]
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds to ISO 8601 UTC with milliseconds, as on the wire."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def error_dict(code: str, message: str, recoverable: bool) -> ErrorDict:
+    return {"message": message, "code": code, "recoverable": recoverable}
+
+
+@dataclass(slots=True)
+class Job:
+    """One job's row: what it is, whose it is, and where it stands."""
+
+    id: str
+    type: str
+    user_id: str
+    payload: dict[str, Any]
+    status: JobStatus = JobStatus.QUEUED
+    stage: JobStage = JobStage.QUEUED
+    progress: float = 0.0
+    message: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    result: ResultDict | None = None
+    error: ErrorDict | None = None
+    attempts: int = 0
+    max_attempts: int = 1
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    run_at: float = field(default_factory=time.time)
+    last_seq: int = 0
+    idempotency_key: str | None = None
+    lease_token: str | None = None
+    lease_expires_at: float | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The job as clients see it: the event's field names plus the job's own."""
+        return {
+            "jobId": self.id,
+            "userId": self.user_id,
+            "type": self.type,
+            "status": self.status.value,
+            "stage": self.stage.value,
+            "progress": self.progress,
+            "message": self.message,
+            "metadata": self.metadata,
+            "result": self.result,
+            "error": self.error,
+            "payload": self.payload,
+            "attempts": self.attempts,
+            "maxAttempts": self.max_attempts,
+            "createdAt": iso(self.created_at),
+            "startedAt": iso(self.started_at),
+            "finishedAt": iso(self.finished_at),
+            "runAt": iso(self.run_at),
+            "lastSeq": self.last_seq,
+            "idempotencyKey": self.idempotency_key,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One persisted job event; ``data`` is its wire JSON, encoded once and shared by all."""
+
+    seq: int
+    type: EventType
+    job_id: str
+    user_id: str
+    data: bytes
+
+    @property
+    def coalescable(self) -> bool:
+        return self.type is EventType.PROGRESS
+
+
+def encode_event(seq: int, type_: EventType, job: Job, ts: float) -> Event:
+    """Snapshot ``job`` after a change as event number ``seq``; the only event serialiser."""
+    body: dict[str, Any] = {
+        "seq": seq,
+        "type": type_.value,
+        "jobId": job.id,
+        "userId": job.user_id,
+        "jobType": job.type,
+        "status": job.status.value,
+        "stage": job.stage.value,
+        "progress": job.progress,
+        "message": job.message,
+        "metadata": job.metadata,
+        "attempt": job.attempts,
+        "maxAttempts": job.max_attempts,
+        "timestamp": iso(ts),
+    }
+    if job.result is not None:
+        body["result"] = job.result
+    if job.error is not None:
+        body["error"] = job.error
+    return Event(seq, type_, job.id, job.user_id, orjson.dumps(body))

@@ -1,0 +1,121 @@
+"""The Store interface every backend implements; workers and the web layer see only this."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..models import ErrorDict, Event, Job, JobStage, JobStatus, ResultDict
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to create.
+
+    Args:
+        type: registered handler name.
+        user_id: owner; only this user sees the job and its events.
+        payload: handler input (JSON-able).
+        max_attempts: how many times the job may run before it fails for good.
+        delay_seconds: run no earlier than this many seconds from now.
+        idempotency_key: a second enqueue with the same key (same user) returns the first job.
+        job_id: a chosen id, else one is generated.
+        message: the first event's message.
+    """
+
+    type: str
+    user_id: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    max_attempts: int = 1
+    delay_seconds: float = 0.0
+    idempotency_key: str | None = None
+    job_id: str | None = None
+    message: str = "Queued"
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressUpdate:
+    stage: JobStage
+    progress: float
+    message: str = ""
+    metadata: Mapping[str, Any] | None = None
+
+
+class Store(Protocol):
+    """Durable jobs and events. Every state change writes the job and its event atomically.
+
+    Write methods return the events they persisted (already committed), for the emitter to
+    publish. ``seq`` is strictly increasing across the whole store; ``epoch`` changes only
+    when the store is created anew.
+    """
+
+    @property
+    def epoch(self) -> str: ...
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def head_seq(self) -> int: ...
+
+    async def pruned_through(self) -> int:
+        """Highest seq no longer kept; a client resuming from below it must resync."""
+        ...
+
+    async def enqueue(self, new: NewJob) -> tuple[Job, list[Event]]:
+        """Create a queued job; with a known idempotency key, return that job and no event."""
+        ...
+
+    async def claim(self, limit: int, lease_seconds: float) -> list[tuple[Job, Event]]:
+        """Atomically take up to ``limit`` due queued jobs, leasing each to the caller."""
+        ...
+
+    async def progress(self, job_id: str, token: str, update: ProgressUpdate) -> Event: ...
+
+    async def complete(self, job_id: str, token: str, result: ResultDict) -> Event: ...
+
+    async def fail(
+        self, job_id: str, token: str, error: ErrorDict, retry_at: float | None
+    ) -> Event:
+        """Fail an attempt: back to queued at ``retry_at`` (job.retrying), else failed."""
+        ...
+
+    async def requeue(self, job_id: str, token: str, message: str) -> Event:
+        """Give a running job back to the queue without counting the attempt (shutdown)."""
+        ...
+
+    async def cancel(self, job_id: str, user_id: str | None) -> tuple[Job, Event]: ...
+
+    async def retry(self, job_id: str, user_id: str | None) -> tuple[Job, Event]:
+        """Queue a failed or cancelled job again with a fresh set of attempts."""
+        ...
+
+    async def renew(self, leases: Mapping[str, str], lease_seconds: float) -> set[str]:
+        """Extend the given ``{job_id: token}`` leases; return the ids whose lease was lost."""
+        ...
+
+    async def recover(self, *, expired_only: bool) -> list[Event]:
+        """Requeue (attempts left) or fail with WORKER_LOST the jobs whose worker is gone."""
+        ...
+
+    async def get_job(self, job_id: str) -> Job | None: ...
+
+    async def list_jobs(
+        self, user_id: str, status: JobStatus | None, limit: int, offset: int
+    ) -> list[Job]: ...
+
+    async def events_after(
+        self,
+        since: int,
+        *,
+        user_id: str | None = None,
+        job_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[Event]: ...
+
+    async def next_run_at(self) -> float | None:
+        """When the earliest queued job becomes due, or None when nothing is queued."""
+        ...
+
+    async def count_by_status(self) -> dict[JobStatus, int]: ...

@@ -1,0 +1,117 @@
+"""The SQLite schema and the mapping between job rows and Job objects."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import orjson
+
+from ..models import Job, JobStage, JobStatus
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    progress REAL NOT NULL,
+    message TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    attempts INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    run_at REAL NOT NULL,
+    last_seq INTEGER NOT NULL,
+    idempotency_key TEXT,
+    lease_token TEXT,
+    lease_expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, run_at);
+CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id, created_at);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
+    ON jobs (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_job ON events (job_id, seq);
+CREATE INDEX IF NOT EXISTS events_user ON events (user_id, seq);
+"""
+
+JOB_COLUMNS = (
+    "id, type, user_id, payload, status, stage, progress, message, metadata, result, error, "
+    "attempts, max_attempts, created_at, started_at, finished_at, run_at, last_seq, "
+    "idempotency_key, lease_token, lease_expires_at"
+)
+
+INSERT_JOB = f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join('?' * 21)})"
+
+UPDATE_JOB = (
+    "UPDATE jobs SET status=?, stage=?, progress=?, message=?, metadata=?, result=?, error=?, "
+    "attempts=?, max_attempts=?, started_at=?, finished_at=?, run_at=?, last_seq=?, "
+    "lease_token=?, lease_expires_at=? WHERE id=?"
+)
+
+INSERT_EVENT = "INSERT INTO events (seq, job_id, user_id, type, data) VALUES (?, ?, ?, ?, ?)"
+
+
+def _dump(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+def row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
+    return Job(
+        id=row[0],
+        type=row[1],
+        user_id=row[2],
+        payload=_load(row[3]),
+        status=JobStatus(row[4]),
+        stage=JobStage(row[5]),
+        progress=row[6],
+        message=row[7],
+        metadata=_load(row[8]),
+        result=_load(row[9]),
+        error=_load(row[10]),
+        attempts=row[11],
+        max_attempts=row[12],
+        created_at=row[13],
+        started_at=row[14],
+        finished_at=row[15],
+        run_at=row[16],
+        last_seq=row[17],
+        idempotency_key=row[18],
+        lease_token=row[19],
+        lease_expires_at=row[20],
+    )
+
+
+def insert_params(job: Job) -> tuple[Any, ...]:
+    return (
+        job.id, job.type, job.user_id, _dump(job.payload), job.status.value, job.stage.value,
+        job.progress, job.message, _dump(job.metadata), _dump(job.result), _dump(job.error),
+        job.attempts, job.max_attempts, job.created_at, job.started_at, job.finished_at,
+        job.run_at, job.last_seq, job.idempotency_key, job.lease_token, job.lease_expires_at,
+    )  # fmt: skip
+
+
+def update_params(job: Job) -> tuple[Any, ...]:
+    return (
+        job.status.value, job.stage.value, job.progress, job.message, _dump(job.metadata),
+        _dump(job.result), _dump(job.error), job.attempts, job.max_attempts, job.started_at,
+        job.finished_at, job.run_at, job.last_seq, job.lease_token, job.lease_expires_at, job.id,
+    )  # fmt: skip

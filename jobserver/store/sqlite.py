@@ -1,0 +1,381 @@
+"""SQLite backend: WAL, synchronous=FULL, and one writer that group-commits every change."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from ..errors import JobServerError, ServiceUnavailable
+from ..models import ErrorDict, Event, EventType, Job, JobStatus, ResultDict, encode_event
+from . import changes
+from .protocol import NewJob, ProgressUpdate
+from .schema import (
+    INSERT_EVENT,
+    INSERT_JOB,
+    JOB_COLUMNS,
+    SCHEMA,
+    UPDATE_JOB,
+    insert_params,
+    row_to_job,
+    update_params,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Op = Callable[[sqlite3.Connection], Any]
+
+MAX_BATCH = 2000
+PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000")
+
+
+@dataclass(slots=True)
+class _Pending:
+    op: Op
+    future: asyncio.Future[Any]
+
+
+class SqliteStore:
+    """The embedded backend. One process owns the file (a lock in the data dir says so).
+
+    Every change is a small function run on the writer's thread; the writer takes all that
+    are waiting and runs them in one transaction, so concurrent writers share one fsync.
+    While this process owns the file, it keeps running jobs in memory to skip re-reading them.
+
+    Args:
+        path: the SQLite file; created with its schema and a new epoch when missing.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._epoch = ""
+        self._seq = 0
+        self._pruned = 0
+        self._active: dict[str, Job] = {}
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._wdb: aiosqlite.Connection | None = None
+        self._rdb: aiosqlite.Connection | None = None
+        self._lock_fd: int | None = None
+        self._closing = False
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        self._wdb = await aiosqlite.connect(self.path, isolation_level=None)
+        for pragma in PRAGMAS:
+            await self._wdb.execute(pragma)
+        await self._wdb.executescript(SCHEMA)
+        await self._wdb.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)", (uuid.uuid4().hex,)
+        )
+        await self._wdb.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('pruned', '0')")
+        rows = await self._wdb.execute_fetchall("SELECT key, value FROM meta")
+        meta: dict[str, str] = {str(r[0]): str(r[1]) for r in rows}
+        self._epoch = str(meta["epoch"])
+        self._pruned = int(meta["pruned"])
+        head = list(await self._wdb.execute_fetchall("SELECT MAX(seq) FROM events"))
+        self._seq = max(self._pruned, head[0][0] or 0)
+        self._rdb = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._rdb.execute("PRAGMA busy_timeout=5000")
+        await self._rdb.execute("PRAGMA query_only=ON")
+        self._writer_task = asyncio.create_task(self._writer(), name="sqlite-writer")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._writer_task is not None:
+            self._wake.set()
+            await self._writer_task
+            self._writer_task = None
+        for db in (self._rdb, self._wdb):
+            if db is not None:
+                await db.close()
+        self._rdb = self._wdb = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _take_lock(self) -> None:
+        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ServiceUnavailable(
+                f"another jobserver process is using {self.path}; give each its own --data-dir"
+            ) from None
+        self._lock_fd = fd
+
+    # -- the writer -------------------------------------------------------------------------
+
+    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closing or self._writer_task is None:
+            raise ServiceUnavailable("the store is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(op, future))
+        self._wake.set()
+        return await future
+
+    async def _writer(self) -> None:
+        assert self._wdb is not None
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            # aiosqlite runs one callable per hop on its thread; the whole batch is one hop.
+            results: list[tuple[bool, Any]] = await self._wdb._execute(  # type: ignore[no-untyped-call]
+                self._run_batch, [p.op for p in batch]
+            )
+            for pending, (ok, value) in zip(batch, results, strict=True):
+                if pending.future.done():
+                    continue
+                if ok:
+                    pending.future.set_result(value)
+                else:
+                    pending.future.set_exception(value)
+
+    def _run_batch(self, ops: list[Op]) -> list[tuple[bool, Any]]:
+        """On the writer thread: all ops in one transaction; one op's domain error is its own."""
+        assert self._wdb is not None
+        conn: sqlite3.Connection = self._wdb._conn
+        seq, active = self._seq, dict(self._active)
+        results: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in ops:
+                try:
+                    results.append((True, op(conn)))
+                except JobServerError as exc:  # raised before the op wrote anything
+                    results.append((False, exc))
+            conn.execute("COMMIT")
+            return results
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            self._seq, self._active = seq, active
+            if len(ops) == 1:
+                log.exception("store write failed")
+                return [(False, exc)]
+        # Something unexpected broke the batch: run each op alone so only its own caller fails.
+        return [self._run_batch([op])[0] for op in ops]
+
+    # -- helpers that run on the writer thread ----------------------------------------------
+
+    def _load(self, conn: sqlite3.Connection, job_id: str) -> Job | None:
+        job = self._active.get(job_id)
+        if job is not None:
+            return job
+        row = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return None if row is None else row_to_job(row)
+
+    def _save(
+        self, conn: sqlite3.Connection, change: changes.Change, *, insert: bool = False
+    ) -> Event:
+        job, type_ = change
+        self._seq += 1
+        job.last_seq = self._seq
+        now = time.time()
+        event = encode_event(self._seq, type_, job, now)
+        conn.execute(
+            INSERT_JOB if insert else UPDATE_JOB,
+            insert_params(job) if insert else update_params(job),
+        )
+        conn.execute(INSERT_EVENT, (event.seq, job.id, job.user_id, type_.value, event.data))
+        if job.status is JobStatus.ACTIVE:
+            self._active[job.id] = job
+        else:
+            self._active.pop(job.id, None)
+        return event
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def head_seq(self) -> int:
+        return self._seq
+
+    async def pruned_through(self) -> int:
+        return self._pruned
+
+    async def enqueue(self, new: NewJob) -> tuple[Job, list[Event]]:
+        def op(conn: sqlite3.Connection) -> tuple[Job, list[Event]]:
+            if new.idempotency_key is not None:
+                row = conn.execute(
+                    f"SELECT {JOB_COLUMNS} FROM jobs WHERE user_id=? AND idempotency_key=?",
+                    (new.user_id, new.idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    return row_to_job(row), []
+            change = changes.new_job(new, time.time())
+            return change[0], [self._save(conn, change, insert=True)]
+
+        return await self._write(op)
+
+    async def claim(self, limit: int, lease_seconds: float) -> list[tuple[Job, Event]]:
+        def op(conn: sqlite3.Connection) -> list[tuple[Job, Event]]:
+            now = time.time()
+            rows = conn.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE status='queued' AND run_at<=? "
+                "ORDER BY run_at, rowid LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            out = []
+            for row in rows:
+                change = changes.claimed(row_to_job(row), uuid.uuid4().hex, lease_seconds, now)
+                out.append((change[0], self._save(conn, change)))
+            return out
+
+        return await self._write(op)
+
+    def _leased_write(self, job_id: str, token: str, apply: Callable[[Job], changes.Change]) -> Op:
+        def op(conn: sqlite3.Connection) -> Event:
+            return self._save(conn, apply(changes.leased(self._load(conn, job_id), job_id, token)))
+
+        return op
+
+    async def progress(self, job_id: str, token: str, update: ProgressUpdate) -> Event:
+        return await self._write(
+            self._leased_write(job_id, token, lambda job: changes.progressed(job, update))
+        )
+
+    async def complete(self, job_id: str, token: str, result: ResultDict) -> Event:
+        return await self._write(
+            self._leased_write(
+                job_id, token, lambda job: changes.completed(job, result, time.time())
+            )
+        )
+
+    async def fail(
+        self, job_id: str, token: str, error: ErrorDict, retry_at: float | None
+    ) -> Event:
+        return await self._write(
+            self._leased_write(
+                job_id, token, lambda job: changes.failed(job, error, retry_at, time.time())
+            )
+        )
+
+    async def requeue(self, job_id: str, token: str, message: str) -> Event:
+        return await self._write(
+            self._leased_write(
+                job_id, token, lambda job: changes.requeued(job, message, time.time())
+            )
+        )
+
+    def _owned_write(
+        self, job_id: str, user_id: str | None, apply: Callable[[Job, float], changes.Change]
+    ) -> Op:
+        def op(conn: sqlite3.Connection) -> tuple[Job, Event]:
+            job = changes.owned(self._load(conn, job_id), job_id, user_id)
+            change = apply(job, time.time())
+            return change[0], self._save(conn, change)
+
+        return op
+
+    async def cancel(self, job_id: str, user_id: str | None) -> tuple[Job, Event]:
+        return await self._write(self._owned_write(job_id, user_id, changes.cancelled))
+
+    async def retry(self, job_id: str, user_id: str | None) -> tuple[Job, Event]:
+        return await self._write(self._owned_write(job_id, user_id, changes.retried))
+
+    async def renew(self, leases: Mapping[str, str], lease_seconds: float) -> set[str]:
+        def op(conn: sqlite3.Connection) -> set[str]:
+            expires = time.time() + lease_seconds
+            lost = set()
+            for job_id, token in leases.items():
+                cursor = conn.execute(
+                    "UPDATE jobs SET lease_expires_at=? "
+                    "WHERE id=? AND status='active' AND lease_token=?",
+                    (expires, job_id, token),
+                )
+                if cursor.rowcount == 0:
+                    lost.add(job_id)
+                elif job_id in self._active:
+                    self._active[job_id].lease_expires_at = expires
+            return lost
+
+        return await self._write(op)
+
+    async def recover(self, *, expired_only: bool) -> list[Event]:
+        def op(conn: sqlite3.Connection) -> list[Event]:
+            now = time.time()
+            sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE status='active'"
+            params: tuple[Any, ...] = ()
+            if expired_only:
+                sql += " AND lease_expires_at < ?"
+                params = (now,)
+            rows = conn.execute(sql, params).fetchall()
+            return [self._save(conn, changes.worker_lost(row_to_job(row), now)) for row in rows]
+
+        return await self._write(op)
+
+    # -- reads (a second connection, so they never wait behind a commit) --------------------
+
+    async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        if self._rdb is None:
+            raise ServiceUnavailable("the store is closed")
+        return list(await self._rdb.execute_fetchall(sql, params))
+
+    async def get_job(self, job_id: str) -> Job | None:
+        rows = await self._read(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,))
+        return row_to_job(rows[0]) if rows else None
+
+    async def list_jobs(
+        self, user_id: str, status: JobStatus | None, limit: int, offset: int
+    ) -> list[Job]:
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE user_id=?"
+        params: tuple[Any, ...] = (user_id,)
+        if status is not None:
+            sql += " AND status=?"
+            params += (status.value,)
+        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?"
+        return [row_to_job(r) for r in await self._read(sql, (*params, limit, offset))]
+
+    async def events_after(
+        self,
+        since: int,
+        *,
+        user_id: str | None = None,
+        job_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        sql = "SELECT seq, type, job_id, user_id, data FROM events WHERE seq>?"
+        params: tuple[Any, ...] = (since,)
+        if user_id is not None:
+            sql += " AND user_id=?"
+            params += (user_id,)
+        if job_id is not None:
+            sql += " AND job_id=?"
+            params += (job_id,)
+        rows = await self._read(sql + " ORDER BY seq LIMIT ?", (*params, limit))
+        return [Event(r[0], EventType(r[1]), r[2], r[3], bytes(r[4])) for r in rows]
+
+    async def next_run_at(self) -> float | None:
+        rows = await self._read("SELECT MIN(run_at) FROM jobs WHERE status='queued'")
+        value = rows[0][0]
+        return None if value is None else float(value)
+
+    async def count_by_status(self) -> dict[JobStatus, int]:
+        rows = await self._read("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        counts = dict.fromkeys(JobStatus, 0)
+        counts.update({JobStatus(status): n for status, n in rows})
+        return counts
