@@ -1,0 +1,81 @@
+"""create_app: builds the store, bus, emitter, worker pool and web routes from Settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from . import demo
+from .auth import load_secret
+from .bus import EventBus
+from .config import Settings
+from .emitter import JobEvents
+from .handlers import Registry
+from .store.sqlite import SqliteStore
+from .web import jobs, session
+from .web.http import auth_middleware, errors_middleware
+from .web.keys import BUS, EVENTS, POOL, REGISTRY, SECRET, SETTINGS, STORE
+from .worker import WorkerPool
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+
+def build_registry(settings: Settings) -> Registry:
+    registry = Registry()
+    if settings.demo_jobs:
+        demo.register(registry)
+    return registry
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = SqliteStore(app[SETTINGS].db_path)
+    await store.open()
+    app[STORE] = store
+    bus = EventBus()
+    app[BUS] = bus
+    app[EVENTS] = JobEvents(store, bus)
+    yield
+    await store.close()
+
+
+async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    pool = WorkerPool(
+        app[EVENTS],
+        app[REGISTRY],
+        concurrency=settings.concurrency,
+        lease_seconds=settings.lease_seconds,
+        grace_seconds=settings.shutdown_grace_seconds,
+    )
+    app[POOL] = pool
+    await pool.start()
+    yield
+    await pool.stop()
+
+
+def create_app(settings: Settings, registry: Registry | None = None) -> web.Application:
+    """The whole server as one aiohttp application; resources start and stop in order."""
+    app = web.Application(
+        middlewares=[errors_middleware, auth_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[SECRET] = load_secret(settings.secret, settings.data_dir)
+    app[REGISTRY] = registry if registry is not None else build_registry(settings)
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_pool_ctx)
+    app.add_routes(session.routes)
+    app.add_routes(jobs.routes)
+    if STATIC.is_dir():
+        app.router.add_get("/", _index)
+        app.router.add_static("/static/", STATIC)
+    return app
+
+
+async def _index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")

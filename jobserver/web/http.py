@@ -1,0 +1,98 @@
+"""Request and response helpers: JSON in and out (orjson), errors as {"error": {code, message}}."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..auth import verify_token
+from ..errors import BodyTooLarge, InvalidJson, InvalidPayload, JobServerError, Unauthorized
+from .keys import SECRET, SETTINGS, USER
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+COOKIE = "jobserver_token"
+PUBLIC = frozenset({("POST", "/api/session"), ("GET", "/api/openapi.json")})
+
+HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "BODY_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return json_response({"error": {"code": code, "message": message}}, status)
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object; InvalidJson / BodyTooLarge / InvalidPayload otherwise."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge(
+            f"the request body is larger than {request.app[SETTINGS].max_body_bytes} bytes"
+        ) from None
+    try:
+        data = orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError:
+        raise InvalidJson("the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidPayload("the request body must be a JSON object")
+    return data
+
+
+def request_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.cookies.get(COOKIE)
+
+
+def user_of(request: web.Request) -> str:
+    user: str = request[USER]
+    return user
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error into {"error": {code, message}} with its status; never a traceback."""
+    try:
+        return await handler(request)
+    except JobServerError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = HTTP_CODES.get(exc.status, "HTTP_ERROR")
+        response = error_response(exc.status, code, exc.reason)
+        if exc.status == 405:
+            response.headers["Allow"] = exc.headers.get("Allow", "")
+        return response
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "INTERNAL_ERROR", "something went wrong on the server")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every /api route needs a valid token (Bearer header or cookie), except signing in."""
+    if request.path.startswith("/api/") and (request.method, request.path) not in PUBLIC:
+        token = request_token(request)
+        if not token:
+            raise Unauthorized("sign in first: send a bearer token or the session cookie")
+        request[USER] = verify_token(request.app[SECRET], token)
+    return await handler(request)

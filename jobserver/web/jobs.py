@@ -1,0 +1,117 @@
+"""The JSON API for jobs: create, read, list, cancel, retry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import InvalidPayload, JobNotFound
+from ..models import Job, JobStatus
+from ..store import NewJob
+from .http import json_body, json_response, user_of
+from .keys import EVENTS, REGISTRY, STORE
+
+routes = web.RouteTableDef()
+
+MAX_PAGE = 200
+
+
+def _int(value: Any, name: str, low: int, high: int, default: int) -> int:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InvalidPayload(f"{name} must be a whole number") from None
+    if isinstance(value, bool) or not low <= number <= high:
+        raise InvalidPayload(f"{name} must be from {low} to {high}")
+    return number
+
+
+def _optional_str(value: Any, name: str, max_len: int = 200) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= max_len:
+        raise InvalidPayload(f"{name} must be a string of 1 to {max_len} characters")
+    return value
+
+
+async def submit(request: web.Request, new: NewJob) -> web.Response:
+    """Enqueue ``new`` and answer 202 with the job (200 when an idempotency key matched)."""
+    job, created = await request.app[EVENTS].emit_queued(new)
+    return json_response(job.to_wire(), 202 if created else 200)
+
+
+@routes.post("/api/jobs")
+async def create_job(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    job_type = request.app[REGISTRY].get(_optional_str(body.get("type"), "type") or "")
+    payload = body.get("payload", {})
+    if not isinstance(payload, dict):
+        raise InvalidPayload("payload must be a JSON object")
+    if job_type.options.check_payload is not None:
+        payload = job_type.options.check_payload(payload)
+    delay = body.get("delaySeconds", 0)
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= 86400:
+        raise InvalidPayload("delaySeconds must be a number from 0 to 86400")
+    new = NewJob(
+        type=job_type.name,
+        user_id=user_of(request),
+        payload=payload,
+        max_attempts=_int(
+            body.get("maxAttempts"), "maxAttempts", 1, 100, job_type.options.max_attempts
+        ),
+        delay_seconds=float(delay),
+        idempotency_key=_optional_str(body.get("idempotencyKey"), "idempotencyKey"),
+    )
+    return await submit(request, new)
+
+
+async def own_job(request: web.Request) -> Job:
+    """The job named in the path, if it belongs to the caller (another user's is a 404)."""
+    job_id = request.match_info["job_id"]
+    job = await request.app[STORE].get_job(job_id)
+    if job is None or job.user_id != user_of(request):
+        raise JobNotFound(f"no job {job_id}")
+    return job
+
+
+@routes.get("/api/jobs/{job_id}")
+async def get_job(request: web.Request) -> web.Response:
+    return json_response((await own_job(request)).to_wire())
+
+
+@routes.get("/api/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    query = request.query
+    status = None
+    if "status" in query:
+        try:
+            status = JobStatus(query["status"])
+        except ValueError:
+            allowed = ", ".join(s.value for s in JobStatus)
+            raise InvalidPayload(f"status must be one of {allowed}") from None
+    limit = _int(query.get("limit"), "limit", 1, MAX_PAGE, 50)
+    offset = _int(query.get("offset"), "offset", 0, 10**9, 0)
+    jobs = await request.app[STORE].list_jobs(user_of(request), status, limit + 1, offset)
+    return json_response(
+        {
+            "jobs": [job.to_wire() for job in jobs[:limit]],
+            "limit": limit,
+            "offset": offset,
+            "nextOffset": offset + limit if len(jobs) > limit else None,
+        }
+    )
+
+
+@routes.post("/api/jobs/{job_id}/cancel")
+async def cancel_job(request: web.Request) -> web.Response:
+    job = await request.app[EVENTS].emit_cancelled(request.match_info["job_id"], user_of(request))
+    return json_response(job.to_wire())
+
+
+@routes.post("/api/jobs/{job_id}/retry")
+async def retry_job(request: web.Request) -> web.Response:
+    job = await request.app[EVENTS].retry(request.match_info["job_id"], user_of(request))
+    return json_response(job.to_wire())

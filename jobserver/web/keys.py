@@ -1,0 +1,21 @@
+"""Typed application state keys shared by the web modules."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..bus import EventBus
+from ..config import Settings
+from ..emitter import JobEvents
+from ..handlers import Registry
+from ..store import Store
+from ..worker import WorkerPool
+
+SETTINGS = web.AppKey("settings", Settings)
+SECRET = web.AppKey("secret", str)
+STORE = web.AppKey("store", Store)
+BUS = web.AppKey("bus", EventBus)
+EVENTS = web.AppKey("events", JobEvents)
+REGISTRY = web.AppKey("registry", Registry)
+POOL = web.AppKey("pool", WorkerPool)
+USER = "jobserver.user"  # request-scoped (request[USER]), set by the auth middleware

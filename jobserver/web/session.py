@@ -1,0 +1,61 @@
+"""Signing in: open sign-in by name returns a token and sets the session cookie."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..auth import check_user_id, issue_token
+from ..errors import Forbidden
+from ..models import STAGE_DISPLAY_NAMES, EventType, JobStatus
+from .http import COOKIE, json_body, json_response, user_of
+from .keys import REGISTRY, SECRET, SETTINGS, STORE
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/api/session")
+async def sign_in(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    if not settings.open_signin:
+        raise Forbidden("open sign-in is turned off; ask for a token", code="SIGNIN_DISABLED")
+    user_id = check_user_id((await json_body(request)).get("userId"))
+    token = issue_token(request.app[SECRET], user_id, settings.token_ttl_seconds)
+    response = json_response({"userId": user_id, "token": token})
+    response.set_cookie(
+        COOKIE,
+        token,
+        httponly=True,
+        samesite="Strict",
+        path="/",
+        max_age=settings.token_ttl_seconds,
+    )
+    return response
+
+
+@routes.get("/api/session")
+async def who_am_i(request: web.Request) -> web.Response:
+    return json_response({"userId": user_of(request)})
+
+
+@routes.delete("/api/session")
+async def sign_out(request: web.Request) -> web.Response:
+    response = json_response({"signedOut": True})
+    response.del_cookie(COOKIE, path="/")
+    return response
+
+
+@routes.get("/api/meta")
+async def meta(request: web.Request) -> web.Response:
+    """Stage display names and the enums clients need: the only source of these strings."""
+    store = request.app[STORE]
+    return json_response(
+        {
+            "stages": [{"id": s.value, "name": n} for s, n in STAGE_DISPLAY_NAMES.items()],
+            "stageNames": {s.value: n for s, n in STAGE_DISPLAY_NAMES.items()},
+            "statuses": [s.value for s in JobStatus],
+            "eventTypes": [t.value for t in EventType],
+            "jobTypes": request.app[REGISTRY].names(),
+            "epoch": store.epoch,
+            "seq": await store.head_seq(),
+        }
+    )

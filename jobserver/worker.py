@@ -1,0 +1,258 @@
+"""The worker pool: claims due jobs under a lease, runs their handlers, records the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .emitter import JobEvents
+from .errors import JobError, JobServerError, LeaseLost
+from .handlers import JobContext, JobType, Registry
+from .models import Event, EventType, Job, error_dict
+
+log = logging.getLogger(__name__)
+
+JOB_TIMEOUT = "JOB_TIMEOUT"
+HANDLER_ERROR = "HANDLER_ERROR"
+UNKNOWN_JOB_TYPE = "UNKNOWN_JOB_TYPE"
+WAKE_EVENTS = frozenset({EventType.QUEUED, EventType.RETRYING})
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Seconds to wait after failed attempt ``attempt``: exponential, capped, half jittered."""
+    delay = min(cap, base * 2.0 ** max(0, attempt - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+@dataclass(slots=True)
+class _Running:
+    job: Job
+    task: asyncio.Task[None]
+    stop_reason: str | None = None  # "cancelled", "lease-lost" or "shutdown"
+    ctx: JobContext | None = field(default=None)
+
+    def stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            if self.ctx is not None:
+                self.ctx.cancelled.set()
+            self.task.cancel()
+
+
+class WorkerPool:
+    """Runs up to ``concurrency`` jobs at once in this process.
+
+    Args:
+        events: the emitter through which every outcome is persisted and published.
+        registry: the job types this pool can run.
+        concurrency: most jobs running at once.
+        lease_seconds: lease length; renewed every third of it while a job runs.
+        grace_seconds: how long ``stop`` waits for running jobs before requeueing them.
+    """
+
+    def __init__(
+        self,
+        events: JobEvents,
+        registry: Registry,
+        *,
+        concurrency: int,
+        lease_seconds: float,
+        grace_seconds: float,
+    ) -> None:
+        self.events = events
+        self.registry = registry
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.grace_seconds = grace_seconds
+        self.running: dict[str, _Running] = {}
+        self.recovered = 0
+        self._wake = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._claiming = False
+        self._tasks: list[asyncio.Task[None]] = []
+        events.bus.add_tap(self._on_event)
+
+    @property
+    def alive(self) -> bool:
+        return self._claiming and all(not t.done() for t in self._tasks)
+
+    async def start(self) -> None:
+        """Recover jobs a previous process left active, then start claiming."""
+        self.recovered += len(await self.events.recover(expired_only=False))
+        self._claiming = True
+        self._tasks = [
+            asyncio.create_task(self._dispatch(), name="worker-dispatch"),
+            asyncio.create_task(self._heartbeat(), name="worker-heartbeat"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop claiming, let running jobs finish within the grace period, requeue the rest."""
+        self._claiming = False
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.running:
+            log.info(
+                "waiting up to %.1fs for %d running job(s)", self.grace_seconds, len(self.running)
+            )
+            await asyncio.wait([r.task for r in self.running.values()], timeout=self.grace_seconds)
+        for running in list(self.running.values()):
+            running.stop("shutdown")
+        if self.running:
+            await asyncio.gather(*(r.task for r in self.running.values()), return_exceptions=True)
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        if event.type in WAKE_EVENTS:
+            self._wake.set()
+        elif event.type is EventType.CANCELLED:
+            running = self.running.get(event.job_id)
+            if running is not None:
+                running.stop("cancelled")
+
+    async def _dispatch(self) -> None:
+        while self._claiming:
+            free = self.concurrency - len(self.running)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            self._wake.clear()
+            try:
+                jobs = await self.events.claim(free, self.lease_seconds)
+            except JobServerError:
+                log.exception("claiming jobs failed; trying again shortly")
+                await asyncio.sleep(1.0)
+                continue
+            for job in jobs:
+                self._start(job)
+            if len(jobs) == free:
+                continue
+            await self._idle()
+
+    async def _idle(self) -> None:
+        """Sleep until woken by a new job or the next delayed job's run time (at most 5 s)."""
+        due = await self.events.store.next_run_at()
+        timeout = 5.0 if due is None else min(5.0, max(0.0, due - time.time()))
+        if timeout <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+
+    async def _heartbeat(self) -> None:
+        interval = self.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            leases = {
+                job_id: r.job.lease_token
+                for job_id, r in self.running.items()
+                if r.job.lease_token is not None
+            }
+            try:
+                lost = (
+                    await self.events.store.renew(leases, self.lease_seconds) if leases else set()
+                )
+                self.recovered += len(await self.events.recover(expired_only=True))
+            except JobServerError:
+                log.exception("renewing leases failed")
+                continue
+            for job_id in lost:
+                running = self.running.get(job_id)
+                if running is not None:
+                    log.warning("lost the lease on job %s; stopping it", job_id)
+                    running.stop("lease-lost")
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _start(self, job: Job) -> None:
+        task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+        self.running[job.id] = _Running(job, task)
+
+    def _finished(self, job_id: str) -> None:
+        self.running.pop(job_id, None)
+        self._slot_free.set()
+
+    async def _run(self, job: Job) -> None:
+        token = job.lease_token
+        assert token is not None
+        try:
+            await self._attempt(job, token)
+        except LeaseLost:
+            log.info("job %s: write rejected, lease no longer held", job.id)
+        except asyncio.CancelledError:
+            await self._stopped(job, token)
+        except Exception:
+            log.exception("job %s: recording its outcome failed", job.id)
+        finally:
+            self._finished(job.id)
+
+    async def _attempt(self, job: Job, token: str) -> None:
+        try:
+            job_type = self.registry.get(job.type)
+        except JobServerError as exc:
+            await self.events.emit_failed(
+                job.id, token, error_dict(UNKNOWN_JOB_TYPE, exc.message, False)
+            )
+            return
+        ctx = JobContext(job, self.events, token)
+        self.running[job.id].ctx = ctx
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(job_type.options.timeout) as deadline:
+                result = await job_type.handler(ctx)
+        except JobError as exc:
+            await self._failed(job, token, job_type, exc.code, exc.message, exc.recoverable)
+            return
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            limit = job_type.options.timeout
+            await self._failed(
+                job,
+                token,
+                job_type,
+                JOB_TIMEOUT,
+                f"The job took longer than its {limit:g}s limit",
+                True,
+            )
+            return
+        except (asyncio.CancelledError, LeaseLost):
+            raise
+        except Exception as exc:
+            log.exception("job %s: handler %s raised", job.id, job.type)
+            await self._failed(
+                job, token, job_type, HANDLER_ERROR, f"{type(exc).__name__}: {exc}", True
+            )
+            return
+        outcome: dict[str, Any] = {"cacheHit": False, **(result or {})}
+        outcome.setdefault("processingTimeMs", round((time.perf_counter() - started) * 1000, 1))
+        await self.events.emit_completed(job.id, token, outcome)
+
+    async def _failed(
+        self, job: Job, token: str, job_type: JobType, code: str, message: str, recoverable: bool
+    ) -> None:
+        error = error_dict(code, message, recoverable)
+        if recoverable and job.attempts < job.max_attempts:
+            opts = job_type.options
+            delay = backoff(job.attempts, opts.backoff_base, opts.backoff_max)
+            await self.events.emit_retrying(job.id, token, error, time.time() + delay)
+        else:
+            await self.events.emit_failed(job.id, token, error)
+
+    async def _stopped(self, job: Job, token: str) -> None:
+        """The task was cancelled: by a user (already recorded), a lost lease, or shutdown."""
+        running = self.running.get(job.id)
+        reason = running.stop_reason if running else None
+        if reason == "shutdown":
+            with contextlib.suppress(LeaseLost):
+                await self.events.requeue(job.id, token, "Requeued: the server is shutting down")
+        elif reason is None:
+            raise asyncio.CancelledError
