@@ -63,6 +63,8 @@ class Settings:
             raise ValueError("concurrency must be at least 1")
         if self.lease_seconds <= 0 or self.shutdown_grace_seconds < 0:
             raise ValueError("lease_seconds must be positive, shutdown_grace_seconds not negative")
+        if self.secret and len(self.secret.encode()) < 32:
+            raise ValueError("secret must be at least 32 bytes long (HS256)")
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
 

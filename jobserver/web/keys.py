@@ -18,4 +18,4 @@ BUS = web.AppKey("bus", EventBus)
 EVENTS = web.AppKey("events", JobEvents)
 REGISTRY = web.AppKey("registry", Registry)
 POOL = web.AppKey("pool", WorkerPool)
-USER = "jobserver.user"  # request-scoped (request[USER]), set by the auth middleware
+USER = web.RequestKey("user", str)  # set by the auth middleware
