@@ -1,0 +1,61 @@
+"""The job model: every legal and illegal status change, and the event wire format."""
+
+from __future__ import annotations
+
+import itertools
+
+import orjson
+import pytest
+
+from jobserver.errors import IllegalTransition
+from jobserver.models import (
+    STAGE_DISPLAY_NAMES,
+    TRANSITIONS,
+    EventType,
+    Job,
+    JobStage,
+    JobStatus,
+    check_transition,
+    encode_event,
+)
+
+LEGAL = {
+    (JobStatus.QUEUED, JobStatus.ACTIVE),
+    (JobStatus.QUEUED, JobStatus.CANCELLED),
+    (JobStatus.ACTIVE, JobStatus.COMPLETED),
+    (JobStatus.ACTIVE, JobStatus.FAILED),
+    (JobStatus.ACTIVE, JobStatus.CANCELLED),
+    (JobStatus.ACTIVE, JobStatus.QUEUED),
+    (JobStatus.FAILED, JobStatus.QUEUED),
+    (JobStatus.CANCELLED, JobStatus.QUEUED),
+}
+
+
+@pytest.mark.parametrize("current,new", list(itertools.product(JobStatus, JobStatus)))
+def test_every_transition_is_allowed_or_rejected(current: JobStatus, new: JobStatus) -> None:
+    if (current, new) in LEGAL:
+        check_transition(current, new)
+    else:
+        with pytest.raises(IllegalTransition):
+            check_transition(current, new)
+
+
+def test_the_table_is_exactly_the_legal_set() -> None:
+    assert {(a, b) for a, targets in TRANSITIONS.items() for b in targets} == LEGAL
+
+
+def test_every_stage_has_a_display_name() -> None:
+    assert set(STAGE_DISPLAY_NAMES) == set(JobStage)
+    assert all(STAGE_DISPLAY_NAMES.values())
+
+
+def test_event_wire_format_is_camel_case_with_iso_timestamp() -> None:
+    job = Job(id="j1", type="demo.sleep", user_id="u1", payload={}, result={"noteId": "n"})
+    event = encode_event(7, EventType.COMPLETED, job, 0.0)
+    body = orjson.loads(event.data)
+    assert body["seq"] == 7 and body["type"] == "job.completed"
+    assert body["jobId"] == "j1" and body["userId"] == "u1"
+    assert body["timestamp"] == "1970-01-01T00:00:00.000Z"
+    assert body["result"] == {"noteId": "n"} and "error" not in body
+    for key in ["status", "stage", "progress", "message", "metadata"]:
+        assert key in body
