@@ -94,9 +94,12 @@ class WorkerPool:
         """Stop claiming, let running jobs finish within the grace period, requeue the rest."""
         self._claiming = False
         self._wake.set()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._slot_free.set()
+        dispatch, heartbeat = self._tasks
+        # The dispatcher is not cancelled: a claim in flight would commit with nobody to run it.
+        await asyncio.gather(dispatch, return_exceptions=True)
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
         if self.running:
             log.info(
                 "waiting up to %.1fs for %d running job(s)", self.grace_seconds, len(self.running)
@@ -160,7 +163,9 @@ class WorkerPool:
                 lost = (
                     await self.events.store.renew(leases, self.lease_seconds) if leases else set()
                 )
-                self.recovered += len(await self.events.recover(expired_only=True))
+                # Shielded: recovered events must be published even if we are being stopped.
+                recovered = await asyncio.shield(self.events.recover(expired_only=True))
+                self.recovered += len(recovered)
             except JobServerError:
                 log.exception("renewing leases failed")
                 continue

@@ -165,7 +165,7 @@ async def test_seq_is_strictly_increasing_under_concurrent_writers(store: Store)
 
 
 async def test_a_bad_write_fails_alone_and_the_others_commit(store: Store) -> None:
-    job, _ = await store.enqueue(new())
+    _job, _ = await store.enqueue(new())
     good = [store.enqueue(new()) for _ in range(5)]
     bad = store.cancel("no-such-job", None)
     results = await asyncio.gather(*good, bad, return_exceptions=True)
@@ -200,9 +200,9 @@ async def test_sqlite_pragmas_are_durable(tmp_path: Path) -> None:
     await s.open()
     assert s._wdb is not None
     rows = await s._wdb.execute_fetchall("PRAGMA journal_mode")
-    assert list(rows)[0][0] == "wal"
+    assert next(iter(rows))[0] == "wal"
     rows = await s._wdb.execute_fetchall("PRAGMA synchronous")
-    assert list(rows)[0][0] == 2  # FULL
+    assert next(iter(rows))[0] == 2  # FULL
     await s.close()
     with sqlite3.connect(tmp_path / "s.db") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

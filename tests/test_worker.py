@@ -1,0 +1,206 @@
+"""The worker pool through the real app: retries with backoff, timeouts, cancel, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from jobserver.bus import EventBus, Mailbox
+from jobserver.emitter import JobEvents
+from jobserver.handlers import HandlerOptions, JobContext, Registry
+from jobserver.models import JobStage, JobStatus
+from jobserver.store import NewJob
+from jobserver.store.sqlite import SqliteStore
+from jobserver.web.keys import POOL, STORE
+from jobserver.worker import WorkerPool, backoff
+from tests.conftest import MakeApi
+from tests.test_api import wait_status
+
+
+async def events_of(api: Any, job_id: str) -> list[dict[str, Any]]:
+    events = await api.app[STORE].events_after(0, job_id=job_id)
+    return [orjson.loads(e.data) for e in events]
+
+
+def test_backoff_grows_exponentially_with_bounded_jitter() -> None:
+    for attempt in range(1, 8):
+        full = min(30.0, 0.5 * 2 ** (attempt - 1))
+        for _ in range(50):
+            delay = backoff(attempt, 0.5, 30.0)
+            assert full / 2 <= delay <= full
+
+
+async def test_recoverable_failure_retries_with_backoff_then_fails(make_api: MakeApi) -> None:
+    api = await make_api()
+    _, job = await api.post("/api/jobs", json={
+        "type": "demo.fail", "maxAttempts": 3,
+        "payload": {"code": "FLAKY", "recoverable": True, "message": "try again"}})
+    done = await wait_status(api, job["jobId"], "failed")
+    assert done["attempts"] == 3 and done["error"] == {
+        "code": "FLAKY", "message": "try again", "recoverable": True}
+    events = await events_of(api, job["jobId"])
+    kinds = [e["type"] for e in events]
+    assert kinds.count("job.retrying") == 2 and kinds[-1] == "job.failed"
+    retries = [e for e in events if e["type"] == "job.retrying"]
+    assert all(e["status"] == "queued" and e["error"]["code"] == "FLAKY" for e in retries)
+    starts = [e for e in events if e["message"].startswith("Started")]
+    assert [e["attempt"] for e in starts] == [1, 2, 3]
+
+
+async def test_unrecoverable_failure_is_not_retried(make_api: MakeApi) -> None:
+    api = await make_api()
+    _, job = await api.post("/api/jobs", json={
+        "type": "demo.fail", "maxAttempts": 5, "payload": {"code": "BAD", "recoverable": False}})
+    done = await wait_status(api, job["jobId"], "failed")
+    assert done["attempts"] == 1 and done["error"]["recoverable"] is False
+
+
+def slow_registry(**options: Any) -> Registry:
+    async def slow(ctx: JobContext) -> Mapping[str, Any]:
+        await ctx.progress(JobStage.PROCESSING, 10, "started")
+        await asyncio.sleep(30)
+        return {}
+
+    registry = Registry()
+    registry.register("slow", slow, HandlerOptions(**options))
+    return registry
+
+
+async def test_timeout_fails_the_attempt_with_job_timeout(make_api: MakeApi) -> None:
+    api = await make_api(registry=slow_registry(timeout=0.3, max_attempts=2, backoff_base=0.05))
+    _, job = await api.post("/api/jobs", json={"type": "slow"})
+    done = await wait_status(api, job["jobId"], "failed")
+    assert done["error"]["code"] == "JOB_TIMEOUT" and done["attempts"] == 2
+
+
+async def test_cancel_of_a_running_job_stops_its_handler(make_api: MakeApi) -> None:
+    api = await make_api(registry=slow_registry(timeout=60))
+    _, job = await api.post("/api/jobs", json={"type": "slow"})
+    await wait_status(api, job["jobId"], "active")
+    status, body = await api.post(f"/api/jobs/{job['jobId']}/cancel")
+    assert status == 200 and body["status"] == "cancelled"
+    pool = api.app[POOL]
+    async with asyncio.timeout(5):
+        while job["jobId"] in pool.running:
+            await asyncio.sleep(0.01)
+    events = await events_of(api, job["jobId"])
+    assert events[-1]["type"] == "job.cancelled"
+
+
+async def test_unexpected_exception_is_recorded_as_handler_error(make_api: MakeApi) -> None:
+    async def broken(ctx: JobContext) -> Mapping[str, Any]:
+        raise RuntimeError("kaput")
+
+    registry = Registry()
+    registry.register("broken", broken, HandlerOptions(max_attempts=1))
+    api = await make_api(registry=registry)
+    _, job = await api.post("/api/jobs", json={"type": "broken"})
+    done = await wait_status(api, job["jobId"], "failed")
+    assert done["error"]["code"] == "HANDLER_ERROR" and "kaput" in done["error"]["message"]
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, JobEvents, Registry]]:
+    store = SqliteStore(tmp_path / "e.db")
+    await store.open()
+    registry = Registry()
+    yield store, JobEvents(store, EventBus()), registry
+    await store.close()
+
+
+async def test_graceful_shutdown_requeues_what_is_still_running(
+    engine: tuple[SqliteStore, JobEvents, Registry],
+) -> None:
+    store, events, registry = engine
+    started = asyncio.Event()
+
+    async def stuck(ctx: JobContext) -> Mapping[str, Any]:
+        started.set()
+        await asyncio.sleep(60)
+        return {}
+
+    async def quick(ctx: JobContext) -> Mapping[str, Any]:
+        await asyncio.sleep(0.1)
+        return {"ok": True}
+
+    registry.register("stuck", stuck)
+    registry.register("quick", quick)
+    pool = WorkerPool(events, registry, concurrency=4, lease_seconds=10, grace_seconds=0.5)
+    await pool.start()
+    stuck_job, _ = await events.emit_queued(NewJob(type="stuck", user_id="u"))
+    quick_job, _ = await events.emit_queued(NewJob(type="quick", user_id="u"))
+    await asyncio.wait_for(started.wait(), 5)
+    t0 = time.monotonic()
+    await pool.stop()
+    assert time.monotonic() - t0 < 5
+    stuck_after = await store.get_job(stuck_job.id)
+    quick_after = await store.get_job(quick_job.id)
+    assert stuck_after is not None and stuck_after.status is JobStatus.QUEUED
+    assert stuck_after.attempts == 0
+    assert quick_after is not None and quick_after.status is JobStatus.COMPLETED
+
+
+async def test_lost_lease_stops_the_handler(
+    engine: tuple[SqliteStore, JobEvents, Registry],
+) -> None:
+    store, events, registry = engine
+    stopped = asyncio.Event()
+
+    async def long(ctx: JobContext) -> Mapping[str, Any]:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            stopped.set()
+        return {}
+
+    registry.register("long", long)
+    pool = WorkerPool(events, registry, concurrency=2, lease_seconds=0.3, grace_seconds=0)
+    await pool.start()
+    job, _ = await events.emit_queued(NewJob(type="long", user_id="u"))
+    async with asyncio.timeout(5):
+        while job.id not in pool.running:
+            await asyncio.sleep(0.01)
+    token = pool.running[job.id].job.lease_token
+    await store.cancel(job.id, None)  # behind the pool's back: no event reaches it
+    assert token is not None
+    await asyncio.wait_for(stopped.wait(), 5)  # the heartbeat saw the lease was gone
+    await pool.stop()
+
+
+async def test_thousand_jobs_with_ten_progress_events_each(
+    engine: tuple[SqliteStore, JobEvents, Registry],
+) -> None:
+    store, events, registry = engine
+
+    async def ten(ctx: JobContext) -> Mapping[str, Any]:
+        for i in range(1, 11):
+            await ctx.progress(JobStage.PROCESSING, i * 10, f"step {i}")
+        return {}
+
+    registry.register("ten", ten)
+    box = Mailbox(maxsize=100_000, coalesce_at=100_000)
+    events.bus.subscribe(box, user_id="u")
+    pool = WorkerPool(events, registry, concurrency=50, lease_seconds=30, grace_seconds=1)
+    await pool.start()
+    for _ in range(1000):
+        await events.emit_queued(NewJob(type="ten", user_id="u"))
+    async with asyncio.timeout(120):
+        while (await store.count_by_status())[JobStatus.COMPLETED] < 1000:
+            await asyncio.sleep(0.05)
+    await pool.stop()
+    logged = await store.events_after(0, limit=100_000)
+    seqs = [e.seq for e in logged]
+    assert seqs == sorted(set(seqs)) and seqs == list(range(1, len(seqs) + 1))
+    by_type: dict[str, int] = {}
+    for e in logged:
+        by_type[e.type.value] = by_type.get(e.type.value, 0) + 1
+    # queued + started + 10 progress + completed per job
+    assert by_type == {"job.queued": 1000, "job.progress": 11_000, "job.completed": 1000}
+    delivered = box.drain()
+    assert [e.seq for e in delivered] == seqs  # every event reached the subscriber, in order
