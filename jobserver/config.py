@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "JOBSERVER_"
+LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def _bool(value: str) -> bool:
@@ -41,6 +43,13 @@ class Settings:
         open_signin: allow ``POST /api/session`` to sign in by name alone.
         token_ttl_seconds: lifetime of issued tokens.
         allowed_origins: extra Origins allowed to open the WebSocket.
+        log_format: ``json`` (one object per line) or ``text`` (for people).
+        log_level: least severe level logged: DEBUG, INFO, WARNING or ERROR.
+        debug: log every event emitted and every subscription (a troubleshooting switch).
+        retention_days: finished jobs, their events and unneeded uploads older than this are
+            pruned; 0 keeps everything.
+        prune_interval_seconds: how often the retention pruner runs.
+        checkpoint_interval_seconds: how often the SQLite WAL is checkpointed and truncated.
     """
 
     host: str = "127.0.0.1"
@@ -55,6 +64,12 @@ class Settings:
     open_signin: bool = True
     token_ttl_seconds: int = 7 * 24 * 3600
     allowed_origins: tuple[str, ...] = ()
+    log_format: str = "json"
+    log_level: str = "INFO"
+    debug: bool = False
+    retention_days: float = 30.0
+    prune_interval_seconds: float = 3600.0
+    checkpoint_interval_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -67,6 +82,14 @@ class Settings:
             raise ValueError("secret must be at least 32 bytes long (HS256)")
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.retention_days < 0:
+            raise ValueError("retention_days must not be negative (0 keeps everything)")
+        if self.prune_interval_seconds <= 0 or self.checkpoint_interval_seconds <= 0:
+            raise ValueError("prune_interval_seconds and checkpoint_interval_seconds must be > 0")
 
     @property
     def db_path(self) -> Path:
