@@ -1,5 +1,5 @@
 """Durable job state and the append-only event log, behind one interface."""
 
-from .protocol import NewJob, ProgressUpdate, Store
+from .protocol import NewJob, ProgressUpdate, Pruned, Store
 
-__all__ = ["NewJob", "ProgressUpdate", "Store"]
+__all__ = ["NewJob", "ProgressUpdate", "Pruned", "Store"]

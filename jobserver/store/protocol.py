@@ -42,6 +42,23 @@ class ProgressUpdate:
     metadata: Mapping[str, Any] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What one ``Store.prune`` call removed.
+
+    Args:
+        jobs: finished jobs deleted.
+        events: events of those jobs deleted.
+        through: ``pruned_through()`` after the call.
+        job_ids: the deleted jobs, for whoever keeps files beside them.
+    """
+
+    jobs: int
+    events: int
+    through: int
+    job_ids: tuple[str, ...] = ()
+
+
 class Store(Protocol):
     """Durable jobs and events. Every state change writes the job and its event atomically.
 
@@ -119,3 +136,22 @@ class Store(Protocol):
         ...
 
     async def count_by_status(self) -> dict[JobStatus, int]: ...
+
+    async def ping(self) -> None:
+        """A real, tiny durable write: returns when the store can commit, raises otherwise."""
+        ...
+
+    async def prune(self, before: float, *, limit: int = 1000) -> Pruned:
+        """Delete up to ``limit`` jobs that finished before ``before`` and all their events.
+
+        Raises ``pruned_through()`` to the highest deleted seq, so a client resuming from
+        below it is told to resync instead of getting a silent gap.
+        """
+        ...
+
+    async def checkpoint(self) -> int:
+        """Bound the on-disk journal (SQLite: checkpoint and truncate the WAL).
+
+        Returns the journal's size in bytes afterwards (0 where there is none).
+        """
+        ...

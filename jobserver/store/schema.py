@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_job ON events (job_id, seq);
 CREATE INDEX IF NOT EXISTS events_user ON events (user_id, seq);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 """
 
 JOB_COLUMNS = (

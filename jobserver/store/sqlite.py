@@ -19,7 +19,7 @@ import aiosqlite
 from ..errors import JobServerError, ServiceUnavailable
 from ..models import ErrorDict, Event, EventType, Job, JobStatus, ResultDict, encode_event
 from . import changes
-from .protocol import NewJob, ProgressUpdate
+from .protocol import NewJob, ProgressUpdate, Pruned
 from .schema import (
     INSERT_EVENT,
     INSERT_JOB,
@@ -38,6 +38,11 @@ Op = Callable[[sqlite3.Connection], Any]
 
 MAX_BATCH = 2000
 PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000")
+# After a checkpoint resets the WAL, SQLite cuts the file back to this size.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+# A scheduled checkpoint waits at most this long (ms) for readers, so writes barely stall.
+CHECKPOINT_BUSY_MS = 50
+TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 
 
 @dataclass(slots=True)
@@ -83,6 +88,7 @@ class SqliteStore:
         self._wdb = await aiosqlite.connect(self.path, isolation_level=None)
         for pragma in PRAGMAS:
             await self._wdb.execute(pragma)
+        await self._wdb.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         await self._wdb.executescript(SCHEMA)
         await self._wdb.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)", (uuid.uuid4().hex,)
@@ -379,3 +385,63 @@ class SqliteStore:
         counts = dict.fromkeys(JobStatus, 0)
         counts.update({JobStatus(status): n for status, n in rows})
         return counts
+
+    # -- operations: health, retention, the WAL ---------------------------------------------
+
+    async def ping(self) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('ping', ?)", (repr(time.time()),)
+            )
+
+        await self._write(op)
+
+    async def prune(self, before: float, *, limit: int = 1000) -> Pruned:
+        def op(conn: sqlite3.Connection) -> Pruned:
+            ids = [
+                str(r[0])
+                for r in conn.execute(
+                    f"SELECT id FROM jobs WHERE status IN {TERMINAL_SQL} AND finished_at < ? "
+                    "ORDER BY finished_at LIMIT ?",
+                    (before, limit),
+                )
+            ]
+            if not ids:
+                return Pruned(0, 0, self._pruned)
+            marks = ",".join("?" * len(ids))
+            row = conn.execute(f"SELECT MAX(seq) FROM events WHERE job_id IN ({marks})", ids)
+            through = int(row.fetchone()[0] or 0)
+            events = conn.execute(f"DELETE FROM events WHERE job_id IN ({marks})", ids).rowcount
+            conn.execute(f"DELETE FROM jobs WHERE id IN ({marks})", ids)
+            if through > self._pruned:
+                # Raised before the commit: a rolled-back batch leaves it too high, which only
+                # costs a client an unneeded resync, never a silent gap.
+                self._pruned = through
+                conn.execute("UPDATE meta SET value=? WHERE key='pruned'", (str(through),))
+            return Pruned(len(ids), events, self._pruned, tuple(ids))
+
+        return await self._write(op)
+
+    async def checkpoint(self) -> int:
+        if self._closing or self._wdb is None:
+            raise ServiceUnavailable("the store is closed")
+        wdb = self._wdb
+
+        def run() -> tuple[int, int, int]:
+            # On the writer's thread between two batches, so never inside a transaction.
+            conn: sqlite3.Connection = wdb._conn
+            conn.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS}")
+            try:
+                busy, frames, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                conn.execute("PRAGMA busy_timeout=5000")
+            return int(busy), int(frames), int(done)
+
+        busy, frames, done = await wdb._execute(run)  # type: ignore[no-untyped-call]
+        if busy:
+            log.debug("WAL checkpoint met a reader: %d of %d frames copied", done, frames)
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            return wal.stat().st_size
+        except FileNotFoundError:
+            return 0
