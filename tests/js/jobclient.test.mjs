@@ -1,0 +1,474 @@
+// Unit tests for static/jobclient.js: node's own test runner, a fake server, a manual clock.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import {
+  backoffDelay, createJobClient, describeError, JobClientError, STATE,
+} from '../../static/jobclient.js';
+import { Clock, clientOptions, makeServer, memoryStorage } from './fakeserver.mjs';
+
+function recorder(client) {
+  const seen = { events: [], states: [], jobStates: [], resyncs: [], errors: [] };
+  client.on({
+    onEvent: (e) => seen.events.push(e),
+    onConnectionChange: (state) => seen.states.push(state),
+    onJobState: (job) => seen.jobStates.push(job),
+    onResync: (info) => seen.resyncs.push(info),
+    onError: (err) => seen.errors.push(err),
+  });
+  return seen;
+}
+
+function assertOncePerJobInOrder(events) {
+  const seqs = events.map((e) => e.seq);
+  assert.equal(new Set(seqs).size, seqs.length, `duplicate delivery in ${seqs}`);
+  const last = new Map();
+  for (const e of events) {
+    assert.ok(e.seq > (last.get(e.jobId) ?? 0), `job ${e.jobId} out of order at ${e.seq}`);
+    last.set(e.jobId, e.seq);
+  }
+}
+
+async function liveClient(server, extra = {}) {
+  const client = createJobClient(clientOptions(server, extra));
+  const seen = recorder(client);
+  client.subscribe({ userId: 'alice' });
+  client.connect();
+  await server.clock.advance(50);
+  return { client, seen };
+}
+
+// ---- backoff ---------------------------------------------------------------------------------
+
+test('backoff: delay stays within [ceiling/2, ceiling] and never passes the cap', () => {
+  const opts = { baseMs: 500, capMs: 10000 };
+  for (let attempt = 0; attempt < 40; attempt += 1) {
+    const ceiling = Math.min(10000, 500 * 2 ** attempt);
+    for (const r of [0, 0.25, 0.5, 0.999999]) {
+      const d = backoffDelay(attempt, opts, () => r);
+      assert.ok(d >= ceiling / 2 && d <= ceiling, `attempt ${attempt}: ${d} not in bounds`);
+      assert.ok(d <= 10000 && d >= 250);
+    }
+  }
+});
+
+test('backoff: the floor grows exponentially until the cap', () => {
+  const lows = [0, 1, 2, 3, 4, 5, 6].map((a) => backoffDelay(a, { baseMs: 100, capMs: 3000 },
+    () => 0));
+  assert.deepEqual(lows, [50, 100, 200, 400, 800, 1500, 1500]);
+});
+
+test('backoff: jitter spreads clients that retry together', () => {
+  const delays = new Set();
+  for (let i = 0; i < 200; i += 1) delays.add(Math.round(backoffDelay(4, {}, Math.random)));
+  assert.ok(delays.size > 50, `only ${delays.size} distinct delays`);
+  const huge = backoffDelay(1e6, { baseMs: 500, capMs: 10000 }, () => 1);
+  assert.equal(huge, 10000);
+});
+
+test('backoff: the client waits longer after each failed reconnect, up to the cap', async () => {
+  const server = makeServer();
+  server.wsUp = false;
+  server.httpUp = true;
+  const client = createJobClient(clientOptions(server, { backoffBaseMs: 100, backoffCapMs: 800 }));
+  client.connect();
+  await server.clock.advance(20000);
+  const opens = server.sockets.map((s, i) => i);
+  assert.ok(opens.length >= 10, `only ${opens.length} reconnect attempts in 20 s`);
+  // with random() = 0.5 each delay is 3/4 of its ceiling: 75, 150, 300, 600, 600, ...
+  assert.ok(opens.length <= 40, `${opens.length} attempts: backoff did not grow`);
+  client.disconnect();
+});
+
+// ---- subscriptions (the seed's test script) --------------------------------------------------
+
+test('subscribe is de-duplicated and counted; unsubscribe removes', () => {
+  const client = createJobClient(clientOptions(makeServer()));
+  client.subscribe({ userId: 'test-user' });
+  assert.equal(client.getSubscriptionCount(), 1);
+  client.subscribe({ userId: 'test-user' });
+  assert.equal(client.getSubscriptionCount(), 1);
+  client.subscribe({ jobId: 'job-123' });
+  assert.equal(client.getSubscriptionCount(), 2);
+  client.unsubscribe({ userId: 'test-user' });
+  assert.equal(client.getSubscriptionCount(), 1);
+  assert.throws(() => client.subscribe({}), JobClientError);
+});
+
+test('connect goes live over the WebSocket and subscribes once per subscription', async () => {
+  const server = makeServer();
+  const { client, seen } = await liveClient(server);
+  assert.equal(client.isConnected(), true);
+  assert.equal(client.usingPolling(), false);
+  assert.deepEqual(seen.states, [STATE.CONNECTING, STATE.LIVE]);
+  client.subscribe({ userId: 'alice' });
+  const subscribes = server.sockets[0].sent.filter((m) => m.type === 'subscribe');
+  assert.equal(subscribes.length, 1);
+  assert.equal(subscribes[0].since, 0);
+  assert.equal(server.pollCalls().length, 0);
+  client.disconnect();
+});
+
+// ---- dedup by seq ------------------------------------------------------------------------------
+
+test('dedup: an event sent twice, or older than one delivered, is dropped', async () => {
+  const server = makeServer();
+  server.addJob('j1');
+  const { client, seen } = await liveClient(server);
+  const progress = [];
+  client.on({ onJobProgress: (e) => progress.push(e.seq) });
+  server.duplicateSends = true;
+  server.publish('j1');
+  server.publish('j1');
+  await server.clock.advance(10);
+  // a stray old event for the same job, e.g. from a late long-poll answer
+  server.sockets[0]._push({ ...server.events[0] });
+  await server.clock.advance(10);
+  assert.deepEqual(seen.events.map((e) => e.seq), [1, 2]);
+  assert.deepEqual(progress, [1, 2]);
+  assert.equal(client.stats.duplicates, 3);
+  client.disconnect();
+});
+
+test('dedup: a REST snapshot newer than the events seen suppresses the older events', async () => {
+  const server = makeServer();
+  server.addJob('j1');
+  const { client, seen } = await liveClient(server);
+  server.jobs.get('j1').lastSeq = 5;
+  await client.api.getJob('j1');
+  assert.equal(seen.jobStates.length, 1);
+  server.sockets[0]._push({ seq: 4, type: 'job.progress', jobId: 'j1', userId: 'alice' });
+  server.sockets[0]._push({ seq: 6, type: 'job.completed', jobId: 'j1', userId: 'alice' });
+  await server.clock.advance(10);
+  assert.deepEqual(seen.events.map((e) => e.seq), [6]);
+  client.disconnect();
+});
+
+test('typed handlers get their event types', async () => {
+  const server = makeServer();
+  server.addJob('j1');
+  const { client } = await liveClient(server);
+  const got = [];
+  client.on({
+    onJobQueued: (e) => got.push(['queued', e.seq]),
+    onJobProgress: (e) => got.push(['progress', e.seq]),
+    onJobCompleted: (e) => got.push(['completed', e.seq, e.result.noteId]),
+    onJobFailed: (e) => got.push(['failed', e.seq, e.error.code]),
+  });
+  client.on({ onJobProgress: () => { throw new Error('a broken listener'); } });
+  const original = console.error;
+  console.error = () => {};
+  try {
+    server.publish('j1', 'job.queued');
+    server.publish('j1', 'job.progress');
+    server.publish('j1', 'job.completed', { result: { noteId: 'n1' } });
+    server.addJob('j2');
+    server.publish('j2', 'job.failed', { error: { code: 'CORRUPT_PDF', message: 'bad' } });
+    await server.clock.advance(10);
+  } finally {
+    console.error = original;
+  }
+  assert.deepEqual(got, [['queued', 1], ['progress', 2], ['completed', 3, 'n1'],
+    ['failed', 4, 'CORRUPT_PDF']]);
+  client.disconnect();
+});
+
+// ---- switching transports ----------------------------------------------------------------------
+
+test('WebSocket drops: long-poll from the last seq; back: polling stops; nothing twice', async () => {
+  const server = makeServer();
+  server.addJob('j1');
+  const { client, seen } = await liveClient(server);
+  server.publish('j1');
+  server.publish('j1');
+  await server.clock.advance(10);
+
+  server.wsUp = false;
+  server.openSockets()[0].drop();
+  await server.clock.advance(10);
+  assert.equal(client.usingPolling(), true);
+  assert.equal(client.isConnected(), false);
+  assert.equal(client.connectionState(), STATE.POLLING);
+  const firstPoll = server.pollCalls()[0];
+  assert.equal(firstPoll.query.since, '2');
+  assert.equal(firstPoll.query.userId, 'alice');
+
+  server.publish('j1');
+  server.publish('j1');
+  await server.clock.advance(10);
+  assert.deepEqual(seen.events.map((e) => e.seq), [1, 2, 3, 4]);
+
+  server.wsUp = true;
+  await server.clock.advance(15000); // the reconnect timer fires within the backoff cap
+  assert.equal(client.isConnected(), true);
+  assert.equal(client.usingPolling(), false);
+  assert.equal(server.waiters.size, 0, 'the pending long-poll was not aborted');
+  const live = server.openSockets();
+  assert.equal(live.length, 1);
+  assert.equal(live[0].sent.find((m) => m.type === 'subscribe').since, 4);
+
+  const polls = server.pollCalls().length;
+  server.publish('j1', 'job.completed');
+  await server.clock.advance(30000);
+  assert.equal(server.pollCalls().length, polls, 'still polling after the WebSocket came back');
+  assert.deepEqual(seen.events.map((e) => e.seq), [1, 2, 3, 4, 5]);
+  assert.deepEqual(seen.states, [STATE.CONNECTING, STATE.LIVE, STATE.POLLING, STATE.LIVE]);
+  client.disconnect();
+});
+
+test('an event in flight on both transports at the switch is delivered once', async () => {
+  const server = makeServer();
+  server.addJob('j1');
+  const { client, seen } = await liveClient(server);
+  server.wsUp = false;
+  server.openSockets()[0].drop();
+  await server.clock.advance(10);
+  server.publish('j1');
+  await server.clock.advance(1);
+  server.wsUp = true;
+  // the socket comes back and replays from its cursor while the poll answer is also arriving
+  server.publish('j1');
+  await server.clock.advance(15000);
+  server.publish('j1');
+  await server.clock.advance(10);
+  assert.deepEqual(seen.events.map((e) => e.seq), [1, 2, 3]);
+  assertOncePerJobInOrder(seen.events);
+  client.disconnect();
+});
+
+test('random drops and recoveries: every event once, per job in order', async () => {
+  let seed = 42;
+  const rand = () => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed / 2 ** 31; };
+  const server = makeServer();
+  for (const id of ['a', 'b', 'c']) server.addJob(id);
+  const { client, seen } = await liveClient(server, { random: rand, backoffCapMs: 2000 });
+  for (let step = 0; step < 400; step += 1) {
+    const r = rand();
+    if (r < 0.6) server.publish(['a', 'b', 'c'][Math.floor(rand() * 3)]);
+    else if (r < 0.7) server.openSockets().forEach((s) => s.drop(rand() < 0.5 ? 1006 : 4000));
+    else if (r < 0.75) server.wsUp = !server.wsUp;
+    else if (r < 0.78) server.duplicateSends = !server.duplicateSends;
+    await server.clock.advance(Math.floor(rand() * 700));
+  }
+  server.wsUp = true;
+  server.httpUp = true;
+  await server.clock.advance(30000);
+  assertOncePerJobInOrder(seen.events);
+  assert.deepEqual(seen.events.map((e) => e.seq), server.events.map((e) => e.seq));
+  assert.ok(server.sockets.length > 5, 'the run never dropped the socket');
+  assert.ok(server.pollCalls().length > 5, 'the run never polled');
+  client.disconnect();
+});
+
+test('websocket-only never long-polls; polling-only never opens a socket', async () => {
+  const server = makeServer();
+  server.addJob('j1');
+  const ws = createJobClient(clientOptions(server));
+  const seenWs = recorder(ws);
+  ws.subscribe({ userId: 'alice' });
+  ws.connect({ transports: ['websocket'] });
+  await server.clock.advance(50);
+  server.wsUp = false;
+  server.openSockets()[0].drop();
+  await server.clock.advance(5000);
+  assert.equal(server.pollCalls().length, 0);
+  assert.equal(ws.connectionState(), STATE.OFFLINE);
+  assert.ok(seenWs.states.includes(STATE.OFFLINE));
+  ws.disconnect();
+
+  const server2 = makeServer();
+  server2.addJob('j1');
+  const poll = createJobClient(clientOptions(server2));
+  const seenPoll = recorder(poll);
+  poll.subscribe({ jobId: 'j1' });
+  poll.connect({ transports: ['polling'] });
+  await server2.clock.advance(10);
+  server2.publish('j1');
+  await server2.clock.advance(10);
+  assert.equal(server2.sockets.length, 0);
+  assert.equal(poll.usingPolling(), true);
+  assert.equal(poll.isConnected(), false);
+  assert.deepEqual(seenPoll.events.map((e) => e.seq), [1]);
+  poll.disconnect();
+  assert.equal(server2.waiters.size, 0);
+});
+
+test('server unreachable: offline, retries with backoff, recovers live', async () => {
+  const server = makeServer();
+  server.addJob('j1');
+  const { client, seen } = await liveClient(server);
+  server.wsUp = false;
+  server.httpUp = false;
+  server.openSockets()[0].drop();
+  await server.clock.advance(3000);
+  assert.equal(client.connectionState(), STATE.OFFLINE);
+  server.publish('j1');
+  server.httpUp = true;
+  server.wsUp = true;
+  await server.clock.advance(15000);
+  assert.equal(client.connectionState(), STATE.LIVE);
+  assert.deepEqual(seen.events.map((e) => e.seq), [1]);
+  client.disconnect();
+});
+
+test('the browser going offline and online: offline at once, back without waiting', async () => {
+  const server = makeServer();
+  server.addJob('j1');
+  const network = new EventTarget();
+  const { client } = await liveClient(server, { network, backoffCapMs: 60000 });
+  server.httpUp = false;
+  server.wsUp = false;
+  network.dispatchEvent(new Event('offline'));
+  await server.clock.advance(10);
+  assert.equal(client.connectionState(), STATE.OFFLINE);
+  assert.equal(server.openSockets().length, 0);
+  server.httpUp = true;
+  server.wsUp = true;
+  network.dispatchEvent(new Event('online'));
+  await server.clock.advance(50);
+  assert.equal(client.connectionState(), STATE.LIVE);
+  client.disconnect();
+});
+
+test('a 401 stops the client and reports that the session ended', async () => {
+  const server = makeServer();
+  const original = server.fetch;
+  const client = createJobClient(clientOptions(server, {
+    fetch: async (url, init) => (url.includes('/api/meta')
+      ? { ok: false, status: 401, text: async () => '{"error":{"code":"TOKEN_EXPIRED","message":"the token has expired; sign in again"}}' }
+      : original(url, init)),
+  }));
+  const seen = recorder(client);
+  client.subscribe({ userId: 'alice' });
+  await client.connect();
+  await server.clock.advance(60000);
+  assert.equal(server.sockets.length, 0);
+  assert.deepEqual(seen.errors.map((e) => e.code), ['TOKEN_EXPIRED']);
+  assert.equal(client.connectionState(), STATE.OFFLINE);
+});
+
+// ---- resync ------------------------------------------------------------------------------------
+
+test('resync: tracked jobs reload from the server and cursors jump to the head', async () => {
+  const server = makeServer();
+  server.addJob('j1');
+  const storage = memoryStorage();
+  const first = createJobClient(clientOptions(server, { storage }));
+  first.subscribe({ userId: 'alice' });
+  first.connect();
+  await server.clock.advance(50);
+  first.trackJob('j1');
+  await server.clock.advance(50);
+  server.publish('j1');
+  await server.clock.advance(10);
+  first.disconnect();
+
+  for (let i = 0; i < 5; i += 1) server.publish('j1');
+  server.keptFrom = 5; // seq 2..4 are pruned: the stored cursor (1) is too old to replay
+  const second = createJobClient(clientOptions(server, { storage }));
+  const seen = recorder(second);
+  second.subscribe({ userId: 'alice' });
+  second.connect();
+  await server.clock.advance(100);
+  assert.ok(seen.resyncs.length >= 1, 'no resync');
+  assert.equal(seen.jobStates.at(-1).jobId, 'j1');
+  assert.equal(seen.jobStates.at(-1).lastSeq, 6);
+  assert.ok(server.calls.some((c) => c.path === '/api/jobs/j1' && c.at > 0));
+  server.publish('j1', 'job.completed');
+  await server.clock.advance(10);
+  assert.deepEqual(seen.events.map((e) => e.seq), [7]);
+  assert.equal(second.isConnected(), true);
+  second.disconnect();
+});
+
+test('resync over long-poll when the server answers with another epoch', async () => {
+  const server = makeServer();
+  server.addJob('j1');
+  const client = createJobClient(clientOptions(server));
+  const seen = recorder(client);
+  client.trackJob('j1');
+  client.connect({ transports: ['polling'] });
+  await server.clock.advance(10);
+  server.epoch = 'epoch-2';
+  server.publish('j1');
+  await server.clock.advance(10);
+  assert.equal(seen.resyncs.length, 1);
+  assert.equal(seen.resyncs[0].epoch, 'epoch-2');
+  assert.equal(seen.events.length, 0, 'an event from another epoch was delivered as if in order');
+  assert.ok(seen.jobStates.some((j) => j.jobId === 'j1' && j.lastSeq === 1));
+  server.publish('j1');
+  await server.clock.advance(10);
+  assert.deepEqual(seen.events.map((e) => e.seq), [2]);
+  client.disconnect();
+});
+
+// ---- persistence -------------------------------------------------------------------------------
+
+test('tracked jobs and cursors survive a reload', async () => {
+  const server = makeServer();
+  server.addJob('j1');
+  server.addJob('j2');
+  const storage = memoryStorage();
+  const first = createJobClient(clientOptions(server, { storage }));
+  first.connect();
+  await server.clock.advance(50);
+  first.trackJob('j1');
+  first.trackJob('j2');
+  first.stopTracking('j2');
+  await server.clock.advance(50);
+  server.publish('j1');
+  server.publish('j1');
+  await server.clock.advance(10);
+  first.disconnect();
+  server.publish('j1');
+
+  const second = createJobClient(clientOptions(server, { storage }));
+  const seen = recorder(second);
+  assert.deepEqual(second.trackedJobs(), ['j1']);
+  assert.equal(second.getSubscriptionCount(), 1);
+  second.connect();
+  await server.clock.advance(50);
+  const subscribe = server.openSockets()[0].sent.find((m) => m.type === 'subscribe');
+  assert.deepEqual(subscribe, { type: 'subscribe', jobId: 'j1', since: 2 });
+  assert.ok(seen.jobStates.some((j) => j.jobId === 'j1'));
+  second.disconnect();
+});
+
+test('a tracked job the server no longer knows is dropped', async () => {
+  const server = makeServer();
+  const client = createJobClient(clientOptions(server));
+  const gone = [];
+  client.on({ onJobGone: (info) => gone.push(info) });
+  client.connect();
+  await server.clock.advance(50);
+  client.trackJob('missing');
+  await server.clock.advance(50);
+  assert.deepEqual(client.trackedJobs(), []);
+  assert.equal(gone[0].code, 'JOB_NOT_FOUND');
+  client.disconnect();
+});
+
+// ---- errors into messages ---------------------------------------------------------------------
+
+test('describeError: one message for each kind of failure', () => {
+  assert.deepEqual(describeError({ error: { code: 'CORRUPT_PDF', message: 'unreadable' } }),
+    { code: 'CORRUPT_PDF', message: 'unreadable' });
+  assert.deepEqual(describeError({ code: 'X', message: 'y', recoverable: false }),
+    { code: 'X', message: 'y' });
+  assert.equal(describeError(new TypeError('Failed to fetch')).code, 'NETWORK');
+  assert.equal(describeError({ code: 1008, wasClean: true }).code, 'UNAUTHORIZED');
+  assert.equal(describeError({ code: 1006, wasClean: false }).code, 'CONNECTION_CLOSED');
+  assert.equal(describeError(new JobClientError('A', 'b', 400)).message, 'b');
+  assert.equal(describeError(null).code, 'UNKNOWN');
+});
+
+test('HTTP errors carry the server code and message', async () => {
+  const server = makeServer();
+  const client = createJobClient(clientOptions(server));
+  await assert.rejects(client.api.getJob('nope'), (err) => err instanceof JobClientError
+    && err.code === 'JOB_NOT_FOUND' && err.status === 404 && err.message === 'no such job');
+  await assert.rejects(client.api.request('GET', '/api/unknown'), { code: 'NOT_FOUND' });
+  server.httpUp = false;
+  await assert.rejects(client.api.meta(), (err) => describeError(err).code === 'NETWORK');
+  assert.ok(new Clock());
+});
