@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,10 +16,13 @@ from .bus import EventBus
 from .config import Settings
 from .emitter import JobEvents
 from .handlers import Registry
+from .joblog import JobLog
+from .metrics import Metrics
+from .retention import DAY, Retention
 from .store.sqlite import SqliteStore
-from .web import jobs, session
+from .web import jobs, ops, session
 from .web.http import auth_middleware, errors_middleware
-from .web.keys import BUS, EVENTS, POOL, REGISTRY, SECRET, SETTINGS, STORE
+from .web.keys import BUS, EVENTS, METRICS, POOL, REGISTRY, RETENTION, SECRET, SETTINGS, STORE
 from .worker import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,30 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     app[EVENTS] = JobEvents(store, bus)
     yield
     await store.close()
+
+
+async def _ops_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Metrics and job logs tap the bus before workers start; upkeep runs in the background."""
+    settings = app[SETTINGS]
+    app[BUS].add_tap(app[METRICS].on_event)
+    app[BUS].add_tap(JobLog(debug=settings.debug).on_event)
+    retention = Retention(
+        app[STORE],
+        max_age_seconds=settings.retention_days * DAY,
+        prune_interval=settings.prune_interval_seconds,
+        checkpoint_interval=settings.checkpoint_interval_seconds,
+    )
+    app[RETENTION] = retention
+    tasks = [
+        asyncio.create_task(app[METRICS].sample_loop_lag(), name="loop-lag"),
+        asyncio.create_task(retention.run(), name="retention"),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -67,8 +96,11 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[SETTINGS] = settings
     app[SECRET] = load_secret(settings.secret, settings.data_dir)
     app[REGISTRY] = registry if registry is not None else build_registry(settings)
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_ops_ctx)
     app.cleanup_ctx.append(_pool_ctx)
+    app.add_routes(ops.routes)
     app.add_routes(session.routes)
     app.add_routes(jobs.routes)
     if STATIC.is_dir():

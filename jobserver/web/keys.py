@@ -8,6 +8,8 @@ from ..bus import EventBus
 from ..config import Settings
 from ..emitter import JobEvents
 from ..handlers import Registry
+from ..metrics import Metrics
+from ..retention import Retention
 from ..store import Store
 from ..worker import WorkerPool
 
@@ -18,4 +20,6 @@ BUS = web.AppKey("bus", EventBus)
 EVENTS = web.AppKey("events", JobEvents)
 REGISTRY = web.AppKey("registry", Registry)
 POOL = web.AppKey("pool", WorkerPool)
+METRICS = web.AppKey("metrics", Metrics)
+RETENTION = web.AppKey("retention", Retention)
 USER = web.RequestKey("user", str)  # set by the auth middleware

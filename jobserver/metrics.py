@@ -1,0 +1,212 @@
+"""Prometheus metrics: one registry per app, fed by a bus tap and read from the store at scrape."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .models import Event, EventType, JobStatus
+
+log = logging.getLogger(__name__)
+
+# The seed's buckets for job duration, in seconds.
+DURATION_BUCKETS: Final = (1.0, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0)
+LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+FINISHED: Final = frozenset({EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED})
+LOOP_LAG_INTERVAL = 0.25
+
+
+def event_time(body: Mapping[str, Any]) -> float | None:
+    """The epoch seconds of an event's ``timestamp`` (set when it was persisted)."""
+    stamp = body.get("timestamp")
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Values read at scrape time from parts that keep their own counts."""
+
+    by_status: dict[JobStatus, int] = field(default_factory=dict)
+    recovered: int = 0
+    running: int = 0
+    concurrency: int = 0
+    subscribers: int = 0
+    pruned_jobs: int = 0
+
+
+class _ScrapeCollector(Collector):
+    """Turns the latest Snapshot into metric families; refreshed by the /metrics handler."""
+
+    def __init__(self) -> None:
+        self.snapshot = Snapshot()
+
+    def collect(self) -> Iterable[Metric]:
+        snap = self.snapshot
+        jobs = GaugeMetricFamily(
+            "jobs_by_status", "Jobs in the store by status (queued is the queue depth)",
+            labels=["status"],
+        )  # fmt: skip
+        for status in JobStatus:
+            jobs.add_metric([status.value], snap.by_status.get(status, 0))
+        yield jobs
+        yield CounterMetricFamily(
+            "jobs_recovered", "Jobs whose worker was lost, requeued or failed", snap.recovered
+        )
+        yield GaugeMetricFamily("worker_jobs_running", "Jobs running in this process", snap.running)
+        yield GaugeMetricFamily(
+            "worker_concurrency", "Most jobs this process runs at once", snap.concurrency
+        )
+        yield GaugeMetricFamily(
+            "event_bus_subscribers", "Live event subscribers (sockets, polls)", snap.subscribers
+        )
+        yield CounterMetricFamily(
+            "jobs_pruned", "Finished jobs deleted by retention", snap.pruned_jobs
+        )
+
+
+class Metrics:
+    """Every metric the server exports, in a registry of its own (tests build many apps).
+
+    Job metrics come from ``on_event``, a bus tap, so no code path has to remember to count.
+    The WebSocket gateway and the long-poll call ``ws_opened`` / ``ws_closed``,
+    ``longpoll_waiting`` and ``delivered``.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        reg = self.registry
+        self.job_events = Counter(
+            "job_events_total", "Job events emitted", ["stage", "status"], registry=reg
+        )
+        self.job_duration = Histogram(
+            "job_duration_seconds", "Time a job's attempt took, by outcome",
+            ["status", "cache_hit"], buckets=DURATION_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.attempts = Counter(
+            "job_attempts_total", "Attempts started (a worker claimed a job)", registry=reg
+        )
+        self.retries = Counter(
+            "job_retries_total", "Failed attempts queued again automatically", registry=reg
+        )
+        self.ws_connections = Gauge(
+            "websocket_connections", "Open WebSocket connections", registry=reg
+        )
+        self.ws_connects = Counter(
+            "websocket_connects_total", "WebSocket connections accepted", registry=reg
+        )
+        self.ws_disconnects = Counter(
+            "websocket_disconnects_total", "WebSocket connections ended, by reason",
+            ["reason"], registry=reg,
+        )  # fmt: skip
+        self.longpoll_waiters = Gauge(
+            "longpoll_waiters", "Long-poll requests waiting for an event", registry=reg
+        )
+        self.fanout_lag = Histogram(
+            "event_fanout_lag_seconds",
+            "From an event's commit to its publication (bus) or hand-off to a client",
+            ["transport"], buckets=LAG_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.loop_lag = Histogram(
+            "event_loop_lag_seconds", "How late the event loop runs a timer",
+            buckets=LAG_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self._scrape = _ScrapeCollector()
+        reg.register(self._scrape)
+        # When each running attempt was claimed (by job id); emptied as attempts end.
+        self._started: dict[str, float] = {}
+
+    # -- the bus tap ------------------------------------------------------------------------
+
+    def on_event(self, event: Event) -> None:
+        body = orjson.loads(event.data)
+        status, stage = str(body.get("status")), str(body.get("stage"))
+        self.job_events.labels(stage, status).inc()
+        now = time.time()
+        stamp = event_time(body)
+        if stamp is not None:
+            self.fanout_lag.labels("bus").observe(max(0.0, now - stamp))
+        if status == JobStatus.ACTIVE:
+            if event.job_id not in self._started:  # the first active event is the claim
+                self._started[event.job_id] = now
+                self.attempts.inc()
+            return
+        began = self._started.pop(event.job_id, None)
+        if event.type is EventType.RETRYING:
+            self.retries.inc()
+        if event.type in FINISHED:
+            self._observe_duration(body, status, now, began)
+        elif event.type is EventType.RETRYING:
+            self._observe_duration(body, "retrying", now, began)
+
+    def _observe_duration(
+        self, body: Mapping[str, Any], outcome: str, now: float, began: float | None
+    ) -> None:
+        result = body.get("result") or {}
+        seconds: float | None = None
+        millis = result.get("processingTimeMs") if outcome == JobStatus.COMPLETED else None
+        if isinstance(millis, int | float) and not isinstance(millis, bool):
+            seconds = float(millis) / 1000
+        elif began is not None:
+            seconds = now - began
+        if seconds is None:  # never started here (e.g. a queued job cancelled)
+            return
+        cache_hit = "true" if result.get("cacheHit") is True else "false"
+        self.job_duration.labels(outcome, cache_hit).observe(max(0.0, seconds))
+
+    # -- for the WebSocket gateway and the long-poll ----------------------------------------
+
+    def ws_opened(self) -> None:
+        self.ws_connects.inc()
+        self.ws_connections.inc()
+
+    def ws_closed(self, reason: str) -> None:
+        """A socket ended: ``normal`` (either side closed it cleanly) or why it was dropped."""
+        self.ws_connections.dec()
+        self.ws_disconnects.labels(reason).inc()
+
+    @contextlib.contextmanager
+    def longpoll_waiting(self) -> Iterator[None]:
+        self.longpoll_waiters.inc()
+        try:
+            yield
+        finally:
+            self.longpoll_waiters.dec()
+
+    def delivered(self, transport: str, events: Sequence[Event]) -> None:
+        """Events handed to a client's connection; the oldest one's lag is observed."""
+        if events:
+            stamp = event_time(orjson.loads(events[0].data))
+            if stamp is not None:
+                self.fanout_lag.labels(transport).observe(max(0.0, time.time() - stamp))
+
+    # -- scraping and sampling --------------------------------------------------------------
+
+    def update(self, snapshot: Snapshot) -> None:
+        self._scrape.snapshot = snapshot
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def sample_loop_lag(self, interval: float = LOOP_LAG_INTERVAL) -> None:
+        """Forever: sleep ``interval`` and record how much later than asked the loop woke."""
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(interval)
+            self.loop_lag.observe(max(0.0, loop.time() - start - interval))

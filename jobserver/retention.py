@@ -1,0 +1,105 @@
+"""Retention: on a schedule, prune old finished jobs, their events and uploads; trim the WAL."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+PRUNE_BATCH = 500
+DAY = 86400.0
+
+# Called after jobs are pruned with the cutoff; returns how many files it removed.
+FilePruner = Callable[[float], Awaitable[int]]
+
+
+class Retention:
+    """Keeps the store from growing without bound.
+
+    Jobs that finished more than ``max_age_seconds`` ago go, with all their events, in small
+    batches so the writer is never held for long; ``files`` then removes uploads that nothing
+    needs any more. The WAL is checkpointed and truncated every ``checkpoint_interval``.
+
+    Args:
+        store: the store to prune.
+        max_age_seconds: age past which a finished job is deleted; 0 keeps everything.
+        prune_interval: seconds between two prunes (the first runs at start).
+        checkpoint_interval: seconds between two WAL checkpoints.
+        files: prunes files beside the jobs (uploads), given the same cutoff.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_age_seconds: float,
+        prune_interval: float,
+        checkpoint_interval: float,
+        files: FilePruner | None = None,
+    ) -> None:
+        self.store = store
+        self.max_age_seconds = max_age_seconds
+        self.prune_interval = prune_interval
+        self.checkpoint_interval = checkpoint_interval
+        self.files = files
+        self.pruned_jobs = 0
+        self.pruned_events = 0
+        self.pruned_files = 0
+        self.checkpoints = 0
+        self.wal_bytes = 0
+
+    async def prune(self, now: float | None = None) -> int:
+        """Delete what is older than the retention age; returns how many jobs went."""
+        if self.max_age_seconds <= 0:
+            return 0
+        cutoff = (time.time() if now is None else now) - self.max_age_seconds
+        jobs = events = 0
+        while True:
+            pruned = await self.store.prune(cutoff, limit=PRUNE_BATCH)
+            jobs += pruned.jobs
+            events += pruned.events
+            if pruned.jobs < PRUNE_BATCH:
+                break
+            await asyncio.sleep(0)  # let other writes into the next batch
+        files = await self.files(cutoff) if self.files is not None else 0
+        self.pruned_jobs += jobs
+        self.pruned_events += events
+        self.pruned_files += files
+        if jobs or files:
+            log.info(
+                "pruned %d finished job(s), %d event(s) and %d file(s) older than %.1f day(s)",
+                jobs, events, files, self.max_age_seconds / DAY,
+            )  # fmt: skip
+        return jobs
+
+    async def checkpoint(self) -> int:
+        """Checkpoint the WAL now; returns its size in bytes afterwards."""
+        self.wal_bytes = await self.store.checkpoint()
+        self.checkpoints += 1
+        return self.wal_bytes
+
+    async def run(self) -> None:
+        """Forever: prune (first at once) and checkpoint, each on its own interval."""
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time()
+        next_checkpoint = loop.time() + self.checkpoint_interval
+        while True:
+            if loop.time() >= next_prune:
+                await self._guarded("pruning", self.prune)
+                next_prune = loop.time() + self.prune_interval
+            if loop.time() >= next_checkpoint:
+                await self._guarded("checkpointing the WAL", self.checkpoint)
+                next_checkpoint = loop.time() + self.checkpoint_interval
+            await asyncio.sleep(max(0.0, min(next_prune, next_checkpoint) - loop.time()))
+
+    async def _guarded(self, what: str, step: Callable[[], Awaitable[int]]) -> None:
+        # Upkeep must never stop for good: log, and try again on the next round.
+        try:
+            await step()
+        except Exception:
+            log.exception("%s failed; trying again on schedule", what)

@@ -1,0 +1,301 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at /api/openapi.json.
+
+tests/test_openapi.py checks real responses against it and that every route is described,
+so a route or field added without its description fails the suite.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Final
+
+import orjson
+
+from .. import __version__
+from ..models import EventType, JobStage, JobStatus
+
+Schema = dict[str, Any]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def obj(required: list[str], props: dict[str, Schema], *, closed: bool = True) -> Schema:
+    """An object schema; ``closed`` rejects fields the description does not name."""
+    schema: Schema = {"type": "object", "required": required, "properties": props}
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def json_body(schema: Schema, description: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def error(description: str) -> Schema:
+    return json_body(ref("Error"), description)
+
+
+STRING: Final = {"type": "string"}
+INT: Final = {"type": "integer"}
+NUMBER: Final = {"type": "number"}
+OBJECT: Final = {"type": "object"}
+TIME: Final = {"type": "string", "format": "date-time"}
+
+SCHEMAS: dict[str, Schema] = {
+    "ErrorBody": obj(["code", "message"], {
+        "code": {**STRING, "description": "stable, machine-readable (e.g. JOB_NOT_FOUND)"},
+        "message": {**STRING, "description": "for people"},
+    }),
+    "Error": obj(["error"], {"error": ref("ErrorBody")}),
+    "JobError": obj(["code", "message", "recoverable"], {
+        "code": STRING, "message": STRING,
+        "recoverable": {"type": "boolean", "description": "whether trying again may succeed"},
+    }, closed=False),
+    "Job": obj(
+        ["jobId", "userId", "type", "status", "stage", "progress", "message", "metadata",
+         "result", "error", "payload", "attempts", "maxAttempts", "createdAt", "startedAt",
+         "finishedAt", "runAt", "lastSeq", "idempotencyKey"],
+        {
+            "jobId": STRING,
+            "userId": STRING,
+            "type": {**STRING, "description": "the job type, e.g. pdf-notes or demo.sleep"},
+            "status": {"enum": [s.value for s in JobStatus]},
+            "stage": {"enum": [s.value for s in JobStage]},
+            "progress": {**NUMBER, "minimum": 0, "maximum": 100},
+            "message": STRING,
+            "metadata": OBJECT,
+            "result": nullable(OBJECT),
+            "error": nullable(ref("JobError")),
+            "payload": OBJECT,
+            "attempts": {**INT, "minimum": 0},
+            "maxAttempts": {**INT, "minimum": 1},
+            "createdAt": TIME,
+            "startedAt": nullable(TIME),
+            "finishedAt": nullable(TIME),
+            "runAt": TIME,
+            "lastSeq": {**INT, "description": "seq of this job's newest event"},
+            "idempotencyKey": nullable(STRING),
+        },
+    ),
+    "NewJob": obj(["type"], {
+        "type": {**STRING, "description": "a registered job type (GET /api/meta lists them)"},
+        "payload": {**OBJECT, "description": "input for the job type"},
+        "idempotencyKey": {**STRING, "minLength": 1, "maxLength": 200,
+                           "description": "a second request with the same key gets the same job"},
+        "maxAttempts": {**INT, "minimum": 1, "maximum": 100},
+        "delaySeconds": {**NUMBER, "minimum": 0, "maximum": 86400},
+    }, closed=False),
+    "JobPage": obj(["jobs", "limit", "offset", "nextOffset"], {
+        "jobs": {"type": "array", "items": ref("Job")},
+        "limit": INT,
+        "offset": INT,
+        "nextOffset": nullable(INT),
+    }),
+    "Meta": obj(["stages", "stageNames", "statuses", "eventTypes", "jobTypes", "epoch", "seq"], {
+        "stages": {"type": "array", "items": obj(["id", "name"], {
+            "id": {"enum": [s.value for s in JobStage]}, "name": STRING})},
+        "stageNames": {"type": "object", "additionalProperties": STRING},
+        "statuses": {"type": "array", "items": {"enum": [s.value for s in JobStatus]}},
+        "eventTypes": {"type": "array", "items": {"enum": [t.value for t in EventType]}},
+        "jobTypes": {"type": "array", "items": STRING},
+        "epoch": {**STRING, "description": "changes only when the store is created anew"},
+        "seq": {**INT, "description": "the newest event's seq"},
+    }, closed=False),
+    "Ready": obj(["status", "checks"], {
+        "status": {"enum": ["ready", "unavailable"]},
+        "checks": obj(["database", "workers"], {"database": STRING, "workers": STRING}),
+        "error": ref("ErrorBody"),
+    }),
+}  # fmt: skip
+
+JOB_ID: Final = {"name": "jobId", "in": "path", "required": True, "schema": STRING}
+JOB: Final = json_body(ref("Job"), "the job")
+PUBLIC: Final[list[Any]] = []
+
+PATHS: dict[str, Schema] = {
+    "/api/session": {
+        "post": {
+            "summary": "Sign in by name (open sign-in) and get a token",
+            "operationId": "signIn",
+            "security": PUBLIC,
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": obj(["userId"], {"userId": {**STRING, "pattern":
+                    "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"}}, closed=False)}}},
+            "responses": {
+                "200": json_body(obj(["userId", "token"], {"userId": STRING, "token": STRING}),
+                                 "signed in; the token is also set as an HttpOnly cookie"),
+                "400": error("INVALID_JSON or INVALID_PAYLOAD (a bad userId)"),
+                "403": error("SIGNIN_DISABLED: open sign-in is turned off"),
+            },
+        },
+        "get": {
+            "summary": "Who the token belongs to",
+            "operationId": "whoAmI",
+            "responses": {
+                "200": json_body(obj(["userId"], {"userId": STRING}), "the signed-in user"),
+                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+            },
+        },
+        "delete": {
+            "summary": "Sign out (clears the cookie; tokens stay valid until they expire)",
+            "operationId": "signOut",
+            "responses": {
+                "200": json_body(obj(["signedOut"], {"signedOut": {"const": True}}), "done"),
+                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+            },
+        },
+    },
+    "/api/meta": {
+        "get": {
+            "summary": "Stage display names, statuses, event types, job types, epoch, head seq",
+            "operationId": "meta",
+            "responses": {
+                "200": json_body(ref("Meta"), "what clients need to show jobs"),
+                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+            },
+        },
+    },
+    "/api/jobs": {
+        "post": {
+            "summary": "Enqueue a job",
+            "operationId": "createJob",
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": ref("NewJob")}}},
+            "responses": {
+                "202": json_body(ref("Job"), "queued"),
+                "200": json_body(ref("Job"), "the job the idempotency key already named"),
+                "400": error("INVALID_JSON, INVALID_PAYLOAD or UNKNOWN_JOB_TYPE"),
+                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+                "413": error("BODY_TOO_LARGE"),
+            },
+        },
+        "get": {
+            "summary": "Your jobs, newest first",
+            "operationId": "listJobs",
+            "parameters": [
+                {"name": "status", "in": "query", "schema": {"enum": [s.value for s in JobStatus]}},
+                {"name": "limit", "in": "query",
+                 "schema": {**INT, "minimum": 1, "maximum": 200, "default": 50}},
+                {"name": "offset", "in": "query", "schema": {**INT, "minimum": 0, "default": 0}},
+            ],
+            "responses": {
+                "200": json_body(ref("JobPage"), "a page of jobs"),
+                "400": error("INVALID_PAYLOAD (a bad status, limit or offset)"),
+                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+            },
+        },
+    },
+    "/api/jobs/{jobId}": {
+        "get": {
+            "summary": "One of your jobs",
+            "operationId": "getJob",
+            "parameters": [JOB_ID],
+            "responses": {
+                "200": JOB,
+                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+                "404": error("JOB_NOT_FOUND (also for another user's job)"),
+            },
+        },
+    },
+    "/api/jobs/{jobId}/cancel": {
+        "post": {
+            "summary": "Cancel a queued or running job",
+            "operationId": "cancelJob",
+            "parameters": [JOB_ID],
+            "responses": {
+                "200": JOB,
+                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+                "404": error("JOB_NOT_FOUND"),
+                "409": error("ILLEGAL_TRANSITION: the job already finished"),
+            },
+        },
+    },
+    "/api/jobs/{jobId}/retry": {
+        "post": {
+            "summary": "Run a failed or cancelled job again, with a fresh set of attempts",
+            "operationId": "retryJob",
+            "parameters": [JOB_ID],
+            "responses": {
+                "200": JOB,
+                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+                "404": error("JOB_NOT_FOUND"),
+                "409": error("ILLEGAL_TRANSITION: the job is not failed or cancelled"),
+            },
+        },
+    },
+    "/api/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "operationId": "openapi",
+            "security": PUBLIC,
+            "responses": {"200": json_body(OBJECT, "the OpenAPI document")},
+        },
+    },
+    "/healthz": {
+        "get": {
+            "summary": "Liveness: the process answers",
+            "operationId": "healthz",
+            "security": PUBLIC,
+            "responses": {"200": json_body(obj(["status"], {"status": {"const": "ok"}}), "alive")},
+        },
+    },
+    "/readyz": {
+        "get": {
+            "summary": "Readiness: a database write commits and the workers are running",
+            "operationId": "readyz",
+            "security": PUBLIC,
+            "responses": {
+                "200": json_body(ref("Ready"), "ready"),
+                "503": json_body(ref("Ready"), "not ready; error.code is NOT_READY"),
+            },
+        },
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics (text exposition format; OpenMetrics on request)",
+            "operationId": "metrics",
+            "security": PUBLIC,
+            "responses": {"200": {"description": "metrics", "content": {
+                "text/plain": {"schema": STRING},
+                "application/openmetrics-text": {"schema": STRING}}}},
+        },
+    },
+}  # fmt: skip
+
+DESCRIPTION = """\
+Jobs, their progress and their results. Every /api route except signing in and this document
+needs a token: `Authorization: Bearer <token>` or the `jobserver_token` cookie. Errors are
+`{"error": {"code", "message"}}` with a stable code.
+
+Live events come over the WebSocket at `/ws` (described in docs/websocket.md) or by
+long-polling; settings are listed in docs/settings.md.
+"""
+
+
+def document() -> Schema:
+    """The whole OpenAPI document, as a new dict."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "jobserver", "version": __version__, "description": DESCRIPTION},
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}, {"cookie": []}],
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": "jobserver_token"},
+            },
+        },
+    }
+
+
+@functools.cache
+def document_bytes() -> bytes:
+    return orjson.dumps(document())
