@@ -1,0 +1,277 @@
+"""Shared helpers for the bench scripts: statistics, subprocesses, servers, fds, lag, RSS.
+
+Standard library only: the peers' virtual environment imports this module too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PEERS_DIR = BENCH / ".peers"
+PEERS_PYTHON = PEERS_DIR / "venv" / "bin" / "python"
+RUN_DIR = PEERS_DIR / "run"  # scratch data on the repository's own disk
+RESULT_PREFIX = "BENCH-RESULT "
+READY_PREFIX = "BENCH-READY "
+
+
+# -- statistics -----------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The ``p``-th percentile (0-100) by linear interpolation; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100.0
+    lo, hi = math.floor(k), math.ceil(k)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median, min and max of repeated measurements."""
+    clean = [v for v in values if v is not None and not math.isnan(v)]
+    if not clean:
+        return {"median": math.nan, "min": math.nan, "max": math.nan, "n": 0}
+    return {
+        "median": statistics.median(clean),
+        "min": min(clean),
+        "max": max(clean),
+        "n": len(clean),
+    }
+
+
+# -- the result protocol: a script prints one JSON line prefixed by RESULT_PREFIX -----------
+
+
+def emit_result(result: dict[str, Any]) -> None:
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def emit_ready(info: dict[str, Any]) -> None:
+    print(READY_PREFIX + json.dumps(info), flush=True)
+
+
+def parse_result(stdout: str) -> dict[str, Any]:
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            parsed: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
+            return parsed
+    raise RuntimeError("no result line in output:\n" + stdout[-2000:])
+
+
+def run_script(
+    python: Path | str, script: str, args: Sequence[str], timeout: float
+) -> dict[str, Any]:
+    """Run ``bench/<script>`` in its own process and return the result it printed."""
+    cmd = [str(python), str(BENCH / script), *args]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=child_env()
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[1:])} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return parse_result(proc.stdout)
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(BENCH), str(ROOT)])
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class Process:
+    """A long-running bench process (a server or a group of clients) that says when ready.
+
+    Args:
+        python: interpreter to run it with.
+        script: file under bench/.
+        args: its arguments.
+    """
+
+    def __init__(self, python: Path | str, script: str, args: Sequence[str]) -> None:
+        self.cmd = [str(python), str(BENCH / script), *args]
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=child_env(),
+        )
+        self.ready: dict[str, Any] = {}
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = _readline(self.proc, deadline - time.monotonic())
+            if line is None:
+                break
+            if line.startswith(READY_PREFIX):
+                self.ready = json.loads(line[len(READY_PREFIX) :])
+                return self.ready
+        self.kill()
+        raise RuntimeError(f"{self.cmd[1]} not ready in {timeout:.0f}s: {self.stderr_tail()}")
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def result(self, timeout: float) -> dict[str, Any]:
+        """Close stdin (the signal to finish) and return the result line."""
+        with contextlib.suppress(BrokenPipeError, OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise RuntimeError(f"{self.cmd[1]} gave no result in {timeout:.0f}s") from None
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"{self.cmd[1]} exited {self.proc.returncode}: {err[-3000:]}")
+        return parse_result(out)
+
+    def stderr_tail(self) -> str:
+        if self.proc.poll() is None:
+            return "(still running)"
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read()[-3000:]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            with contextlib.suppress(OSError):
+                if stream is not None:
+                    stream.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def _readline(proc: subprocess.Popen[str], timeout: float) -> str | None:
+    """One line of a child's stdout, or None at EOF or after ``timeout`` seconds."""
+    import selectors
+
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(max(0.0, timeout)):
+            return None
+    line = proc.stdout.readline()
+    return line.rstrip("\n") if line else None
+
+
+@contextlib.contextmanager
+def processes(*procs: Process) -> Iterator[tuple[Process, ...]]:
+    """Stop every process on the way out, whatever happened."""
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.stop()
+
+
+# -- the machine ----------------------------------------------------------------------------
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's open-file limit to the hard limit; returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process, from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def await_stdin_eof() -> asyncio.Future[None]:
+    """A future done when stdin closes: the orchestrator's signal to finish and report."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        data = os.read(sys.stdin.fileno(), 4096)
+        if not data and not done.done():
+            loop.remove_reader(sys.stdin.fileno())
+            done.set_result(None)
+
+    loop.add_reader(sys.stdin.fileno(), on_readable)
+    return done
+
+
+class LagMonitor:
+    """Measures event-loop lag: how late a ``interval`` sleep wakes, sampled until stopped.
+
+    Args:
+        interval: seconds between samples.
+    """
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.samples: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while len(self.samples) < 1_000_000:
+            t0 = time.perf_counter()
+            await asyncio.sleep(self.interval)
+            self.samples.append(max(0.0, time.perf_counter() - t0 - self.interval))
+
+    async def stop(self) -> dict[str, float]:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        ms = [s * 1000 for s in self.samples]
+        return {
+            "lag_p50_ms": percentile(ms, 50),
+            "lag_p99_ms": percentile(ms, 99),
+            "lag_max_ms": max(ms) if ms else math.nan,
+            "lag_samples": len(ms),
+        }
