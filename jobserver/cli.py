@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import dataclasses
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+from . import logs
 from .app import create_app
 from .auth import issue_token, load_secret
-from .config import Settings
+from .config import PREFIX, Settings, convert, field_docs, is_secret
+from .web.accesslog import AccessLog
 
 
 def _serve_args(parser: argparse.ArgumentParser) -> None:
@@ -43,12 +46,44 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _setting_flags(parser: argparse.ArgumentParser) -> None:
+    """A ``--flag`` for every setting not declared above, typed and described from Settings."""
+    taken = {action.dest for action in parser._actions}
+    docs = field_docs()
+    defaults = Settings()
+    for f in dataclasses.fields(Settings):
+        if f.name in taken or is_secret(f.name):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        text = f"{docs.get(f.name, '')} ({PREFIX}{f.name.upper()}, {shown!s})".replace("%", "%%")
+        if f.type == "bool":
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=text
+            )
+        else:
+            parser.add_argument(
+                flag, type=_converter(f.name), default=None, metavar=f.name.upper(), help=text
+            )
+
+
+def _converter(name: str) -> Callable[[str], Any]:
+    def parse(raw: str) -> Any:
+        return convert(name, raw)
+
+    parse.__name__ = name  # argparse names the setting in its error message
+    return parse
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="server.py", description="jobserver")
     _serve_args(root)
+    _setting_flags(root)
     sub = root.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the server (the default)")
     _serve_args(serve)
+    _setting_flags(serve)
     token = sub.add_parser("token", help="print a token for USER, for apps that integrate")
     token.add_argument("user")
     token.add_argument("--data-dir", type=Path)
@@ -56,15 +91,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    names = (
-        "host",
-        "port",
-        "data_dir",
-        "concurrency",
-        "demo_jobs",
-        "shutdown_grace_seconds",
-        "open_signin",
-    )
+    names = [f.name for f in dataclasses.fields(Settings)]
     overrides = {name: getattr(args, name, None) for name in names}
     return Settings.from_env(os.environ, **overrides)
 
@@ -80,7 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         secret = load_secret(settings.secret, settings.data_dir)
         print(issue_token(secret, args.user, settings.token_ttl_seconds))
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    secret = load_secret(settings.secret, settings.data_dir)
+    hidden = [secret, *(str(getattr(settings, f.name)) for f in dataclasses.fields(Settings)
+                        if is_secret(f.name))]  # fmt: skip
+    logs.configure(settings.log_format, settings.log_level, hidden)
     app = create_app(settings)
 
     def announce(_: object) -> None:
@@ -91,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=settings.host,
         port=settings.port,
         print=announce,
+        access_log_class=AccessLog,
         shutdown_timeout=settings.shutdown_grace_seconds + 5,
     )
     return 0

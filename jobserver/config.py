@@ -60,7 +60,7 @@ class Settings:
     lease_seconds: float = 30.0
     shutdown_grace_seconds: float = 10.0
     max_body_bytes: int = 1024 * 1024
-    secret: str = ""
+    secret: str = field(default="", repr=False)
     open_signin: bool = True
     token_ttl_seconds: int = 7 * 24 * 3600
     allowed_origins: tuple[str, ...] = ()
@@ -121,3 +121,24 @@ def convert(name: str, raw: str) -> Any:
     if kind == "tuple[str, ...]":
         return _tuple(raw)
     return raw
+
+
+def is_secret(name: str) -> bool:
+    """Settings that are never flags or logged (a command line shows in ``ps``)."""
+    return name == "secret" or name.endswith(("_secret", "_key", "_token", "_password"))
+
+
+def field_docs() -> dict[str, str]:
+    """Each setting's description, from the ``Args:`` block of the Settings docstring."""
+    docs: dict[str, str] = {}
+    name = ""
+    in_args = False
+    for line in (Settings.__doc__ or "").splitlines():
+        if line.strip() == "Args:":
+            in_args = True
+        elif in_args and line.startswith(" " * 12) and name:
+            docs[name] += " " + line.strip()
+        elif in_args and line.startswith(" " * 8) and ":" in line:
+            name, _, text = line.strip().partition(":")
+            docs[name] = text.strip()
+    return docs

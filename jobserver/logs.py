@@ -77,7 +77,8 @@ class JsonFormatter(logging.Formatter):
             "message": self.redact(record.getMessage()),
         }
         for key, value in extras(record).items():
-            line.setdefault(key, _clean(value, self.redact))
+            if value is not None:  # a field that does not apply is left out
+                line.setdefault(key, _clean(value, self.redact))
         if record.exc_info:
             line["exception"] = self.redact(self.formatException(record.exc_info))
         return orjson.dumps(line).decode()
@@ -92,7 +93,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        fields = " ".join(f"{k}={v}" for k, v in extras(record).items())
+        fields = " ".join(f"{k}={v}" for k, v in extras(record).items() if v is not None)
         if fields:
             head, sep, tail = text.partition("\n")  # keep a traceback below the fields
             text = f"{head} {fields}{sep}{tail}"
