@@ -81,6 +81,33 @@ class ServiceUnavailable(JobServerError):
     status = 503
 
 
+class NoteNotFound(NotFound):
+    code = "NOTE_NOT_FOUND"
+
+
+class NotAPdf(JobServerError):
+    code = "NOT_A_PDF"
+    status = 415
+
+
+class FileTooLarge(JobServerError):
+    code = "FILE_TOO_LARGE"
+    status = 413
+
+
+# Codes a pdf-notes job fails with (JobError codes; NOT_A_PDF and FILE_TOO_LARGE are refused at
+# upload). Which are recoverable is decided where each is raised, in jobserver/pdf/.
+ENCRYPTED_PDF = "ENCRYPTED_PDF"
+CORRUPT_PDF = "CORRUPT_PDF"
+NO_TEXT = "NO_TEXT"
+TOO_MANY_PAGES = "TOO_MANY_PAGES"
+TEXT_TOO_LARGE = "TEXT_TOO_LARGE"
+PARSE_TIMEOUT = "PARSE_TIMEOUT"
+PARSE_MEMORY = "PARSE_MEMORY"
+PARSE_CRASHED = "PARSE_CRASHED"
+UPLOAD_MISSING = "UPLOAD_MISSING"
+
+
 class JobError(Exception):
     """Raised by a handler to fail its job with a code; ``recoverable`` jobs are retried.
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..models import ErrorDict, Event, Job, JobStage, JobStatus, ResultDict
+from ..notes import Note, NotesContent
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,28 @@ class Store(Protocol):
         ...
 
     async def count_by_status(self) -> dict[JobStatus, int]: ...
+
+    # -- notes ------------------------------------------------------------------------------
+
+    async def save_note(self, note: Note) -> None:
+        """Keep ``note`` (replacing one with the same id: a retried job keeps one note)."""
+        ...
+
+    async def get_note(self, note_id: str) -> Note | None:
+        """The note, whoever owns it; the web layer turns another user's note into a 404."""
+        ...
+
+    async def list_notes(self, user_id: str, limit: int, offset: int) -> list[Note]:
+        """``user_id``'s notes, newest first."""
+        ...
+
+    async def cache_notes(self, content_hash: str, content: NotesContent) -> None:
+        """Remember ``content`` as made from the file ``content_hash`` by ``content.generator``."""
+        ...
+
+    async def cached_notes(self, content_hash: str, generator: str) -> NotesContent | None:
+        """Notes ``generator`` already made from the file ``content_hash``, for any user."""
+        ...
 
     async def ping(self) -> None:
         """A real, tiny durable write: returns when the store can commit, raises otherwise."""

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from ..models import Job, JobStage, JobStatus
+from ..notes import Note, NotesContent
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,6 +49,23 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_job ON events (job_id, seq);
 CREATE INDEX IF NOT EXISTS events_user ON events (user_id, seq);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS notes (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    content TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notes_user ON notes (user_id, created_at);
+CREATE TABLE IF NOT EXISTS notes_cache (
+    content_hash TEXT NOT NULL,
+    generator TEXT NOT NULL,
+    content TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (content_hash, generator)
+);
 """
 
 JOB_COLUMNS = (
@@ -116,3 +134,40 @@ def update_params(job: Job) -> tuple[Any, ...]:
         _dump(job.result), _dump(job.error), job.attempts, job.max_attempts, job.started_at,
         job.finished_at, job.run_at, job.last_seq, job.lease_token, job.lease_expires_at, job.id,
     )  # fmt: skip
+
+
+NOTE_COLUMNS = "id, user_id, job_id, content_hash, filename, content, created_at"
+
+INSERT_NOTE = f"INSERT OR REPLACE INTO notes ({NOTE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+INSERT_CACHED_NOTES = (
+    "INSERT OR REPLACE INTO notes_cache (content_hash, generator, content, created_at) "
+    "VALUES (?, ?, ?, ?)"
+)
+
+
+def note_params(note: Note) -> tuple[Any, ...]:
+    return (
+        note.id, note.user_id, note.job_id, note.content_hash, note.filename,
+        _dump(note.content.to_wire()), note.created_at,
+    )  # fmt: skip
+
+
+def row_to_note(row: sqlite3.Row | tuple[Any, ...]) -> Note:
+    return Note(
+        id=row[0],
+        user_id=row[1],
+        job_id=row[2],
+        content_hash=row[3],
+        filename=row[4],
+        content=NotesContent.from_wire(_load(row[5])),
+        created_at=row[6],
+    )
+
+
+def cached_notes_params(content_hash: str, content: NotesContent, now: float) -> tuple[Any, ...]:
+    return (content_hash, content.generator, _dump(content.to_wire()), now)
+
+
+def row_to_content(row: sqlite3.Row | tuple[Any, ...]) -> NotesContent:
+    return NotesContent.from_wire(_load(row[0]))

@@ -18,16 +18,24 @@ import aiosqlite
 
 from ..errors import JobServerError, ServiceUnavailable
 from ..models import ErrorDict, Event, EventType, Job, JobStatus, ResultDict, encode_event
+from ..notes import Note, NotesContent
 from . import changes
 from .protocol import NewJob, ProgressUpdate, Pruned
 from .schema import (
+    INSERT_CACHED_NOTES,
     INSERT_EVENT,
     INSERT_JOB,
+    INSERT_NOTE,
     JOB_COLUMNS,
+    NOTE_COLUMNS,
     SCHEMA,
     UPDATE_JOB,
+    cached_notes_params,
     insert_params,
+    note_params,
+    row_to_content,
     row_to_job,
+    row_to_note,
     update_params,
 )
 
@@ -333,6 +341,43 @@ class SqliteStore:
             return [self._save(conn, changes.worker_lost(row_to_job(row), now)) for row in rows]
 
         return await self._write(op)
+
+    # -- notes ------------------------------------------------------------------------------
+
+    async def save_note(self, note: Note) -> None:
+        params = note_params(note)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(INSERT_NOTE, params)
+
+        await self._write(op)
+
+    async def cache_notes(self, content_hash: str, content: NotesContent) -> None:
+        params = cached_notes_params(content_hash, content, time.time())
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(INSERT_CACHED_NOTES, params)
+
+        await self._write(op)
+
+    async def get_note(self, note_id: str) -> Note | None:
+        rows = await self._read(f"SELECT {NOTE_COLUMNS} FROM notes WHERE id=?", (note_id,))
+        return row_to_note(rows[0]) if rows else None
+
+    async def list_notes(self, user_id: str, limit: int, offset: int) -> list[Note]:
+        rows = await self._read(
+            f"SELECT {NOTE_COLUMNS} FROM notes WHERE user_id=? "
+            "ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+            (user_id, limit, offset),
+        )
+        return [row_to_note(r) for r in rows]
+
+    async def cached_notes(self, content_hash: str, generator: str) -> NotesContent | None:
+        rows = await self._read(
+            "SELECT content FROM notes_cache WHERE content_hash=? AND generator=?",
+            (content_hash, generator),
+        )
+        return row_to_content(rows[0]) if rows else None
 
     # -- reads (a second connection, so they never wait behind a commit) --------------------
 
