@@ -1,0 +1,171 @@
+"""The OpenAPI document is true: real responses over a real socket validate against it, every
+route is described and every described operation is exercised here."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+import pytest
+from openapi_core import OpenAPI
+from openapi_core.testing import MockRequest, MockResponse
+
+from jobserver.web.keys import POOL
+from tests.conftest import ApiClient, MakeApi
+from tests.test_api import wait_status
+
+# Served by the app but not HTTP API: the page, its files, the WebSocket (docs/websocket.md).
+UNDESCRIBED = re.compile(r"^(/|/static(/.*)?|/ws)$")
+METHODS = ("get", "put", "post", "delete", "patch")
+
+
+def pattern(path: str) -> str:
+    """A path with its {parameters} blanked, so /api/jobs/{job_id} matches /api/jobs/{jobId}."""
+    return re.sub(r"\{[^}]+\}", "{}", path)
+
+
+class Checked:
+    """Calls the app over its socket and validates each request and response with openapi-core.
+
+    Args:
+        api: a signed-in client.
+        document: the document as served at /api/openapi.json.
+    """
+
+    def __init__(self, api: ApiClient, document: dict[str, Any]) -> None:
+        self.api = api
+        self.document = document
+        self.openapi = OpenAPI.from_dict(document)
+        self.templates = {pattern(p): p for p in document["paths"]}
+        self.seen: set[tuple[str, str, int]] = set()
+
+    def template(self, path: str) -> str:
+        for blank, template in self.templates.items():
+            regex = "^" + re.escape(blank).replace(r"\{\}", "[^/]+") + "$"
+            if re.match(regex, path):
+                return template
+        raise AssertionError(f"{path} is not in the OpenAPI document")
+
+    async def call(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Any = None,
+        raw: bytes | None = None,
+        token: bool = True,
+        valid_request: bool | None = None,
+    ) -> tuple[int, Any]:
+        """One real request; ``valid_request=False`` for the ones meant to be refused.
+
+        A request without the token is valid only for the public operations.
+        """
+        headers = dict(self.api.headers) if token else {}
+        data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        self.api.client.session.cookie_jar.clear()  # the bearer header (or nothing) only
+        async with self.api.client.request(method, url, data=data, headers=headers) as resp:
+            status, content, ctype = resp.status, await resp.read(), resp.content_type
+            resp_headers = dict(resp.headers)
+        parts = urlsplit(url)
+        request = MockRequest(
+            "http://127.0.0.1", method.lower(), parts.path, args=dict(parse_qsl(parts.query)),
+            headers=headers, data=data or b"", content_type=headers.get("Content-Type", ""),
+        )  # fmt: skip
+        response = MockResponse(content, status, resp_headers, content_type=ctype)
+        self.openapi.validate_response(request, response)
+        template = self.template(parts.path)
+        if valid_request is None:
+            public = self.document["paths"][template][method.lower()].get("security") == []
+            valid_request = token or public
+        if valid_request:
+            self.openapi.validate_request(request)
+        self.seen.add((method.lower(), template, status))
+        return status, orjson.loads(content) if ctype == "application/json" else content
+
+
+def described(document: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """(method, path, status) for every response the document describes."""
+    for path, item in document["paths"].items():
+        for method in METHODS:
+            for status in item.get(method, {}).get("responses", {}):
+                yield method, path, status
+
+
+@pytest.fixture
+async def checked(make_api: MakeApi) -> Checked:
+    api = await make_api(max_body_bytes=4096)
+    async with api.client.get("/api/openapi.json") as resp:  # no token needed
+        assert resp.status == 200
+        document = await resp.json()
+    return Checked(api, document)
+
+
+async def test_every_route_is_described(checked: Checked) -> None:
+    routes = {
+        (route.method.lower(), pattern(route.resource.canonical))
+        for route in checked.api.app.router.routes()
+        if route.resource is not None and route.method in {m.upper() for m in METHODS}
+        and not UNDESCRIBED.match(route.resource.canonical)
+    }  # fmt: skip
+    documented = {(m, pattern(p)) for m, p, _ in described(checked.document)}
+    assert routes - documented == set(), "routes missing from jobserver/web/openapi.py"
+    assert documented - routes == set(), "described routes the app does not serve"
+
+
+async def test_real_responses_match_the_document(checked: Checked) -> None:
+    c = checked
+    # Session.
+    status, _ = await c.call("POST", "/api/session", body={"userId": "bob"}, token=False)
+    assert status == 200
+    status, _ = await c.call("POST", "/api/session", body={"userId": "no spaces"}, token=False,
+                             valid_request=False)
+    assert status == 400
+    assert (await c.call("GET", "/api/session"))[0] == 200
+    assert (await c.call("GET", "/api/session", token=False))[0] == 401
+    assert (await c.call("DELETE", "/api/session"))[0] == 200
+    assert (await c.call("GET", "/api/meta"))[0] == 200
+    # Jobs: created, deduplicated, refused.
+    new = {"type": "demo.sleep", "payload": {"seconds": 0, "steps": 1}, "idempotencyKey": "k"}
+    status, job = await c.call("POST", "/api/jobs", body=new)
+    assert status == 202
+    assert (await c.call("POST", "/api/jobs", body=new))[0] == 200
+    assert (await c.call("POST", "/api/jobs", body={"type": "no.such"}))[0] == 400
+    assert (await c.call("POST", "/api/jobs", raw=b"x" * 8192, valid_request=False))[0] == 413
+    assert (await c.call("POST", "/api/jobs", body=new, token=False))[0] == 401
+    await wait_status(c.api, job["jobId"], "completed")
+    # Reading.
+    assert (await c.call("GET", f"/api/jobs/{job['jobId']}"))[0] == 200
+    assert (await c.call("GET", "/api/jobs/nope"))[0] == 404
+    assert (await c.call("GET", "/api/jobs/nope", token=False))[0] == 401
+    status, page = await c.call("GET", "/api/jobs?status=completed&limit=1")
+    assert status == 200 and page["jobs"][0]["result"] is not None
+    assert (await c.call("GET", "/api/jobs?status=bogus", valid_request=False))[0] == 400
+    assert (await c.call("GET", "/api/jobs", token=False))[0] == 401
+    # Cancel and retry, allowed and not.
+    _, later = await c.call("POST", "/api/jobs", body={"type": "demo.sleep", "delaySeconds": 60})
+    for action in ("cancel", "retry"):
+        assert (await c.call("POST", f"/api/jobs/{later['jobId']}/{action}"))[0] == 200
+        assert (await c.call("POST", f"/api/jobs/{job['jobId']}/{action}"))[0] == 409
+        assert (await c.call("POST", f"/api/jobs/nope/{action}"))[0] == 404
+        assert (await c.call("POST", f"/api/jobs/nope/{action}", token=False))[0] == 401
+    status, failed = await c.call("POST", "/api/jobs", body={"type": "demo.fail"})
+    await wait_status(c.api, failed["jobId"], "failed")
+    status, body = await c.call("GET", f"/api/jobs/{failed['jobId']}")
+    assert body["error"]["code"] == "DEMO_FAILURE"
+    # Operations.
+    assert (await c.call("GET", "/api/openapi.json", token=False))[0] == 200
+    assert (await c.call("GET", "/healthz", token=False))[0] == 200
+    assert (await c.call("GET", "/metrics", token=False))[0] == 200
+    assert (await c.call("GET", "/readyz", token=False))[0] == 200
+    await c.api.app[POOL].stop()
+    assert (await c.call("GET", "/readyz", token=False))[0] == 503
+
+    # Every described operation was exercised (a new route needs a case above).
+    operations = {(m, p) for m, p, _ in described(c.document)}
+    exercised = {(m, p) for m, p, _ in c.seen}
+    assert operations - exercised == set(), "operations this test never called"
