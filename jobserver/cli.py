@@ -1,4 +1,4 @@
-"""Command line: serve (the default) and token USER."""
+"""Command line: serve (the default), token USER, and submit FILE.pdf (the client)."""
 
 from __future__ import annotations
 
@@ -76,6 +76,36 @@ def _converter(name: str) -> Callable[[str], Any]:
     return parse
 
 
+def _submit_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE.pdf")
+    parser.add_argument(
+        "--server", default=os.environ.get("JOBSERVER_URL", "http://127.0.0.1:8080"),
+        help="the server's URL (JOBSERVER_URL, http://127.0.0.1:8080)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--user", default=os.environ.get("JOBSERVER_USER", ""),
+        help="sign in by this name (JOBSERVER_USER); needs open sign-in",
+    )  # fmt: skip
+    parser.add_argument(
+        "--token", default=os.environ.get("JOBSERVER_TOKEN", ""),
+        help="a bearer token instead, e.g. from `server.py token USER` (JOBSERVER_TOKEN)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--json", dest="json_lines", action="store_true",
+        help="print each event as a JSON line instead of progress bars",
+    )  # fmt: skip
+
+
+def _submit(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .submit import Options, submit
+
+    options = Options(files=args.files, server=args.server, token=args.token, user=args.user,
+                      json_lines=args.json_lines)  # fmt: skip
+    return asyncio.run(submit(options))
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="server.py", description="jobserver")
     _serve_args(root)
@@ -87,6 +117,7 @@ def parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="print a token for USER, for apps that integrate")
     token.add_argument("user")
     token.add_argument("--data-dir", type=Path)
+    _submit_args(sub.add_parser("submit", help="upload PDFs and follow their jobs to the notes"))
     return root
 
 
@@ -98,6 +129,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "submit":
+        return _submit(args)
     try:
         settings = settings_from(args)
     except ValueError as exc:

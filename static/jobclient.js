@@ -42,9 +42,9 @@ export const DEFAULTS = Object.freeze({
   storageKey: 'jobclient',
 });
 
-// Close codes after which the server asks us to reconnect at once and resume from our last seq
-// (a client that fell behind its bounded send queue; the server going away for a restart).
-const RESUME_CLOSE_CODES = new Set([1012, 1013, 4000]);
+// The server closes a client that fell too far behind with 4000: reconnect at once and resume
+// from the last seq. Every other close (1001 shutdown, 1013 too many sockets...) backs off.
+const RESUME_CLOSE_CODES = new Set([4000]);
 // Codes this client closes its own socket with (4900-4999: private use, never the server's).
 const CLOSE_OPEN_TIMEOUT = 4901;
 const CLOSE_NO_PONG = 4902;
@@ -499,7 +499,10 @@ export class JobClient {
   _sendSubscribe(key) {
     this._wsPending.add(key);
     const since = this._cursors.get(key);
-    this._send({ type: 'subscribe', ...subOfKey(key), ...(since != null ? { since } : {}) });
+    this._send({
+      type: 'subscribe', ...subOfKey(key),
+      ...(since != null ? { since } : {}), ...(this._epoch ? { epoch: this._epoch } : {}),
+    });
   }
 
   _onSocketMessage(msg) {
@@ -520,6 +523,7 @@ export class JobClient {
         return;
       case 'pong':
       case 'unsubscribed':
+      case 'authenticated':
         return;
       default:
         if (typeof msg.seq === 'number' && typeof msg.jobId === 'string') this._deliver(msg);
@@ -658,15 +662,17 @@ export class JobClient {
       // A hung request (a proxy that never answers) is given up on a little after the timeout.
       const guard = this._setTimeout(() => controller.abort(), (timeout + 10) * 1000);
       try {
-        const query = { ...subOfKey(key), since: this._cursors.get(key) ?? 0, timeout };
+        const query = {
+          ...subOfKey(key), since: this._cursors.get(key) ?? 0, timeout,
+          epoch: this._epoch || undefined,
+        };
         const reply = await this._net.request('GET', '/api/events', { query, signal });
         if (signal.aborted) return;
         this._pollFailures = 0;
         if (this._state === STATE.OFFLINE || this._state === STATE.CONNECTING) {
           this._setState(STATE.POLLING);
         }
-        const resync = reply.resync ? reply
-          : (reply.events || []).find((event) => event.type === 'resync');
+        const resync = reply.type === 'resync' ? reply : null;
         if (resync || (reply.epoch != null && this._epoch !== null && reply.epoch !== this._epoch)) {
           await this._resync({ epoch: reply.epoch, ...(resync || {}), cursor: reply.cursor });
           continue;

@@ -97,8 +97,13 @@ export function makeServer({ epoch = 'epoch-1', clock = new Clock() } = {}) {
       this.sent.push(msg);
       const sub = msg.userId ? { userId: msg.userId } : { jobId: msg.jobId };
       if (msg.type === 'subscribe') {
-        if (msg.since != null && msg.since < server.keptFrom - 1) {
-          this._push({ type: 'resync', ...sub, seq: server.head, epoch: server.epoch });
+        const stale = (msg.epoch != null && msg.epoch !== server.epoch)
+          || (msg.since != null && msg.since < server.keptFrom - 1);
+        if (stale) {
+          // as the real server: resync (state must be reloaded), then subscribed from the head
+          this._push({ type: 'resync', ...sub, reason: 'pruned', seq: server.head,
+            epoch: server.epoch });
+          this._push({ type: 'subscribed', ...sub, seq: server.head, epoch: server.epoch });
         } else {
           this._push({ type: 'subscribed', ...sub, seq: server.head, epoch: server.epoch });
           if (msg.since != null) {
@@ -169,8 +174,10 @@ export function makeServer({ epoch = 'epoch-1', clock = new Clock() } = {}) {
       const q = parsed.searchParams;
       const sub = q.get('userId') ? { userId: q.get('userId') } : { jobId: q.get('jobId') };
       const since = Number(q.get('since') || 0);
-      if (since < server.keptFrom - 1) {
-        return reply(200, { events: [], cursor: server.head, epoch: server.epoch, resync: true });
+      const epoch = q.get('epoch');
+      if (since < server.keptFrom - 1 || (epoch && epoch !== server.epoch)) {
+        return reply(200, { type: 'resync', reason: 'epoch', events: [], cursor: server.head,
+          epoch: server.epoch });
       }
       const ready = eventsFor(sub, since);
       if (ready.length) return reply(200, { events: ready, cursor: server.head, epoch: server.epoch });

@@ -429,7 +429,7 @@ test('tracked jobs and cursors survive a reload', async () => {
   second.connect();
   await server.clock.advance(50);
   const subscribe = server.openSockets()[0].sent.find((m) => m.type === 'subscribe');
-  assert.deepEqual(subscribe, { type: 'subscribe', jobId: 'j1', since: 2 });
+  assert.deepEqual(subscribe, { type: 'subscribe', jobId: 'j1', since: 2, epoch: 'epoch-1' });
   assert.ok(seen.jobStates.some((j) => j.jobId === 'j1'));
   second.disconnect();
 });
