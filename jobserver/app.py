@@ -18,7 +18,7 @@ from .emitter import JobEvents
 from .handlers import Registry
 from .joblog import JobLog
 from .metrics import Metrics
-from .retention import DAY, Retention
+from .retention import DAY, UPLOADS, Retention, upload_pruner
 from .store.sqlite import SqliteStore
 from .web import jobs, ops, session
 from .web.http import auth_middleware, errors_middleware
@@ -58,6 +58,7 @@ async def _ops_ctx(app: web.Application) -> AsyncIterator[None]:
         max_age_seconds=settings.retention_days * DAY,
         prune_interval=settings.prune_interval_seconds,
         checkpoint_interval=settings.checkpoint_interval_seconds,
+        files=upload_pruner(app[STORE], settings.data_dir / UPLOADS, "sha256"),
     )
     app[RETENTION] = retention
     tasks = [

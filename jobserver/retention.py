@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
+from pathlib import Path
 
 from .store import Store
 
 log = logging.getLogger(__name__)
 
 PRUNE_BATCH = 500
+UPLOADS = "uploads"  # under the data dir; files named <sha256>.pdf, as jobs' payloads say
 DAY = 86400.0
 
 # Called after jobs are pruned with the cutoff; returns how many files it removed.
@@ -103,3 +105,48 @@ class Retention:
             await step()
         except Exception:
             log.exception("%s failed; trying again on schedule", what)
+
+
+def _sweep(folder: Path, keep: Collection[str], cutoff: float) -> list[Path]:
+    """Files in ``folder`` last written before ``cutoff`` whose stem no job names."""
+    stale: list[Path] = []
+    if not folder.is_dir():
+        return stale
+    for path in folder.iterdir():
+        if path.stem.lstrip(".") in keep or not path.is_file():
+            continue
+        try:
+            if path.stat().st_mtime < cutoff:
+                stale.append(path)
+        except FileNotFoundError:
+            continue
+    return stale
+
+
+def _remove(paths: list[Path]) -> int:
+    removed = 0
+    for path in paths:
+        try:
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+def upload_pruner(store: Store, folder: Path, key: str) -> FilePruner:
+    """Removes files in ``folder`` (named ``<id>.<ext>``) that no kept job's ``payload[key]``
+    names and that were written before the cutoff; half-written leftovers go the same way.
+
+    The age check protects an upload stored a moment ago whose job is not enqueued yet; the
+    names are read again just before deleting, for a job enqueued during the sweep.
+    """
+
+    async def prune(cutoff: float) -> int:
+        stale = await asyncio.to_thread(_sweep, folder, await store.payload_values(key), cutoff)
+        if not stale:
+            return 0
+        needed = await store.payload_values(key)
+        return await asyncio.to_thread(_remove, [p for p in stale if p.stem not in needed])
+
+    return prune

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from jobserver.errors import ServiceUnavailable
 from jobserver.models import JobStatus, error_dict
+from jobserver.retention import Retention, upload_pruner
 from jobserver.store import NewJob, Store
 from jobserver.store.sqlite import SqliteStore
 
@@ -153,3 +155,47 @@ async def test_wal_stays_bounded_under_steady_load(tmp_path: Path) -> None:
     assert min(after) == 0 and max(after) <= max(sizes), (sizes, after)
     await store.close()
     assert not wal.exists() or wal.stat().st_size == 0
+
+
+async def test_payload_values_names_what_kept_jobs_point_at(store: Store) -> None:
+    await store.enqueue(NewJob(type="t", user_id="u1", payload={"sha256": "aa", "n": 1}))
+    await store.enqueue(NewJob(type="t", user_id="u2", payload={"sha256": "bb"}))
+    await store.enqueue(NewJob(type="t", user_id="u2", payload={"other": "cc"}))
+    assert await store.payload_values("sha256") == {"aa", "bb"}
+    assert await store.payload_values("missing") == set()
+
+
+async def test_upload_pruner_removes_old_files_no_job_needs(store: Store, tmp_path: Path) -> None:
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    old = time.time() - 3600
+    names = ["needed.pdf", "orphan.pdf", "fresh.pdf", ".incoming-123"]
+    for name in names:
+        (folder / name).write_bytes(b"%PDF-1.4")
+    for name in ("needed.pdf", "orphan.pdf", ".incoming-123"):
+        os.utime(folder / name, (old, old))
+    await store.enqueue(NewJob(type="t", user_id="u1", payload={"sha256": "needed"}))
+    prune = upload_pruner(store, folder, "sha256")
+    assert await prune(time.time() - 60) == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["fresh.pdf", "needed.pdf"]
+    assert await upload_pruner(store, tmp_path / "absent", "sha256")(time.time()) == 0
+
+
+async def test_retention_prunes_jobs_then_the_uploads_they_named(store: Store, tmp_path: Path
+                                                                  ) -> None:
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    job, _ = await store.enqueue(NewJob(type="t", user_id="u1", payload={"sha256": "f1"}))
+    [(claimed, _)] = await store.claim(1, 30)
+    assert claimed.lease_token
+    await store.complete(job.id, claimed.lease_token, {})
+    (folder / "f1.pdf").write_bytes(b"%PDF-1.4")
+    old = time.time() - 3600
+    os.utime(folder / "f1.pdf", (old, old))
+    retention = Retention(store, max_age_seconds=60, prune_interval=1, checkpoint_interval=1,
+                          files=upload_pruner(store, folder, "sha256"))
+    assert await retention.prune() == 0  # finished a moment ago: kept, and so is its file
+    assert (folder / "f1.pdf").exists()
+    assert await retention.prune(now=time.time() + 120) == 1
+    assert not (folder / "f1.pdf").exists()
+    assert (retention.pruned_jobs, retention.pruned_files) == (1, 1)

@@ -172,6 +172,10 @@ class Store(Protocol):
         """
         ...
 
+    async def payload_values(self, key: str) -> set[str]:
+        """Distinct string values of ``payload[key]`` over every kept job (the files jobs name)."""
+        ...
+
     async def checkpoint(self) -> int:
         """Bound the on-disk journal (SQLite: checkpoint and truncate the WAL).
 

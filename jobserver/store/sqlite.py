@@ -467,6 +467,15 @@ class SqliteStore:
 
         return await self._write(op)
 
+    async def payload_values(self, key: str) -> set[str]:
+        path = f"$.{key}"
+        rows = await self._read(
+            "SELECT DISTINCT json_extract(payload, ?) FROM jobs "
+            "WHERE json_extract(payload, ?) IS NOT NULL",
+            (path, path),
+        )
+        return {str(r[0]) for r in rows}
+
     async def checkpoint(self) -> int:
         if self._closing or self._wdb is None:
             raise ServiceUnavailable("the store is closed")
