@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,6 +18,7 @@ from . import logs
 from .app import create_app
 from .auth import issue_token, load_secret
 from .config import PREFIX, Settings, convert, field_docs, is_secret
+from .errors import JobServerError
 from .web.accesslog import AccessLog
 
 
@@ -144,17 +147,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     hidden = [secret, *(str(getattr(settings, f.name)) for f in dataclasses.fields(Settings)
                         if is_secret(f.name))]  # fmt: skip
     logs.configure(settings.log_format, settings.log_level, hidden)
-    app = create_app(settings)
-
-    def announce(_: object) -> None:
-        print(f"jobserver listening on http://{settings.host}:{settings.port}/", flush=True)
-
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        print=announce,
-        access_log_class=AccessLog,
-        shutdown_timeout=settings.shutdown_grace_seconds + 5,
-    )
+    try:
+        asyncio.run(serve(create_app(settings), settings))
+    except JobServerError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     return 0
+
+
+async def serve(app: web.Application, settings: Settings) -> None:
+    """Run until Ctrl-C or SIGTERM, then shut down in reverse order of start-up."""
+    runner = web.AppRunner(app, handle_signals=False, access_log_class=AccessLog,
+                           shutdown_timeout=settings.shutdown_grace_seconds + 5)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    host, port = runner.addresses[0][:2]  # the real port, also when --port 0
+    print(f"jobserver listening on http://{host}:{port}/", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        print("jobserver shutting down", flush=True)
+    finally:
+        await runner.cleanup()
