@@ -18,9 +18,11 @@ from .emitter import JobEvents
 from .handlers import Registry
 from .joblog import JobLog
 from .metrics import Metrics
+from .pdf import job as pdf_job
 from .retention import DAY, UPLOADS, Retention, upload_pruner
 from .store.sqlite import SqliteStore
-from .web import jobs, ops, session
+from .web import jobs, notes, ops, session
+from .web.debug import setup_debug
 from .web.http import auth_middleware, errors_middleware
 from .web.keys import BUS, EVENTS, METRICS, POOL, REGISTRY, RETENTION, SECRET, SETTINGS, STORE
 from .worker import WorkerPool
@@ -32,6 +34,7 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 
 def build_registry(settings: Settings) -> Registry:
     registry = Registry()
+    pdf_job.register(registry, settings)
     if settings.demo_jobs:
         demo.register(registry)
     return registry
@@ -73,6 +76,16 @@ async def _ops_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+async def _pdf_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The PDF parser processes; they outlive the workers, which stop first."""
+    handler = pdf_job.handler_in(app[REGISTRY])
+    if handler is not None:
+        await handler.start(app[STORE])
+    yield
+    if handler is not None:
+        await handler.stop()
+
+
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pool = WorkerPool(
@@ -100,10 +113,13 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_ops_ctx)
+    app.cleanup_ctx.append(_pdf_ctx)
     app.cleanup_ctx.append(_pool_ctx)
+    setup_debug(app)
     app.add_routes(ops.routes)
     app.add_routes(session.routes)
     app.add_routes(jobs.routes)
+    app.add_routes(notes.routes)
     if STATIC.is_dir():
         app.router.add_get("/", _index)
         app.router.add_static("/static/", STATIC)

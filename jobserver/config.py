@@ -50,6 +50,17 @@ class Settings:
             pruned; 0 keeps everything.
         prune_interval_seconds: how often the retention pruner runs.
         checkpoint_interval_seconds: how often the SQLite WAL is checkpointed and truncated.
+        max_upload_bytes: largest PDF upload (413 FILE_TOO_LARGE above it).
+        pdf_workers: processes that parse PDFs; 0 means one per CPU core.
+        pdf_max_pages: most pages a PDF may have (TOO_MANY_PAGES above it).
+        pdf_max_text_chars: most characters of text one PDF may yield (TEXT_TOO_LARGE).
+        pdf_memory_mb: address-space cap of each parsing process (PARSE_MEMORY above it).
+        pdf_timeout_seconds: wall-clock limit of one parse (PARSE_TIMEOUT above it).
+        llm_url: an OpenAI-compatible API (e.g. ``http://127.0.0.1:8000/v1``); when set, notes
+            are written by its chat completions, falling back to the offline generator.
+        llm_model: the model named in each chat-completions request.
+        llm_api_key: sent as a bearer token to ``llm_url`` when set.
+        llm_timeout_seconds: how long one chat-completions request may take.
     """
 
     host: str = "127.0.0.1"
@@ -70,6 +81,16 @@ class Settings:
     retention_days: float = 30.0
     prune_interval_seconds: float = 3600.0
     checkpoint_interval_seconds: float = 60.0
+    max_upload_bytes: int = 50 * 1024 * 1024
+    pdf_workers: int = 0
+    pdf_max_pages: int = 500
+    pdf_max_text_chars: int = 4_000_000
+    pdf_memory_mb: int = 1024
+    pdf_timeout_seconds: float = 120.0
+    llm_url: str = ""
+    llm_model: str = "default"
+    llm_api_key: str = field(default="", repr=False)
+    llm_timeout_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -90,6 +111,14 @@ class Settings:
             raise ValueError("retention_days must not be negative (0 keeps everything)")
         if self.prune_interval_seconds <= 0 or self.checkpoint_interval_seconds <= 0:
             raise ValueError("prune_interval_seconds and checkpoint_interval_seconds must be > 0")
+        if self.max_upload_bytes < 1024 or self.pdf_max_pages < 1 or self.pdf_max_text_chars < 1:
+            raise ValueError("max_upload_bytes, pdf_max_pages and pdf_max_text_chars are too small")
+        if self.pdf_workers < 0:
+            raise ValueError("pdf_workers must not be negative (0: one per core)")
+        if self.pdf_memory_mb < 128:
+            raise ValueError("pdf_memory_mb must be at least 128 (a parser needs room to start)")
+        if self.pdf_timeout_seconds <= 0 or self.llm_timeout_seconds <= 0:
+            raise ValueError("pdf_timeout_seconds and llm_timeout_seconds must be positive")
 
     @property
     def db_path(self) -> Path:

@@ -11,6 +11,7 @@ from ..models import Job, JobStatus
 from ..store import NewJob
 from .http import json_body, json_response, user_of
 from .keys import EVENTS, REGISTRY, STORE
+from .uploads import create_pdf_job
 
 routes = web.RouteTableDef()
 
@@ -45,6 +46,8 @@ async def submit(request: web.Request, new: NewJob) -> web.Response:
 
 @routes.post("/api/jobs")
 async def create_job(request: web.Request) -> web.Response:
+    if request.content_type == "multipart/form-data":
+        return await submit(request, await create_pdf_job(request))
     body = await json_body(request)
     job_type = request.app[REGISTRY].get(_optional_str(body.get("type"), "type") or "")
     payload = body.get("payload", {})

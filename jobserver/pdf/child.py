@@ -1,0 +1,141 @@
+"""The parser process: reads requests on stdin, parses one PDF at a time, answers on stdout.
+
+Started by the pool as ``python -m jobserver.pdf.child MEMORY_MB``. It caps its own address
+space first (RLIMIT_AS), lowers its priority so the server process stays responsive, then loops.
+Every message either way is a frame: a 4-byte big-endian length, then a JSON object. A
+MemoryError ends the process after reporting it; the pool starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import resource
+import struct
+import sys
+import warnings
+from typing import Any, BinaryIO
+
+import orjson
+
+from ..errors import PARSE_CRASHED, PARSE_MEMORY, JobError
+from .extract import Document, Limits, extract
+from .offline import build_notes
+
+HEADER = struct.Struct(">I")
+NICENESS = 5
+EXIT_MEMORY = 3
+
+
+def read_frame(stream: BinaryIO) -> dict[str, Any] | None:
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack(header)
+    body = stream.read(size)
+    if len(body) < size:
+        return None
+    data: dict[str, Any] = orjson.loads(body)
+    return data
+
+
+def frame(message: dict[str, Any]) -> bytes:
+    body = orjson.dumps(message)
+    return HEADER.pack(len(body)) + body
+
+
+class _Channel:
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.out.write(frame(message))
+        self.out.flush()
+
+
+def _cap_memory(megabytes: int) -> None:
+    limit = megabytes * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _warm_up() -> None:
+    """Load pypdf's lazily imported parts now, so the first real parse is not slower."""
+    from pypdf import PdfWriter
+    from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+
+    writer = PdfWriter()
+    page = writer.add_blank_page(200, 200)
+    font = DictionaryObject({
+        NameObject("/Type"): NameObject("/Font"),
+        NameObject("/Subtype"): NameObject("/Type1"),
+        NameObject("/BaseFont"): NameObject("/Helvetica"),
+    })  # fmt: skip
+    page[NameObject("/Resources")] = DictionaryObject({
+        NameObject("/Font"): DictionaryObject({NameObject("/F1"): font})
+    })  # fmt: skip
+    content = DecodedStreamObject()
+    content.set_data(b"BT /F1 12 Tf 10 10 Td (warm) Tj ET")
+    page[NameObject("/Contents")] = writer._add_object(content)
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    buffer.seek(0)
+    from pypdf import PdfReader
+
+    PdfReader(buffer).pages[0].extract_text()
+
+
+def _notes(request: dict[str, Any], channel: _Channel) -> dict[str, Any]:
+    job = request["id"]
+    limits = Limits(int(request["maxPages"]), int(request["maxTextChars"]))
+
+    def report(page: int, pages: int) -> None:
+        channel.send({"id": job, "type": "page", "page": page, "pages": pages})
+
+    doc: Document = extract(str(request["path"]), limits, report)
+    channel.send({"id": job, "type": "generating"})
+    answer: dict[str, Any] = {"id": job, "type": "result", "notes": build_notes(doc).to_wire()}
+    if request.get("includeText"):
+        answer["document"] = doc.to_wire()
+    return answer
+
+
+def serve(requests: BinaryIO, channel: _Channel) -> int:
+    channel.send({"type": "ready", "pid": os.getpid()})
+    while True:
+        request = read_frame(requests)
+        if request is None:
+            return 0
+        job = request.get("id")
+        try:
+            channel.send(_notes(request, channel))
+        except JobError as exc:
+            channel.send({"id": job, "type": "error", "code": exc.code, "message": exc.message,
+                          "recoverable": exc.recoverable})  # fmt: skip
+        except MemoryError:
+            channel.send({"id": job, "type": "error", "code": PARSE_MEMORY, "recoverable": False,
+                          "message": "Parsing the PDF needed more memory than a parser may use",
+                          "exiting": True})
+            return EXIT_MEMORY  # fmt: skip
+        except Exception as exc:  # a bug of ours, not the file's fault: say so and carry on
+            channel.send({"id": job, "type": "error", "code": PARSE_CRASHED, "recoverable": True,
+                          "message": f"The parser failed unexpectedly ({type(exc).__name__})"})
+
+
+def main(argv: list[str]) -> int:
+    _cap_memory(int(argv[1]))
+    os.nice(NICENESS)
+    # stdout carries frames only: anything printed by a library goes to stderr instead.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")
+    _warm_up()
+    return serve(sys.stdin.buffer, _Channel(out))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

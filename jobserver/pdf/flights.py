@@ -1,0 +1,133 @@
+"""Flights: the work of turning one file into notes, shared by every job that asks meanwhile.
+
+A second upload of a file still being processed joins the first one's flight instead of
+parsing again. Each job follows the flight's progress at its own pace: updates waiting to be
+reported coalesce to the latest of each stage, so a slow follower never holds up the parse,
+and never skips a stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..models import JobStage
+from ..notes import NotesContent
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    stage: JobStage
+    percent: float
+    message: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Follower:
+    """One job's view of a flight: the updates it has yet to report, at most one per stage."""
+
+    def __init__(self) -> None:
+        self.pending: list[Update] = []
+        self.finished = False
+        self.wake = asyncio.Event()
+
+    def push(self, update: Update) -> None:
+        if self.pending and self.pending[-1].stage is update.stage:
+            self.pending[-1] = update
+        else:
+            self.pending.append(update)
+        self.wake.set()
+
+    def finish(self) -> None:
+        self.finished = True
+        self.wake.set()
+
+    def take(self) -> list[Update]:
+        taken, self.pending = self.pending, []
+        return taken
+
+
+Reporter = Callable[[Update], Awaitable[None]]
+Work = Callable[["Flight"], Awaitable[None]]
+
+
+class Flight:
+    """One file's work in progress; its result is set as soon as the notes exist.
+
+    Args:
+        work: fills in ``result`` (and may go on, e.g. to write the cache) reporting via
+            ``report``; it runs in its own task, owned by no job.
+    """
+
+    def __init__(self, work: Work) -> None:
+        self.result: asyncio.Future[NotesContent] = asyncio.get_running_loop().create_future()
+        self._latest: dict[JobStage, Update] = {}
+        self._followers: set[Follower] = set()
+        self.task = asyncio.create_task(self._run(work), name="pdf-flight")
+
+    async def _run(self, work: Work) -> None:
+        try:
+            await work(self)
+        except BaseException as exc:
+            if not self.result.done():
+                if isinstance(exc, asyncio.CancelledError):
+                    self.result.cancel()
+                else:
+                    self.result.set_exception(exc)
+                    self.result.exception()  # followers that left need not read it
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            for follower in self._followers:
+                follower.finish()
+        if not self.result.done():
+            self.result.set_exception(RuntimeError("the flight ended without notes"))
+
+    def report(self, update: Update) -> None:
+        self._latest[update.stage] = update
+        for follower in self._followers:
+            follower.push(update)
+
+    def notes_ready(self, notes: NotesContent) -> None:
+        """The notes exist: followers go on while the flight finishes its own chores."""
+        if not self.result.done():
+            self.result.set_result(notes)
+        for follower in self._followers:
+            follower.finish()
+
+    @property
+    def followers(self) -> int:
+        return len(self._followers)
+
+    async def follow(self, report: Reporter) -> NotesContent:
+        """Report the flight's progress (from where it stands) until its notes are ready.
+
+        A follower that leaves (its job cancelled) stops the flight if it was the last one.
+        """
+        follower = Follower()
+        for update in self._latest.values():
+            follower.push(update)
+        if self.result.done() or self.task.done():
+            follower.finish()
+        self._followers.add(follower)
+        try:
+            while True:
+                await follower.wake.wait()
+                follower.wake.clear()
+                for update in follower.take():
+                    await report(update)
+                if follower.finished and not follower.pending:
+                    break
+            return await asyncio.shield(self.result)
+        finally:
+            self._followers.discard(follower)
+            if not self._followers and not self.result.done():
+                self.task.cancel()
+
+    async def cancel(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task

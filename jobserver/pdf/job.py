@@ -1,0 +1,222 @@
+"""The ``pdf-notes`` job type: stages, the notes cache, joining work in flight, saving the note."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from ..config import Settings
+from ..errors import UPLOAD_MISSING, InvalidPayload, JobError, JobServerError
+from ..handlers import HandlerOptions, JobContext, Registry
+from ..models import JobStage
+from ..notes import Note, NotesContent
+from ..store import Store
+from .extract import Limits
+from .files import is_sha256, upload_path
+from .flights import Flight, Update
+from .generate import NotesGenerator, OfflineGenerator
+from .llm import LlmGenerator
+from .pool import ParsePool, ParseRequest
+
+log = logging.getLogger(__name__)
+
+PDF_NOTES = "pdf-notes"
+MAX_FILENAME = 200
+
+# Where each stage puts the progress bar (percent).
+READ_START, READ_DONE = 5.0, 10.0
+EXTRACT_START, EXTRACT_SPAN = 10.0, 70.0
+GENERATING = 82.0
+SAVING = 95.0
+
+
+def check_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """A pdf-notes job names its upload by content hash, never by path."""
+    sha = payload.get("sha256")
+    if not is_sha256(sha):
+        raise InvalidPayload("payload.sha256 must be an upload's sha256 (64 lowercase hex digits)")
+    name = payload.get("filename", "document.pdf")
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_FILENAME:
+        raise InvalidPayload(f"payload.filename must be a string of 1 to {MAX_FILENAME} characters")
+    size = payload.get("size", 0)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise InvalidPayload("payload.size must be a whole number of bytes")
+    return {"sha256": sha, "filename": name, "size": size}
+
+
+def make_generator(settings: Settings) -> NotesGenerator:
+    if settings.llm_url:
+        return LlmGenerator(
+            settings.llm_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout_seconds
+        )
+    return OfflineGenerator()
+
+
+class _PageListener:
+    """Turns the parser's page reports into the flight's progress updates."""
+
+    def __init__(self, flight: Flight, label: str) -> None:
+        self.flight = flight
+        self.label = label
+
+    def page(self, page: int, pages: int) -> None:
+        self.flight.report(
+            Update(
+                JobStage.EXTRACTING,
+                EXTRACT_START + EXTRACT_SPAN * page / pages,
+                f"Extracting page {page} of {pages}",
+                {"page": page, "pages": pages},
+            )
+        )
+
+    def generating(self) -> None:
+        self.flight.report(Update(JobStage.GENERATING, GENERATING, self.label))
+
+
+class PdfNotes:
+    """The handler: one instance per app, started and stopped with it (``start``/``stop``).
+
+    Args:
+        settings: limits, pool size and the generator to use.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.limits = Limits(settings.pdf_max_pages, settings.pdf_max_text_chars)
+        self.generator = make_generator(settings)
+        self.pool = ParsePool(settings.pdf_workers, settings.pdf_memory_mb,
+                              settings.pdf_timeout_seconds)  # fmt: skip
+        self.flights: dict[str, Flight] = {}
+        self._store: Store | None = None
+
+    async def start(self, store: Store) -> None:
+        self._store = store
+        await self.pool.start()
+
+    async def stop(self) -> None:
+        for flight in list(self.flights.values()):
+            await flight.cancel()
+        await self.pool.stop()
+        if isinstance(self.generator, LlmGenerator):
+            await self.generator.close()
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise JobServerError("the pdf-notes job type has not been started")
+        return self._store
+
+    async def __call__(self, ctx: JobContext) -> Mapping[str, Any]:
+        sha = str(ctx.payload["sha256"])
+        await ctx.progress(JobStage.INITIALIZING, 2, "Looking for notes made from this file")
+        joined = True
+        flight = self.flights.get(sha)
+        if flight is None:
+            cached = await self.store.cached_notes(sha, self.generator.name)
+            if cached is not None:
+                return await self._from_cache(ctx, cached)
+            flight = self.flights.get(sha)  # another job may have started it meanwhile
+            if flight is None:
+                flight, joined = self._take_off(sha), False
+
+        async def report(update: Update) -> None:
+            await ctx.progress(update.stage, update.percent, update.message, update.metadata)
+
+        if joined:
+            await ctx.progress(JobStage.DOWNLOADING, READ_START,
+                               "The same file is already being read: joining that work")
+        notes = await flight.follow(report)  # fmt: skip
+        return await self._save(ctx, notes, cache_hit=False, joined=joined)
+
+    async def _from_cache(self, ctx: JobContext, notes: NotesContent) -> Mapping[str, Any]:
+        pages = {"pages": notes.page_count}
+        await ctx.progress(JobStage.DOWNLOADING, READ_DONE, "Notes for this file exist already")
+        await ctx.progress(JobStage.EXTRACTING, EXTRACT_START + EXTRACT_SPAN,
+                           f"Text of {notes.page_count} page(s) already extracted", pages)
+        await ctx.progress(JobStage.GENERATING, GENERATING, "Using the notes made before")
+        return await self._save(ctx, notes, cache_hit=True, joined=False)  # fmt: skip
+
+    async def _save(
+        self, ctx: JobContext, notes: NotesContent, *, cache_hit: bool, joined: bool
+    ) -> Mapping[str, Any]:
+        job = ctx.job
+        note = Note(
+            id=job.id,
+            user_id=job.user_id,
+            job_id=job.id,
+            content_hash=str(ctx.payload["sha256"]),
+            filename=str(ctx.payload.get("filename") or "document.pdf"),
+            content=notes,
+        )
+        # The saving event and the note go to the store together (one group commit).
+        await asyncio.gather(
+            ctx.progress(JobStage.SAVING, SAVING, "Saving notes"), self.store.save_note(note)
+        )
+        return {
+            "noteId": note.id,
+            "title": notes.title,
+            "pageCount": notes.page_count,
+            "cacheHit": cache_hit,
+            "joined": joined,
+        }
+
+    def _take_off(self, sha: str) -> Flight:
+        async def work(flight: Flight) -> None:
+            await self._produce(flight, sha)
+
+        flight = Flight(work)
+        self.flights[sha] = flight
+
+        def landed(_: object) -> None:
+            if self.flights.get(sha) is flight:
+                del self.flights[sha]
+
+        flight.task.add_done_callback(landed)
+        return flight
+
+    async def _produce(self, flight: Flight, sha: str) -> None:
+        flight.report(Update(JobStage.DOWNLOADING, READ_START, "Reading the uploaded file"))
+        path = upload_path(self.settings.data_dir, sha)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise JobError(
+                UPLOAD_MISSING,
+                "The uploaded file is no longer on the server; upload it again",
+                recoverable=False,
+            ) from None
+        flight.report(Update(JobStage.DOWNLOADING, READ_DONE,
+                             f"Read {size / 1e6:.1f} MB", {"bytes": size}))  # fmt: skip
+        parsed = await self.pool.parse(
+            ParseRequest(path, self.limits, include_text=self.generator.needs_text),
+            _PageListener(flight, self.generator.label),
+        )
+        notes = await self.generator.generate(parsed.notes, parsed.document)
+        flight.notes_ready(notes)
+        try:
+            # The flight lands (and leaves self.flights) only once the cache has the notes,
+            # so a later upload of the same file finds one or the other, never neither.
+            await self.store.cache_notes(sha, notes)
+        except JobServerError:
+            log.exception("could not cache the notes of %s", sha)
+
+
+def register(registry: Registry, settings: Settings) -> PdfNotes:
+    handler = PdfNotes(settings)
+    timeout = settings.pdf_timeout_seconds + settings.llm_timeout_seconds + 60.0
+    registry.register(
+        PDF_NOTES,
+        handler,
+        HandlerOptions(timeout=timeout, max_attempts=1, check_payload=check_payload),
+    )
+    return handler
+
+
+def handler_in(registry: Registry) -> PdfNotes | None:
+    """The registry's pdf-notes handler, if it has one (a test registry may not)."""
+    if PDF_NOTES not in registry.names():
+        return None
+    handler = registry.get(PDF_NOTES).handler
+    return handler if isinstance(handler, PdfNotes) else None

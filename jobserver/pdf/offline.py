@@ -1,0 +1,317 @@
+"""The offline notes generator: title, summary, key points, sections and keywords, deterministic.
+
+Pure functions over extracted text, fast enough to run right after extraction in the parser
+process (tens of milliseconds for a few hundred pages of text).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from ..notes import KeyPoint, NotesContent, Section
+from .extract import Document
+
+GENERATOR = "offline"
+
+SUMMARY_SENTENCES = 3
+SUMMARY_MAX_CHARS = 700
+MAX_KEY_POINTS = 8
+KEY_POINTS_PER_PAGE = 2
+MAX_KEYWORDS = 12
+MAX_HEADINGS = 60
+MAX_TITLE_CHARS = 160
+
+# Common English words that carry no subject matter, plus filler common in documents.
+_STOPWORD_TEXT = """
+    a about above after again against all almost also although always am among an and another
+    any anyone anything are around as at be became because become been before being below
+    between both but by can cannot could did do does doing done down during each either else
+    enough even ever every few for from further get gets given gives go goes had has have having
+    he her here hers herself him himself his how however i if in into is it its itself just
+    least less like made make makes many may me might more most much must my myself near need
+    neither never no nor not now of off often on once one only onto or other others otherwise
+    our ours ourselves out over own per perhaps put quite rather really same see seen several
+    shall she should show shown since so some something such than that the their theirs them
+    themselves then there therefore these they this those though three through thus to together
+    too toward towards two under until up upon us use used uses using very via was we well were
+    what whatever when where whether which while who whom whose why will with within without
+    would yet you your yours yourself yourselves
+    page pages figure fig table et al eg ie etc within first second new also
+"""
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-'][A-Za-z0-9]+)*")
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+_NUMBERED = re.compile(
+    r"^(?:(?:chapter|section|part|appendix)\s+)?(\d+(?:\.\d+)*|[IVX]+|[A-Z])[.)]?\s+\S",
+    re.IGNORECASE,
+)
+_JUNK_TITLES = frozenset({"untitled", "document", "title", "microsoft word", "none", "unknown"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Sentence:
+    text: str
+    page: int
+    order: int
+    words: tuple[str, ...]
+
+
+def _clean_line(line: str) -> str:
+    return " ".join(line.split())
+
+
+def _running_lines(pages: list[list[str]]) -> frozenset[str]:
+    """Lines repeated on most pages (running headers and footers), digits ignored."""
+    if len(pages) < 4:
+        return frozenset()
+    seen: Counter[str] = Counter()
+    for lines in pages:
+        seen.update({re.sub(r"\d+", "#", line) for line in lines[:3] + lines[-3:]})
+    return frozenset(line for line, n in seen.items() if n > len(pages) / 2)
+
+
+def _is_heading(line: str, next_line: str | None) -> bool:
+    if not 2 < len(line) <= 90 or line[-1] in ".,;:!?" or not any(c.isalpha() for c in line):
+        return False
+    words = line.split()
+    if len(words) > 12 or sum(c.isdigit() for c in line) > len(line) / 2:
+        return False
+    if _NUMBERED.match(line) and line[-1].isalpha() and len(words) >= 2:
+        return True
+    if line.isupper() and len(line) > 3:
+        return True
+    significant = [w for w in words if len(w) > 3 and w.lower() not in STOPWORDS]
+    if not significant or not words[0][0].isupper():
+        return False
+    titled = sum(w[0].isupper() for w in significant) / len(significant)
+    # A short capitalised line followed by body text reads as a heading.
+    return titled >= 0.6 and (next_line is None or len(next_line) > len(line))
+
+
+def _heading_level(line: str) -> int:
+    match = _NUMBERED.match(line)
+    if match and "." in match.group(1).strip("."):
+        return min(3, match.group(1).strip(".").count(".") + 1)
+    return 1
+
+
+def _split_sentences(paragraph: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(paragraph) if s.strip()]
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def _meaningful(word: str) -> bool:
+    return len(word) > 2 and word not in STOPWORDS and not word.isdigit()
+
+
+class _Analysis:
+    """One pass over the document: body sentences, headings, and term counts."""
+
+    def __init__(self, doc: Document) -> None:
+        raw = [[_clean_line(ln) for ln in page.splitlines()] for page in doc.pages]
+        pages = [[ln for ln in lines if ln] for lines in raw]
+        running = _running_lines(pages)
+        self.headings: list[Section] = []
+        self.first_lines: list[str] = []
+        self.sentences: list[_Sentence] = []
+        self.counts: Counter[str] = Counter()
+        self.spread: dict[str, set[int]] = {}
+        self.raw_words: Counter[str] = Counter()
+        for number, lines in enumerate(pages, start=1):
+            body: list[str] = []
+            kept = [ln for ln in lines if re.sub(r"\d+", "#", ln) not in running
+                    and not ln.isdigit()]  # fmt: skip
+            for i, line in enumerate(kept):
+                nxt = kept[i + 1] if i + 1 < len(kept) else None
+                if _is_heading(line, nxt):
+                    self._flush(body, number)
+                    self.headings.append(Section(line, number, _heading_level(line)))
+                    self._count(_WORD.findall(line), number, 2)  # a heading names a subject
+                else:
+                    body.append(line)
+                if not self.first_lines and len(line) <= MAX_TITLE_CHARS:
+                    self.first_lines.append(line)
+            self._flush(body, number)
+
+    def _count(self, words: list[str], page: int, weight: int) -> None:
+        self.raw_words.update(words)
+        page_counts = Counter(w.lower() for w in words)
+        for word, n in page_counts.items():
+            if _meaningful(word):
+                self.counts[word] += n * weight
+                self.spread.setdefault(word, set()).add(page)
+
+    def _flush(self, body: list[str], page: int) -> None:
+        if not body:
+            return
+        text = ""
+        for line in body:
+            if text.endswith("-") and line[:1].islower():
+                text = text[:-1] + line  # a word broken across lines
+            else:
+                text = f"{text} {line}" if text else line
+        body.clear()
+        self._count(_WORD.findall(text), page, 1)
+        for sentence in _split_sentences(text):
+            if not 30 <= len(sentence) <= 500:
+                continue
+            words = tuple(_words(sentence))
+            if 6 <= len(words) <= 80:
+                self.sentences.append(_Sentence(sentence, page, len(self.sentences), words))
+
+    def surface(self, word: str) -> str:
+        """How a word is usually written: ``PDF`` stays upper case, ``Sqlite`` does not."""
+        upper = self.raw_words[word.upper()]
+        total = upper + self.raw_words[word] + self.raw_words[word.capitalize()]
+        return word.upper() if len(word) > 1 and upper * 2 > total else word
+
+
+def _term_weights(analysis: _Analysis, pages: int) -> dict[str, float]:
+    """Frequent meaningful terms, weighted by how widely they spread over the document."""
+    counts = Counter(analysis.counts)
+    spread = {word: set(where) for word, where in analysis.spread.items()}
+    # Fold simple plurals into their singular when both occur ("events" into "event").
+    for word in sorted(counts):
+        if word.endswith("s") and not word.endswith("ss") and word[:-1] in counts:
+            counts[word[:-1]] += counts.pop(word)
+            spread[word[:-1]] |= spread.pop(word)
+    weights: dict[str, float] = {}
+    scale = 1.0 + math.log(max(1, pages))
+    for word, n in counts.items():
+        weights[word] = n * (1.0 + math.log(len(spread[word]))) / scale
+    return weights
+
+
+def _phrases(analysis: _Analysis, weights: dict[str, float]) -> dict[str, float]:
+    """Two-word terms that recur (``event loop``), scored above their parts."""
+    pairs: Counter[str] = Counter()
+    for sentence in analysis.sentences:
+        words = sentence.words
+        for a, b in itertools.pairwise(words):
+            if _meaningful(a) and _meaningful(b) and a != b:
+                pairs[f"{a} {b}"] += 1
+    scored: dict[str, float] = {}
+    for pair, n in pairs.items():
+        if n >= 3:
+            a, b = pair.split()
+            scored[pair] = n * 1.5 + 0.1 * (weights.get(a, 0.0) + weights.get(b, 0.0))
+    return scored
+
+
+def keywords(analysis: _Analysis, weights: dict[str, float]) -> list[str]:
+    candidates = dict(weights)
+    for pair, score in _phrases(analysis, weights).items():
+        candidates[pair] = score
+    ranked = sorted(candidates.items(), key=lambda kv: (-kv[1], kv[0]))
+    chosen: list[str] = []
+    for term, _ in ranked:
+        parts = term.split()
+        # A phrase covering an already chosen word adds little; skip words a phrase covers.
+        if any(term in c.split() or set(parts) <= set(c.split()) for c in chosen):
+            continue
+        chosen.append(term)
+        if len(chosen) == MAX_KEYWORDS:
+            break
+    return [" ".join(analysis.surface(p) for p in term.split()) for term in chosen]
+
+
+def _score(sentence: _Sentence, weights: dict[str, float], top: float) -> float:
+    total = sum(weights.get(w, weights.get(w[:-1], 0.0)) for w in sentence.words if _meaningful(w))
+    return total / top / math.sqrt(len(sentence.words))
+
+
+def _similar(a: _Sentence, b: _Sentence) -> bool:
+    sa, sb = set(a.words), set(b.words)
+    return len(sa & sb) / max(1, len(sa | sb)) > 0.6
+
+
+def _pick(
+    analysis: _Analysis, weights: dict[str, float]
+) -> tuple[list[_Sentence], list[_Sentence]]:
+    """The summary's sentences and the key points, each in document order."""
+    if not analysis.sentences:
+        return [], []
+    top = max(weights.values(), default=1.0) or 1.0
+    scored = sorted(
+        analysis.sentences,
+        key=lambda s: (-(_score(s, weights, top) + (0.15 if s.order == 0 else 0.0)), s.order),
+    )
+    summary: list[_Sentence] = []
+    length = 0
+    for sentence in scored:
+        if len(summary) == SUMMARY_SENTENCES or length + len(sentence.text) > SUMMARY_MAX_CHARS:
+            break
+        if not any(_similar(sentence, s) for s in summary):
+            summary.append(sentence)
+            length += len(sentence.text)
+    points: list[_Sentence] = []
+    per_page: Counter[int] = Counter()
+    for sentence in scored:
+        if len(points) == MAX_KEY_POINTS:
+            break
+        if per_page[sentence.page] >= KEY_POINTS_PER_PAGE or any(
+            _similar(sentence, s) for s in points
+        ):
+            continue
+        points.append(sentence)
+        per_page[sentence.page] += 1
+    by_order = sorted(summary, key=lambda s: s.order), sorted(points, key=lambda s: s.order)
+    return by_order
+
+
+def _title(doc: Document, analysis: _Analysis) -> str:
+    meta = " ".join((doc.meta_title or "").split())
+    if len(meta) >= 3 and meta.lower() not in _JUNK_TITLES and not meta.lower().endswith(
+        (".doc", ".docx", ".pdf", ".tex", ".txt")
+    ):
+        return meta[:MAX_TITLE_CHARS]
+    for heading in analysis.headings:
+        return heading.title[:MAX_TITLE_CHARS]
+    if analysis.first_lines:
+        return analysis.first_lines[0][:MAX_TITLE_CHARS]
+    return "Untitled document"
+
+
+def _sections(doc: Document, analysis: _Analysis) -> tuple[tuple[Section, ...], str]:
+    if doc.outline:
+        return doc.outline, "outline"
+    seen: set[str] = set()
+    out: list[Section] = []
+    for heading in analysis.headings:
+        key = heading.title.lower()
+        if key not in seen:
+            seen.add(key)
+            out.append(heading)
+        if len(out) == MAX_HEADINGS:
+            break
+    return tuple(out), "headings"
+
+
+def build_notes(doc: Document) -> NotesContent:
+    """Notes for ``doc``: the same document always gives the same notes."""
+    analysis = _Analysis(doc)
+    weights = _term_weights(analysis, len(doc.pages))
+    summary, points = _pick(analysis, weights)
+    sections, sections_from = _sections(doc, analysis)
+    if summary:
+        summary_text = " ".join(s.text for s in summary)
+    else:
+        summary_text = " ".join(" ".join(doc.pages).split())[:SUMMARY_MAX_CHARS]
+    return NotesContent(
+        title=_title(doc, analysis),
+        summary=summary_text,
+        key_points=tuple(KeyPoint(s.text, s.page) for s in points),
+        sections=sections,
+        keywords=tuple(keywords(analysis, weights)),
+        page_count=len(doc.pages),
+        generator=GENERATOR,
+        sections_from=sections_from,
+    )

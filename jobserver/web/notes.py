@@ -1,0 +1,72 @@
+"""The notes API: a user's own notes as JSON, and one note as a Markdown download."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from aiohttp import web
+
+from ..errors import InvalidPayload, NoteNotFound
+from ..notes import Note
+from ..pdf.markdown import download_name, to_markdown
+from .http import json_response, user_of
+from .keys import STORE
+
+routes = web.RouteTableDef()
+
+MAX_PAGE = 200
+
+
+def _int(value: str | None, name: str, low: int, high: int, default: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise InvalidPayload(f"{name} must be a whole number from {low} to {high}")
+    return int(value)
+
+
+async def own_note(request: web.Request) -> Note:
+    """The note named in the path, if it belongs to the caller (another user's is a 404)."""
+    note_id = request.match_info["note_id"]
+    note = await request.app[STORE].get_note(note_id)
+    if note is None or note.user_id != user_of(request):
+        raise NoteNotFound(f"no note {note_id}")
+    return note
+
+
+@routes.get("/api/notes")
+async def list_notes(request: web.Request) -> web.Response:
+    limit = _int(request.query.get("limit"), "limit", 1, MAX_PAGE, 50)
+    offset = _int(request.query.get("offset"), "offset", 0, 10**9, 0)
+    notes = await request.app[STORE].list_notes(user_of(request), limit + 1, offset)
+    return json_response(
+        {
+            "notes": [note.summary_wire() for note in notes[:limit]],
+            "limit": limit,
+            "offset": offset,
+            "nextOffset": offset + limit if len(notes) > limit else None,
+        }
+    )
+
+
+async def _markdown(request: web.Request) -> web.Response:
+    note = await own_note(request)
+    name = download_name(note)
+    return web.Response(
+        text=to_markdown(note),
+        content_type="text/markdown",
+        headers={
+            "Content-Disposition": f"attachment; filename=\"{name}\"; "
+            f"filename*=UTF-8''{quote(name)}"
+        },
+    )
+
+
+# Registered before /api/notes/{note_id}, which would otherwise take "<id>.md" as an id.
+routes.get(r"/api/notes/{note_id:[^/.]+}.md")(_markdown)
+routes.get("/api/notes/{note_id}/markdown")(_markdown)
+
+
+@routes.get("/api/notes/{note_id}")
+async def get_note(request: web.Request) -> web.Response:
+    return json_response((await own_note(request)).to_wire())

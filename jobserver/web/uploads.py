@@ -1,0 +1,141 @@
+"""PDF uploads: ``POST /api/jobs`` as multipart, streamed to disk, counted, checked and hashed.
+
+The file part is written to a temporary file under the uploads folder while it arrives, with
+our own byte count (the app's small JSON body limit does not apply to a streamed part), then
+renamed to ``<sha256>.pdf``. A refused upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+from aiohttp import BodyPartReader, web
+
+from ..errors import FileTooLarge, InvalidPayload, NotAPdf
+from ..pdf.files import upload_path, uploads_dir
+from ..pdf.job import PDF_NOTES
+from ..store import NewJob
+from .http import user_of
+from .keys import REGISTRY, SETTINGS
+
+CHUNK = 256 * 1024
+# The PDF header may follow a little junk; readers look for it in the first kilobyte.
+HEADER_WINDOW = 1024
+MAX_FIELD = 1024
+FIELDS = frozenset({"idempotencyKey", "maxAttempts"})
+
+
+@dataclass(frozen=True, slots=True)
+class StoredUpload:
+    sha256: str
+    size: int
+    filename: str
+
+
+def clean_filename(name: str | None) -> str:
+    """The uploaded file's base name, printable and short; ``document.pdf`` when absent.
+
+    Some clients percent-encode the name (aiohttp does; browsers encode only quotes and line
+    breaks), so it is decoded once.
+    """
+    name = unquote(name or "")
+    base = re.sub(r"[\x00-\x1f\x7f]", "", os.path.basename(name.replace("\\", "/")))
+    return base.strip()[:200] or "document.pdf"
+
+
+def _not_a_pdf() -> NotAPdf:
+    return NotAPdf("The file is not a PDF (it does not start with the %PDF- header)")
+
+
+async def receive_pdf(part: BodyPartReader, data_dir: Path, limit: int) -> StoredUpload:
+    """Stream ``part`` to disk: count, check the header, hash; keep it as ``<sha256>.pdf``."""
+    folder = uploads_dir(data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = folder / f".incoming-{uuid.uuid4().hex}"
+    digest = hashlib.sha256()
+    size = 0
+    head = b""
+    try:
+        with temp.open("wb") as out:
+            while chunk := await part.read_chunk(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise FileTooLarge(
+                        f"The file is larger than the {limit / 1e6:g} MB this server accepts"
+                    )
+                if len(head) < HEADER_WINDOW:
+                    head += chunk[: HEADER_WINDOW - len(head)]
+                    if len(head) == HEADER_WINDOW and b"%PDF-" not in head:
+                        raise _not_a_pdf()
+                digest.update(chunk)
+                out.write(chunk)
+        if b"%PDF-" not in head:
+            raise _not_a_pdf()
+        sha = digest.hexdigest()
+        final = upload_path(data_dir, sha)
+        if final.exists():
+            temp.unlink()  # the same content is stored already
+        else:
+            os.replace(temp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        raise
+    return StoredUpload(sha, size, clean_filename(part.filename))
+
+
+async def _field(part: BodyPartReader) -> str:
+    data = b""
+    while chunk := await part.read_chunk(MAX_FIELD):
+        data += chunk
+        if len(data) > MAX_FIELD:
+            raise InvalidPayload(f"form field {part.name} is too long")
+    return data.decode("utf-8", "replace").strip()
+
+
+def _max_attempts(value: str | None, default: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or not 1 <= int(value) <= 100:
+        raise InvalidPayload("maxAttempts must be a whole number from 1 to 100")
+    return int(value)
+
+
+async def create_pdf_job(request: web.Request) -> NewJob:
+    """Read the multipart body; the ``file`` part becomes a ``pdf-notes`` job to enqueue."""
+    job_type = request.app[REGISTRY].get(PDF_NOTES)
+    settings = request.app[SETTINGS]
+    reader = await request.multipart()
+    stored: StoredUpload | None = None
+    fields: dict[str, str] = {}
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise InvalidPayload("nested multipart bodies are not accepted")
+        if part.name == "file":
+            if stored is not None:
+                raise InvalidPayload("send one file per upload")
+            stored = await receive_pdf(part, settings.data_dir, settings.max_upload_bytes)
+        elif part.name in FIELDS:
+            fields[part.name] = await _field(part)
+        else:
+            await part.release()
+    if stored is None:
+        raise InvalidPayload("send the PDF as a multipart form part named file")
+    key = fields.get("idempotencyKey") or None
+    if key is not None and len(key) > 200:
+        raise InvalidPayload("idempotencyKey must be at most 200 characters")
+    return NewJob(
+        type=PDF_NOTES,
+        user_id=user_of(request),
+        payload={"sha256": stored.sha256, "filename": stored.filename, "size": stored.size},
+        max_attempts=_max_attempts(fields.get("maxAttempts"), job_type.options.max_attempts),
+        idempotency_key=key,
+        message=f"Queued {stored.filename}",
+    )

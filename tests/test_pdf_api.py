@@ -1,0 +1,348 @@
+"""PDF to notes over the real API: upload, stages, notes, hostile files, limits, cache and join."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from jobserver.config import Settings
+from jobserver.pdf.job import PDF_NOTES, PdfNotes, handler_in
+from jobserver.pdf.offline import STOPWORDS
+from jobserver.web.keys import REGISTRY, SETTINGS, STORE
+from tests import pdfs
+from tests.conftest import ApiClient, MakeApi
+
+STAGES = ["initializing", "downloading", "extracting", "generating", "saving", "completed"]
+
+
+async def upload(api: ApiClient, data: bytes, filename: str = "bees.pdf",
+                 **fields: str) -> tuple[int, Any]:  # fmt: skip
+    form = aiohttp.FormData()
+    form.add_field("file", io.BytesIO(data), filename=filename, content_type="application/pdf")
+    for name, value in fields.items():
+        form.add_field(name, value)
+    return await api.post("/api/jobs", data=form)
+
+
+async def finished(api: ApiClient, job_id: str, timeout: float = 60) -> Any:
+    async with asyncio.timeout(timeout):
+        while True:
+            status, job = await api.get(f"/api/jobs/{job_id}")
+            assert status == 200
+            if job["status"] in ("completed", "failed", "cancelled"):
+                return job
+            await asyncio.sleep(0.02)
+
+
+async def run(api: ApiClient, data: bytes, **fields: str) -> Any:
+    status, job = await upload(api, data, **fields)
+    assert status == 202, job
+    return await finished(api, job["jobId"])
+
+
+async def events(api: ApiClient, job_id: str) -> list[dict[str, Any]]:
+    stored = await api.app[STORE].events_after(0, job_id=job_id, limit=10_000)
+    return [orjson.loads(e.data) for e in stored]
+
+
+def stages_of(evs: list[dict[str, Any]]) -> list[str]:
+    """The stages in the order first seen."""
+    out: list[str] = []
+    for ev in evs:
+        if ev["stage"] not in out:
+            out.append(ev["stage"])
+    return out
+
+
+def pdf_handler(api: ApiClient) -> PdfNotes:
+    handler = handler_in(api.app[REGISTRY])
+    assert handler is not None
+    return handler
+
+
+def upload_files(api: ApiClient) -> list[Path]:
+    folder = api.app[SETTINGS].data_dir / "uploads"
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+def assert_progress_never_goes_back(evs: list[dict[str, Any]]) -> None:
+    values = [ev["progress"] for ev in evs if ev["type"] == "job.progress"]
+    assert values == sorted(values), values
+
+
+async def test_upload_answers_202_then_goes_through_every_stage_to_notes(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api()
+    data = pdfs.text_pdf(5)
+    status, job = await upload(api, data, filename="Urban bees.pdf")
+    assert status == 202
+    assert job["status"] == "queued" and job["type"] == PDF_NOTES
+    assert set(job["payload"]) == {"sha256", "filename", "size"}  # a hash, never a path
+    assert job["payload"]["size"] == len(data) and job["payload"]["filename"] == "Urban bees.pdf"
+    assert [p.name for p in upload_files(api)] == [f"{job['payload']['sha256']}.pdf"]
+
+    done = await finished(api, job["jobId"])
+    assert done["status"] == "completed", done["error"]
+    result = done["result"]
+    assert result["cacheHit"] is False and result["processingTimeMs"] > 0
+    assert result["title"] == "Urban Beekeeping Guide" and result["noteId"]
+
+    evs = await events(api, job["jobId"])
+    assert stages_of(evs)[1:] == STAGES  # after "queued"
+    assert_progress_never_goes_back(evs)
+    pages = [ev["message"] for ev in evs if ev["stage"] == "extracting"]
+    assert "Extracting page 5 of 5" in pages
+    assert all(m.startswith("Extracting page ") for m in pages)
+
+    status, note = await api.get(f"/api/notes/{result['noteId']}")
+    assert status == 200
+    assert note["title"] == "Urban Beekeeping Guide" and note["pageCount"] == 5
+    assert note["filename"] == "Urban bees.pdf" and note["generator"] == "offline"
+    assert note["summary"] and 1 <= len(note["keyPoints"]) <= 8
+    assert all(1 <= p["page"] <= 5 and p["text"] for p in note["keyPoints"])
+    assert [s["title"] for s in note["sections"]][:5] == [
+        "Introduction", "Hive Design", "Colony Health", "Honey Harvest", "Winter Care"]
+    words = {w for k in note["keywords"] for w in k.lower().split()}
+    assert words and not words & STOPWORDS
+    assert {"honey", "hive", "bee"} & words
+
+    status, listed = await api.get("/api/notes")
+    assert status == 200 and [n["noteId"] for n in listed["notes"]] == [result["noteId"]]
+
+    async with api.client.get(f"/api/notes/{result['noteId']}.md", headers=api.headers) as resp:
+        assert resp.status == 200 and resp.content_type == "text/markdown"
+        assert resp.headers["Content-Disposition"].startswith("attachment;")
+        assert "urban-beekeeping-guide.md" in resp.headers["Content-Disposition"]
+        text = await resp.text()
+    assert text.startswith("# Urban Beekeeping Guide\n")
+    assert "## Key points" in text and "(p. 1)" in text and "## Keywords" in text
+    async with api.client.get(f"/api/notes/{result['noteId']}/markdown",
+                              headers=api.headers) as resp:  # fmt: skip
+        assert resp.status == 200 and await resp.text() == text
+
+    bob = await api.as_user("bob")
+    for path in (f"/api/notes/{result['noteId']}", f"/api/notes/{result['noteId']}.md"):
+        async with api.client.get(path, headers=bob.headers) as resp:
+            assert resp.status == 404
+            assert (await resp.json())["error"]["code"] == "NOTE_NOT_FOUND"
+    _, none = await bob.get("/api/notes")
+    assert none["notes"] == []
+
+
+async def test_every_top_level_outline_title_is_among_the_sections(make_api: MakeApi) -> None:
+    api = await make_api()
+    done = await run(api, pdfs.outline_pdf())
+    assert done["status"] == "completed", done["error"]
+    _, note = await api.get(f"/api/notes/{done['result']['noteId']}")
+    assert note["sectionsFrom"] == "outline"
+    titles = [s["title"] for s in note["sections"]]
+    for number, (heading, _) in enumerate(pdfs.SECTIONS, start=1):
+        assert f"Chapter {number}: {heading}" in titles
+    assert {s["level"] for s in note["sections"]} == {1, 2}
+    assert note["title"] == "Beekeeping Handbook"
+
+
+async def test_without_metadata_the_title_is_the_first_heading(make_api: MakeApi) -> None:
+    api = await make_api()
+    done = await run(api, pdfs.text_pdf(3, title=None, seed=1))
+    assert done["status"] == "completed", done["error"]
+    assert done["result"]["title"] == "Hive Design"
+
+
+async def test_hostile_files_fail_with_their_codes_while_other_jobs_finish(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api(pdf_max_pages=50)
+    cases = {
+        "ENCRYPTED_PDF": pdfs.encrypted_pdf(),
+        "NO_TEXT": pdfs.image_only_pdf(),
+        "CORRUPT_PDF": pdfs.corrupt_pdf(),
+        "PARSE_MEMORY": pdfs.bomb_pdf(),
+        "TOO_MANY_PAGES": pdfs.huge_page_tree_pdf(),
+    }
+    truncated = pdfs.truncated_pdf()
+    pages_51 = pdfs.many_pages_pdf(51)
+    _, sleeper = await api.post("/api/jobs", json={"type": "demo.sleep",
+                                                   "payload": {"seconds": 0.5, "steps": 5}})
+    jobs = {}
+    for code, data in [*cases.items(), ("CORRUPT_PDF/truncated", truncated),
+                       ("TOO_MANY_PAGES/51", pages_51), ("ok", pdfs.text_pdf(4))]:
+        status, job = await upload(api, data)
+        assert status == 202, (code, job)
+        jobs[code] = job["jobId"]
+    outcomes = {code: await finished(api, job_id) for code, job_id in jobs.items()}
+    for code, job in outcomes.items():
+        if code == "ok":
+            assert job["status"] == "completed", job["error"]
+            continue
+        assert job["status"] == "failed", (code, job)
+        error = job["error"]
+        assert error["code"] == code.split("/")[0], (code, error)
+        assert error["message"] and error["recoverable"] is False
+        evs = await events(api, job["jobId"])
+        assert evs[-1]["type"] == "job.failed" and evs[-1]["error"] == error
+        assert_progress_never_goes_back(evs)
+    assert "password" in outcomes["ENCRYPTED_PDF"]["error"]["message"]
+    assert "scanned" in outcomes["NO_TEXT"]["error"]["message"]
+    assert "51 pages" in outcomes["TOO_MANY_PAGES/51"]["error"]["message"]
+    assert (await finished(api, sleeper["jobId"]))["status"] == "completed"
+    # And the server goes on serving: a new upload completes.
+    assert (await run(api, pdfs.text_pdf(2, seed=2)))["status"] == "completed"
+
+
+async def test_not_a_pdf_is_refused_with_415_and_nothing_is_kept(make_api: MakeApi) -> None:
+    api = await make_api()
+    for data in (pdfs.not_a_pdf(), b"", b"%PD"):
+        status, body = await upload(api, data, filename="picture.pdf")
+        assert status == 415 and body["error"]["code"] == "NOT_A_PDF", body
+        assert body["error"]["message"]
+    assert upload_files(api) == []
+    _, jobs = await api.get("/api/jobs")
+    assert jobs["jobs"] == []
+
+
+async def test_too_large_upload_is_413_and_leaves_nothing_on_disk(
+    make_api: MakeApi, tmp_path: Path
+) -> None:
+    assert Settings().max_upload_bytes == 50 * 1024 * 1024
+    api = await make_api(max_upload_bytes=64 * 1024)
+    big = pdfs.many_pages_pdf(200)
+    assert len(big) > 64 * 1024
+    status, body = await upload(api, big)
+    assert status == 413 and body["error"]["code"] == "FILE_TOO_LARGE", body
+    assert "MB" in body["error"]["message"]
+    assert upload_files(api) == []
+    _, jobs = await api.get("/api/jobs")
+    assert jobs["jobs"] == []
+    # The JSON body limit does not apply to a streamed upload: 64 KB is far above it here.
+    api2 = await make_api(max_upload_bytes=2 * 1024 * 1024, max_body_bytes=2048,
+                          data_dir=tmp_path / "other")
+    assert (await run(api2, big))["status"] == "completed"
+
+
+async def test_upload_form_mistakes_are_400(make_api: MakeApi) -> None:
+    api = await make_api()
+    form = aiohttp.FormData()
+    form.add_field("other", "x")
+    form.add_field("nothing", b"%PDF-1.4", filename="a.pdf")
+    status, body = await api.post("/api/jobs", data=form)
+    assert status == 400 and body["error"]["code"] == "INVALID_PAYLOAD"
+    assert "file" in body["error"]["message"]
+    status, body = await upload(api, pdfs.text_pdf(1), maxAttempts="0")
+    assert status == 400 and body["error"]["code"] == "INVALID_PAYLOAD"
+    status, body = await api.post("/api/jobs", json={"type": PDF_NOTES,
+                                                     "payload": {"sha256": "../../etc/passwd"}})
+    assert status == 400 and body["error"]["code"] == "INVALID_PAYLOAD"
+
+
+async def test_a_job_whose_upload_is_gone_fails_with_upload_missing(make_api: MakeApi) -> None:
+    api = await make_api()
+    status, job = await api.post("/api/jobs", json={"type": PDF_NOTES,
+                                                    "payload": {"sha256": "0" * 64}})
+    assert status == 202
+    done = await finished(api, job["jobId"])
+    assert done["status"] == "failed" and done["error"]["code"] == "UPLOAD_MISSING"
+
+
+async def test_a_parse_past_its_time_limit_is_killed_and_its_process_replaced(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api(pdf_workers=1, pdf_timeout_seconds=0.3, pdf_max_pages=10**6)
+    handler = pdf_handler(api)
+    before = handler.pool.pids
+    done = await run(api, pdfs.huge_page_tree_pdf(200_000))
+    assert done["status"] == "failed" and done["error"]["code"] == "PARSE_TIMEOUT"
+    assert done["error"]["recoverable"] is True and "0.3 s" in done["error"]["message"]
+    assert handler.pool.replaced == 1 and handler.pool.pids != before
+    ok = await run(api, pdfs.text_pdf(2))
+    assert ok["status"] == "completed", ok["error"]
+
+
+async def test_a_parse_past_its_memory_cap_fails_and_its_process_is_replaced(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api(pdf_workers=1, pdf_memory_mb=200)
+    handler = pdf_handler(api)
+    before = handler.pool.pids
+    done = await run(api, pdfs.bomb_pdf(70, streams=4))  # under pypdf's limit, over our cap
+    assert done["status"] == "failed" and done["error"]["code"] == "PARSE_MEMORY"
+    assert "memory" in done["error"]["message"]
+    assert handler.pool.replaced == 1 and handler.pool.pids != before
+    ok = await run(api, pdfs.text_pdf(2))
+    assert ok["status"] == "completed", ok["error"]
+
+
+async def test_cancelling_a_job_mid_parse_stops_its_parser(make_api: MakeApi) -> None:
+    api = await make_api(pdf_workers=1, pdf_max_pages=10**6)
+    handler = pdf_handler(api)
+    status, job = await upload(api, pdfs.huge_page_tree_pdf(200_000))
+    assert status == 202
+    async with asyncio.timeout(30):
+        while handler.pool.parses == 0:
+            await asyncio.sleep(0.01)
+    status, _ = await api.post(f"/api/jobs/{job['jobId']}/cancel")
+    assert status == 200
+    async with asyncio.timeout(30):
+        while handler.pool.replaced == 0:
+            await asyncio.sleep(0.01)
+    assert (await finished(api, job["jobId"]))["status"] == "cancelled"
+    assert handler.flights == {}
+    assert (await run(api, pdfs.text_pdf(2)))["status"] == "completed"
+
+
+async def test_the_same_file_again_completes_from_the_cache_for_any_user(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api()
+    data = pdfs.text_pdf(4)
+    first = await run(api, data)
+    assert first["status"] == "completed" and first["result"]["cacheHit"] is False
+    parses = pdf_handler(api).pool.parses
+
+    bob = await api.as_user("bob")
+    again = await run(bob, data, filename="copy.pdf")
+    assert again["status"] == "completed", again["error"]
+    assert again["result"]["cacheHit"] is True
+    assert again["result"]["title"] == first["result"]["title"]
+    assert again["result"]["noteId"] != first["result"]["noteId"]
+    assert again["result"]["processingTimeMs"] < 2000  # the bench measures it properly
+    assert pdf_handler(api).pool.parses == parses  # no parse at all
+    evs = await events(bob, again["jobId"])
+    assert stages_of(evs)[1:] == STAGES
+    assert_progress_never_goes_back(evs)
+
+    _, bobs = await bob.get("/api/notes")
+    assert [n["noteId"] for n in bobs["notes"]] == [again["result"]["noteId"]]
+    assert bobs["notes"][0]["filename"] == "copy.pdf"
+    _, note = await bob.get(f"/api/notes/{again['result']['noteId']}")
+    _, original = await api.get(f"/api/notes/{first['result']['noteId']}")
+    assert note["keyPoints"] == original["keyPoints"] and note["userId"] == "bob"
+
+
+async def test_a_duplicate_upload_joins_the_work_in_progress(make_api: MakeApi) -> None:
+    api = await make_api(pdf_workers=1)
+    handler = pdf_handler(api)
+    # One parser, kept busy, so both copies of the next file are surely in progress together.
+    status, blocker = await upload(api, pdfs.huge_page_tree_pdf(20_000))
+    assert status == 202
+    data = pdfs.text_pdf(6)
+    (s1, one), (s2, two) = await asyncio.gather(upload(api, data), upload(api, data))
+    assert (s1, s2) == (202, 202) and one["jobId"] != two["jobId"]
+    done = [await finished(api, one["jobId"]), await finished(api, two["jobId"])]
+    assert [d["status"] for d in done] == ["completed", "completed"], done
+    assert sorted(d["result"]["joined"] for d in done) == [False, True]
+    assert {d["result"]["cacheHit"] for d in done} == {False}
+    assert len({d["result"]["noteId"] for d in done}) == 2
+    assert handler.pool.parses == 2  # the blocker and one parse of the shared file
+    for d in done:
+        evs = await events(api, d["jobId"])
+        assert "extracting" in stages_of(evs) and stages_of(evs)[-1] == "completed"
+        assert any(ev["message"] == "Extracting page 6 of 6" for ev in evs)
+        assert_progress_never_goes_back(evs)
+    assert (await finished(api, blocker["jobId"]))["error"]["code"] == "TOO_MANY_PAGES"
