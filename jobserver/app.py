@@ -10,13 +10,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import demo
+from . import demo, joblog
 from .auth import load_secret
 from .bus import EventBus
 from .config import Settings
 from .emitter import JobEvents
 from .handlers import Registry
-from .joblog import JobLog
 from .metrics import Metrics
 from .pdf import job as pdf_job
 from .retention import DAY, UPLOADS, Retention, upload_pruner
@@ -55,7 +54,7 @@ async def _ops_ctx(app: web.Application) -> AsyncIterator[None]:
     """Metrics and job logs tap the bus before workers start; upkeep runs in the background."""
     settings = app[SETTINGS]
     app[BUS].add_tap(app[METRICS].on_event)
-    app[BUS].add_tap(JobLog(debug=settings.debug).on_event)
+    app[BUS].add_tap(joblog.on_event)
     retention = Retention(
         app[STORE],
         max_age_seconds=settings.retention_days * DAY,
@@ -68,7 +67,8 @@ async def _ops_ctx(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(app[METRICS].sample_loop_lag(), name="loop-lag"),
         asyncio.create_task(retention.run(), name="retention"),
     ]
-    yield
+    with joblog.debug_logging(settings.debug):
+        yield
     for task in tasks:
         task.cancel()
     for task in tasks:

@@ -58,6 +58,10 @@ def _clean(value: Any, redact: Redactor) -> Any:
         return redact(value)
     if value is None or isinstance(value, bool | int | float):
         return value
+    if isinstance(value, dict):
+        return {str(k): _clean(v, redact) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v, redact) for v in value]
     return redact(str(value))
 
 
