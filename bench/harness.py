@@ -141,9 +141,6 @@ class Process:
 
     def result(self, timeout: float) -> dict[str, Any]:
         """Close stdin (the signal to finish) and return the result line."""
-        with contextlib.suppress(BrokenPipeError, OSError):
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
         try:
             out, err = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -275,3 +272,39 @@ class LagMonitor:
             "lag_max_ms": max(ms) if ms else math.nan,
             "lag_samples": len(ms),
         }
+
+
+def fake_event(seq: int, index: int, count: int) -> dict[str, Any]:
+    """A baseline's event: the same fields and size as our job.progress event, stamped now.
+
+    ``metadata.t`` is the emit time (time.time(), one clock for every process here);
+    ``metadata.end`` marks the last event of a stream.
+    """
+    now = time.time()
+    return {
+        "seq": seq,
+        "type": "job.progress",
+        "jobId": "0f3c5a7e9b1d4c2e8a6f0b3d5c7e9a1b",
+        "userId": "bench",
+        "jobType": "bench.emit",
+        "status": "active",
+        "stage": "processing",
+        "progress": round(100.0 * (index + 1) / count, 3),
+        "message": f"Step {index + 1} of {count}",
+        "metadata": {"t": now, "i": index, "end": index == count - 1},
+        "attempt": 1,
+        "maxAttempts": 1,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now)),
+    }
+
+
+async def paced(count: int, interval: float) -> Any:
+    """Yield 0..count-1, the i-th no earlier than start + i * interval (as fast as possible
+    when interval is 0)."""
+    start = time.monotonic()
+    for i in range(count):
+        if interval > 0:
+            delay = start + i * interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        yield i

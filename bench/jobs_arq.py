@@ -47,10 +47,14 @@ async def run(
         completed += 1
 
     worker = Worker(
-        functions=[noop, progress10], redis_settings=settings, burst=True,
-        poll_delay=poll_delay, max_jobs=max_jobs, handle_signals=False,
+        functions=[noop, progress10],
+        redis_settings=settings,
+        burst=True,
+        poll_delay=poll_delay,
+        max_jobs=max_jobs,
+        handle_signals=False,
         after_job_end=after_job_end,
-    )  # fmt: skip
+    )
     name = "progress10" if progress else "noop"
     try:
         t0 = time.perf_counter()

@@ -81,9 +81,13 @@ def _run(
         fn()
     t1 = time.perf_counter()
     consumer = huey.create_consumer(
-        workers=workers, worker_type="thread", periodic=False, initial_delay=0.001,
-        max_delay=0.01, check_worker_health=False,
-    )  # fmt: skip
+        workers=workers,
+        worker_type="thread",
+        periodic=False,
+        initial_delay=0.001,
+        max_delay=0.01,
+        check_worker_health=False,
+    )
     consumer._set_signal_handlers = lambda: None  # run inside this process, keep our signals
     consumer.start()
     finished = done.wait(timeout)
@@ -109,9 +113,11 @@ def main() -> None:
     parser.add_argument("--progress", type=int, default=0, choices=(0, 10))
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument(
-        "--fsync", choices=("default", "on", "off"), default="default",
+        "--fsync",
+        choices=("default", "on", "off"),
+        default="default",
         help="default: SQLite's synchronous=FULL; off: synchronous=OFF",
-    )  # fmt: skip
+    )
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
     fsync = {"default": None, "on": True, "off": False}[args.fsync]

@@ -28,9 +28,11 @@ async def reset_schema() -> None:
 async def run(jobs: int, progress: int, concurrency: int, timeout: float) -> dict[str, Any]:
     await reset_schema()
     connector = PsycopgConnector(
-        conninfo=DSN, kwargs={"options": f"-c search_path={SCHEMA}"},
-        min_size=2, max_size=concurrency + 4,
-    )  # fmt: skip
+        conninfo=DSN,
+        kwargs={"options": f"-c search_path={SCHEMA}"},
+        min_size=2,
+        max_size=concurrency + 4,
+    )
     app = App(connector=connector)
 
     @app.task(name="noop")
@@ -43,8 +45,9 @@ async def run(jobs: int, progress: int, concurrency: int, timeout: float) -> dic
         for step in range(1, 11):
             await app.connector.execute_query_async(
                 "INSERT INTO bench_progress (job_id, step) VALUES (%(job)s, %(step)s)",
-                job=job_id, step=step,
-            )  # fmt: skip
+                job=job_id,
+                step=step,
+            )
 
     task = progress10 if progress else noop
     async with app.open_async():
@@ -58,9 +61,11 @@ async def run(jobs: int, progress: int, concurrency: int, timeout: float) -> dic
         t1 = time.perf_counter()
         async with asyncio.timeout(timeout):
             await app.run_worker_async(
-                concurrency=concurrency, wait=False, install_signal_handlers=False,
+                concurrency=concurrency,
+                wait=False,
+                install_signal_handlers=False,
                 delete_jobs="never",
-            )  # fmt: skip
+            )
         t2 = time.perf_counter()
     async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as conn:
         cur = await conn.execute(

@@ -43,9 +43,11 @@ async def run(jobs: int, progress: int, concurrency: int, timeout: float) -> dic
             done.set()
 
     worker = Worker(
-        queue, functions=[noop, progress10], concurrency=concurrency,
+        queue,
+        functions=[noop, progress10],
+        concurrency=concurrency,
         after_process=after_process,
-    )  # fmt: skip
+    )
     name = "progress10" if progress else "noop"
     try:
         t0 = time.perf_counter()

@@ -1,0 +1,62 @@
+"""The bench harness keeps working: `bench/run.py --quick` runs every case small.
+
+Our own cases must produce numbers; the peers (Huey, SAQ, arq, procrastinate, socketio) are
+checked only when their environment could be built and their services answer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def numbers(results: dict[str, Any], case: str, label: str, key: str) -> list[float]:
+    runs = results.get(case, {}).get(label, [])
+    assert runs, f"no runs of {label} in {case}"
+    errors = [r["error"] for r in runs if "error" in r]
+    assert not errors, f"{case} {label}: {errors}"
+    values = [float(r[key]) for r in runs]
+    assert all(not math.isnan(v) for v in values), f"{case} {label} {key}: {values}"
+    return values
+
+
+@pytest.mark.timeout(420)
+def test_bench_quick_runs_every_case(tmp_path: Path) -> None:
+    out, raw = tmp_path / "benchmarks.md", tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/run.py", "--quick", "--out", str(out), "--json", str(raw)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    data = json.loads(raw.read_text())
+    results, skipped = data["results"], data["skipped"]
+
+    assert min(numbers(results, "throughput-0", "jobserver c=64", "jobs_per_s")) > 0
+    runs = results["throughput-10"]["jobserver c=64"]
+    assert all(r["all_durable_and_delivered"] for r in runs)
+    assert min(numbers(results, "fanout-100", "ours", "deliveries_per_s")) > 0
+    assert all(r["received"] == r["expected"] for r in results["fanout-100"]["ours"])
+    assert max(numbers(results, "latency", "ours", "latency_p99_ms")) > 0
+    numbers(results, "connections-200", "ours", "bytes_per_connection")
+    numbers(results, "connections-200", "bare", "bytes_per_connection")
+    assert all(r["woken"] == r["clients"] for r in results["longpoll"]["ours"])
+    assert min(numbers(results, "sqlite", "sqlite3", "single_rows_per_s")) > 0
+
+    if "peers" not in skipped and "huey fsync=off" in results["throughput-0"]:
+        assert min(numbers(results, "throughput-0", "huey fsync=off", "jobs_per_s")) > 0
+        numbers(results, "fanout-100", "socketio", "deliveries_per_s")
+
+    report = out.read_text()
+    assert "## Targets (issues 2, 3, 4)" in report
+    assert "| jobserver c=64 |" in report
