@@ -65,13 +65,20 @@ def _clean_line(line: str) -> str:
     return " ".join(line.split())
 
 
+def _running_key(line: str) -> str:
+    """Page numbers sit at a line's edges ("Page 3", "Report 2024 - 3"): ignore those digits."""
+    if line[:1].isdigit() or line[-1:].isdigit():
+        return re.sub(r"\d+", "#", line)
+    return line
+
+
 def _running_lines(pages: list[list[str]]) -> frozenset[str]:
-    """Lines repeated on most pages (running headers and footers), digits ignored."""
+    """Lines repeated near the top or bottom of most pages: running headers and footers."""
     if len(pages) < 4:
         return frozenset()
     seen: Counter[str] = Counter()
     for lines in pages:
-        seen.update({re.sub(r"\d+", "#", line) for line in lines[:3] + lines[-3:]})
+        seen.update({_running_key(line) for line in lines[:3] + lines[-3:]})
     return frozenset(line for line, n in seen.items() if n > len(pages) / 2)
 
 
@@ -127,8 +134,7 @@ class _Analysis:
         self.raw_words: Counter[str] = Counter()
         for number, lines in enumerate(pages, start=1):
             body: list[str] = []
-            kept = [ln for ln in lines if re.sub(r"\d+", "#", ln) not in running
-                    and not ln.isdigit()]  # fmt: skip
+            kept = [ln for ln in lines if _running_key(ln) not in running and not ln.isdigit()]
             for i, line in enumerate(kept):
                 nxt = kept[i + 1] if i + 1 < len(kept) else None
                 if _is_heading(line, nxt):
