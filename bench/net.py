@@ -177,8 +177,7 @@ def connections(system: str, clients: int, timeout: float = 180.0) -> dict[str, 
             listeners = server.wait_listeners(clients, 30)
             time.sleep(1.0)
             after = rss_bytes(server.proc.pid)
-            for g in groups:
-                g.result(60)
+            held = [g.result(60) for g in groups]
     return {
         "system": system,
         "clients": clients,
@@ -187,6 +186,8 @@ def connections(system: str, clients: int, timeout: float = 180.0) -> dict[str, 
         "rss_before_mb": before / 2**20,
         "rss_after_mb": after / 2**20,
         "bytes_per_connection": (after - before) / max(1, connected),
+        "closed_by_server": sum(r["closed_early"] for r in held),
+        "connect_s": max(r["connect_s"] for r in held),
     }
 
 
