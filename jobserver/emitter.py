@@ -6,6 +6,7 @@ This is the only module that both writes the store and publishes to the bus, so 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -48,7 +49,7 @@ class JobEvents:
         self._publish([event for _, event in claimed])
         return [job for job, _ in claimed]
 
-    async def emit_progress(
+    def emit_progress(
         self,
         job_id: str,
         token: str,
@@ -56,12 +57,17 @@ class JobEvents:
         progress: float,
         message: str = "",
         metadata: Mapping[str, Any] | None = None,
-    ) -> Event:
-        event = await self.store.progress(
+    ) -> asyncio.Future[Event]:
+        """Submit a progress event; it is published once committed. Await it to wait for that."""
+        future = self.store.progress(
             job_id, token, ProgressUpdate(stage, progress, message, metadata)
         )
-        self._publish([event])
-        return event
+        future.add_done_callback(self._published)
+        return future
+
+    def _published(self, future: asyncio.Future[Event]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self._publish([future.result()])
 
     async def emit_completed(self, job_id: str, token: str, result: ResultDict) -> Event:
         event = await self.store.complete(job_id, token, result)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .emitter import JobEvents
 from .errors import UnknownJobType
-from .models import Job, JobStage
+from .models import Event, Job, JobStage
+
+# Progress events a handler may have submitted but not yet seen committed.
+MAX_IN_FLIGHT = 32
 
 
 class JobContext:
@@ -29,6 +33,8 @@ class JobContext:
         self._events = events
         self._token = token
         self._last = 0.0
+        self._in_flight: deque[asyncio.Future[Event]] = deque()
+        self._failure: BaseException | None = None
 
     async def progress(
         self,
@@ -37,11 +43,36 @@ class JobContext:
         message: str = "",
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        """Persist and publish a progress event; progress never goes backwards in an attempt."""
+        """Report progress; never goes backwards within an attempt.
+
+        The event is submitted at once and published as soon as it is durable. The handler
+        does not wait for that commit unless ``MAX_IN_FLIGHT`` of its events are still
+        pending, so a burst of progress shares one commit with the job's completion (the
+        store commits a job's writes in the order they were submitted). A write that was
+        rejected (the lease was lost, the job was cancelled) raises here on the next call.
+        """
+        if self._failure is not None:
+            raise self._failure
         self._last = max(self._last, float(percent))
-        await self._events.emit_progress(
+        future = self._events.emit_progress(
             self.job.id, self._token, stage, self._last, message, metadata
         )
+        future.add_done_callback(self._settled)
+        self._in_flight.append(future)
+        while len(self._in_flight) > MAX_IN_FLIGHT:
+            await asyncio.shield(self._in_flight[0])
+
+    def _settled(self, future: asyncio.Future[Event]) -> None:
+        self._in_flight.remove(future)
+        if not future.cancelled() and future.exception() is not None:
+            self._failure = self._failure or future.exception()
+
+    async def flush(self) -> None:
+        """Wait until every progress event reported so far is durable (or rejected)."""
+        while self._in_flight:
+            await asyncio.wait([self._in_flight[0]])
+        if self._failure is not None:
+            raise self._failure
 
 
 class Handler(Protocol):

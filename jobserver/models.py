@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
@@ -94,11 +94,17 @@ ErrorDict = dict[str, Any]
 ResultDict = dict[str, Any]
 
 
+@functools.lru_cache(maxsize=8)
+def _iso_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 def iso(ts: float | None) -> str | None:
     """Epoch seconds to ISO 8601 UTC with milliseconds, as on the wire."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    second = int(ts)
+    return f"{_iso_second(second)}.{int((ts - second) * 1000):03d}Z"
 
 
 def error_dict(code: str, message: str, recoverable: bool) -> ErrorDict:

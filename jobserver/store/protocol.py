@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -89,7 +90,10 @@ class Store(Protocol):
         """Atomically take up to ``limit`` due queued jobs, leasing each to the caller."""
         ...
 
-    async def progress(self, job_id: str, token: str, update: ProgressUpdate) -> Event: ...
+    def progress(self, job_id: str, token: str, update: ProgressUpdate) -> asyncio.Future[Event]:
+        """Submit a progress change now; it commits in submission order with the job's later
+        writes, so a caller may go on before it is durable (its event is published after)."""
+        ...
 
     async def complete(self, job_id: str, token: str, result: ResultDict) -> Event: ...
 

@@ -57,6 +57,7 @@ TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 class _Pending:
     op: Op
     future: asyncio.Future[Any]
+    reads: bool  # the op runs SQL of its own, so rows this batch changed must be written first
 
 
 class SqliteStore:
@@ -76,6 +77,11 @@ class SqliteStore:
         self._seq = 0
         self._pruned = 0
         self._active: dict[str, Job] = {}
+        # Rows changed by the batch being run, written at its end (or before an op's own SQL):
+        # ten progress updates of one job in one batch cost one UPDATE, not ten.
+        self._dirty: dict[str, Job] = {}
+        self._new: set[str] = set()
+        self._event_rows: list[tuple[Any, ...]] = []
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
@@ -140,13 +146,23 @@ class SqliteStore:
 
     # -- the writer -------------------------------------------------------------------------
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closing or self._writer_task is None:
-            raise ServiceUnavailable("the store is closed")
+    def _submit(
+        self, op: Callable[[sqlite3.Connection], T], *, reads: bool = True
+    ) -> asyncio.Future[T]:
+        """Queue ``op`` now; ops commit in the order they were submitted.
+
+        ``reads=False`` marks an op that touches jobs only through ``_load``/``_save``.
+        """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(op, future))
+        if self._closing or self._writer_task is None:
+            future.set_exception(ServiceUnavailable("the store is closed"))
+            return future
+        self._pending.append(_Pending(op, future, reads))
         self._wake.set()
-        return await future
+        return future
+
+    async def _write(self, op: Callable[[sqlite3.Connection], T], *, reads: bool = True) -> T:
+        return await self._submit(op, reads=reads)
 
     async def _writer(self) -> None:
         assert self._wdb is not None
@@ -160,7 +176,7 @@ class SqliteStore:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             # aiosqlite runs one callable per hop on its thread; the whole batch is one hop.
             results: list[tuple[bool, Any]] = await self._wdb._execute(  # type: ignore[no-untyped-call]
-                self._run_batch, [p.op for p in batch]
+                self._run_batch, [(p.op, p.reads) for p in batch]
             )
             for pending, (ok, value) in zip(batch, results, strict=True):
                 if pending.future.done():
@@ -170,25 +186,33 @@ class SqliteStore:
                 else:
                     pending.future.set_exception(value)
 
-    def _run_batch(self, ops: list[Op]) -> list[tuple[bool, Any]]:
+    def _run_batch(self, ops: list[tuple[Op, bool]]) -> list[tuple[bool, Any]]:
         """On the writer thread: all ops in one transaction; one op's domain error is its own."""
         assert self._wdb is not None
         conn: sqlite3.Connection = self._wdb._conn
-        seq, active = self._seq, dict(self._active)
+        seq = self._seq
         results: list[tuple[bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for op in ops:
+            for op, reads in ops:
+                if reads:
+                    self._flush(conn)
                 try:
                     results.append((True, op(conn)))
                 except JobServerError as exc:  # raised before the op wrote anything
                     results.append((False, exc))
+            self._flush(conn)
             conn.execute("COMMIT")
             return results
         except Exception as exc:
             if conn.in_transaction:
                 conn.rollback()
-            self._seq, self._active = seq, active
+            # The database is the truth again: forget what this batch changed in memory.
+            self._seq = seq
+            self._active.clear()
+            self._dirty.clear()
+            self._new.clear()
+            self._event_rows.clear()
             if len(ops) == 1:
                 log.exception("store write failed")
                 return [(False, exc)]
@@ -197,8 +221,21 @@ class SqliteStore:
 
     # -- helpers that run on the writer thread ----------------------------------------------
 
+    def _flush(self, conn: sqlite3.Connection) -> None:
+        """Write the job rows and events this batch changed so far."""
+        if self._dirty:
+            new = self._new
+            dirty = self._dirty.values()
+            conn.executemany(INSERT_JOB, [insert_params(j) for j in dirty if j.id in new])
+            conn.executemany(UPDATE_JOB, [update_params(j) for j in dirty if j.id not in new])
+            self._dirty = {}
+            self._new = set()
+        if self._event_rows:
+            conn.executemany(INSERT_EVENT, self._event_rows)
+            self._event_rows = []
+
     def _load(self, conn: sqlite3.Connection, job_id: str) -> Job | None:
-        job = self._active.get(job_id)
+        job = self._dirty.get(job_id) or self._active.get(job_id)
         if job is not None:
             return job
         row = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -210,13 +247,11 @@ class SqliteStore:
         job, type_ = change
         self._seq += 1
         job.last_seq = self._seq
-        now = time.time()
-        event = encode_event(self._seq, type_, job, now)
-        conn.execute(
-            INSERT_JOB if insert else UPDATE_JOB,
-            insert_params(job) if insert else update_params(job),
-        )
-        conn.execute(INSERT_EVENT, (event.seq, job.id, job.user_id, type_.value, event.data))
+        event = encode_event(self._seq, type_, job, time.time())
+        self._event_rows.append((event.seq, job.id, job.user_id, type_.value, event.data))
+        self._dirty[job.id] = job
+        if insert:
+            self._new.add(job.id)
         if job.status is JobStatus.ACTIVE:
             self._active[job.id] = job
         else:
@@ -267,16 +302,18 @@ class SqliteStore:
 
         return op
 
-    async def progress(self, job_id: str, token: str, update: ProgressUpdate) -> Event:
-        return await self._write(
-            self._leased_write(job_id, token, lambda job: changes.progressed(job, update))
+    def progress(self, job_id: str, token: str, update: ProgressUpdate) -> asyncio.Future[Event]:
+        return self._submit(
+            self._leased_write(job_id, token, lambda job: changes.progressed(job, update)),
+            reads=False,
         )
 
     async def complete(self, job_id: str, token: str, result: ResultDict) -> Event:
         return await self._write(
             self._leased_write(
                 job_id, token, lambda job: changes.completed(job, result, time.time())
-            )
+            ),
+            reads=False,
         )
 
     async def fail(
@@ -285,14 +322,16 @@ class SqliteStore:
         return await self._write(
             self._leased_write(
                 job_id, token, lambda job: changes.failed(job, error, retry_at, time.time())
-            )
+            ),
+            reads=False,
         )
 
     async def requeue(self, job_id: str, token: str, message: str) -> Event:
         return await self._write(
             self._leased_write(
                 job_id, token, lambda job: changes.requeued(job, message, time.time())
-            )
+            ),
+            reads=False,
         )
 
     def _owned_write(
@@ -306,10 +345,10 @@ class SqliteStore:
         return op
 
     async def cancel(self, job_id: str, user_id: str | None) -> tuple[Job, Event]:
-        return await self._write(self._owned_write(job_id, user_id, changes.cancelled))
+        return await self._write(self._owned_write(job_id, user_id, changes.cancelled), reads=False)
 
     async def retry(self, job_id: str, user_id: str | None) -> tuple[Job, Event]:
-        return await self._write(self._owned_write(job_id, user_id, changes.retried))
+        return await self._write(self._owned_write(job_id, user_id, changes.retried), reads=False)
 
     async def renew(self, leases: Mapping[str, str], lease_seconds: float) -> set[str]:
         def op(conn: sqlite3.Connection) -> set[str]:
