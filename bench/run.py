@@ -68,21 +68,28 @@ class Context:
     log: Callable[[str], None]
     results: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    pending: list[tuple[str, str, Callable[[], dict[str, Any]]]] = field(default_factory=list)
 
     def record(self, case: str, label: str, fn: Callable[[], dict[str, Any]]) -> None:
-        """Run one measurement ``plan.reps`` times, keeping errors as results."""
-        runs = self.results.setdefault(case, {}).setdefault(label, [])
+        """Queue one measurement; ``flush`` runs it ``plan.reps`` times."""
+        self.results.setdefault(case, {}).setdefault(label, [])
+        self.pending.append((case, label, fn))
+
+    def flush(self) -> None:
+        """Run the queued measurements in rounds (each system once per round), so a change in
+        the load others put on the machine hits every system alike; errors become results."""
+        pending, self.pending = self.pending, []
         for rep in range(self.plan.reps):
-            t0 = time.monotonic()
-            try:
-                result = fn()
-            except Exception as exc:
-                result = {"error": f"{type(exc).__name__}: {exc}"}
-                self.log(traceback.format_exc()[-1500:])
-            runs.append(result)
-            self.log(
-                f"  {case} {label} #{rep + 1}: {summary(result)} ({time.monotonic() - t0:.1f}s)"
-            )
+            for case, label, fn in pending:
+                t0 = time.monotonic()
+                try:
+                    result = fn()
+                except Exception as exc:
+                    result = {"error": f"{type(exc).__name__}: {exc}"}
+                    self.log(traceback.format_exc()[-1500:])
+                self.results[case][label].append(result)
+                took = time.monotonic() - t0
+                self.log(f"  {case} {label} #{rep + 1}: {summary(result)} ({took:.1f}s)")
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -710,7 +717,8 @@ def render(ctx: Context, command: str, started: str, elapsed: float) -> str:
         f"- run: {started}, {elapsed / 60:.1f} min"
         + (" (quick mode: every case small, one repetition)" if ctx.quick else ""),
         f"- machine: {machine()}",
-        f"- repetitions per measurement: {ctx.plan.reps}; tables give median, min and max and "
+        f"- repetitions per measurement: {ctx.plan.reps}, run in rounds (every system once per "
+        "round, so load from others hits all alike); tables give median, min and max and "
         "the ratio of medians to each baseline measured in the same run",
         *versions(ctx),
         "",
@@ -768,6 +776,7 @@ def main(argv: list[str] | None = None) -> int:
         if case in args.cases:
             log(f"== {case}")
             RUNNERS[case](ctx)
+            ctx.flush()
     command = "python bench/run.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
