@@ -436,6 +436,7 @@ def section_fanout(ctx: Context, targets: list[Target]) -> list[str]:
             continue
         base = [r for r in rows if r.label != "ours"]
         lat = [
+            ("events/s", lambda r, c=clients: fmt(median_of(r, "deliveries_per_s") / c)),
             ("latency p50 ms", lambda r: fmt(metric(r.runs, "latency_p50_ms")["median"], 1)),
             ("latency p99 ms", lambda r: fmt(metric(r.runs, "latency_p99_ms")["median"], 1)),
             ("received/expected", lambda r: received(r)),
@@ -737,6 +738,17 @@ def render(ctx: Context, command: str, started: str, elapsed: float) -> str:
 # -- main -----------------------------------------------------------------------------------
 
 
+def rerender(path: Path, out: Path, log: Callable[[str], None]) -> int:
+    """Write the report again from the raw results of a run (same numbers, current layout)."""
+    raw = json.loads(path.read_text())
+    meta = raw["meta"]
+    ctx = Context(Plan(**meta["plan"]), meta["quick"], meta["peers"], True, True, log)
+    ctx.results, ctx.skipped = raw["results"], raw["skipped"]
+    out.write_text(render(ctx, meta["command"], meta["started"], meta["elapsed"]))
+    log(f"wrote {out} from {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -754,6 +766,9 @@ def main(argv: list[str] | None = None) -> int:
         "quick: bench/.peers/benchmarks-quick.md)",
     )
     parser.add_argument("--json", type=Path, help="also write every raw result here")
+    parser.add_argument(
+        "--render-from", type=Path, help="only write the report again from a --json file"
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     if args.reps:
@@ -766,6 +781,8 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    if args.render_from:
+        return rerender(args.render_from, out, log)
     t0 = time.monotonic()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     peers = not args.no_peers and prepare_peers(log)
@@ -780,11 +797,15 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/run.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
-    text = render(ctx, command.strip(), started, time.monotonic() - t0)
+    elapsed = time.monotonic() - t0
+    text = render(ctx, command.strip(), started, elapsed)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     if args.json:
-        args.json.write_text(json.dumps({"results": ctx.results, "skipped": ctx.skipped}, indent=1))
+        meta = {"command": command.strip(), "started": started, "elapsed": elapsed,
+                "quick": args.quick, "plan": plan.__dict__, "peers": peers}  # fmt: skip
+        raw = {"results": ctx.results, "skipped": ctx.skipped, "meta": meta}
+        args.json.write_text(json.dumps(raw, indent=1))
     print(text)
     log(f"wrote {out} in {time.monotonic() - t0:.0f}s")
     return 0
