@@ -24,6 +24,7 @@ from .web import jobs, notes, ops, session
 from .web.debug import setup_debug
 from .web.http import auth_middleware, errors_middleware
 from .web.keys import BUS, EVENTS, METRICS, POOL, REGISTRY, RETENTION, SECRET, SETTINGS, STORE
+from .web.live import setup_live
 from .worker import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> web.Appl
     app[REGISTRY] = registry if registry is not None else build_registry(settings)
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_store_ctx)
+    setup_live(app)  # the gateway starts before workers publish
     app.cleanup_ctx.append(_ops_ctx)
     app.cleanup_ctx.append(_pdf_ctx)
     app.cleanup_ctx.append(_pool_ctx)

@@ -42,7 +42,16 @@ class Settings:
         secret: HS256 key for tokens; generated and kept in the data dir when empty.
         open_signin: allow ``POST /api/session`` to sign in by name alone.
         token_ttl_seconds: lifetime of issued tokens.
-        allowed_origins: extra Origins allowed to open the WebSocket.
+        allowed_origins: extra Origins allowed to open the WebSocket (``*`` allows any).
+        ws_max_message_bytes: largest WebSocket message a client may send (1009 above it).
+        ws_max_subscriptions: subscriptions one WebSocket may hold at once.
+        ws_max_connections_per_user: WebSockets one user may hold open at once (1013 above).
+        ws_queue_size: events queued for a socket that is not reading before it is closed
+            with 4000 (resume from your last seq); progress coalesces from half of it.
+        ws_heartbeat_seconds: idle time before the server pings; no pong within half of it
+            closes the socket, so a dead peer is freed within 1.5 times this.
+        ws_auth_timeout_seconds: how long a socket without the cookie may take to send
+            ``{"type": "auth"}`` (1008 after it).
         log_format: ``json`` (one object per line) or ``text`` (for people).
         log_level: least severe level logged: DEBUG, INFO, WARNING or ERROR.
         debug: log every event emitted and every subscription (a troubleshooting switch).
@@ -75,6 +84,12 @@ class Settings:
     open_signin: bool = True
     token_ttl_seconds: int = 7 * 24 * 3600
     allowed_origins: tuple[str, ...] = ()
+    ws_max_message_bytes: int = 64 * 1024
+    ws_max_subscriptions: int = 100
+    ws_max_connections_per_user: int = 100
+    ws_queue_size: int = 1000
+    ws_heartbeat_seconds: float = 25.0
+    ws_auth_timeout_seconds: float = 5.0
     log_format: str = "json"
     log_level: str = "INFO"
     debug: bool = False
@@ -103,6 +118,12 @@ class Settings:
             raise ValueError("secret must be at least 32 bytes long (HS256)")
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
+        if self.ws_max_message_bytes < 1024 or self.ws_queue_size < 2:
+            raise ValueError("ws_max_message_bytes must be >= 1024 and ws_queue_size >= 2")
+        if self.ws_max_subscriptions < 1 or self.ws_max_connections_per_user < 1:
+            raise ValueError("ws_max_subscriptions and ws_max_connections_per_user must be >= 1")
+        if self.ws_heartbeat_seconds <= 0 or self.ws_auth_timeout_seconds <= 0:
+            raise ValueError("ws_heartbeat_seconds and ws_auth_timeout_seconds must be positive")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         if self.log_level.upper() not in LOG_LEVELS:

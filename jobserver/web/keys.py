@@ -12,6 +12,7 @@ from ..metrics import Metrics
 from ..retention import Retention
 from ..store import Store
 from ..worker import WorkerPool
+from .gateway import Gateway
 
 SETTINGS = web.AppKey("settings", Settings)
 SECRET = web.AppKey("secret", str)
@@ -22,4 +23,5 @@ REGISTRY = web.AppKey("registry", Registry)
 POOL = web.AppKey("pool", WorkerPool)
 METRICS = web.AppKey("metrics", Metrics)
 RETENTION = web.AppKey("retention", Retention)
+GATEWAY = web.AppKey("gateway", Gateway)
 USER = web.RequestKey("user", str)  # set by the auth middleware

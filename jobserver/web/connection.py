@@ -1,0 +1,282 @@
+"""One WebSocket client: its subscriptions, and getting each event to it once and in order.
+
+Live events are written straight into the socket's transport from ``deliver`` (the bus calls
+it), as the frame the gateway built once for all sockets: no task switch, no copy, no
+re-encoding per client. Only when the socket cannot take more (its transport buffer is past
+the high-water mark) or while a backlog is being sent do events wait in a bounded, coalescing
+``Mailbox``; a short-lived flusher task empties it once the peer reads again. A client still
+behind when the mailbox overflows is closed with 4000: it resumes from its last seq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+
+from ..bus import Mailbox
+from ..errors import Forbidden
+from ..models import Event
+from .gateway import CLOSE_RESUME, Gateway, Target, text_frame
+
+log = logging.getLogger(__name__)
+
+PAGE = 500  # backlog events read from the store at a time
+REPLAYING = 1 << 62  # a subscription's floor while its backlog is being sent
+
+
+class Connection:
+    """The state of one authenticated (or authenticating) WebSocket.
+
+    Each subscription keeps ``(start, floor)``: it owes the client every matching event after
+    ``start``; those up to ``floor`` went out in its backlog, later ones come live.
+
+    Args:
+        gateway: the app's live-delivery hub.
+        ws: the prepared WebSocket response.
+        transport: the socket's transport, written to directly for events.
+        writer: the payload writer ``ws.prepare`` returned (for waiting on drain).
+        queue_size: events held for a slow peer before it is closed with 4000.
+        max_subscriptions: subscriptions this socket may hold.
+    """
+
+    __slots__ = (
+        "closer",
+        "dedup_until",
+        "flusher",
+        "gateway",
+        "high_water",
+        "max_subscriptions",
+        "queue",
+        "queue_size",
+        "subs",
+        "transport",
+        "user_id",
+        "writer",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        writer: AbstractStreamWriter,
+        *,
+        queue_size: int,
+        max_subscriptions: int,
+    ) -> None:
+        self.gateway = gateway
+        self.ws = ws
+        self.transport = transport
+        self.writer = writer
+        self.queue_size = queue_size
+        self.max_subscriptions = max_subscriptions
+        self.high_water = transport.get_write_buffer_limits()[1]
+        self.user_id: str | None = None
+        self.subs: dict[Target, tuple[int, int]] = {}
+        self.queue: Mailbox | None = None  # set: someone else owns the socket, events wait
+        self.flusher: asyncio.Task[None] | None = None
+        self.closer: asyncio.Future[None] | None = None
+        self.dedup_until = 0  # live events up to here may already have gone out in a backlog
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.closer is None and not self.ws.closed and not self.transport.is_closing()
+
+    def _congested(self) -> bool:
+        return self.transport.get_write_buffer_size() > self.high_water
+
+    def _wanted(self, event: Event) -> bool:
+        """True when some subscription owes ``event`` and has not sent it in a backlog."""
+        for target, (_, floor) in self.subs.items():
+            if event.seq > floor and target.matches(event):
+                return True
+        return False
+
+    def _covered(self, event: Event, new: Target) -> bool:
+        """True when another subscription already sends ``event`` (so ``new`` must not)."""
+        for target, (start, _) in self.subs.items():
+            if target != new and event.seq > start and target.matches(event):
+                return True
+        return False
+
+    # -- delivery (called by the bus; must not block) ----------------------------------------
+
+    def deliver(self, event: Event) -> None:
+        queue = self.queue
+        if queue is not None:
+            queue.deliver(event)
+            if queue.overflowed:
+                self.close_soon(CLOSE_RESUME, "too far behind: resume from your last seq")
+            return
+        if event.seq <= self.dedup_until and not self._wanted(event):
+            return  # committed before a backlog read and published after it: already sent
+        if not self.is_open:
+            return
+        if self._congested():
+            self.queue = queue = Mailbox(self.queue_size)
+            queue.deliver(event)
+            self.flusher = asyncio.create_task(self._flush())
+            return
+        self.transport.write(self.gateway.frame(event))
+
+    def send(self, message: dict[str, Any]) -> None:
+        """A control message (reply, error); it may overtake events still queued."""
+        if self.is_open:
+            self.transport.write(text_frame(orjson.dumps(message)))
+
+    async def _drain(self) -> None:
+        if self._congested():
+            await self.writer.drain()
+
+    async def _pump(self) -> None:
+        """Send what queued up while the socket was busy, then go back to writing directly."""
+        while True:
+            queue = self.queue
+            if queue is None or queue.overflowed or not self.is_open:
+                return
+            if self._congested():
+                await self.writer.drain()
+                continue
+            events = queue.drain()
+            if not events:
+                self.queue = None
+                return
+            frame = self.gateway.frame
+            for event in events:
+                if self._wanted(event):
+                    self.transport.write(frame(event))
+
+    async def _flush(self) -> None:
+        try:
+            await self._pump()
+        except ConnectionError:
+            pass  # the peer is gone; the handler cleans up
+        finally:
+            self.flusher = None
+
+    async def _own(self) -> bool:
+        """Wait until no flusher is running, so a backlog goes out in order; False if closed."""
+        while self.flusher is not None:
+            await asyncio.wait([self.flusher])
+        return self.is_open
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    async def subscribe(self, target: Target, since: int | None, epoch: str | None) -> None:
+        """Reply ``subscribed`` (after ``resync`` if the cursor is stale), then the backlog."""
+        assert self.user_id is not None
+        gateway = self.gateway
+        if target in self.subs:
+            self._subscribed(target)  # subscribing twice changes nothing
+            return
+        if len(self.subs) >= self.max_subscriptions:
+            raise Forbidden(
+                f"a connection may hold at most {self.max_subscriptions} subscriptions",
+                code="TOO_MANY_SUBSCRIPTIONS",
+            )
+        await gateway.resolve(self.user_id, target)
+        reason = await gateway.resync_reason(since, epoch)
+        if not await self._own():
+            return
+        head = gateway.published
+        if since is None or reason is not None:
+            if reason is not None:
+                self.send(
+                    {"type": "resync", **target.wire(), "reason": reason,
+                     "seq": head, "epoch": gateway.epoch}
+                )  # fmt: skip
+            self.subs[target] = (head, head)
+            gateway.bus.subscribe(self, user_id=target.user_id, job_id=target.job_id)
+            self._subscribed(target)
+            return
+        await self._replay(target, since)
+
+    async def _replay(self, target: Target, since: int) -> None:
+        gateway = self.gateway
+        self.queue = Mailbox(self.queue_size)  # live events wait until the backlog is out
+        self.subs[target] = (since, REPLAYING)
+        gateway.bus.subscribe(self, user_id=target.user_id, job_id=target.job_id)
+        self._subscribed(target)
+        last = since
+        while self.is_open:
+            page = await gateway.store.events_after(
+                last, user_id=target.user_id, job_id=target.job_id, limit=PAGE
+            )
+            for event in page:
+                if self.is_open and not self._covered(event, target):
+                    self.transport.write(text_frame(event.data))
+            if page:
+                last = page[-1].seq
+            if len(page) < PAGE:
+                break
+            await self._drain()
+        if target in self.subs:
+            self.subs[target] = (since, last)
+        self.dedup_until = max(self.dedup_until, last)
+        await self._pump()
+
+    def _subscribed(self, target: Target) -> None:
+        gateway = self.gateway
+        self.send(
+            {"type": "subscribed", **target.wire(), "seq": gateway.published,
+             "epoch": gateway.epoch}
+        )  # fmt: skip
+
+    def unsubscribe(self, target: Target) -> None:
+        """Stop a subscription; its events still queued are dropped. Idempotent."""
+        if self.subs.pop(target, None) is not None:
+            self.gateway.bus.unsubscribe(self, user_id=target.user_id, job_id=target.job_id)
+        self.send({"type": "unsubscribed", **target.wire()})
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def detach(self) -> None:
+        """Leave the bus and stop the flusher (the handler is ending)."""
+        bus = self.gateway.bus
+        for target in self.subs:
+            bus.unsubscribe(self, user_id=target.user_id, job_id=target.job_id)
+        self.subs.clear()
+        if self.queue is not None:
+            self.queue.close()
+        if self.flusher is not None:
+            self.flusher.cancel()
+        if self.closer is None and self.transport.get_write_buffer_size():
+            self.transport.abort()  # a peer that stopped reading would hold the buffer for ever
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Close from a callback that cannot wait (the bus, a timer)."""
+        if self.closer is None:
+            self.closer = asyncio.get_running_loop().create_future()
+            self.gateway.spawn(self._close(code, reason))
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close with ``code``; a peer that does not answer in time is cut off."""
+        if self.closer is None:
+            self.closer = asyncio.get_running_loop().create_future()
+            await self._close(code, reason)
+        else:
+            await asyncio.shield(self.closer)
+
+    async def _close(self, code: int, reason: str) -> None:
+        assert self.closer is not None
+        if self.queue is not None:
+            self.queue.close()
+        if self.flusher is not None:
+            self.flusher.cancel()
+        try:
+            await self.ws.close(code=code, message=reason.encode(), drain=False)
+        except Exception:
+            log.debug("closing a WebSocket failed", exc_info=True)
+        finally:
+            if self.transport.get_write_buffer_size():
+                self.transport.abort()
+            if not self.closer.done():
+                self.closer.set_result(None)

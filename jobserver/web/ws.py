@@ -1,0 +1,200 @@
+"""The WebSocket endpoint ``/ws``: Origin check, authentication, and the client's messages.
+
+The protocol (messages, close codes, resume) is described in docs/websocket.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import WSMsgType, web
+from yarl import URL
+
+from ..auth import verify_token
+from ..errors import (
+    BadRequest,
+    Forbidden,
+    InvalidJson,
+    InvalidPayload,
+    JobServerError,
+    ServiceUnavailable,
+    Unauthorized,
+)
+from .connection import Connection
+from .gateway import (
+    CLOSE_INTERNAL,
+    CLOSE_POLICY,
+    CLOSE_TRY_LATER,
+    Target,
+    parse_since,
+    parse_target,
+)
+from .http import request_token
+from .keys import GATEWAY, SECRET, SETTINGS
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+CLOSE_TIMEOUT = 5.0  # how long a close handshake may take before the socket is cut
+DATA = (WSMsgType.TEXT, WSMsgType.BINARY)
+
+
+def _netloc(url: URL) -> tuple[str, int | None]:
+    return (url.host or "").lower(), url.port
+
+
+def origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
+    """The server's own origin (same host and port as the Host header) or an allowed one.
+
+    A request without Origin does not come from a browser page, so it cannot be a cross-site
+    hijack; it is let through (it still needs a token).
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    origin = origin.strip().rstrip("/").lower()
+    if "*" in allowed or origin in {a.strip().rstrip("/").lower() for a in allowed}:
+        return True
+    try:
+        url = URL(origin)
+        if url.scheme not in ("http", "https") or not url.host:
+            return False
+        own = URL.build(scheme=url.scheme, authority=request.host)
+    except ValueError:
+        return False
+    return _netloc(url) == _netloc(own)
+
+
+def _user_from_headers(request: web.Request) -> str | None:
+    token = request_token(request)
+    if not token:
+        return None
+    try:
+        return verify_token(request.app[SECRET], token)
+    except Unauthorized:
+        return None  # a stale cookie: the client may still authenticate by message
+
+
+def _parse(data: str | bytes) -> dict[str, Any]:
+    try:
+        message = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise InvalidJson("the message is not valid JSON") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise InvalidPayload(
+            'a message is a JSON object with a string "type"', code="INVALID_MESSAGE"
+        )
+    return message
+
+
+async def _authenticate(ws: web.WebSocketResponse, secret: str, timeout: float) -> str:
+    """The user named by the first message, ``{"type": "auth", "token"}``; Unauthorized else."""
+    try:
+        async with asyncio.timeout(timeout):
+            msg = await ws.receive()
+    except TimeoutError:
+        raise Unauthorized(f"no auth message within {timeout:g}s") from None
+    if msg.type not in DATA:
+        raise Unauthorized("closed before authenticating")
+    try:
+        message = _parse(msg.data)
+    except JobServerError:
+        raise Unauthorized("the first message must be auth") from None
+    token = message.get("token")
+    if message["type"] != "auth" or not isinstance(token, str):
+        raise Unauthorized('the first message must be {"type": "auth", "token": ...}')
+    return verify_token(secret, token)
+
+
+def _error(exc: JobServerError, target: Target | None = None) -> dict[str, Any]:
+    extra = target.wire() if target is not None else {}
+    return {"type": "error", "code": exc.code, "message": exc.message, **extra}
+
+
+async def _handle(conn: Connection, data: str | bytes, secret: str) -> None:
+    """Act on one client message; a JobServerError becomes an ``error`` reply."""
+    message = _parse(data)
+    kind = message["type"]
+    if kind == "ping":
+        conn.send({"type": "pong"})
+    elif kind == "subscribe":
+        target = parse_target(message.get("userId"), message.get("jobId"))
+        try:
+            epoch = message.get("epoch")
+            if epoch is not None and not isinstance(epoch, str):
+                raise InvalidPayload("epoch must be a string", code="INVALID_MESSAGE")
+            await conn.subscribe(target, parse_since(message.get("since")), epoch)
+        except JobServerError as exc:
+            conn.send(_error(exc, target))
+    elif kind == "unsubscribe":
+        conn.unsubscribe(parse_target(message.get("userId"), message.get("jobId")))
+    elif kind == "auth":
+        token = message.get("token")
+        user_id = verify_token(secret, token if isinstance(token, str) else "")
+        if user_id != conn.user_id:
+            raise Forbidden("this connection is signed in as another user", code="AUTH_MISMATCH")
+        conn.send({"type": "authenticated", "userId": user_id})
+    else:
+        raise BadRequest(f"unknown message type {kind[:40]!r}", code="UNKNOWN_TYPE")
+
+
+async def _serve(conn: Connection, request: web.Request, user_id: str | None) -> None:
+    app = request.app
+    settings, gateway, ws = app[SETTINGS], app[GATEWAY], conn.ws
+    if user_id is None:
+        try:
+            user_id = await _authenticate(ws, app[SECRET], settings.ws_auth_timeout_seconds)
+        except Unauthorized as exc:
+            await conn.close(CLOSE_POLICY, exc.message)
+            return
+    if not gateway.admit(conn, user_id):
+        limit = settings.ws_max_connections_per_user
+        await conn.close(CLOSE_TRY_LATER, f"at most {limit} connections per user")
+        return
+    conn.send({"type": "authenticated", "userId": user_id})
+    async for msg in ws:
+        if msg.type not in DATA:
+            break  # an error (e.g. 1009, too big): aiohttp has closed the socket
+        try:
+            await _handle(conn, msg.data, app[SECRET])
+        except JobServerError as exc:
+            conn.send(_error(exc))
+
+
+@routes.get("/ws")
+async def websocket(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    settings, gateway = app[SETTINGS], app[GATEWAY]
+    if not origin_allowed(request, settings.allowed_origins):
+        raise Forbidden("this page's Origin may not open the WebSocket", code="ORIGIN_NOT_ALLOWED")
+    if gateway.closing:
+        raise ServiceUnavailable("the server is shutting down")
+    user_id = _user_from_headers(request)
+    ws = web.WebSocketResponse(
+        timeout=CLOSE_TIMEOUT,
+        heartbeat=settings.ws_heartbeat_seconds,
+        compress=False,  # events go out as ready-made frames (see connection.py)
+        max_msg_size=settings.ws_max_message_bytes,
+    )
+    writer = await ws.prepare(request)
+    transport = request.transport
+    if transport is None:
+        return ws
+    conn = Connection(
+        gateway, ws, transport, writer,
+        queue_size=settings.ws_queue_size, max_subscriptions=settings.ws_max_subscriptions,
+    )  # fmt: skip
+    gateway.add(conn)
+    try:
+        await _serve(conn, request, user_id)
+    except Exception:
+        log.exception("WebSocket handler failed")
+        await conn.close(CLOSE_INTERNAL, "server error")
+    finally:
+        conn.detach()
+        gateway.release(conn)
+    return ws
