@@ -162,6 +162,7 @@ async function uploadOne(file) {
     status: 'uploading', name: file.name, progress: null, message: 'Uploading…',
     start: Date.now(),
   });
+  render(row);
   announce(`${file.name}: uploading`);
   try {
     const job = await client.api.uploadPdf(file);
