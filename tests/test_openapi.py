@@ -3,17 +3,20 @@ route is described and every described operation is exercised here."""
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import aiohttp
 import orjson
 import pytest
-from openapi_core import OpenAPI
+from openapi_core import Config, OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
 from jobserver.web.keys import POOL
+from tests import pdfs
 from tests.conftest import ApiClient, MakeApi
 from tests.test_api import wait_status
 
@@ -38,13 +41,16 @@ class Checked:
     def __init__(self, api: ApiClient, document: dict[str, Any]) -> None:
         self.api = api
         self.document = document
-        self.openapi = OpenAPI.from_dict(document)
+        # Markdown is text: check it as a string, as openapi-core does text/plain.
+        config = Config(extra_media_type_deserializers={"text/markdown": bytes.decode})
+        self.openapi = OpenAPI.from_dict(document, config=config)
         self.templates = {pattern(p): p for p in document["paths"]}
         self.seen: set[tuple[str, str, int]] = set()
 
     def template(self, path: str) -> str:
-        for blank, template in self.templates.items():
-            regex = "^" + re.escape(blank).replace(r"\{\}", "[^/]+") + "$"
+        # The most literal template first: /api/notes/{}.md before /api/notes/{}.
+        for blank, template in sorted(self.templates.items(), key=lambda t: -len(t[0])):
+            regex = "^" + re.escape(blank).replace(r"\{\}", "[^/.]+") + "$"
             if re.match(regex, path):
                 return template
         raise AssertionError(f"{path} is not in the OpenAPI document")
@@ -56,6 +62,7 @@ class Checked:
         *,
         body: Any = None,
         raw: bytes | None = None,
+        form: aiohttp.FormData | None = None,
         token: bool = True,
         valid_request: bool | None = None,
     ) -> tuple[int, Any]:
@@ -67,8 +74,13 @@ class Checked:
         data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
         if data is not None:
             headers["Content-Type"] = "application/json"
+        if form is not None:
+            headers["Content-Type"] = "multipart/form-data"
+            valid_request = False  # openapi-core does not parse multipart bodies
         self.api.client.session.cookie_jar.clear()  # the bearer header (or nothing) only
-        async with self.api.client.request(method, url, data=data, headers=headers) as resp:
+        sent = form if form is not None else data
+        send_headers = {k: v for k, v in headers.items() if form is None or k != "Content-Type"}
+        async with self.api.client.request(method, url, data=sent, headers=send_headers) as resp:
             status, content, ctype = resp.status, await resp.read(), resp.content_type
             resp_headers = dict(resp.headers)
         parts = urlsplit(url)
@@ -98,7 +110,7 @@ def described(document: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
 
 @pytest.fixture
 async def checked(make_api: MakeApi) -> Checked:
-    api = await make_api(max_body_bytes=4096)
+    api = await make_api(max_body_bytes=4096, max_upload_bytes=200_000)
     async with api.client.get("/api/openapi.json") as resp:  # no token needed
         assert resp.status == 200
         document = await resp.json()
@@ -119,6 +131,17 @@ async def test_every_route_is_described(checked: Checked) -> None:
 
 async def test_real_responses_match_the_document(checked: Checked) -> None:
     c = checked
+    await exercise_jobs(c)
+    await exercise_pdfs_notes_and_events(c)
+    await exercise_debug(c)
+    await exercise_operations(c)
+    # Every described operation was exercised (a new route needs a case here).
+    operations = {(m, p) for m, p, _ in described(c.document)}
+    exercised = {(m, p) for m, p, _ in c.seen}
+    assert operations - exercised == set(), "operations this test never called"
+
+
+async def exercise_jobs(c: Checked) -> None:
     # Session.
     status, _ = await c.call("POST", "/api/session", body={"userId": "bob"}, token=False)
     assert status == 200
@@ -157,15 +180,59 @@ async def test_real_responses_match_the_document(checked: Checked) -> None:
     await wait_status(c.api, failed["jobId"], "failed")
     status, body = await c.call("GET", f"/api/jobs/{failed['jobId']}")
     assert body["error"]["code"] == "DEMO_FAILURE"
-    # Operations.
+
+
+async def exercise_pdfs_notes_and_events(c: Checked) -> None:
+    def pdf_form(data: bytes) -> aiohttp.FormData:
+        form = aiohttp.FormData()
+        form.add_field("file", io.BytesIO(data), filename="bees.pdf",
+                       content_type="application/pdf")
+        return form
+
+    status, job = await c.call("POST", "/api/jobs", form=pdf_form(pdfs.text_pdf(2)))
+    assert status == 202 and job["type"] == "pdf-notes"
+    assert (await c.call("POST", "/api/jobs", form=pdf_form(pdfs.not_a_pdf())))[0] == 415
+    big = pdf_form(b"%PDF-1.4\n" + b"0" * 300_000)
+    assert (await c.call("POST", "/api/jobs", form=big))[0] == 413
+    done = await wait_status(c.api, job["jobId"], "completed", timeout=60)
+    # Events: all of them, a resync, refusals.
+    status, page = await c.call("GET", f"/api/events?since=0&jobId={job['jobId']}&timeout=0")
+    assert status == 200 and page["events"][-1]["type"] == "job.completed"
+    assert page["cursor"] == done["lastSeq"]
+    status, page = await c.call("GET", "/api/events?since=0&epoch=other&timeout=0")
+    assert status == 200 and page["type"] == "resync"
+    assert (await c.call("GET", "/api/events?timeout=600", valid_request=False))[0] == 400
+    assert (await c.call("GET", "/api/events?userId=mallory&timeout=0"))[0] == 404
+    assert (await c.call("GET", "/api/events?timeout=0", token=False))[0] == 401
+    # Notes.
+    status, notes = await c.call("GET", "/api/notes?limit=10")
+    assert status == 200 and notes["notes"]
+    note_id = notes["notes"][0]["noteId"]
+    assert (await c.call("GET", f"/api/notes/{note_id}"))[0] == 200
+    for path in (f"/api/notes/{note_id}.md", f"/api/notes/{note_id}/markdown"):
+        status, text = await c.call("GET", path)
+        assert status == 200 and isinstance(text, bytes) and text.startswith(b"#")
+    for path in ("/api/notes/nope", "/api/notes/nope.md", "/api/notes/nope/markdown"):
+        assert (await c.call("GET", path))[0] == 404
+        assert (await c.call("GET", path, token=False))[0] == 401
+    assert (await c.call("GET", "/api/notes?limit=0", valid_request=False))[0] == 400
+    assert (await c.call("GET", "/api/notes", token=False))[0] == 401
+
+
+async def exercise_debug(c: Checked) -> None:
+    lag = "/api/debug/loop-lag"
+    assert (await c.call("POST", lag, body={"seconds": 5, "intervalMs": 5}))[0] == 202
+    assert (await c.call("POST", lag, body={"seconds": -1}, valid_request=False))[0] == 400
+    assert (await c.call("GET", lag))[0] == 200
+    assert (await c.call("DELETE", lag))[0] == 200
+    for method in ("POST", "GET", "DELETE"):
+        assert (await c.call(method, lag, token=False))[0] == 401
+
+
+async def exercise_operations(c: Checked) -> None:
     assert (await c.call("GET", "/api/openapi.json", token=False))[0] == 200
     assert (await c.call("GET", "/healthz", token=False))[0] == 200
     assert (await c.call("GET", "/metrics", token=False))[0] == 200
     assert (await c.call("GET", "/readyz", token=False))[0] == 200
     await c.api.app[POOL].stop()
     assert (await c.call("GET", "/readyz", token=False))[0] == 503
-
-    # Every described operation was exercised (a new route needs a case above).
-    operations = {(m, p) for m, p, _ in described(c.document)}
-    exercised = {(m, p) for m, p, _ in c.seen}
-    assert operations - exercised == set(), "operations this test never called"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from asyncio.subprocess import PIPE, STDOUT
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,19 @@ async def test_retention_zero_keeps_everything(make_api: MakeApi) -> None:
     await wait_status(api, job["jobId"], "completed")
     assert await api.app[RETENTION].prune(now=10**12) == 0
     assert (await api.get(f"/api/jobs/{job['jobId']}"))[0] == 200
+
+
+async def test_a_long_poll_cursor_behind_the_pruned_log_gets_resync(make_api: MakeApi) -> None:
+    api = await make_api(retention_days=1.0, prune_interval_seconds=3600)
+    _, job = await api.post("/api/jobs", json={"type": "demo.sleep", "payload": {"seconds": 0}})
+    done = await wait_status(api, job["jobId"], "completed")
+    _, keep = await api.post("/api/jobs", json={"type": "demo.sleep", "delaySeconds": 600})
+    assert await api.app[RETENTION].prune(now=time.time() + 2 * 86400) == 1
+    through = await api.app[STORE].pruned_through()
+    assert through == done["lastSeq"]
+    status, page = await api.get("/api/events?since=1&timeout=0")
+    assert status == 200 and page["type"] == "resync" and page["reason"] == "pruned"
+    assert page["events"] == [] and page["cursor"] >= keep["lastSeq"]
+    status, page = await api.get(f"/api/events?since={through}&timeout=0")
+    assert status == 200 and "type" not in page
+    assert [e["seq"] for e in page["events"]] == [keep["lastSeq"]]

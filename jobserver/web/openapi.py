@@ -107,6 +107,67 @@ SCHEMAS: dict[str, Schema] = {
         "epoch": {**STRING, "description": "changes only when the store is created anew"},
         "seq": {**INT, "description": "the newest event's seq"},
     }, closed=False),
+    "Event": obj(
+        ["seq", "type", "jobId", "userId", "jobType", "status", "stage", "progress", "message",
+         "metadata", "attempt", "maxAttempts", "timestamp"],
+        {
+            "seq": {**INT, "description": "strictly increasing across the server"},
+            "type": {"enum": [t.value for t in EventType]},
+            "jobId": STRING,
+            "userId": STRING,
+            "jobType": STRING,
+            "status": {"enum": [s.value for s in JobStatus]},
+            "stage": {"enum": [s.value for s in JobStage]},
+            "progress": {**NUMBER, "minimum": 0, "maximum": 100},
+            "message": STRING,
+            "metadata": OBJECT,
+            "attempt": {**INT, "minimum": 0},
+            "maxAttempts": {**INT, "minimum": 1},
+            "timestamp": TIME,
+            "result": OBJECT,
+            "error": ref("JobError"),
+        },
+    ),
+    "EventPage": obj(["events", "cursor", "epoch"], {
+        "type": {"const": "resync", "description": "present only when the client must reload"},
+        "reason": {"enum": ["epoch", "pruned", "ahead"],
+                   "description": "why the cursor cannot be resumed (with type resync)"},
+        "events": {"type": "array", "items": ref("Event")},
+        "cursor": {**INT, "description": "pass as since next time"},
+        "epoch": STRING,
+    }),
+    "NoteSummary": obj(
+        ["noteId", "jobId", "title", "filename", "pageCount", "contentHash", "createdAt"],
+        {"noteId": STRING, "jobId": STRING, "title": STRING, "filename": STRING,
+         "pageCount": INT, "contentHash": STRING, "createdAt": TIME},
+    ),
+    "Note": obj(
+        ["noteId", "jobId", "userId", "title", "filename", "pageCount", "contentHash",
+         "createdAt", "summary", "keyPoints", "sections", "keywords", "generator",
+         "sectionsFrom"],
+        {
+            "noteId": STRING, "jobId": STRING, "userId": STRING, "title": STRING,
+            "filename": STRING, "pageCount": INT, "contentHash": STRING, "createdAt": TIME,
+            "summary": STRING,
+            "keyPoints": {"type": "array", "items": obj(["text", "page"], {
+                "text": STRING, "page": INT})},
+            "sections": {"type": "array", "items": obj(["title", "page", "level"], {
+                "title": STRING, "page": nullable(INT), "level": {**INT, "minimum": 1}})},
+            "keywords": {"type": "array", "items": STRING},
+            "generator": {**STRING, "description": "offline, or llm:<model>"},
+            "sectionsFrom": {"enum": ["outline", "headings"]},
+        },
+    ),
+    "NotePage": obj(["notes", "limit", "offset", "nextOffset"], {
+        "notes": {"type": "array", "items": ref("NoteSummary")},
+        "limit": INT,
+        "offset": INT,
+        "nextOffset": nullable(INT),
+    }),
+    "LoopLag": obj(["running", "samples", "intervalMs", "p50Ms", "p99Ms", "maxMs"], {
+        "running": {"type": "boolean"}, "samples": INT, "intervalMs": NUMBER,
+        "p50Ms": NUMBER, "p99Ms": NUMBER, "maxMs": NUMBER,
+    }),
     "Ready": obj(["status", "checks"], {
         "status": {"enum": ["ready", "unavailable"]},
         "checks": obj(["database", "workers"], {"database": STRING, "workers": STRING}),
@@ -116,6 +177,22 @@ SCHEMAS: dict[str, Schema] = {
 
 JOB_ID: Final = {"name": "jobId", "in": "path", "required": True, "schema": STRING}
 JOB: Final = json_body(ref("Job"), "the job")
+NOTE_ID: Final = {"name": "noteId", "in": "path", "required": True, "schema": STRING}
+
+
+def markdown(operation_id: str) -> Schema:
+    return {
+        "summary": "One of your notes as a Markdown download",
+        "operationId": operation_id,
+        "parameters": [NOTE_ID],
+        "responses": {
+            "200": {"description": "the note as Markdown (Content-Disposition: attachment)",
+                    "content": {"text/markdown": {"schema": STRING}}},
+            "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+            "404": error("NOTE_NOT_FOUND"),
+        },
+    }
+
 PUBLIC: Final[list[Any]] = []
 
 PATHS: dict[str, Schema] = {
@@ -163,16 +240,24 @@ PATHS: dict[str, Schema] = {
     },
     "/api/jobs": {
         "post": {
-            "summary": "Enqueue a job",
+            "summary": "Enqueue a job: JSON for any job type, or a PDF upload (pdf-notes)",
             "operationId": "createJob",
-            "requestBody": {"required": True,
-                            "content": {"application/json": {"schema": ref("NewJob")}}},
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": ref("NewJob")},
+                "multipart/form-data": {"schema": obj(["file"], {
+                    "file": {**STRING, "contentMediaType": "application/pdf",
+                             "description": "the PDF, streamed to disk (--max-upload-bytes)"},
+                    "idempotencyKey": {**STRING, "maxLength": 200},
+                    "maxAttempts": {**STRING, "pattern": "^[0-9]+$"},
+                }, closed=False)},
+            }},
             "responses": {
-                "202": json_body(ref("Job"), "queued"),
+                "202": json_body(ref("Job"), "queued (a PDF: before any processing)"),
                 "200": json_body(ref("Job"), "the job the idempotency key already named"),
                 "400": error("INVALID_JSON, INVALID_PAYLOAD or UNKNOWN_JOB_TYPE"),
                 "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
-                "413": error("BODY_TOO_LARGE"),
+                "413": error("BODY_TOO_LARGE (JSON) or FILE_TOO_LARGE (upload)"),
+                "415": error("NOT_A_PDF: the upload does not start with %PDF-"),
             },
         },
         "get": {
@@ -226,6 +311,94 @@ PATHS: dict[str, Schema] = {
                 "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
                 "404": error("JOB_NOT_FOUND"),
                 "409": error("ILLEGAL_TRANSITION: the job is not failed or cancelled"),
+            },
+        },
+    },
+    "/api/events": {
+        "get": {
+            "summary": "Long-poll: events after since, at once or when one arrives",
+            "description": "The same event objects as the WebSocket's. With neither userId nor "
+                           "jobId, the caller's own events. A cursor older than the kept log, "
+                           "from another epoch or ahead of the server gets type resync: reload "
+                           "state (GET /api/jobs) and poll again from the returned cursor.",
+            "operationId": "pollEvents",
+            "parameters": [
+                {"name": "since", "in": "query", "schema": {**INT, "minimum": 0},
+                 "description": "last seq seen; omitted: only events from now on"},
+                {"name": "userId", "in": "query", "schema": STRING},
+                {"name": "jobId", "in": "query", "schema": STRING},
+                {"name": "epoch", "in": "query", "schema": STRING,
+                 "description": "the epoch the cursor came from"},
+                {"name": "timeout", "in": "query",
+                 "schema": {**NUMBER, "minimum": 0, "maximum": 60, "default": 30}},
+            ],
+            "responses": {
+                "200": json_body(ref("EventPage"), "events (maybe none) and the next cursor"),
+                "400": error("INVALID_PAYLOAD or INVALID_MESSAGE (a bad since, timeout or target)"),
+                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+                "404": error("NOT_FOUND or JOB_NOT_FOUND: another user's stream"),
+            },
+        },
+    },
+    "/api/notes": {
+        "get": {
+            "summary": "Your notes, newest first",
+            "operationId": "listNotes",
+            "parameters": [
+                {"name": "limit", "in": "query",
+                 "schema": {**INT, "minimum": 1, "maximum": 200, "default": 50}},
+                {"name": "offset", "in": "query", "schema": {**INT, "minimum": 0, "default": 0}},
+            ],
+            "responses": {
+                "200": json_body(ref("NotePage"), "a page of notes"),
+                "400": error("INVALID_PAYLOAD (a bad limit or offset)"),
+                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+            },
+        },
+    },
+    # Before /api/notes/{noteId}, which would match "<id>.md" too (the first match wins).
+    "/api/notes/{noteId}.md": {"get": markdown("getNoteMarkdown")},
+    "/api/notes/{noteId}": {
+        "get": {
+            "summary": "One of your notes",
+            "operationId": "getNote",
+            "parameters": [NOTE_ID],
+            "responses": {
+                "200": json_body(ref("Note"), "the note"),
+                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+                "404": error("NOTE_NOT_FOUND (also for another user's note)"),
+            },
+        },
+    },
+    "/api/notes/{noteId}/markdown": {"get": markdown("getNoteMarkdownAlias")},
+    "/api/debug/loop-lag": {
+        "post": {
+            "summary": "Start sampling event-loop lag for a while (earlier samples dropped)",
+            "operationId": "startLoopLag",
+            "requestBody": {"content": {"application/json": {"schema": obj([], {
+                "seconds": {**NUMBER, "minimum": 0.1, "default": 60},
+                "intervalMs": {**NUMBER, "minimum": 1, "maximum": 1000, "default": 5},
+            })}}},
+            "responses": {
+                "202": json_body(ref("LoopLag"), "sampling"),
+                "400": error("INVALID_JSON or INVALID_PAYLOAD"),
+                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+            },
+        },
+        "get": {
+            "summary": "Event-loop lag so far: p50, p99 and max in milliseconds",
+            "operationId": "readLoopLag",
+            "responses": {
+                "200": json_body(ref("LoopLag"), "the window so far"),
+                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+            },
+        },
+        "delete": {
+            "summary": "Stop sampling; returns the window's numbers",
+            "operationId": "stopLoopLag",
+            "responses": {
+                "200": json_body(ref("LoopLag"), "the finished window"),
+                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
             },
         },
     },
