@@ -695,7 +695,29 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), Linux {platform.release()}"
 
 
-def render(ctx: Context, command: str, started: str, elapsed: float) -> str:
+def source_state() -> str:
+    """The commit measured, and whether the package had changes not yet committed."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "jobserver", "server.py"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + (" with uncommitted changes in jobserver/" if dirty.strip() else "")
+
+
+def render(ctx: Context, command: str, started: str, elapsed: float, commit: str) -> str:
     targets: list[Target] = []
     body: list[str] = []
     for section in (
@@ -717,6 +739,7 @@ def render(ctx: Context, command: str, started: str, elapsed: float) -> str:
         f"- command: `{command}`",
         f"- run: {started}, {elapsed / 60:.1f} min"
         + (" (quick mode: every case small, one repetition)" if ctx.quick else ""),
+        f"- code measured: {commit or 'not recorded'}",
         f"- machine: {machine()}",
         f"- repetitions per measurement: {ctx.plan.reps}, run in rounds (every system once per "
         "round, so load from others hits all alike); tables give median, min and max and "
@@ -744,7 +767,8 @@ def rerender(path: Path, out: Path, log: Callable[[str], None]) -> int:
     meta = raw["meta"]
     ctx = Context(Plan(**meta["plan"]), meta["quick"], meta["peers"], True, True, log)
     ctx.results, ctx.skipped = raw["results"], raw["skipped"]
-    out.write_text(render(ctx, meta["command"], meta["started"], meta["elapsed"]))
+    text = render(ctx, meta["command"], meta["started"], meta["elapsed"], meta.get("commit", ""))
+    out.write_text(text)
     log(f"wrote {out} from {path}")
     return 0
 
@@ -785,6 +809,7 @@ def main(argv: list[str] | None = None) -> int:
         return rerender(args.render_from, out, log)
     t0 = time.monotonic()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    commit = source_state()
     peers = not args.no_peers and prepare_peers(log)
     ctx = Context(plan, args.quick, peers, reachable(6379), reachable(5432), log)
     if args.no_peers:
@@ -798,12 +823,13 @@ def main(argv: list[str] | None = None) -> int:
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
     elapsed = time.monotonic() - t0
-    text = render(ctx, command.strip(), started, elapsed)
+    text = render(ctx, command.strip(), started, elapsed, commit)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     if args.json:
         meta = {"command": command.strip(), "started": started, "elapsed": elapsed,
-                "quick": args.quick, "plan": plan.__dict__, "peers": peers}  # fmt: skip
+                "quick": args.quick, "plan": plan.__dict__, "peers": peers,
+                "commit": commit}  # fmt: skip
         raw = {"results": ctx.results, "skipped": ctx.skipped, "meta": meta}
         args.json.write_text(json.dumps(raw, indent=1))
     print(text)
