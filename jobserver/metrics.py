@@ -26,6 +26,27 @@ LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 FINISHED: Final = frozenset({EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED})
 LOOP_LAG_INTERVAL = 0.25
 
+# Why a WebSocket ended, by close code, for websocket_disconnects_total{reason}. A bounded set:
+# a client may close with any code, and every label value is a series of its own.
+CLOSE_REASONS: Final = {
+    1000: "normal",  # either side closed cleanly
+    1001: "normal",  # the page went away, or the server is shutting down
+    1008: "policy",  # not authenticated
+    1009: "too_big",  # a message over the size limit
+    1011: "error",  # a server fault
+    1013: "too_many",  # over the connections-per-user limit
+    4000: "overflow",  # too far behind: told to resume
+}
+
+
+def close_reason(code: int | None) -> str:
+    """``lost`` when no close frame came (dead peer, heartbeat timeout, 1006)."""
+    if code is None or code == 1006:
+        return "lost"
+    if 4900 <= code <= 4999:
+        return "client"  # the bundled client's own codes (no pong, timeout, resync)
+    return CLOSE_REASONS.get(code, "other")
+
 
 def event_time(body: Mapping[str, Any]) -> float | None:
     """The epoch seconds of an event's ``timestamp`` (set when it was persisted)."""
@@ -175,10 +196,10 @@ class Metrics:
         self.ws_connects.inc()
         self.ws_connections.inc()
 
-    def ws_closed(self, reason: str) -> None:
-        """A socket ended: ``normal`` (either side closed it cleanly) or why it was dropped."""
+    def ws_closed(self, code: int | None) -> None:
+        """A socket ended with close ``code``; counted by reason (see ``close_reason``)."""
         self.ws_connections.dec()
-        self.ws_disconnects.labels(reason).inc()
+        self.ws_disconnects.labels(close_reason(code)).inc()
 
     @contextlib.contextmanager
     def longpoll_waiting(self) -> Iterator[None]:

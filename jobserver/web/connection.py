@@ -149,6 +149,8 @@ class Connection:
             if not events:
                 self.queue = None
                 return
+            if self.gateway.metrics is not None:  # a slow peer's events waited: how long
+                self.gateway.metrics.delivered("ws", events)
             frame = self.gateway.frame
             for event in events:
                 if self._wanted(event):

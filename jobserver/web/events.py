@@ -12,12 +12,13 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+from .. import joblog
 from ..bus import Mailbox
 from ..errors import InvalidPayload
 from ..models import Event
 from .gateway import Target, parse_since, parse_target
 from .http import json_response, user_of
-from .keys import GATEWAY
+from .keys import GATEWAY, METRICS
 
 routes = web.RouteTableDef()
 
@@ -61,6 +62,7 @@ async def poll(request: web.Request) -> web.Response:
         target = Target("userId", user_id)
     since = parse_since(query.get("since"))
     timeout = _timeout(query.get("timeout"))
+    joblog.subscription("poll", "longpoll", user_id, target.wire(), since)
     await gateway.resolve(user_id, target)
     reason = await gateway.resync_reason(since, query.get("epoch") or None)
     if reason is not None:
@@ -79,11 +81,16 @@ async def poll(request: web.Request) -> web.Response:
         events = await gateway.store.events_after(
             since, user_id=target.user_id, job_id=target.job_id, limit=PAGE
         )
-        if not events and timeout > 0 and not gateway.closing:
-            await box.wait(timeout)
+        waited = not events and timeout > 0 and not gateway.closing
+        if waited:
+            with request.app[METRICS].longpoll_waiting():
+                await box.wait(timeout)
         if len(events) < PAGE and not box.overflowed:
             last = events[-1].seq if events else since
-            events.extend(e for e in box.drain() if e.seq > last)
+            live = [e for e in box.drain() if e.seq > last]
+            if waited:
+                request.app[METRICS].delivered("longpoll", live)
+            events.extend(live)
     finally:
         bus.unsubscribe(box, user_id=target.user_id, job_id=target.job_id)
         gateway.pollers.discard(box)

@@ -17,6 +17,7 @@ from typing import Any, Final, Literal, Protocol
 
 from ..bus import EventBus, Mailbox
 from ..errors import InvalidPayload, JobNotFound, NotFound
+from ..metrics import Metrics
 from ..models import Event
 from ..store import Store
 
@@ -108,12 +109,21 @@ class Gateway:
         store: where backlogs are read and jobs are looked up.
         bus: where live events come from.
         max_connections_per_user: sockets one user may hold at once.
+        metrics: where delivery lag is recorded (None: nowhere).
     """
 
-    def __init__(self, store: Store, bus: EventBus, *, max_connections_per_user: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bus: EventBus,
+        *,
+        max_connections_per_user: int,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.store = store
         self.bus = bus
         self.max_connections_per_user = max_connections_per_user
+        self.metrics = metrics
         # Highest seq the bus has published. The emitter publishes in seq order, so every
         # event up to it has already gone to the subscribers that existed at the time.
         self.published = 0

@@ -8,13 +8,16 @@ from aiohttp import web
 
 from . import events, ws
 from .gateway import Gateway
-from .keys import BUS, GATEWAY, SETTINGS, STORE
+from .keys import BUS, GATEWAY, METRICS, SETTINGS, STORE
 
 
 async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start after the store (it reads the head) and before workers publish anything."""
     gateway = Gateway(
-        app[STORE], app[BUS], max_connections_per_user=app[SETTINGS].ws_max_connections_per_user
+        app[STORE],
+        app[BUS],
+        max_connections_per_user=app[SETTINGS].ws_max_connections_per_user,
+        metrics=app[METRICS],
     )
     await gateway.start()
     app[GATEWAY] = gateway

@@ -13,6 +13,7 @@ import orjson
 from aiohttp import WSMsgType, web
 from yarl import URL
 
+from .. import joblog
 from ..auth import verify_token
 from ..errors import (
     BadRequest,
@@ -33,7 +34,7 @@ from .gateway import (
     parse_target,
 )
 from .http import request_token
-from .keys import GATEWAY, SECRET, SETTINGS
+from .keys import GATEWAY, METRICS, SECRET, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +128,15 @@ async def _handle(conn: Connection, data: str | bytes, secret: str) -> None:
             epoch = message.get("epoch")
             if epoch is not None and not isinstance(epoch, str):
                 raise InvalidPayload("epoch must be a string", code="INVALID_MESSAGE")
-            await conn.subscribe(target, parse_since(message.get("since")), epoch)
+            since = parse_since(message.get("since"))
+            joblog.subscription("subscribe", "ws", conn.user_id, target.wire(), since)
+            await conn.subscribe(target, since, epoch)
         except JobServerError as exc:
             conn.send(_error(exc, target))
     elif kind == "unsubscribe":
-        conn.unsubscribe(parse_target(message.get("userId"), message.get("jobId")))
+        target = parse_target(message.get("userId"), message.get("jobId"))
+        joblog.subscription("unsubscribe", "ws", conn.user_id, target.wire())
+        conn.unsubscribe(target)
     elif kind == "auth":
         token = message.get("token")
         user_id = verify_token(secret, token if isinstance(token, str) else "")
@@ -189,6 +194,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         queue_size=settings.ws_queue_size, max_subscriptions=settings.ws_max_subscriptions,
     )  # fmt: skip
     gateway.add(conn)
+    metrics = app[METRICS]
+    metrics.ws_opened()
     try:
         await _serve(conn, request, user_id)
     except Exception:
@@ -197,4 +204,5 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     finally:
         conn.detach()
         gateway.release(conn)
+        metrics.ws_closed(ws.close_code)
     return ws
