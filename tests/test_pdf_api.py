@@ -346,3 +346,40 @@ async def test_a_duplicate_upload_joins_the_work_in_progress(make_api: MakeApi) 
         assert any(ev["message"] == "Extracting page 6 of 6" for ev in evs)
         assert_progress_never_goes_back(evs)
     assert (await finished(api, blocker["jobId"]))["error"]["code"] == "TOO_MANY_PAGES"
+
+
+async def all_parsers_ready(api: ApiClient) -> PdfNotes:
+    handler = pdf_handler(api)
+    async with asyncio.timeout(60):
+        while handler.pool.ready < handler.pool.size:
+            await asyncio.sleep(0.02)
+    return handler
+
+
+async def test_a_document_shared_by_two_parsers_gives_the_same_notes_as_one(
+    make_api: MakeApi, tmp_path: Path
+) -> None:
+    data = pdfs.text_pdf(9, outline=True)
+    one = await make_api(pdf_workers=1, data_dir=tmp_path / "one")
+    two = await make_api(pdf_workers=2, data_dir=tmp_path / "two")
+    shared = await all_parsers_ready(two)
+    alone, split = await run(one, data), await run(two, data)
+    assert alone["status"] == split["status"] == "completed"
+    assert shared.pool.shared == 1 and pdf_handler(one).pool.shared == 0
+    _, a = await one.get(f"/api/notes/{alone['result']['noteId']}")
+    _, b = await two.get(f"/api/notes/{split['result']['noteId']}")
+    same = ("title", "summary", "keyPoints", "sections", "keywords", "pageCount")
+    assert {k: a[k] for k in same} == {k: b[k] for k in same}
+    evs = await events(two, split["jobId"])
+    pages = [ev["metadata"]["page"] for ev in evs if ev["stage"] == "extracting"]
+    assert pages == sorted(pages) and pages[-1] == 9
+    assert_progress_never_goes_back(evs)
+
+
+async def test_the_text_limit_counts_every_parser_share(make_api: MakeApi) -> None:
+    api = await make_api(pdf_workers=2, pdf_max_text_chars=6000)
+    await all_parsers_ready(api)
+    done = await run(api, pdfs.text_pdf(9))  # ~9000 characters, under 6000 in each share
+    assert done["status"] == "failed" and done["error"]["code"] == "TEXT_TOO_LARGE"
+    assert "6000 characters" in done["error"]["message"]
+    assert (await run(api, pdfs.text_pdf(3)))["status"] == "completed"

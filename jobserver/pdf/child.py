@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from ..errors import PARSE_CRASHED, PARSE_MEMORY, JobError
-from .extract import Document, Limits, extract
+from .extract import Document, Limits, PageText, extract_share, require_text
 from .offline import build_notes
 
 HEADER = struct.Struct(">I")
@@ -88,19 +88,27 @@ def _warm_up() -> None:
     PdfReader(buffer).pages[0].extract_text()
 
 
-def _notes(request: dict[str, Any], channel: _Channel) -> dict[str, Any]:
+def _extract(request: dict[str, Any], channel: _Channel) -> dict[str, Any]:
     job = request["id"]
     limits = Limits(int(request["maxPages"]), int(request["maxTextChars"]))
 
-    def report(page: int, pages: int) -> None:
-        channel.send({"id": job, "type": "page", "page": page, "pages": pages})
+    def report(page: PageText) -> None:
+        channel.send({"id": job, "type": "page", "page": page.page, "pages": page.pages,
+                      "text": page.text, "error": page.error})  # fmt: skip
 
-    doc: Document = extract(str(request["path"]), limits, report)
-    channel.send({"id": job, "type": "generating"})
-    answer: dict[str, Any] = {"id": job, "type": "result", "notes": build_notes(doc).to_wire()}
-    if request.get("includeText"):
-        answer["document"] = doc.to_wire()
-    return answer
+    share = extract_share(str(request["path"]), limits, report,
+                          stride=int(request["stride"]), offset=int(request["offset"]))
+    return {"id": job, "type": "result", "pages": share.pages, "metaTitle": share.meta_title,
+            "outline": [[s.level, s.title, s.page] for s in share.outline]}  # fmt: skip
+
+
+def _notes(request: dict[str, Any], channel: _Channel) -> dict[str, Any]:
+    doc = Document.from_wire(request["document"])
+    require_text(doc)
+    return {"id": request["id"], "type": "result", "notes": build_notes(doc).to_wire()}
+
+
+OPS = {"extract": _extract, "notes": _notes}
 
 
 def serve(requests: BinaryIO, channel: _Channel) -> int:
@@ -111,7 +119,7 @@ def serve(requests: BinaryIO, channel: _Channel) -> int:
             return 0
         job = request.get("id")
         try:
-            channel.send(_notes(request, channel))
+            channel.send(OPS[request["op"]](request, channel))
         except JobError as exc:
             channel.send({"id": job, "type": "error", "code": exc.code, "message": exc.message,
                           "recoverable": exc.recoverable})  # fmt: skip

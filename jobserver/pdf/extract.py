@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,28 @@ MAX_OUTLINE_ENTRIES = 500
 # Fewer letters and digits than this in the whole document: it has no usable text layer.
 MIN_TEXT_CHARS = 16
 
-PageReport = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PageText:
+    """One page's text (1-based ``page`` of ``pages``); ``error`` when it could not be read."""
+
+    page: int
+    pages: int
+    text: str
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """What a process learnt besides page texts: the page count, and (offset 0) the rest."""
+
+    pages: int
+    meta_title: str | None = None
+    outline: tuple[Section, ...] = ()
+
+
+PageReport = Callable[[PageText], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +168,7 @@ def _outline(reader: PdfReader) -> tuple[Section, ...]:
     return tuple(out)
 
 
-def extract(path: str, limits: Limits, report: PageReport) -> Document:
-    """Read every page's text, calling ``report(page, pages)`` after each; JobError on failure.
-
-    MemoryError is left to the caller: the process that hit it is replaced.
-    """
+def _open(path: str, limits: Limits) -> tuple[PdfReader, int]:
     try:
         reader = open_reader(path)
         pages = len(reader.pages)
@@ -173,10 +190,31 @@ def extract(path: str, limits: Limits, report: PageReport) -> Document:
         )
     if pages == 0:
         raise JobError(CORRUPT_PDF, "The PDF has no pages", recoverable=False)
-    texts: list[str] = []
-    total = failed = 0
-    last_error: Exception | None = None
-    for number in range(pages):
+    return reader, pages
+
+
+def too_much_text(limits: Limits, page: int, pages: int) -> JobError:
+    return JobError(
+        TEXT_TOO_LARGE,
+        f"The PDF holds more than {limits.max_text_chars} characters of text "
+        f"(past that by page {page} of {pages})",
+        recoverable=False,
+    )
+
+
+def extract_share(
+    path: str, limits: Limits, report: PageReport, *, stride: int = 1, offset: int = 0
+) -> Share:
+    """Extract pages ``offset, offset + stride, ...`` (0-based), reporting each as it is read.
+
+    Several processes can share one document this way, each opening it on its own. The share
+    with offset 0 also reads the metadata title and the outline. JobError on failure;
+    MemoryError is left to the caller (the process that hit it is replaced).
+    """
+    reader, pages = _open(path, limits)
+    total = 0
+    for number in range(offset, pages, stride):
+        error = None
         try:
             text = reader.pages[number].extract_text()
         except LimitReachedError as exc:
@@ -184,24 +222,50 @@ def extract(path: str, limits: Limits, report: PageReport) -> Document:
         except (MemoryError, KeyboardInterrupt):
             raise
         except Exception as exc:  # one unreadable page should not lose the rest
-            failed, last_error, text = failed + 1, exc, ""
+            text, error = "", str(exc).strip() or type(exc).__name__
         total += len(text)
         if total > limits.max_text_chars:
-            raise JobError(
-                TEXT_TOO_LARGE,
-                f"The PDF holds more than {limits.max_text_chars} characters of text "
-                f"(past that by page {number + 1} of {pages})",
-                recoverable=False,
-            )
-        texts.append(text)
-        report(number + 1, pages)
-    if failed == pages and last_error is not None:
-        raise _corrupt(last_error)
-    if sum(ch.isalnum() for text in texts for ch in text) < MIN_TEXT_CHARS:
-        raise JobError(
-            NO_TEXT,
-            f"No text found in the PDF's {pages} page(s): it looks like scanned images or "
-            "pictures only. Run it through OCR (text recognition) first, then upload it again",
-            recoverable=False,
-        )
-    return Document(tuple(texts), _meta_title(reader), _outline(reader))
+            raise too_much_text(limits, number + 1, pages)
+        report(PageText(number + 1, pages, text, error))
+    if offset:
+        return Share(pages)
+    return Share(pages, _meta_title(reader), _outline(reader))
+
+
+def assemble(share: Share, texts: Mapping[int, PageText]) -> Document:
+    """The document from its pages' texts (by 1-based page); CORRUPT_PDF if none was read."""
+    pages = [texts.get(n) for n in range(1, share.pages + 1)]
+    errors = [p.error for p in pages if p is not None and p.error is not None]
+    if all(p is None or p.error is not None for p in pages):
+        raise _corrupt(ValueError(errors[-1] if errors else "no page could be read"))
+    return Document(
+        tuple(p.text if p is not None else "" for p in pages), share.meta_title, share.outline
+    )
+
+
+def require_text(doc: Document) -> None:
+    """NO_TEXT unless the document has some letters or digits: a scan has none."""
+    found = 0
+    for text in doc.pages:
+        found += sum(ch.isalnum() for ch in text.strip()[: MIN_TEXT_CHARS * 16])
+        if found >= MIN_TEXT_CHARS:
+            return
+    raise JobError(
+        NO_TEXT,
+        f"No text found in the PDF's {len(doc.pages)} page(s): it looks like scanned images or "
+        "pictures only. Run it through OCR (text recognition) first, then upload it again",
+        recoverable=False,
+    )
+
+
+def extract(path: str, limits: Limits, report: Callable[[int, int], None]) -> Document:
+    """The whole document in this process, calling ``report(page, pages)`` after each page."""
+    texts: dict[int, PageText] = {}
+
+    def keep(page: PageText) -> None:
+        texts[page.page] = page
+        report(page.page, page.pages)
+
+    doc = assemble(extract_share(path, limits, keep), texts)
+    require_text(doc)
+    return doc

@@ -110,7 +110,6 @@ class PdfNotes:
 
     async def __call__(self, ctx: JobContext) -> Mapping[str, Any]:
         sha = str(ctx.payload["sha256"])
-        await ctx.progress(JobStage.INITIALIZING, 2, "Looking for notes made from this file")
         joined = True
         flight = self.flights.get(sha)
         if flight is None:
@@ -120,6 +119,7 @@ class PdfNotes:
             flight = self.flights.get(sha)  # another job may have started it meanwhile
             if flight is None:
                 flight, joined = self._take_off(sha), False
+                await ctx.progress(JobStage.INITIALIZING, 2, "No notes yet for this file")
 
         async def report(update: Update) -> None:
             await ctx.progress(update.stage, update.percent, update.message, update.metadata)

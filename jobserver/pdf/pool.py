@@ -1,8 +1,12 @@
-"""ParsePool: long-lived parser processes, one PDF each at a time, killed and replaced on a limit.
+"""ParsePool: long-lived parser processes; a parse borrows one, plus any that are idle.
 
-The event loop only reads small frames from the processes' pipes, so it never waits on
-parsing. A parse that runs past its wall-clock limit, is cancelled, or takes its process down
-(memory cap, crash) costs that process only: it is killed and a fresh one takes its place.
+A document is read by one process, or shared page by page (every m-th page each) among the
+processes that are idle when it starts, so a lone upload uses every core while a busy server
+gives each document one. The page texts come back here; one process then writes the notes.
+
+The event loop only reads frames from the processes' pipes, so it never waits on parsing. A
+parse that runs past its wall-clock limit, is cancelled, or takes a process down (memory cap,
+crash) costs only the processes it used: they are killed and fresh ones take their place.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import itertools
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,15 +25,17 @@ from typing import Any, Protocol
 import orjson
 
 from ..errors import PARSE_CRASHED, PARSE_TIMEOUT, JobError
-from ..notes import NotesContent
+from ..notes import NotesContent, Section
 from .child import HEADER, frame
-from .extract import Document, Limits
+from .extract import Document, Limits, PageText, Share, assemble, too_much_text
 
 log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 2.0
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+Message = dict[str, Any]
 
 
 def default_size() -> int:
@@ -54,7 +61,7 @@ class ParseRequest:
     Args:
         path: the stored upload.
         limits: pages and text the parse may produce.
-        include_text: send the extracted text back too (for a generator that needs it).
+        include_text: keep the extracted text in the result (for a generator that needs it).
     """
 
     path: Path
@@ -71,8 +78,8 @@ class ParseResult:
 @dataclass(slots=True)
 class _Call:
     id: int
-    listener: ParseListener
-    future: asyncio.Future[dict[str, Any]]
+    on_page: Callable[[Message], None]
+    future: asyncio.Future[Message]
 
 
 class _Process:
@@ -89,29 +96,26 @@ class _Process:
     def pid(self) -> int:
         return self.proc.pid
 
-    async def _frames(self) -> dict[str, Any] | None:
+    async def _frame(self) -> Message | None:
         assert self.proc.stdout is not None
         try:
             (size,) = HEADER.unpack(await self.proc.stdout.readexactly(HEADER.size))
-            data: dict[str, Any] = orjson.loads(await self.proc.stdout.readexactly(size))
+            data: Message = orjson.loads(await self.proc.stdout.readexactly(size))
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
         return data
 
     async def _read(self) -> None:
-        while (message := await self._frames()) is not None:
-            kind = message.get("type")
-            if kind == "ready":
+        while (message := await self._frame()) is not None:
+            if message.get("type") == "ready":
                 if not self.ready.done():
                     self.ready.set_result(None)
                 continue
             call = self.call
             if call is None or message.get("id") != call.id or call.future.done():
                 continue
-            if kind == "page":
-                call.listener.page(int(message["page"]), int(message["pages"]))
-            elif kind == "generating":
-                call.listener.generating()
+            if message.get("type") == "page":
+                call.on_page(message)
             else:
                 call.future.set_result(message)
         self.healthy = False
@@ -127,8 +131,12 @@ class _Process:
         if self.call is not None and not self.call.future.done():
             self.call.future.set_exception(failure)
 
-    async def request(self, call: _Call, message: dict[str, Any]) -> dict[str, Any]:
+    async def request(self, message: Message, on_page: Callable[[Message], None]) -> Message:
+        """Send one request; its answer, or JobError (the child's, or PARSE_CRASHED)."""
+        async with asyncio.timeout(STARTUP_TIMEOUT):
+            await asyncio.shield(self.ready)
         assert self.proc.stdin is not None
+        call = _Call(int(message["id"]), on_page, asyncio.get_running_loop().create_future())
         self.call = call
         try:
             self.proc.stdin.write(frame(message))
@@ -136,9 +144,18 @@ class _Process:
         except ConnectionError:
             self.healthy = False  # the reader reports how it ended
         try:
-            return await call.future
+            answer = await call.future
+        except BaseException:
+            self.healthy = False  # cancelled or crashed mid-request: its state is unknown
+            raise
         finally:
             self.call = None
+        if answer["type"] == "error":
+            if answer.get("exiting"):
+                self.healthy = False  # it exits after a MemoryError
+            raise JobError(str(answer["code"]), str(answer["message"]),
+                           recoverable=bool(answer["recoverable"]))  # fmt: skip
+        return answer
 
     async def kill(self) -> None:
         self.healthy = False
@@ -161,8 +178,29 @@ class _Process:
             self.ready.cancel()
 
 
+class _Pages:
+    """Collects one document's page texts from every process reading it."""
+
+    def __init__(self, limits: Limits, listener: ParseListener) -> None:
+        self.limits = limits
+        self.listener = listener
+        self.texts: dict[int, PageText] = {}
+        self.chars = 0
+        self.over: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_page(self, message: Message) -> None:
+        page = PageText(int(message["page"]), int(message["pages"]), str(message["text"]),
+                        message.get("error"))  # fmt: skip
+        self.texts[page.page] = page
+        self.chars += len(page.text)
+        if self.chars > self.limits.max_text_chars and not self.over.done():
+            self.over.set_exception(too_much_text(self.limits, page.page, page.pages))
+            self.over.exception()  # raised by the parse, which may already be ending
+        self.listener.page(len(self.texts), page.pages)
+
+
 class ParsePool:
-    """A fixed number of parser processes; each parse borrows one.
+    """A fixed number of parser processes.
 
     Args:
         size: processes to keep (0: one per core).
@@ -176,6 +214,7 @@ class ParsePool:
         self.timeout = timeout
         self.replaced = 0
         self.parses = 0
+        self.shared = 0  # parses read by more than one process
         self._idle: asyncio.Queue[_Process] = asyncio.Queue()
         self._all: set[_Process] = set()
         self._ids = itertools.count(1)
@@ -194,6 +233,14 @@ class ParsePool:
     @property
     def pids(self) -> list[int]:
         return sorted(p.pid for p in self._all)
+
+    @property
+    def ready(self) -> int:
+        """Processes that have started and warmed up."""
+        return sum(
+            1 for p in self._all
+            if p.ready.done() and not p.ready.cancelled() and p.ready.exception() is None
+        )  # fmt: skip
 
     async def _spawn(self) -> _Process:
         env = dict(os.environ)
@@ -220,47 +267,96 @@ class ParsePool:
             self._idle.put_nowait(await self._spawn())
 
     async def parse(self, request: ParseRequest, listener: ParseListener) -> ParseResult:
-        """Parse one PDF in a borrowed process; JobError with the failure's code otherwise."""
-        process = await self._idle.get()
-        self.parses += 1
+        """Parse one PDF into notes; JobError with the failure's code otherwise."""
+        held = [await self._idle.get()]
         try:
-            answer = await self._run(process, request, listener)
-            if answer.get("exiting"):
-                process.healthy = False  # it exits after a MemoryError; do not lend it again
+            # Startup is not parse time: a fresh process may still be importing pypdf.
+            async with asyncio.timeout(STARTUP_TIMEOUT):
+                await asyncio.shield(held[0].ready)
         except BaseException:
-            process.healthy = False  # cancelled, timed out or crashed mid-parse: start afresh
+            await asyncio.shield(self._give_back(held[0]))
             raise
-        finally:
-            # Shielded: a cancelled job must still hand a working process back to the pool.
-            await asyncio.shield(self._give_back(process))
-        if answer["type"] == "error":
-            raise JobError(str(answer["code"]), str(answer["message"]),
-                           recoverable=bool(answer["recoverable"]))  # fmt: skip
-        document = answer.get("document")
-        return ParseResult(
-            NotesContent.from_wire(answer["notes"]),
-            None if document is None else Document.from_wire(document),
-        )
-
-    async def _run(
-        self, process: _Process, request: ParseRequest, listener: ParseListener
-    ) -> dict[str, Any]:
-        async with asyncio.timeout(STARTUP_TIMEOUT):
-            await asyncio.shield(process.ready)
-        call = _Call(next(self._ids), listener, asyncio.get_running_loop().create_future())
-        message = {
-            "id": call.id,
-            "path": str(request.path),
-            "maxPages": request.limits.max_pages,
-            "maxTextChars": request.limits.max_text_chars,
-            "includeText": request.include_text,
-        }
+        held += self._idle_helpers()
+        self.parses += 1
+        self.shared += len(held) > 1
         try:
             async with asyncio.timeout(self.timeout):
-                return await process.request(call, message)
+                doc = await self._extract(held, request, listener)
+                # The helpers go back to the pool now; the first process writes the notes.
+                helpers, held = held[1:], held[:1]
+                await asyncio.shield(asyncio.gather(*(self._give_back(p) for p in helpers)))
+                listener.generating()
+                answer = await held[0].request(
+                    {"id": next(self._ids), "op": "notes", "document": doc.to_wire()},
+                    _no_pages,
+                )
         except TimeoutError:
             raise JobError(
                 PARSE_TIMEOUT,
                 f"Reading the PDF took longer than {self.timeout:g} s, so it was stopped",
                 recoverable=True,
             ) from None
+        finally:
+            # Shielded: a cancelled job must still hand working processes back to the pool.
+            await asyncio.shield(asyncio.gather(*(self._give_back(p) for p in held)))
+        notes = NotesContent.from_wire(answer["notes"])
+        return ParseResult(notes, doc if request.include_text else None)
+
+    def _idle_helpers(self) -> list[_Process]:
+        """The idle processes that are ready now (none of them is waited for)."""
+        ready, waiting = [], []
+        while not self._idle.empty():
+            process = self._idle.get_nowait()
+            usable = process.ready.done() and not process.ready.cancelled()
+            if usable and process.ready.exception() is None:
+                ready.append(process)
+            else:
+                waiting.append(process)
+        for process in waiting:
+            self._idle.put_nowait(process)
+        return ready
+
+    async def _extract(
+        self, held: list[_Process], request: ParseRequest, listener: ParseListener
+    ) -> Document:
+        pages = _Pages(request.limits, listener)
+        calls = [
+            asyncio.ensure_future(process.request({
+                "id": next(self._ids), "op": "extract", "path": str(request.path),
+                "stride": len(held), "offset": offset,
+                "maxPages": request.limits.max_pages,
+                "maxTextChars": request.limits.max_text_chars,
+            }, pages.on_page))
+            for offset, process in enumerate(held)
+        ]  # fmt: skip
+        everything = asyncio.gather(*calls, return_exceptions=True)
+        try:
+            waits: list[asyncio.Future[Any]] = [everything, pages.over]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if pages.over.done():
+                pages.over.result()  # raises TEXT_TOO_LARGE
+            answers = everything.result()
+        finally:
+            if not everything.done():  # cancelled, timed out or over the text limit
+                for process in held:
+                    process.healthy = False  # still parsing: killed, not lent again
+                everything.cancel()
+                everything.add_done_callback(_consume)
+        shares: list[Message] = []
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+            shares.append(answer)
+        first = shares[0]
+        outline = tuple(Section(str(t), p, int(lv)) for lv, t, p in first["outline"])
+        return assemble(Share(int(first["pages"]), first["metaTitle"], outline), pages.texts)
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Read a future's outcome that nobody awaits any more, so it is not logged as lost."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _no_pages(message: Message) -> None:
+    """The notes request sends no page messages."""
