@@ -124,8 +124,10 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
 
         asyncio.get_running_loop().create_task(collect(proc.stderr))
         async with asyncio.timeout(30):
-            while b"listening on" not in await proc.stdout.readline():
-                pass
+            while b"listening on" not in (line := await proc.stdout.readline()):
+                if not line:
+                    await proc.wait()
+                    raise AssertionError("the server exited:\n" + "".join(lines))
         return f"http://127.0.0.1:{port}", proc, lines
 
     yield start
@@ -155,6 +157,13 @@ async def use_the_api(url: str) -> str:
             assert resp.status == 200
         async with http.get(f"{url}/api/jobs/nope", headers={"Authorization": "Bearer bad"}):
             pass
+        async with http.ws_connect(f"{url}/ws?token={token}", origin=url) as ws:
+            await ws.send_json({"type": "auth", "token": token})
+            while (await ws.receive_json(timeout=5))["type"] != "authenticated":
+                pass
+            await ws.send_json({"type": "subscribe", "userId": "alice", "since": 0})
+            while (await ws.receive_json(timeout=5))["type"] != "subscribed":
+                pass
         async with asyncio.timeout(10):
             while True:
                 async with http.get(f"{url}/api/jobs/{job_id}") as resp:  # the cookie
@@ -181,6 +190,10 @@ async def test_json_logs_carry_job_fields_and_never_a_token_or_the_secret(
     assert done["progress"] == 100 and done["processingTimeMs"] > 0
     access = [r for r in records if r["logger"] == "aiohttp.access"]
     assert any(r["path"] == "/api/jobs" and r["userId"] == "alice" for r in access)
+    assert any(r["path"] == "/ws" and r["httpStatus"] == 101 for r in access)
+    subs = [r for r in records if r["logger"] == "jobserver.subscriptions"]
+    assert [(r["message"], r["userId"]) for r in subs] == [
+        ("subscribe userId=alice over ws", "alice")]
 
 
 async def test_text_logs_by_flag_and_only_outcomes_without_debug(server: Server) -> None:
