@@ -175,5 +175,20 @@ def bomb_pdf(expanded_mb: int = 400, streams: int = 1) -> bytes:
     ])  # fmt: skip
 
 
+def slow_pdf(megabytes: int = 1) -> bytes:
+    """A 3 KB file whose one page draws ``megabytes`` MB of text operations: seconds to read."""
+    ops = b"BT /F1 12 Tf 10 10 Td (a) Tj ET\n" * (megabytes * 1024 * 1024 // 32)
+    packed = zlib.compress(ops, 9)
+    return _assemble([
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 5 0 R "
+        b"/Resources << /Font << /F1 4 0 R >> >> >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed
+        + b"\nendstream",
+    ])  # fmt: skip
+
+
 def not_a_pdf() -> bytes:
     return b"\x89PNG\r\n\x1a\n" + b"this is a picture, not a document" * 40

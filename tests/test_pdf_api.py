@@ -253,10 +253,10 @@ async def test_a_job_whose_upload_is_gone_fails_with_upload_missing(make_api: Ma
 async def test_a_parse_past_its_time_limit_is_killed_and_its_process_replaced(
     make_api: MakeApi,
 ) -> None:
-    api = await make_api(pdf_workers=1, pdf_timeout_seconds=0.3, pdf_max_pages=10**6)
+    api = await make_api(pdf_workers=1, pdf_timeout_seconds=0.3)
     handler = pdf_handler(api)
     before = handler.pool.pids
-    done = await run(api, pdfs.huge_page_tree_pdf(200_000))
+    done = await run(api, pdfs.slow_pdf())
     assert done["status"] == "failed" and done["error"]["code"] == "PARSE_TIMEOUT"
     assert done["error"]["recoverable"] is True and "0.3 s" in done["error"]["message"]
     assert handler.pool.replaced == 1 and handler.pool.pids != before
@@ -279,9 +279,9 @@ async def test_a_parse_past_its_memory_cap_fails_and_its_process_is_replaced(
 
 
 async def test_cancelling_a_job_mid_parse_stops_its_parser(make_api: MakeApi) -> None:
-    api = await make_api(pdf_workers=1, pdf_max_pages=10**6)
+    api = await make_api(pdf_workers=1)
     handler = pdf_handler(api)
-    status, job = await upload(api, pdfs.huge_page_tree_pdf(200_000))
+    status, job = await upload(api, pdfs.slow_pdf())
     assert status == 202
     async with asyncio.timeout(30):
         while handler.pool.parses == 0:
@@ -326,10 +326,10 @@ async def test_the_same_file_again_completes_from_the_cache_for_any_user(
 
 
 async def test_a_duplicate_upload_joins_the_work_in_progress(make_api: MakeApi) -> None:
-    api = await make_api(pdf_workers=1)
+    api = await make_api(pdf_workers=1, pdf_timeout_seconds=2)
     handler = pdf_handler(api)
     # One parser, kept busy, so both copies of the next file are surely in progress together.
-    status, blocker = await upload(api, pdfs.huge_page_tree_pdf(20_000))
+    status, blocker = await upload(api, pdfs.slow_pdf())
     assert status == 202
     data = pdfs.text_pdf(6)
     (s1, one), (s2, two) = await asyncio.gather(upload(api, data), upload(api, data))
@@ -345,7 +345,7 @@ async def test_a_duplicate_upload_joins_the_work_in_progress(make_api: MakeApi) 
         assert "extracting" in stages_of(evs) and stages_of(evs)[-1] == "completed"
         assert any(ev["message"] == "Extracting page 6 of 6" for ev in evs)
         assert_progress_never_goes_back(evs)
-    assert (await finished(api, blocker["jobId"]))["error"]["code"] == "TOO_MANY_PAGES"
+    assert (await finished(api, blocker["jobId"]))["error"]["code"] == "PARSE_TIMEOUT"
 
 
 async def all_parsers_ready(api: ApiClient) -> PdfNotes:
@@ -383,3 +383,27 @@ async def test_the_text_limit_counts_every_parser_share(make_api: MakeApi) -> No
     assert done["status"] == "failed" and done["error"]["code"] == "TEXT_TOO_LARGE"
     assert "6000 characters" in done["error"]["message"]
     assert (await run(api, pdfs.text_pdf(3)))["status"] == "completed"
+
+
+async def test_cancelling_one_of_two_joined_jobs_leaves_the_other_to_finish(
+    make_api: MakeApi,
+) -> None:
+    # One parser, held by a slow file (stopped at 2 s), while two jobs share the next one.
+    api = await make_api(pdf_workers=1, pdf_timeout_seconds=2)
+    handler = pdf_handler(api)
+    status, blocker = await upload(api, pdfs.slow_pdf())
+    assert status == 202
+    data = pdfs.text_pdf(3, seed=3)
+    _, first = await upload(api, data)
+    _, second = await upload(api, data)
+    sha = first["payload"]["sha256"]
+    async with asyncio.timeout(30):
+        while (flight := handler.flights.get(sha)) is None or flight.followers < 2:
+            await asyncio.sleep(0.01)
+    status, _ = await api.post(f"/api/jobs/{first['jobId']}/cancel")
+    assert status == 200
+    done = await finished(api, second["jobId"])
+    assert done["status"] == "completed", done["error"]
+    assert (await finished(api, first["jobId"]))["status"] == "cancelled"
+    assert handler.pool.parses == 2  # the blocker and the shared file, once
+    assert (await finished(api, blocker["jobId"]))["error"]["code"] == "PARSE_TIMEOUT"

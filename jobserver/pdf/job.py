@@ -187,8 +187,10 @@ class PdfNotes:
                 "The uploaded file is no longer on the server; upload it again",
                 recoverable=False,
             ) from None
-        flight.report(Update(JobStage.DOWNLOADING, READ_DONE,
-                             f"Read {size / 1e6:.1f} MB", {"bytes": size}))  # fmt: skip
+        message = f"Read {size / 1e6:.1f} MB"
+        if self.pool.idle == 0:
+            message += "; waiting for a free parser"
+        flight.report(Update(JobStage.DOWNLOADING, READ_DONE, message, {"bytes": size}))
         parsed = await self.pool.parse(
             ParseRequest(path, self.limits, include_text=self.generator.needs_text),
             _PageListener(flight, self.generator.label),
@@ -204,13 +206,14 @@ class PdfNotes:
 
 
 def register(registry: Registry, settings: Settings) -> PdfNotes:
+    """Register ``pdf-notes``: one attempt (a person retries), no overall time limit.
+
+    Each step has its own limit (the parse, the model); the wait for a free parser is bounded
+    by the jobs ahead of it, so an overall limit would only fail jobs that wait in line.
+    """
     handler = PdfNotes(settings)
-    timeout = settings.pdf_timeout_seconds + settings.llm_timeout_seconds + 60.0
-    registry.register(
-        PDF_NOTES,
-        handler,
-        HandlerOptions(timeout=timeout, max_attempts=1, check_payload=check_payload),
-    )
+    options = HandlerOptions(timeout=None, max_attempts=1, check_payload=check_payload)
+    registry.register(PDF_NOTES, handler, options)
     return handler
 
 

@@ -235,6 +235,11 @@ class ParsePool:
         return sorted(p.pid for p in self._all)
 
     @property
+    def idle(self) -> int:
+        """Processes waiting for work."""
+        return self._idle.qsize()
+
+    @property
     def ready(self) -> int:
         """Processes that have started and warmed up."""
         return sum(
