@@ -8,10 +8,13 @@ MemoryError ends the process after reporting it; the pool starts a fresh one.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import io
 import logging
 import os
 import resource
+import signal
 import struct
 import sys
 import warnings
@@ -26,6 +29,7 @@ from .offline import build_notes
 HEADER = struct.Struct(">I")
 NICENESS = 5
 EXIT_MEMORY = 3
+PR_SET_PDEATHSIG = 1
 
 
 def read_frame(stream: BinaryIO) -> dict[str, Any] | None:
@@ -52,6 +56,17 @@ class _Channel:
     def send(self, message: dict[str, Any]) -> None:
         self.out.write(frame(message))
         self.out.flush()
+
+
+def _die_with_parent() -> None:
+    """Linux: be killed when the server dies, so a killed server leaves no parse running."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # elsewhere the end of stdin still ends the process between parses
+    if os.getppid() == 1:  # the server died before the line above ran
+        os._exit(1)
 
 
 def _cap_memory(megabytes: int) -> None:
@@ -134,6 +149,7 @@ def serve(requests: BinaryIO, channel: _Channel) -> int:
 
 
 def main(argv: list[str]) -> int:
+    _die_with_parent()
     _cap_memory(int(argv[1]))
     os.nice(NICENESS)
     # stdout carries frames only: anything printed by a library goes to stderr instead.

@@ -96,6 +96,7 @@ class PdfNotes:
         await self.pool.start()
 
     async def stop(self) -> None:
+        self.pool.closing()
         for flight in list(self.flights.values()):
             await flight.cancel()
         await self.pool.stop()

@@ -225,6 +225,10 @@ class ParsePool:
         for _ in range(self.size):
             self._idle.put_nowait(await self._spawn())
 
+    def closing(self) -> None:
+        """From now on a process given back is not replaced (the server is stopping)."""
+        self._closed = True
+
     async def stop(self) -> None:
         self._closed = True
         await asyncio.gather(*(p.close() for p in list(self._all)), return_exceptions=True)
