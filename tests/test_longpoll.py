@@ -14,6 +14,12 @@ from jobserver.web.keys import GATEWAY, STORE
 
 from .conftest import ApiClient, MakeApi
 from .test_ws import SLEEP, connect, events_until, next_json, run_job
+from .wsraw import demo_only
+
+
+@pytest.fixture
+def make_api(make_api: MakeApi) -> MakeApi:
+    return demo_only(make_api)
 
 
 async def poll(api: ApiClient, query: str) -> tuple[int, Any, bytes]:

@@ -13,7 +13,13 @@ import pytest
 from jobserver.web.keys import GATEWAY, STORE
 
 from .conftest import ApiClient, MakeApi
-from .wsraw import CLOSE, RawWs
+from .wsraw import CLOSE, RawWs, demo_only
+
+
+@pytest.fixture
+def make_api(make_api: MakeApi) -> MakeApi:
+    return demo_only(make_api)
+
 
 SLEEP = {"type": "demo.sleep", "payload": {"seconds": 0.05, "steps": 3}}
 

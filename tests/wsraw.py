@@ -16,7 +16,23 @@ from typing import Any
 
 import orjson
 
+from jobserver import demo
+from jobserver.handlers import Registry
+
+from .conftest import ApiClient, MakeApi
+
 TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
+
+
+def demo_only(make_api: MakeApi) -> MakeApi:
+    """``make_api`` with the demo job types only: no PDF parser processes to start and stop."""
+
+    async def make(user: str = "alice", **overrides: Any) -> ApiClient:
+        registry = Registry()
+        demo.register(registry)
+        return await make_api(user, registry=registry, **overrides)
+
+    return make
 
 
 def client_frame(payload: bytes, opcode: int = TEXT) -> bytes:
@@ -65,12 +81,14 @@ class RawWs:
         path: str = "/ws",
         rcvbuf: int | None = None,
     ) -> RawWs:
+        """Open and upgrade; with ``rcvbuf`` both the socket and the reader buffer stay small."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-        reader, writer = await asyncio.open_connection(sock=sock)
+        limit = 2**16 if rcvbuf is None else rcvbuf  # the reader stops at twice this
+        reader, writer = await asyncio.open_connection(sock=sock, limit=limit)
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [
             f"GET {path} HTTP/1.1",

@@ -21,7 +21,7 @@ from aiohttp.abc import AbstractStreamWriter
 from ..bus import Mailbox
 from ..errors import Forbidden
 from ..models import Event
-from .gateway import CLOSE_RESUME, Gateway, Target, text_frame
+from .gateway import CLOSE_RESUME, CLOSE_TIMEOUT, Gateway, Target, text_frame
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,13 @@ class Connection:
             self.transport.write(text_frame(orjson.dumps(message)))
 
     async def _drain(self) -> None:
+        """Wait until the peer has taken enough of the buffer.
+
+        Shielded: all drain() callers share one waiter in aiohttp's protocol, so cancelling
+        one of them (the flusher, when the socket closes) would cancel it for the others.
+        """
         if self._congested():
-            await self.writer.drain()
+            await asyncio.shield(self.writer.drain())
 
     async def _pump(self) -> None:
         """Send what queued up while the socket was busy, then go back to writing directly."""
@@ -143,7 +148,7 @@ class Connection:
             if queue is None or queue.overflowed or not self.is_open:
                 return
             if self._congested():
-                await self.writer.drain()
+                await self._drain()
                 continue
             events = queue.drain()
             if not events:
@@ -273,8 +278,15 @@ class Connection:
             self.queue.close()
         if self.flusher is not None:
             self.flusher.cancel()
+        deadline = asyncio.get_running_loop().time() + CLOSE_TIMEOUT
         try:
             await self.ws.close(code=code, message=reason.encode(), drain=False)
+            # What is still buffered (events, then the close frame) gets until the deadline
+            # to reach a slow peer; a dead one would hold it for ever. With a zero high-water
+            # mark, drain() returns only once the buffer is empty.
+            self.transport.set_write_buffer_limits(high=0)
+            async with asyncio.timeout_at(deadline):
+                await asyncio.shield(self.writer.drain())
         except Exception:
             log.debug("closing a WebSocket failed", exc_info=True)
         finally:

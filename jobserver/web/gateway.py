@@ -30,6 +30,7 @@ CLOSE_TOO_BIG: Final = 1009  # a client message over ws_max_message_bytes
 CLOSE_INTERNAL: Final = 1011  # a server fault
 CLOSE_TRY_LATER: Final = 1013  # the user already holds ws_max_connections_per_user sockets
 CLOSE_RESUME: Final = 4000  # too far behind: reconnect and subscribe with since=<last seq>
+CLOSE_TIMEOUT: Final = 5.0  # how long a closing handshake and its last bytes may take
 
 Kind = Literal["userId", "jobId"]
 

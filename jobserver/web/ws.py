@@ -28,6 +28,7 @@ from .connection import Connection
 from .gateway import (
     CLOSE_INTERNAL,
     CLOSE_POLICY,
+    CLOSE_TIMEOUT,
     CLOSE_TRY_LATER,
     Target,
     parse_since,
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
-CLOSE_TIMEOUT = 5.0  # how long a close handshake may take before the socket is cut
 DATA = (WSMsgType.TEXT, WSMsgType.BINARY)
 
 
