@@ -215,7 +215,10 @@ function apply(data) {
   if (typeof data.seq !== 'number' && typeof data.type === 'string') data = { ...data, jobType: data.type };
   let row = page.rows.get(data.jobId);
   const before = row ? { status: row.data.status, stage: row.data.stage } : null;
-  if (!row) row = addRow(data.jobId, {});
+  if (!row) {
+    row = addRow(data.jobId, {});
+    if (typeof data.seq === 'number') fillIn(row); // an event names no file: ask for the job
+  }
   const d = row.data;
   const wasTerminal = TERMINAL.has(d.status);
   for (const field of FIELDS) if (field in data) d[field] = data[field];
@@ -232,6 +235,17 @@ function apply(data) {
   render(row);
   if (!before || before.status !== d.status || before.stage !== d.stage) announceRow(row);
   return row;
+}
+
+/** A row first seen through an event (e.g. a job another program started): get its file. */
+async function fillIn(row) {
+  try {
+    const job = await page.client.api.getJob(row.id);
+    if (!row.data.payload) row.data.payload = job.payload;
+    render(row);
+  } catch {
+    // Not fatal: the row still shows the job's progress under its type's name.
+  }
 }
 
 function addRow(id, data) {

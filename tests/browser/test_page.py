@@ -11,6 +11,8 @@ import base64
 import json
 import re
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -20,7 +22,7 @@ from typing import Any
 from playwright.sync_api import WebSocketRoute, expect
 
 from tests.browser.conftest import Session
-from tests.liveserver import LiveServer, LlmGate, make_corrupt_pdf, make_pdf
+from tests.liveserver import ROOT, LiveServer, LlmGate, make_corrupt_pdf, make_pdf
 
 MakeSession = Callable[..., Session]
 
@@ -362,3 +364,20 @@ def test_phone_screen_and_keyboard_only(
              .map((el) => el.outerHTML.slice(0, 80))"""
     )
     assert not unlabelled, f"controls without a name: {unlabelled}"
+
+
+def test_a_job_submitted_elsewhere_appears_live(
+    make_session: MakeSession, server: LiveServer, tmp_path: Path
+) -> None:
+    """The page follows the user, not only its own uploads: the CLI's job shows up by name."""
+    s = make_session(server).open()
+    pdf = make_pdf(tmp_path / "from-cli.pdf", "Submitted From A Terminal", tag=_tag())
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "submit", str(pdf), "--server", server.url,
+         "--token", server.token(s.user)],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    row = s.wait_row("from-cli.pdf", "completed")
+    expect(row.get_by_role("link", name="View notes of from-cli.pdf")).to_be_visible()
+    assert_never_backwards(job_history(s, s.job_id("from-cli.pdf")))
