@@ -59,7 +59,7 @@ def event_time(body: Mapping[str, Any]) -> float | None:
         return None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Values read at scrape time from parts that keep their own counts."""
 
