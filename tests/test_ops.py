@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from asyncio.subprocess import PIPE, STDOUT
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobserver.config import Settings
 from jobserver.metrics import DURATION_BUCKETS
 from jobserver.store import NewJob
 from jobserver.store.sqlite import SqliteStore
-from jobserver.web.keys import METRICS, POOL, RETENTION, STORE
+from jobserver.web.keys import METRICS, POOL, RETENTION, SETTINGS, STORE
+from tests import pdfs
 from tests.conftest import ApiClient, MakeApi
 from tests.test_api import wait_status
 
@@ -192,3 +195,26 @@ async def test_a_long_poll_cursor_behind_the_pruned_log_gets_resync(make_api: Ma
     status, page = await api.get(f"/api/events?since={through}&timeout=0")
     assert status == 200 and "type" not in page
     assert [e["seq"] for e in page["events"]] == [keep["lastSeq"]]
+
+
+async def test_uploads_of_pruned_jobs_go_and_a_reupload_makes_a_file_young_again(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api(retention_days=1.0, prune_interval_seconds=3600)
+    form = aiohttp.FormData()
+    form.add_field("file", pdfs.text_pdf(1), filename="a.pdf", content_type="application/pdf")
+    status, job = await api.post("/api/jobs", data=form)
+    assert status == 202
+    await wait_status(api, job["jobId"], "completed", timeout=60)
+    stored = api.app[SETTINGS].data_dir / "uploads" / f"{job['payload']['sha256']}.pdf"
+    week_ago = time.time() - 7 * 86400
+    os.utime(stored, (week_ago, week_ago))
+    form = aiohttp.FormData()
+    form.add_field("file", pdfs.text_pdf(1), filename="b.pdf", content_type="application/pdf")
+    status, again = await api.post("/api/jobs", data=form)
+    assert status == 202 and again["payload"]["sha256"] == job["payload"]["sha256"]
+    assert stored.stat().st_mtime > time.time() - 600  # the same bytes were stored again
+    await wait_status(api, again["jobId"], "completed", timeout=60)
+    retention = api.app[RETENTION]
+    assert await retention.prune(now=time.time() + 2 * 86400) == 2
+    assert not stored.exists() and retention.pruned_files == 1

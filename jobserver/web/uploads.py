@@ -82,6 +82,8 @@ async def receive_pdf(part: BodyPartReader, data_dir: Path, limit: int) -> Store
         final = upload_path(data_dir, sha)
         if final.exists():
             temp.unlink()  # the same content is stored already
+            # Fresh again: retention keeps young files, and this one's job is not enqueued yet.
+            os.utime(final)
         else:
             os.replace(temp, final)
     except BaseException:
