@@ -119,8 +119,11 @@ class PdfNotes:
                 return await self._from_cache(ctx, cached)
             flight = self.flights.get(sha)  # another job may have started it meanwhile
             if flight is None:
-                flight, joined = self._take_off(sha), False
                 await ctx.progress(JobStage.INITIALIZING, 2, "No notes yet for this file")
+                # Looked up again after every wait, so one file never has two flights.
+                flight = self.flights.get(sha)
+                if flight is None:
+                    flight, joined = self._take_off(sha), False
 
         async def report(update: Update) -> None:
             await ctx.progress(update.stage, update.percent, update.message, update.metadata)
