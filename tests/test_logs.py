@@ -99,6 +99,7 @@ def free_port() -> int:
 
 
 Server = Callable[..., Any]
+READERS: dict[int, asyncio.Task[None]] = {}  # by server pid: the task reading its stderr
 
 
 @pytest.fixture
@@ -122,7 +123,7 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
             async for raw in stream:
                 lines.append(raw.decode())
 
-        asyncio.get_running_loop().create_task(collect(proc.stderr))
+        READERS[proc.pid] = asyncio.get_running_loop().create_task(collect(proc.stderr))
         async with asyncio.timeout(30):
             while b"listening on" not in (line := await proc.stdout.readline()):
                 if not line:
@@ -135,13 +136,16 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+        reader = READERS.pop(proc.pid, None)
+        if reader is not None:
+            await asyncio.wait_for(reader, 10)
 
 
 async def stop(proc: asyncio.subprocess.Process) -> None:
     proc.terminate()
     async with asyncio.timeout(30):
         await proc.wait()
-    await asyncio.sleep(0.05)  # let the reader take the last lines
+        await READERS.pop(proc.pid)  # every line, up to the end of the stream
 
 
 async def use_the_api(url: str) -> str:
