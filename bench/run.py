@@ -819,6 +819,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"== {case}")
             RUNNERS[case](ctx)
             ctx.flush()
+            if args.json:  # what is done so far survives an interrupted run
+                args.json.write_text(json.dumps({"results": ctx.results, "partial": True}))
     command = "python bench/run.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
