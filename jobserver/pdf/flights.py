@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import PARSE_CRASHED, JobError
 from ..models import JobStage
 from ..notes import NotesContent
 
@@ -102,17 +103,21 @@ class Flight:
     def followers(self) -> int:
         return len(self._followers)
 
-    async def follow(self, report: Reporter) -> NotesContent:
-        """Report the flight's progress (from where it stands) until its notes are ready.
-
-        A follower that leaves (its job cancelled) stops the flight if it was the last one.
-        """
+    def join(self) -> Follower:
+        """Become a follower now (before any wait), starting from where the flight stands."""
         follower = Follower()
         for update in self._latest.values():
             follower.push(update)
         if self.result.done() or self.task.done():
             follower.finish()
         self._followers.add(follower)
+        return follower
+
+    async def follow(self, follower: Follower, report: Reporter) -> NotesContent:
+        """Report the flight's progress until its notes are ready; they are returned.
+
+        A follower that leaves (its job cancelled) stops the flight if it was the last one.
+        """
         try:
             while True:
                 await follower.wake.wait()
@@ -121,11 +126,17 @@ class Flight:
                     await report(update)
                 if follower.finished and not follower.pending:
                     break
+            if self.result.cancelled():  # stopped under us (the server is stopping)
+                raise JobError(PARSE_CRASHED, "The work on this file was stopped",
+                               recoverable=True)  # fmt: skip
             return await asyncio.shield(self.result)
         finally:
-            self._followers.discard(follower)
-            if not self._followers and not self.result.done():
-                self.task.cancel()
+            self.leave(follower)
+
+    def leave(self, follower: Follower) -> None:
+        self._followers.discard(follower)
+        if not self._followers and not self.result.done():
+            self.task.cancel()
 
     async def cancel(self) -> None:
         self.task.cancel()

@@ -128,10 +128,15 @@ class PdfNotes:
         async def report(update: Update) -> None:
             await ctx.progress(update.stage, update.percent, update.message, update.metadata)
 
+        follower = flight.join()
         if joined:
-            await ctx.progress(JobStage.DOWNLOADING, READ_START,
-                               "The same file is already being read: joining that work")
-        notes = await flight.follow(report)  # fmt: skip
+            try:
+                await ctx.progress(JobStage.DOWNLOADING, READ_START,
+                                   "The same file is already being read: joining that work")
+            except BaseException:
+                flight.leave(follower)
+                raise  # fmt: skip
+        notes = await flight.follow(follower, report)
         return await self._save(ctx, notes, cache_hit=False, joined=joined)
 
     async def _from_cache(self, ctx: JobContext, notes: NotesContent) -> Mapping[str, Any]:
