@@ -111,31 +111,30 @@ class PdfNotes:
 
     async def __call__(self, ctx: JobContext) -> Mapping[str, Any]:
         sha = str(ctx.payload["sha256"])
-        joined = True
         flight = self.flights.get(sha)
         if flight is None:
             cached = await self.store.cached_notes(sha, self.generator.name)
             if cached is not None:
                 return await self._from_cache(ctx, cached)
-            flight = self.flights.get(sha)  # another job may have started it meanwhile
-            if flight is None:
+        # No wait between this lookup and taking off (or joining): one file, one flight.
+        flight = self.flights.get(sha)
+        joined = flight is not None
+        if flight is None:
+            flight = self._take_off(sha)
+        follower = flight.join()
+        try:
+            if joined:
+                await ctx.progress(JobStage.DOWNLOADING, READ_START,
+                                   "The same file is already being read: joining that work")
+            else:
                 await ctx.progress(JobStage.INITIALIZING, 2, "No notes yet for this file")
-                # Looked up again after every wait, so one file never has two flights.
-                flight = self.flights.get(sha)
-                if flight is None:
-                    flight, joined = self._take_off(sha), False
+        except BaseException:
+            flight.leave(follower)
+            raise  # fmt: skip
 
         async def report(update: Update) -> None:
             await ctx.progress(update.stage, update.percent, update.message, update.metadata)
 
-        follower = flight.join()
-        if joined:
-            try:
-                await ctx.progress(JobStage.DOWNLOADING, READ_START,
-                                   "The same file is already being read: joining that work")
-            except BaseException:
-                flight.leave(follower)
-                raise  # fmt: skip
         notes = await flight.follow(follower, report)
         return await self._save(ctx, notes, cache_hit=False, joined=joined)
 
