@@ -48,8 +48,8 @@ class Settings:
         ws_max_connections_per_user: WebSockets one user may hold open at once (1013 above).
         ws_queue_size: events queued for a socket that is not reading before it is closed
             with 4000 (resume from your last seq); progress coalesces from half of it.
-        ws_heartbeat_seconds: idle time before the server pings; no pong within half of it
-            closes the socket, so a dead peer is freed within 1.5 times this.
+        ws_heartbeat_seconds: how often the server pings every socket; one that has not
+            answered the previous ping is cut, so a dead peer is freed within twice this.
         ws_auth_timeout_seconds: how long a socket without the cookie may take to send
             ``{"type": "auth"}`` (1008 after it).
         log_format: ``json`` (one object per line) or ``text`` (for people).
@@ -88,7 +88,7 @@ class Settings:
     ws_max_subscriptions: int = 100
     ws_max_connections_per_user: int = 100
     ws_queue_size: int = 1000
-    ws_heartbeat_seconds: float = 25.0
+    ws_heartbeat_seconds: float = 15.0
     ws_auth_timeout_seconds: float = 5.0
     log_format: str = "json"
     log_level: str = "INFO"

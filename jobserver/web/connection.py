@@ -26,14 +26,24 @@ from .gateway import CLOSE_RESUME, CLOSE_TIMEOUT, Gateway, Target, text_frame
 log = logging.getLogger(__name__)
 
 PAGE = 500  # backlog events read from the store at a time
+PING = b"\x89\x00"  # a final, empty ping frame
 REPLAYING = 1 << 62  # a subscription's floor while its backlog is being sent
+
+
+class Sub:
+    """One subscription: it owes the client every matching event after ``start``; those up
+    to ``floor`` went out in its backlog, later ones come live."""
+
+    __slots__ = ("floor", "start", "target")
+
+    def __init__(self, target: Target, start: int, floor: int) -> None:
+        self.target = target
+        self.start = start
+        self.floor = floor
 
 
 class Connection:
     """The state of one authenticated (or authenticating) WebSocket.
-
-    Each subscription keeps ``(start, floor)``: it owes the client every matching event after
-    ``start``; those up to ``floor`` went out in its backlog, later ones come live.
 
     Args:
         gateway: the app's live-delivery hub.
@@ -49,6 +59,7 @@ class Connection:
         "dedup_until",
         "flusher",
         "gateway",
+        "heard",
         "high_water",
         "max_subscriptions",
         "queue",
@@ -78,11 +89,12 @@ class Connection:
         self.max_subscriptions = max_subscriptions
         self.high_water = transport.get_write_buffer_limits()[1]
         self.user_id: str | None = None
-        self.subs: dict[Target, tuple[int, int]] = {}
+        self.subs: list[Sub] = []  # a list, not a dict: most sockets hold one, and it is smaller
         self.queue: Mailbox | None = None  # set: someone else owns the socket, events wait
         self.flusher: asyncio.Task[None] | None = None
         self.closer: asyncio.Future[None] | None = None
         self.dedup_until = 0  # live events up to here may already have gone out in a backlog
+        self.heard = True  # anything (a pong, a message) came in since the last heartbeat
 
     # -- state -----------------------------------------------------------------------------
 
@@ -95,17 +107,20 @@ class Connection:
 
     def _wanted(self, event: Event) -> bool:
         """True when some subscription owes ``event`` and has not sent it in a backlog."""
-        for target, (_, floor) in self.subs.items():
-            if event.seq > floor and target.matches(event):
-                return True
-        return False
+        return any(event.seq > sub.floor and sub.target.matches(event) for sub in self.subs)
 
     def _covered(self, event: Event, new: Target) -> bool:
         """True when another subscription already sends ``event`` (so ``new`` must not)."""
-        for target, (start, _) in self.subs.items():
-            if target != new and event.seq > start and target.matches(event):
+        for sub in self.subs:
+            if sub.target != new and event.seq > sub.start and sub.target.matches(event):
                 return True
         return False
+
+    def _find(self, target: Target) -> Sub | None:
+        for sub in self.subs:
+            if sub.target == target:
+                return sub
+        return None
 
     # -- delivery (called by the bus; must not block) ----------------------------------------
 
@@ -181,7 +196,7 @@ class Connection:
         """Reply ``subscribed`` (after ``resync`` if the cursor is stale), then the backlog."""
         assert self.user_id is not None
         gateway = self.gateway
-        if target in self.subs:
+        if self._find(target) is not None:
             self._subscribed(target)  # subscribing twice changes nothing
             return
         if len(self.subs) >= self.max_subscriptions:
@@ -200,7 +215,7 @@ class Connection:
                     {"type": "resync", **target.wire(), "reason": reason,
                      "seq": head, "epoch": gateway.epoch}
                 )  # fmt: skip
-            self.subs[target] = (head, head)
+            self.subs.append(Sub(target, head, head))
             gateway.bus.subscribe(self, user_id=target.user_id, job_id=target.job_id)
             self._subscribed(target)
             return
@@ -209,7 +224,8 @@ class Connection:
     async def _replay(self, target: Target, since: int) -> None:
         gateway = self.gateway
         self.queue = Mailbox(self.queue_size)  # live events wait until the backlog is out
-        self.subs[target] = (since, REPLAYING)
+        sub = Sub(target, since, REPLAYING)
+        self.subs.append(sub)
         gateway.bus.subscribe(self, user_id=target.user_id, job_id=target.job_id)
         self._subscribed(target)
         last = since
@@ -225,8 +241,7 @@ class Connection:
             if len(page) < PAGE:
                 break
             await self._drain()
-        if target in self.subs:
-            self.subs[target] = (since, last)
+        sub.floor = last
         self.dedup_until = max(self.dedup_until, last)
         await self._pump()
 
@@ -239,17 +254,28 @@ class Connection:
 
     def unsubscribe(self, target: Target) -> None:
         """Stop a subscription; its events still queued are dropped. Idempotent."""
-        if self.subs.pop(target, None) is not None:
+        sub = self._find(target)
+        if sub is not None:
+            self.subs.remove(sub)
             self.gateway.bus.unsubscribe(self, user_id=target.user_id, job_id=target.job_id)
         self.send({"type": "unsubscribed", **target.wire()})
+
+    def beat(self) -> None:
+        """The gateway's heartbeat: ping a peer that was heard from, cut one that was not."""
+        if not self.heard:
+            self.transport.abort()  # no pong since the last ping: the peer is gone
+            return
+        self.heard = False
+        if not self.transport.is_closing():
+            self.transport.write(PING)
 
     # -- the end -----------------------------------------------------------------------------
 
     def detach(self) -> None:
         """Leave the bus and stop the flusher (the handler is ending)."""
         bus = self.gateway.bus
-        for target in self.subs:
-            bus.unsubscribe(self, user_id=target.user_id, job_id=target.job_id)
+        for sub in self.subs:
+            bus.unsubscribe(self, user_id=sub.target.user_id, job_id=sub.target.job_id)
         self.subs.clear()
         if self.queue is not None:
             self.queue.close()

@@ -9,8 +9,10 @@ WebSocket frame once, for every socket that sends it, and closes everything at s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
+import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
@@ -71,7 +73,7 @@ def parse_target(user_id: object, job_id: object) -> Target:
     if not isinstance(value, str) or not 0 < len(value) <= 200:
         raise InvalidPayload(f"{kind} must be a string of 1 to 200 characters",
                              code="INVALID_MESSAGE")  # fmt: skip
-    return Target(kind, value)
+    return Target(kind, sys.intern(value))  # one string per id, however many sockets follow it
 
 
 def parse_since(value: object) -> int | None:
@@ -100,6 +102,10 @@ class Closable(Protocol):
 
     user_id: str | None
 
+    def beat(self) -> None:
+        """Ping the peer, or cut it if it has not answered the previous ping."""
+        ...
+
     async def close(self, code: int, reason: str) -> None: ...
 
 
@@ -110,6 +116,8 @@ class Gateway:
         store: where backlogs are read and jobs are looked up.
         bus: where live events come from.
         max_connections_per_user: sockets one user may hold at once.
+        heartbeat_seconds: how often every socket is pinged; one that has not answered the
+            previous ping is cut, so a dead peer is freed within twice this.
         metrics: where delivery lag is recorded (None: nowhere).
     """
 
@@ -119,11 +127,13 @@ class Gateway:
         bus: EventBus,
         *,
         max_connections_per_user: int,
+        heartbeat_seconds: float = 15.0,
         metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.max_connections_per_user = max_connections_per_user
+        self.heartbeat_seconds = heartbeat_seconds
         self.metrics = metrics
         # Highest seq the bus has published. The emitter publishes in seq order, so every
         # event up to it has already gone to the subscribers that existed at the time.
@@ -135,11 +145,21 @@ class Gateway:
         self._frame_of: Event | None = None
         self._frame = b""
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Take the head before any worker runs, then follow the bus."""
         self.published = await self.store.head_seq()
         self.bus.add_tap(self._on_event)
+        self._heartbeat = asyncio.create_task(self._beat(), name="ws-heartbeat")
+
+    async def _beat(self) -> None:
+        # One timer for all sockets rather than one per socket (aiohttp's heartbeat=): an
+        # idle connection then costs no timer handle and no reset on every frame.
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            for sock in list(self.sockets):
+                sock.beat()
 
     def _on_event(self, event: Event) -> None:
         if event.seq > self.published:
@@ -194,7 +214,7 @@ class Gateway:
         if count >= self.max_connections_per_user or self.closing:
             return False
         self._per_user[user_id] = count + 1
-        sock.user_id = user_id
+        sock.user_id = sys.intern(user_id)
         return True
 
     def release(self, sock: Closable) -> None:
@@ -220,6 +240,11 @@ class Gateway:
     async def shutdown(self) -> None:
         """Answer every long-poll now and close every socket with 1001 (resume elsewhere)."""
         self.closing = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
         for box in list(self.pollers):
             box.close()
         closes = [s.close(CLOSE_GOING_AWAY, "the server is shutting down") for s in self.sockets]

@@ -17,6 +17,7 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         app[STORE],
         app[BUS],
         max_connections_per_user=app[SETTINGS].ws_max_connections_per_user,
+        heartbeat_seconds=app[SETTINGS].ws_heartbeat_seconds,
         metrics=app[METRICS],
     )
     await gateway.start()

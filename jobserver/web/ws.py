@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 import orjson
@@ -34,7 +35,7 @@ from .gateway import (
     parse_since,
     parse_target,
 )
-from .http import request_token
+from .http import COOKIE
 from .keys import GATEWAY, METRICS, SECRET, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 DATA = (WSMsgType.TEXT, WSMsgType.BINARY)
+CONTROL = (WSMsgType.PING, WSMsgType.PONG)
 
 
 def _netloc(url: URL) -> tuple[str, int | None]:
@@ -64,14 +66,34 @@ def origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
         url = URL(origin)
         if url.scheme not in ("http", "https") or not url.host:
             return False
-        own = URL.build(scheme=url.scheme, authority=request.host)
+        # The Host header itself: request.host would be cached on the request for as
+        # long as the socket lives.
+        own = URL.build(scheme=url.scheme, authority=request.headers.get("Host", ""))
     except ValueError:
         return False
     return _netloc(url) == _netloc(own)
 
 
+def _header_token(request: web.Request) -> str | None:
+    """The bearer header's or the session cookie's token.
+
+    Parsed here, not through ``request.cookies``, which would keep the parsed jar on the
+    request (and so in memory) for as long as the socket stays open.
+    """
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(request.headers.get("Cookie", ""))
+    except CookieError:
+        return None
+    morsel = jar.get(COOKIE)
+    return morsel.value if morsel is not None else None
+
+
 def _user_from_headers(request: web.Request) -> str | None:
-    token = request_token(request)
+    token = _header_token(request)
     if not token:
         return None
     try:
@@ -96,7 +118,9 @@ async def _authenticate(ws: web.WebSocketResponse, secret: str, timeout: float) 
     """The user named by the first message, ``{"type": "auth", "token"}``; Unauthorized else."""
     try:
         async with asyncio.timeout(timeout):
-            msg = await ws.receive()
+            while (msg := await ws.receive()).type in CONTROL:
+                if msg.type is WSMsgType.PING:
+                    await ws.pong(msg.data)
     except TimeoutError:
         raise Unauthorized(f"no auth message within {timeout:g}s") from None
     if msg.type not in DATA:
@@ -147,29 +171,6 @@ async def _handle(conn: Connection, data: str | bytes, secret: str) -> None:
         raise BadRequest(f"unknown message type {kind[:40]!r}", code="UNKNOWN_TYPE")
 
 
-async def _serve(conn: Connection, request: web.Request, user_id: str | None) -> None:
-    app = request.app
-    settings, gateway, ws = app[SETTINGS], app[GATEWAY], conn.ws
-    if user_id is None:
-        try:
-            user_id = await _authenticate(ws, app[SECRET], settings.ws_auth_timeout_seconds)
-        except Unauthorized as exc:
-            await conn.close(CLOSE_POLICY, exc.message)
-            return
-    if not gateway.admit(conn, user_id):
-        limit = settings.ws_max_connections_per_user
-        await conn.close(CLOSE_TRY_LATER, f"at most {limit} connections per user")
-        return
-    conn.send({"type": "authenticated", "userId": user_id})
-    async for msg in ws:
-        if msg.type not in DATA:
-            break  # an error (e.g. 1009, too big): aiohttp has closed the socket
-        try:
-            await _handle(conn, msg.data, app[SECRET])
-        except JobServerError as exc:
-            conn.send(_error(exc))
-
-
 @routes.get("/ws")
 async def websocket(request: web.Request) -> web.StreamResponse:
     app = request.app
@@ -181,7 +182,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     user_id = _user_from_headers(request)
     ws = web.WebSocketResponse(
         timeout=CLOSE_TIMEOUT,
-        heartbeat=settings.ws_heartbeat_seconds,
+        autoping=False,  # pings are answered below, pongs mark the peer alive (gateway.py)
         compress=False,  # events go out as ready-made frames (see connection.py)
         max_msg_size=settings.ws_max_message_bytes,
     )
@@ -196,8 +197,32 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     gateway.add(conn)
     metrics = app[METRICS]
     metrics.ws_opened()
+    # One coroutine for the socket's whole life (no helper frames): it is what an idle
+    # connection costs, and there may be tens of thousands.
     try:
-        await _serve(conn, request, user_id)
+        if user_id is None:
+            try:
+                user_id = await _authenticate(ws, app[SECRET], settings.ws_auth_timeout_seconds)
+            except Unauthorized as exc:
+                await conn.close(CLOSE_POLICY, exc.message)
+                return ws
+        if not gateway.admit(conn, user_id):
+            limit = settings.ws_max_connections_per_user
+            await conn.close(CLOSE_TRY_LATER, f"at most {limit} connections per user")
+            return ws
+        conn.send({"type": "authenticated", "userId": user_id})
+        while True:
+            msg = await ws.receive()
+            conn.heard = True
+            if msg.type in DATA:
+                try:
+                    await _handle(conn, msg.data, app[SECRET])
+                except JobServerError as exc:
+                    conn.send(_error(exc))
+            elif msg.type is WSMsgType.PING:
+                await ws.pong(msg.data)
+            elif msg.type is not WSMsgType.PONG:
+                break  # closed, or an error (e.g. 1009, too big) after which aiohttp closed it
     except Exception:
         log.exception("WebSocket handler failed")
         await conn.close(CLOSE_INTERNAL, "server error")
