@@ -453,3 +453,15 @@ async def test_shutdown_closes_sockets_with_1001(make_api: MakeApi) -> None:
     raw.send_raw(b"\x03\xe9", CLOSE)
     await asyncio.wait_for(closing, 10)
     await raw.close()
+
+
+async def test_backlog_that_cannot_be_read_closes_1011(make_api: MakeApi) -> None:
+    """Half a backlog cannot be finished: closing lets the client resume from its cursor."""
+    api = await make_api("alice")
+    await run_job(api)
+    ws = await connect(api)
+    await api.app[STORE].close()  # the store is gone (as at a crash of its disk)
+    await ws.send_json({"type": "subscribe", "userId": "alice", "since": 0})
+    assert (await next_json(ws))["type"] == "subscribed"
+    msg = await ws.receive(timeout=10)
+    assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1011

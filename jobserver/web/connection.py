@@ -21,7 +21,7 @@ from aiohttp.abc import AbstractStreamWriter
 from ..bus import Mailbox
 from ..errors import Forbidden
 from ..models import Event
-from .gateway import CLOSE_RESUME, CLOSE_TIMEOUT, Gateway, Target, text_frame
+from .gateway import CLOSE_INTERNAL, CLOSE_RESUME, CLOSE_TIMEOUT, Gateway, Target, text_frame
 
 log = logging.getLogger(__name__)
 
@@ -230,9 +230,16 @@ class Connection:
         self._subscribed(target)
         last = since
         while self.is_open:
-            page = await gateway.store.events_after(
-                last, user_id=target.user_id, job_id=target.job_id, limit=PAGE
-            )
+            try:
+                page = await gateway.store.events_after(
+                    last, user_id=target.user_id, job_id=target.job_id, limit=PAGE
+                )
+            except Exception:
+                # Half a backlog is out and cannot be finished: the client resumes from its
+                # cursor on a new connection (1011), which is always safe.
+                log.exception("reading the backlog of %s failed", target.wire())
+                await self.close(CLOSE_INTERNAL, "server error: reconnect and resume")
+                return
             for event in page:
                 if self.is_open and not self._covered(event, target):
                     self.transport.write(text_frame(event.data))
