@@ -173,6 +173,7 @@ async function uploadOne(file) {
     row.el.replaceWith(jobRow.el);
     page.rows.delete(tempId);
     render(jobRow);
+    announceDeferred(jobRow);
   } catch (err) {
     const info = describeError(err);
     Object.assign(row.data, { status: 'failed', error: info, message: '' });
@@ -243,6 +244,7 @@ async function fillIn(row) {
     const job = await page.client.api.getJob(row.id);
     if (!row.data.payload) row.data.payload = job.payload;
     render(row);
+    announceDeferred(row);
   } catch {
     // Not fatal: the row still shows the job's progress under its type's name.
   }
@@ -384,11 +386,21 @@ function updateEmpty() {
 
 function announceRow(row) {
   const d = row.data;
+  if (!d.name && d.payload === undefined) {
+    // Seen through an event before its upload answered: say it once its file is known.
+    row.unannounced = true;
+    return;
+  }
+  row.unannounced = false;
   const name = jobName(d);
   if (d.status === 'completed') announce(`${name}: completed, notes ready`);
   else if (d.status === 'failed') announce(`${name} failed: ${d.error ? describeError(d.error).message : ''}`);
   else if (d.status === 'cancelled') announce(`${name}: cancelled`);
   else announce(`${name}: ${stageName(d)}`);
+}
+
+function announceDeferred(row) {
+  if (row.unannounced) announceRow(row);
 }
 
 function announce(text) {

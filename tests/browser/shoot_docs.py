@@ -55,8 +55,12 @@ def main() -> int:
 
                 # Uploading: hold the upload request itself.
                 held: list[Route] = []
-                page.route("**/api/jobs", lambda route: held.append(route)
-                           if route.request.method == "POST" else route.continue_())
+                page.route(
+                    "**/api/jobs",
+                    lambda route: (
+                        held.append(route) if route.request.method == "POST" else route.continue_()
+                    ),
+                )
                 gate.hold()
                 page.set_input_files("#file-input", [
                     str(make_pdf(tmp / "lecture-notes.pdf", "Distributed Systems Lecture 4",

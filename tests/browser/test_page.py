@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import WebSocketRoute, expect
+from playwright.sync_api import Route, WebSocketRoute, expect
 
 from tests.browser.conftest import Session
 from tests.liveserver import ROOT, LiveServer, LlmGate, make_corrupt_pdf, make_pdf
@@ -139,8 +139,30 @@ def test_failing_job_shows_its_error(
     make_session: MakeSession, server: LiveServer, tmp_path: Path
 ) -> None:
     s = make_session(server).open()
-    s.upload(make_corrupt_pdf(tmp_path / "broken.pdf", _tag()))
+    # The job fails before the upload's answer reaches the page: its events come first, over
+    # the socket, and the row must still end up named by its file, once.
+    held: list[Route] = []
+    s.page.route("**/api/jobs", lambda route: held.append(route)
+                 if route.request.method == "POST" else route.continue_())  # fmt: skip
+    broken = make_corrupt_pdf(tmp_path / "broken.pdf", _tag())
+    s.upload(broken)
+    while not held:
+        s.page.wait_for_timeout(50)
+    # The browser does not hand an intercepted request's file to the test: send the same form.
+    boundary = f"test{uuid.uuid4().hex}"
+    form = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="broken.pdf"\r\nContent-Type: application/pdf\r\n\r\n'
+    ).encode()
+    form += broken.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    headers = {k: v for k, v in held[0].request.headers.items() if k != "content-length"}
+    headers["content-type"] = f"multipart/form-data; boundary={boundary}"
+    answer = held[0].fetch(headers=headers, post_data=form)  # the job is created and runs now
+    assert answer.status == 202, answer.text()
+    s.page.locator("li.job[data-status='failed']").wait_for()
+    held[0].fulfill(response=answer)
     row = s.wait_row("broken.pdf", "failed")
+    expect(s.page.locator("li.job")).to_have_count(1)
     error = server_job(s, s.job_id("broken.pdf"))["error"]
     assert error["code"] == "CORRUPT_PDF"
     shown = row.locator(".job-error")
@@ -152,6 +174,7 @@ def test_failing_job_shows_its_error(
     expect(row.get_by_role("button", name="Cancel broken.pdf")).to_be_hidden()
     expect(row.get_by_role("link", name="View notes of broken.pdf")).to_be_hidden()
     expect(s.page.locator("#announcer")).to_contain_text("broken.pdf failed:")
+    expect(s.page.locator("#announcer")).not_to_contain_text("pdf-notes")
 
 
 def test_several_uploads_at_once_each_tracked(
