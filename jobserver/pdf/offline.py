@@ -6,6 +6,7 @@ process (tens of milliseconds for a few hundred pages of text).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -111,10 +112,7 @@ def _split_sentences(paragraph: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(paragraph) if s.strip()]
 
 
-def _words(text: str) -> list[str]:
-    return [w.lower() for w in _WORD.findall(text)]
-
-
+@functools.lru_cache(maxsize=1 << 16)
 def _meaningful(word: str) -> bool:
     return len(word) > 2 and word not in STOPWORDS and not word.isdigit()
 
@@ -147,10 +145,9 @@ class _Analysis:
                     self.first_lines.append(line)
             self._flush(body, number)
 
-    def _count(self, words: list[str], page: int, weight: int) -> None:
-        self.raw_words.update(words)
-        page_counts = Counter(w.lower() for w in words)
-        for word, n in page_counts.items():
+    def _count(self, raw: list[str], page: int, weight: int) -> None:
+        self.raw_words.update(raw)
+        for word, n in Counter(w.lower() for w in raw).items():
             if _meaningful(word):
                 self.counts[word] += n * weight
                 self.spread.setdefault(word, set()).add(page)
@@ -165,13 +162,14 @@ class _Analysis:
             else:
                 text = f"{text} {line}" if text else line
         body.clear()
-        self._count(_WORD.findall(text), page, 1)
+        raw_all: list[str] = []
         for sentence in _split_sentences(text):
-            if not 30 <= len(sentence) <= 500:
-                continue
-            words = tuple(_words(sentence))
-            if 6 <= len(words) <= 80:
+            raw = _WORD.findall(sentence)
+            raw_all += raw
+            if 30 <= len(sentence) <= 500 and 6 <= len(raw) <= 80:
+                words = tuple(w.lower() for w in raw)
                 self.sentences.append(_Sentence(sentence, page, len(self.sentences), words))
+        self._count(raw_all, page, 1)
 
     def surface(self, word: str) -> str:
         """How a word is usually written: ``PDF`` stays upper case, ``Sqlite`` does not."""
@@ -180,30 +178,37 @@ class _Analysis:
         return word.upper() if len(word) > 1 and upper * 2 > total else word
 
 
-def _term_weights(analysis: _Analysis, pages: int) -> dict[str, float]:
-    """Frequent meaningful terms, weighted by how widely they spread over the document."""
+def _term_weights(analysis: _Analysis, pages: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Frequent meaningful terms, weighted by how widely they spread over the document.
+
+    Returns the terms' weights and a lookup that also maps each folded plural to its weight.
+    """
     counts = Counter(analysis.counts)
     spread = {word: set(where) for word, where in analysis.spread.items()}
     # Fold simple plurals into their singular when both occur ("events" into "event").
+    folded: dict[str, str] = {}
     for word in sorted(counts):
         if word.endswith("s") and not word.endswith("ss") and word[:-1] in counts:
             counts[word[:-1]] += counts.pop(word)
             spread[word[:-1]] |= spread.pop(word)
+            folded[word] = word[:-1]
     weights: dict[str, float] = {}
     scale = 1.0 + math.log(max(1, pages))
     for word, n in counts.items():
         weights[word] = n * (1.0 + math.log(len(spread[word]))) / scale
-    return weights
+    lookup = dict(weights)
+    lookup.update({plural: weights[single] for plural, single in folded.items()})
+    return weights, lookup
 
 
 def _phrases(analysis: _Analysis, weights: dict[str, float]) -> dict[str, float]:
     """Two-word terms that recur (``event loop``), scored above their parts."""
     pairs: Counter[str] = Counter()
     for sentence in analysis.sentences:
-        words = sentence.words
-        for a, b in itertools.pairwise(words):
-            if _meaningful(a) and _meaningful(b) and a != b:
-                pairs[f"{a} {b}"] += 1
+        pairs.update(
+            f"{a} {b}" for a, b in itertools.pairwise(sentence.words)
+            if a in analysis.counts and b in analysis.counts and a != b
+        )  # fmt: skip
     scored: dict[str, float] = {}
     for pair, n in pairs.items():
         if n >= 3:
@@ -229,8 +234,8 @@ def keywords(analysis: _Analysis, weights: dict[str, float]) -> list[str]:
     return [" ".join(analysis.surface(p) for p in term.split()) for term in chosen]
 
 
-def _score(sentence: _Sentence, weights: dict[str, float], top: float) -> float:
-    total = sum(weights.get(w, weights.get(w[:-1], 0.0)) for w in sentence.words if _meaningful(w))
+def _score(sentence: _Sentence, lookup: dict[str, float], top: float) -> float:
+    total = sum(lookup.get(w, 0.0) for w in sentence.words)
     return total / top / math.sqrt(len(sentence.words))
 
 
@@ -240,15 +245,15 @@ def _similar(a: _Sentence, b: _Sentence) -> bool:
 
 
 def _pick(
-    analysis: _Analysis, weights: dict[str, float]
+    analysis: _Analysis, lookup: dict[str, float]
 ) -> tuple[list[_Sentence], list[_Sentence]]:
     """The summary's sentences and the key points, each in document order."""
     if not analysis.sentences:
         return [], []
-    top = max(weights.values(), default=1.0) or 1.0
+    top = max(lookup.values(), default=1.0) or 1.0
     scored = sorted(
         analysis.sentences,
-        key=lambda s: (-(_score(s, weights, top) + (0.15 if s.order == 0 else 0.0)), s.order),
+        key=lambda s: (-(_score(s, lookup, top) + (0.15 if s.order == 0 else 0.0)), s.order),
     )
     summary: list[_Sentence] = []
     length = 0
@@ -304,8 +309,8 @@ def _sections(doc: Document, analysis: _Analysis) -> tuple[tuple[Section, ...], 
 def build_notes(doc: Document) -> NotesContent:
     """Notes for ``doc``: the same document always gives the same notes."""
     analysis = _Analysis(doc)
-    weights = _term_weights(analysis, len(doc.pages))
-    summary, points = _pick(analysis, weights)
+    weights, lookup = _term_weights(analysis, len(doc.pages))
+    summary, points = _pick(analysis, lookup)
     sections, sections_from = _sections(doc, analysis)
     if summary:
         summary_text = " ".join(s.text for s in summary)
