@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Final
 
@@ -137,6 +137,15 @@ class Job:
     lease_token: str | None = None
     lease_expires_at: float | None = None
 
+    def evolve(self, **changes: Any) -> Job:
+        """A copy with ``changes`` applied (dataclasses.replace, minus its per-call overhead)."""
+        copy = object.__new__(Job)
+        for name in _JOB_FIELDS:
+            object.__setattr__(copy, name, getattr(self, name))
+        for name, value in changes.items():
+            object.__setattr__(copy, name, value)
+        return copy
+
     def to_wire(self) -> dict[str, Any]:
         """The job as clients see it: the event's field names plus the job's own."""
         return {
@@ -160,6 +169,9 @@ class Job:
             "lastSeq": self.last_seq,
             "idempotencyKey": self.idempotency_key,
         }
+
+
+_JOB_FIELDS: Final = tuple(f.name for f in fields(Job))
 
 
 @dataclass(frozen=True, slots=True)

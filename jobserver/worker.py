@@ -35,6 +35,12 @@ class _Running:
     task: asyncio.Task[None]
     stop_reason: str | None = None  # "cancelled", "lease-lost" or "shutdown"
     ctx: JobContext | None = field(default=None)
+    in_handler: bool = True
+
+    def time_out(self) -> None:
+        """The timer fired: stop the handler, unless it has already returned."""
+        if self.in_handler:
+            self.stop("timeout")
 
     def stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -208,28 +214,33 @@ class WorkerPool:
             )
             return
         ctx = JobContext(job, self.events, token)
-        self.running[job.id].ctx = ctx
+        running = self.running[job.id]
+        running.ctx = ctx
+        limit = job_type.options.timeout
+        # A plain timer, not asyncio.timeout(): this runs for every job, so it must be cheap.
+        loop = asyncio.get_running_loop()
+        timer = None if limit is None else loop.call_later(limit, running.time_out)
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(job_type.options.timeout) as deadline:
+            try:
                 result = await job_type.handler(ctx)
+            finally:
+                running.in_handler = False
+                if timer is not None:
+                    timer.cancel()
         except JobError as exc:
             await self._failed(job, token, job_type, exc.code, exc.message, exc.recoverable)
             return
-        except TimeoutError:
-            if not deadline.expired():
+        except asyncio.CancelledError:
+            if running.stop_reason != "timeout":
                 raise
-            limit = job_type.options.timeout
-            await self._failed(
-                job,
-                token,
-                job_type,
-                JOB_TIMEOUT,
-                f"The job took longer than its {limit:g}s limit",
-                True,
-            )
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            message = f"The job took longer than its {limit:g}s limit"
+            await self._failed(job, token, job_type, JOB_TIMEOUT, message, True)
             return
-        except (asyncio.CancelledError, LeaseLost):
+        except LeaseLost:
             raise
         except Exception as exc:
             log.exception("job %s: handler %s raised", job.id, job.type)

@@ -6,7 +6,6 @@ transaction, so every backend follows the same rules.
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from typing import Any
 
@@ -31,7 +30,7 @@ TERMINAL_STAGES = frozenset({JobStage.COMPLETED, JobStage.FAILED, JobStage.CANCE
 
 def _to(job: Job, status: JobStatus, **fields: Any) -> Job:
     check_transition(job.status, status)
-    return dataclasses.replace(job, status=status, **fields)
+    return job.evolve(status=status, **fields)
 
 
 def new_job(new: NewJob, now: float) -> Change:
@@ -88,8 +87,7 @@ def claimed(job: Job, token: str, lease_seconds: float, now: float) -> Change:
 def progressed(job: Job, update: ProgressUpdate) -> Change:
     if update.stage in TERMINAL_STAGES or update.stage is JobStage.QUEUED:
         raise InvalidPayload(f"stage {update.stage.value} is set by the server, not a handler")
-    return dataclasses.replace(
-        job,
+    return job.evolve(
         stage=update.stage,
         progress=min(100.0, max(0.0, float(update.progress))),
         message=update.message,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import itertools
 import logging
 import os
+import secrets
 import sqlite3
 import time
 import uuid
@@ -89,6 +91,10 @@ class SqliteStore:
         self._rdb: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
         self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Lease tokens only need to be unique: a random prefix per open, then a counter.
+        self._token_prefix = secrets.token_hex(8) + "-"
+        self._tokens = itertools.count(1)
 
     @property
     def epoch(self) -> str:
@@ -117,6 +123,7 @@ class SqliteStore:
         self._rdb = await aiosqlite.connect(self.path, isolation_level=None)
         await self._rdb.execute("PRAGMA busy_timeout=5000")
         await self._rdb.execute("PRAGMA query_only=ON")
+        self._loop = asyncio.get_running_loop()
         self._writer_task = asyncio.create_task(self._writer(), name="sqlite-writer")
 
     async def close(self) -> None:
@@ -153,10 +160,12 @@ class SqliteStore:
 
         ``reads=False`` marks an op that touches jobs only through ``_load``/``_save``.
         """
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        if self._closing or self._writer_task is None:
-            future.set_exception(ServiceUnavailable("the store is closed"))
-            return future
+        loop = self._loop
+        if self._closing or loop is None:
+            closed: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            closed.set_exception(ServiceUnavailable("the store is closed"))
+            return closed
+        future: asyncio.Future[T] = loop.create_future()
         self._pending.append(_Pending(op, future, reads))
         self._wake.set()
         return future
@@ -290,7 +299,8 @@ class SqliteStore:
             ).fetchall()
             out = []
             for row in rows:
-                change = changes.claimed(row_to_job(row), uuid.uuid4().hex, lease_seconds, now)
+                token = f"{self._token_prefix}{next(self._tokens):x}"
+                change = changes.claimed(row_to_job(row), token, lease_seconds, now)
                 out.append((change[0], self._save(conn, change)))
             return out
 
