@@ -60,6 +60,7 @@ class _Sentence:
     page: int
     order: int
     words: tuple[str, ...]
+    vocab: frozenset[str]
 
 
 def _clean_line(line: str) -> str:
@@ -147,7 +148,7 @@ class _Analysis:
 
     def _count(self, raw: list[str], page: int, weight: int) -> None:
         self.raw_words.update(raw)
-        for word, n in Counter(w.lower() for w in raw).items():
+        for word, n in Counter(map(str.lower, raw)).items():
             if _meaningful(word):
                 self.counts[word] += n * weight
                 self.spread.setdefault(word, set()).add(page)
@@ -155,20 +156,23 @@ class _Analysis:
     def _flush(self, body: list[str], page: int) -> None:
         if not body:
             return
-        text = ""
+        parts: list[str] = []
         for line in body:
-            if text.endswith("-") and line[:1].islower():
-                text = text[:-1] + line  # a word broken across lines
+            if parts and parts[-1].endswith("-") and line[:1].islower():
+                parts[-1] = parts[-1][:-1] + line  # a word broken across lines
             else:
-                text = f"{text} {line}" if text else line
+                parts.append(line)
         body.clear()
+        text = " ".join(parts)
         raw_all: list[str] = []
         for sentence in _split_sentences(text):
             raw = _WORD.findall(sentence)
             raw_all += raw
             if 30 <= len(sentence) <= 500 and 6 <= len(raw) <= 80:
-                words = tuple(w.lower() for w in raw)
-                self.sentences.append(_Sentence(sentence, page, len(self.sentences), words))
+                words = tuple(map(str.lower, raw))
+                self.sentences.append(
+                    _Sentence(sentence, page, len(self.sentences), words, frozenset(words))
+                )
         self._count(raw_all, page, 1)
 
     def surface(self, word: str) -> str:
@@ -203,17 +207,13 @@ def _term_weights(analysis: _Analysis, pages: int) -> tuple[dict[str, float], di
 
 def _phrases(analysis: _Analysis, weights: dict[str, float]) -> dict[str, float]:
     """Two-word terms that recur (``event loop``), scored above their parts."""
-    pairs: Counter[str] = Counter()
+    pairs: Counter[tuple[str, str]] = Counter()
     for sentence in analysis.sentences:
-        pairs.update(
-            f"{a} {b}" for a, b in itertools.pairwise(sentence.words)
-            if a in analysis.counts and b in analysis.counts and a != b
-        )  # fmt: skip
+        pairs.update(itertools.pairwise(sentence.words))  # counted in C; filtered below
     scored: dict[str, float] = {}
-    for pair, n in pairs.items():
-        if n >= 3:
-            a, b = pair.split()
-            scored[pair] = n * 1.5 + 0.1 * (weights.get(a, 0.0) + weights.get(b, 0.0))
+    for (a, b), n in pairs.items():
+        if n >= 3 and a != b and a in analysis.counts and b in analysis.counts:
+            scored[f"{a} {b}"] = n * 1.5 + 0.1 * (weights.get(a, 0.0) + weights.get(b, 0.0))
     return scored
 
 
@@ -235,13 +235,13 @@ def keywords(analysis: _Analysis, weights: dict[str, float]) -> list[str]:
 
 
 def _score(sentence: _Sentence, lookup: dict[str, float], top: float) -> float:
-    total = sum(lookup.get(w, 0.0) for w in sentence.words)
+    total = sum(map(lookup.get, sentence.words, itertools.repeat(0.0)))
     return total / top / math.sqrt(len(sentence.words))
 
 
 def _similar(a: _Sentence, b: _Sentence) -> bool:
-    sa, sb = set(a.words), set(b.words)
-    return len(sa & sb) / max(1, len(sa | sb)) > 0.6
+    shared = len(a.vocab & b.vocab)
+    return shared / max(1, len(a.vocab) + len(b.vocab) - shared) > 0.6
 
 
 def _pick(
