@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -33,7 +32,8 @@ class JobContext:
         self._events = events
         self._token = token
         self._last = 0.0
-        self._in_flight: deque[asyncio.Future[Event]] = deque()
+        self._in_flight = 0
+        self._settled = asyncio.Event()
         self._failure: BaseException | None = None
 
     async def progress(
@@ -54,23 +54,27 @@ class JobContext:
         if self._failure is not None:
             raise self._failure
         self._last = max(self._last, float(percent))
-        future = self._events.emit_progress(
-            self.job.id, self._token, stage, self._last, message, metadata
+        self._in_flight += 1
+        self._events.emit_progress(
+            self.job.id, self._token, stage, self._last, message, metadata, done=self._done
         )
-        future.add_done_callback(self._settled)
-        self._in_flight.append(future)
-        while len(self._in_flight) > MAX_IN_FLIGHT:
-            await asyncio.shield(self._in_flight[0])
+        while self._in_flight > MAX_IN_FLIGHT:
+            self._settled.clear()
+            await self._settled.wait()
+        if self._failure is not None:
+            raise self._failure
 
-    def _settled(self, future: asyncio.Future[Event]) -> None:
-        self._in_flight.remove(future)
-        if not future.cancelled() and future.exception() is not None:
-            self._failure = self._failure or future.exception()
+    def _done(self, event: Event | None, error: BaseException | None) -> None:
+        self._in_flight -= 1
+        if error is not None and self._failure is None:
+            self._failure = error
+        self._settled.set()
 
     async def flush(self) -> None:
         """Wait until every progress event reported so far is durable (or rejected)."""
         while self._in_flight:
-            await asyncio.wait([self._in_flight[0]])
+            self._settled.clear()
+            await self._settled.wait()
         if self._failure is not None:
             raise self._failure
 

@@ -17,6 +17,7 @@ from jobserver.models import (
     JobStatus,
     check_transition,
     encode_event,
+    iso,
 )
 
 LEGAL = {
@@ -51,7 +52,7 @@ def test_every_stage_has_a_display_name() -> None:
 
 def test_event_wire_format_is_camel_case_with_iso_timestamp() -> None:
     job = Job(id="j1", type="demo.sleep", user_id="u1", payload={}, result={"noteId": "n"})
-    event = encode_event(7, EventType.COMPLETED, job, 0.0)
+    event = encode_event(7, EventType.COMPLETED, job, iso(0.0) or "")
     body = orjson.loads(event.data)
     assert body["seq"] == 7 and body["type"] == "job.completed"
     assert body["jobId"] == "j1" and body["userId"] == "u1"
@@ -59,3 +60,12 @@ def test_event_wire_format_is_camel_case_with_iso_timestamp() -> None:
     assert body["result"] == {"noteId": "n"} and "error" not in body
     for key in ["status", "stage", "progress", "message", "metadata"]:
         assert key in body
+
+
+def test_evolve_copies_every_field_and_applies_changes() -> None:
+    job = Job(id="j1", type="t", user_id="u1", payload={"a": 1}, metadata={"m": 2},
+              result={"r": 3}, error={"e": 4}, attempts=2, last_seq=9, lease_token="x")
+    assert job.evolve() == job
+    changed = job.evolve(status=JobStatus.ACTIVE, progress=50.0)
+    assert changed.status is JobStatus.ACTIVE and changed.progress == 50.0
+    assert job.status is JobStatus.QUEUED and changed.payload == job.payload

@@ -10,13 +10,28 @@ import orjson
 import pytest
 
 from jobserver.errors import IllegalTransition, JobNotFound, LeaseLost, ServiceUnavailable
-from jobserver.models import EventType, JobStage, JobStatus, error_dict
+from jobserver.models import Event, EventType, JobStage, JobStatus, error_dict
 from jobserver.store import NewJob, ProgressUpdate, Store
 from jobserver.store.sqlite import SqliteStore
 
 
 def new(user: str = "u1", **kw: object) -> NewJob:
     return NewJob(type="t", user_id=user, **kw)  # type: ignore[arg-type]
+
+
+async def progress(store: Store, job_id: str, token: str, update: ProgressUpdate) -> Event:
+    """Store.progress reports through a callback; wait for it."""
+    future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+
+    def done(event: Event | None, error: BaseException | None) -> None:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            assert event is not None
+            future.set_result(event)
+
+    store.progress(job_id, token, update, done)
+    return await future
 
 
 async def claim_one(store: Store) -> tuple[str, str]:
@@ -64,10 +79,10 @@ async def test_delayed_job_is_not_claimed_before_its_time(store: Store) -> None:
 async def test_progress_complete_and_fencing(store: Store) -> None:
     await store.enqueue(new())
     job_id, token = await claim_one(store)
-    event = await store.progress(job_id, token, ProgressUpdate(JobStage.EXTRACTING, 40, "m"))
+    event = await progress(store, job_id, token, ProgressUpdate(JobStage.EXTRACTING, 40, "m"))
     assert orjson.loads(event.data)["stage"] == "extracting"
     with pytest.raises(LeaseLost):
-        await store.progress(job_id, "not-the-token", ProgressUpdate(JobStage.SAVING, 50))
+        await progress(store, job_id, "not-the-token", ProgressUpdate(JobStage.SAVING, 50))
     with pytest.raises(LeaseLost):
         await store.complete(job_id, "not-the-token", {})
     done = await store.complete(job_id, token, {"noteId": "n1"})
@@ -128,7 +143,7 @@ async def test_cancel_of_a_running_job_fences_its_worker(store: Store) -> None:
     job_id, token = await claim_one(store)
     await store.cancel(job_id, None)
     with pytest.raises(LeaseLost):
-        await store.progress(job_id, token, ProgressUpdate(JobStage.SAVING, 90))
+        await progress(store, job_id, token, ProgressUpdate(JobStage.SAVING, 90))
 
 
 async def test_requeue_does_not_count_the_attempt(store: Store) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -90,9 +89,20 @@ class Store(Protocol):
         """Atomically take up to ``limit`` due queued jobs, leasing each to the caller."""
         ...
 
-    def progress(self, job_id: str, token: str, update: ProgressUpdate) -> asyncio.Future[Event]:
-        """Submit a progress change now; it commits in submission order with the job's later
-        writes, so a caller may go on before it is durable (its event is published after)."""
+    def on_commit(self, publish: Callable[[list[Event]], None]) -> None:
+        """Give every committed event to ``publish``, in seq order, right after its commit."""
+        ...
+
+    def progress(
+        self,
+        job_id: str,
+        token: str,
+        update: ProgressUpdate,
+        done: Callable[[Event | None, BaseException | None], None],
+    ) -> None:
+        """Submit a progress change now and return; ``done`` is called once it committed
+        (with its event) or was rejected (with the error). A job's writes commit in the
+        order they were submitted, so a caller may go on before its progress is durable."""
         ...
 
     async def complete(self, job_id: str, token: str, result: ResultDict) -> Event: ...

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from ..errors import JobServerError, ServiceUnavailable
-from ..models import ErrorDict, Event, EventType, Job, JobStatus, ResultDict, encode_event
+from ..models import ErrorDict, Event, EventType, Job, JobStatus, ResultDict, encode_event, iso
 from ..notes import Note, NotesContent
 from . import changes
 from .protocol import NewJob, ProgressUpdate, Pruned
@@ -55,11 +55,15 @@ CHECKPOINT_BUSY_MS = 50
 TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 
 
+Done = Callable[[Any, BaseException | None], None]
+
+
 @dataclass(slots=True)
 class _Pending:
     op: Op
-    future: asyncio.Future[Any]
     reads: bool  # the op runs SQL of its own, so rows this batch changed must be written first
+    future: asyncio.Future[Any] | None = None
+    done: Done | None = None  # called instead of a future, with (result, None) or (None, error)
 
 
 class SqliteStore:
@@ -84,6 +88,9 @@ class SqliteStore:
         self._dirty: dict[str, Job] = {}
         self._new: set[str] = set()
         self._event_rows: list[tuple[Any, ...]] = []
+        self._committed: list[Event] = []  # this batch's events, for on_commit
+        self._stamp = ""  # this batch's timestamp, ISO 8601
+        self._publish: Callable[[list[Event]], None] = lambda events: None
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
@@ -95,6 +102,10 @@ class SqliteStore:
         # Lease tokens only need to be unique: a random prefix per open, then a counter.
         self._token_prefix = secrets.token_hex(8) + "-"
         self._tokens = itertools.count(1)
+
+    def on_commit(self, publish: Callable[[list[Event]], None]) -> None:
+        """Give every committed event to ``publish``, in seq order, right after its commit."""
+        self._publish = publish
 
     @property
     def epoch(self) -> str:
@@ -154,24 +165,35 @@ class SqliteStore:
     # -- the writer -------------------------------------------------------------------------
 
     def _submit(
-        self, op: Callable[[sqlite3.Connection], T], *, reads: bool = True
-    ) -> asyncio.Future[T]:
+        self,
+        op: Callable[[sqlite3.Connection], T],
+        *,
+        reads: bool = True,
+        done: Done | None = None,
+    ) -> asyncio.Future[T] | None:
         """Queue ``op`` now; ops commit in the order they were submitted.
 
-        ``reads=False`` marks an op that touches jobs only through ``_load``/``_save``.
+        ``reads=False`` marks an op that touches jobs only through ``_load``/``_save``. With
+        ``done``, no future is made: ``done`` is called once the op committed or failed.
         """
         loop = self._loop
         if self._closing or loop is None:
+            error = ServiceUnavailable("the store is closed")
+            if done is not None:
+                done(None, error)
+                return None
             closed: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-            closed.set_exception(ServiceUnavailable("the store is closed"))
+            closed.set_exception(error)
             return closed
-        future: asyncio.Future[T] = loop.create_future()
-        self._pending.append(_Pending(op, future, reads))
+        future: asyncio.Future[T] | None = None if done is not None else loop.create_future()
+        self._pending.append(_Pending(op, reads, future, done))
         self._wake.set()
         return future
 
     async def _write(self, op: Callable[[sqlite3.Connection], T], *, reads: bool = True) -> T:
-        return await self._submit(op, reads=reads)
+        future = self._submit(op, reads=reads)
+        assert future is not None
+        return await future
 
     async def _writer(self) -> None:
         assert self._wdb is not None
@@ -184,22 +206,36 @@ class SqliteStore:
                 continue
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             # aiosqlite runs one callable per hop on its thread; the whole batch is one hop.
-            results: list[tuple[bool, Any]] = await self._wdb._execute(  # type: ignore[no-untyped-call]
+            results, committed = await self._wdb._execute(  # type: ignore[no-untyped-call]
                 self._run_batch, [(p.op, p.reads) for p in batch]
             )
+            # Durable now: publish first, in seq order, then tell each caller.
+            if committed:
+                try:
+                    self._publish(committed)
+                except Exception:
+                    log.exception("publishing committed events failed")
             for pending, (ok, value) in zip(batch, results, strict=True):
-                if pending.future.done():
-                    continue
-                if ok:
-                    pending.future.set_result(value)
-                else:
-                    pending.future.set_exception(value)
+                if pending.done is not None:
+                    try:
+                        pending.done(value, None) if ok else pending.done(None, value)
+                    except Exception:
+                        log.exception("a write's completion callback failed")
+                elif pending.future is not None and not pending.future.done():
+                    if ok:
+                        pending.future.set_result(value)
+                    else:
+                        pending.future.set_exception(value)
 
-    def _run_batch(self, ops: list[tuple[Op, bool]]) -> list[tuple[bool, Any]]:
-        """On the writer thread: all ops in one transaction; one op's domain error is its own."""
+    def _run_batch(self, ops: list[tuple[Op, bool]]) -> tuple[list[tuple[bool, Any]], list[Event]]:
+        """On the writer thread: all ops in one transaction; one op's domain error is its own.
+
+        Returns each op's outcome and the events committed, in seq order.
+        """
         assert self._wdb is not None
         conn: sqlite3.Connection = self._wdb._conn
         seq = self._seq
+        self._stamp = iso(time.time()) or ""
         results: list[tuple[bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -212,7 +248,8 @@ class SqliteStore:
                     results.append((False, exc))
             self._flush(conn)
             conn.execute("COMMIT")
-            return results
+            committed, self._committed = self._committed, []
+            return results, committed
         except Exception as exc:
             if conn.in_transaction:
                 conn.rollback()
@@ -222,11 +259,18 @@ class SqliteStore:
             self._dirty.clear()
             self._new.clear()
             self._event_rows.clear()
+            self._committed = []
             if len(ops) == 1:
                 log.exception("store write failed")
-                return [(False, exc)]
+                return [(False, exc)], []
         # Something unexpected broke the batch: run each op alone so only its own caller fails.
-        return [self._run_batch([op])[0] for op in ops]
+        outcomes: list[tuple[bool, Any]] = []
+        published: list[Event] = []
+        for single in ops:
+            result, events = self._run_batch([single])
+            outcomes += result
+            published += events
+        return outcomes, published
 
     # -- helpers that run on the writer thread ----------------------------------------------
 
@@ -256,8 +300,9 @@ class SqliteStore:
         job, type_ = change
         self._seq += 1
         job.last_seq = self._seq
-        event = encode_event(self._seq, type_, job, time.time())
+        event = encode_event(self._seq, type_, job, self._stamp)
         self._event_rows.append((event.seq, job.id, job.user_id, type_.value, event.data))
+        self._committed.append(event)
         self._dirty[job.id] = job
         if insert:
             self._new.add(job.id)
@@ -312,10 +357,17 @@ class SqliteStore:
 
         return op
 
-    def progress(self, job_id: str, token: str, update: ProgressUpdate) -> asyncio.Future[Event]:
-        return self._submit(
+    def progress(
+        self,
+        job_id: str,
+        token: str,
+        update: ProgressUpdate,
+        done: Callable[[Event | None, BaseException | None], None],
+    ) -> None:
+        self._submit(
             self._leased_write(job_id, token, lambda job: changes.progressed(job, update)),
             reads=False,
+            done=done,
         )
 
     async def complete(self, job_id: str, token: str, result: ResultDict) -> Event:
