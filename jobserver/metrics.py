@@ -110,6 +110,7 @@ class Metrics:
     """
 
     def __init__(self) -> None:
+        self._last_stamp: tuple[int, float | None] = (-1, None)
         self.registry = CollectorRegistry()
         reg = self.registry
         self.job_events = Counter(
@@ -209,10 +210,18 @@ class Metrics:
         finally:
             self.longpoll_waiters.dec()
 
+    def _time_of(self, event: Event) -> float | None:
+        """An event's timestamp, parsed once: a wake-up hands one event to many clients."""
+        seq, stamp = self._last_stamp
+        if seq != event.seq:
+            stamp = event_time(orjson.loads(event.data))
+            self._last_stamp = (event.seq, stamp)
+        return stamp
+
     def delivered(self, transport: str, events: Sequence[Event]) -> None:
         """Events handed to a client's connection; the oldest one's lag is observed."""
         if events:
-            stamp = event_time(orjson.loads(events[0].data))
+            stamp = self._time_of(events[0])
             if stamp is not None:
                 self.fanout_lag.labels(transport).observe(max(0.0, time.time() - stamp))
 
