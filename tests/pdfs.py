@@ -175,6 +175,26 @@ def bomb_pdf(expanded_mb: int = 400, streams: int = 1) -> bytes:
     ])  # fmt: skip
 
 
+def text_then_bomb_pdf(expanded_mb: int = 100) -> bytes:
+    """Page 1 is ordinary text; page 2's content stream inflates past pypdf's 75 MB limit."""
+    text = b"BT /F1 12 Tf 72 720 Td (Bees make honey from the nectar of flowers.) Tj ET"
+    compressor = zlib.compressobj(9)
+    packed = b"".join(compressor.compress(b" " * (1024 * 1024)) for _ in range(expanded_mb))
+    packed += compressor.flush()
+    page = (b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
+            b"/Resources << /Font << /F1 5 0 R >> >> >>")  # fmt: skip
+    return _assemble([
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R 4 0 R] /Count 2 >>",
+        page % 6,
+        page % 7,
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Length %d >>\nstream\n" % len(text) + text + b"\nendstream",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed
+        + b"\nendstream",
+    ])  # fmt: skip
+
+
 def slow_pdf(megabytes: int = 1) -> bytes:
     """A 3 KB file whose one page draws ``megabytes`` MB of text operations: seconds to read."""
     ops = b"BT /F1 12 Tf 10 10 Td (a) Tj ET\n" * (megabytes * 1024 * 1024 // 32)

@@ -407,3 +407,14 @@ async def test_cancelling_one_of_two_joined_jobs_leaves_the_other_to_finish(
     assert (await finished(api, first["jobId"]))["status"] == "cancelled"
     assert handler.pool.parses == 2  # the blocker and the shared file, once
     assert (await finished(api, blocker["jobId"]))["error"]["code"] == "PARSE_TIMEOUT"
+
+
+async def test_a_failing_share_stops_the_whole_parse_with_its_code(make_api: MakeApi) -> None:
+    api = await make_api(pdf_workers=2)
+    handler = await all_parsers_ready(api)
+    done = await run(api, pdfs.text_then_bomb_pdf())  # page 2, the helper's, is the bomb
+    assert handler.pool.shared == 1
+    assert done["status"] == "failed" and done["error"]["code"] == "PARSE_MEMORY", done["error"]
+    ok = await run(api, pdfs.text_pdf(4))
+    assert ok["status"] == "completed", ok["error"]
+    assert handler.pool.shared == 2  # both processes came back to the pool and worked again

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from ..errors import PARSE_CRASHED, PARSE_MEMORY, JobError
-from .extract import Document, Limits, PageText, extract_share, require_text
+from .extract import Limits, PageText, assemble, extract_share, require_text
 from .offline import build_notes
 
 HEADER = struct.Struct(">I")
@@ -103,27 +103,53 @@ def _warm_up() -> None:
     PdfReader(buffer).pages[0].extract_text()
 
 
-def _extract(request: dict[str, Any], channel: _Channel) -> dict[str, Any]:
+class _EndOfInput(Exception):
+    """The server closed our input while we waited for pages: it is stopping."""
+
+
+def _others(job: int, requests: BinaryIO, texts: dict[int, PageText], pages: int) -> None:
+    """Read the pages the other parsers of this document read, forwarded by the server."""
+    while len(texts) < pages:
+        message = read_frame(requests)
+        if message is None:
+            raise _EndOfInput
+        if message.get("id") != job:
+            continue
+        if message.get("type") == "abort":
+            raise JobError(PARSE_CRASHED, "Stopped: another parser of this file failed",
+                           recoverable=True)  # fmt: skip
+        page = PageText(int(message["page"]), int(message["pages"]), str(message["text"]),
+                        message.get("error"))  # fmt: skip
+        texts[page.page] = page
+
+
+def _extract(request: dict[str, Any], channel: _Channel, requests: BinaryIO) -> dict[str, Any]:
+    """Read this process's share of the pages; with ``notes``, also write the notes.
+
+    The first parser of a document gets ``notes``: after its own share it reads the other
+    shares' pages from its input (the server forwards them as they come) and writes the
+    notes at once, with no further round trip.
+    """
     job = request["id"]
     limits = Limits(int(request["maxPages"]), int(request["maxTextChars"]))
+    texts: dict[int, PageText] = {}
 
     def report(page: PageText) -> None:
+        texts[page.page] = page
         channel.send({"id": job, "type": "page", "page": page.page, "pages": page.pages,
                       "text": page.text, "error": page.error})  # fmt: skip
 
     share = extract_share(str(request["path"]), limits, report,
                           stride=int(request["stride"]), offset=int(request["offset"]))
-    return {"id": job, "type": "result", "pages": share.pages, "metaTitle": share.meta_title,
-            "outline": [[s.level, s.title, s.page] for s in share.outline]}  # fmt: skip
-
-
-def _notes(request: dict[str, Any], channel: _Channel) -> dict[str, Any]:
-    doc = Document.from_wire(request["document"])
-    require_text(doc)
-    return {"id": request["id"], "type": "result", "notes": build_notes(doc).to_wire()}
-
-
-OPS = {"extract": _extract, "notes": _notes}
+    answer = {"id": job, "type": "result", "pages": share.pages, "metaTitle": share.meta_title,
+              "outline": [[s.level, s.title, s.page] for s in share.outline]}  # fmt: skip
+    if request.get("notes"):
+        _others(job, requests, texts, share.pages)
+        channel.send({"id": job, "type": "generating"})
+        doc = assemble(share, texts)
+        require_text(doc)
+        answer["notes"] = build_notes(doc).to_wire()
+    return answer
 
 
 def serve(requests: BinaryIO, channel: _Channel) -> int:
@@ -132,12 +158,16 @@ def serve(requests: BinaryIO, channel: _Channel) -> int:
         request = read_frame(requests)
         if request is None:
             return 0
+        if request.get("op") != "extract":
+            continue  # pages forwarded for a parse that has ended
         job = request.get("id")
         try:
-            channel.send(OPS[request["op"]](request, channel))
+            channel.send(_extract(request, channel, requests))
         except JobError as exc:
             channel.send({"id": job, "type": "error", "code": exc.code, "message": exc.message,
                           "recoverable": exc.recoverable})  # fmt: skip
+        except _EndOfInput:
+            return 0
         except MemoryError:
             channel.send({"id": job, "type": "error", "code": PARSE_MEMORY, "recoverable": False,
                           "message": "Parsing the PDF needed more memory than a parser may use",

@@ -2,7 +2,9 @@
 
 A document is read by one process, or shared page by page (every m-th page each) among the
 processes that are idle when it starts, so a lone upload uses every core while a busy server
-gives each document one. The page texts come back here; one process then writes the notes.
+gives each document one. Page texts come back here as they are read (progress, and the text
+for a generator that needs it); the helpers' pages are forwarded to the first process, which
+writes the notes as soon as it has them all.
 
 The event loop only reads frames from the processes' pipes, so it never waits on parsing. A
 parse that runs past its wall-clock limit, is cancelled, or takes a process down (memory cap,
@@ -78,7 +80,7 @@ class ParseResult:
 @dataclass(slots=True)
 class _Call:
     id: int
-    on_page: Callable[[Message], None]
+    on_message: Callable[[Message], None]
     future: asyncio.Future[Message]
 
 
@@ -114,10 +116,10 @@ class _Process:
             call = self.call
             if call is None or message.get("id") != call.id or call.future.done():
                 continue
-            if message.get("type") == "page":
-                call.on_page(message)
-            else:
+            if message.get("type") in ("result", "error"):
                 call.future.set_result(message)
+            else:
+                call.on_message(message)  # a page read, or the notes being written
         self.healthy = False
         code = await self.proc.wait()
         failure = JobError(
@@ -131,12 +133,17 @@ class _Process:
         if self.call is not None and not self.call.future.done():
             self.call.future.set_exception(failure)
 
-    async def request(self, message: Message, on_page: Callable[[Message], None]) -> Message:
+    def send(self, message: Message) -> None:
+        """Write a frame without waiting (pages forwarded to a parse in progress)."""
+        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
+            self.proc.stdin.write(frame(message))
+
+    async def request(self, message: Message, on_message: Callable[[Message], None]) -> Message:
         """Send one request; its answer, or JobError (the child's, or PARSE_CRASHED)."""
         async with asyncio.timeout(STARTUP_TIMEOUT):
             await asyncio.shield(self.ready)
         assert self.proc.stdin is not None
-        call = _Call(int(message["id"]), on_page, asyncio.get_running_loop().create_future())
+        call = _Call(int(message["id"]), on_message, asyncio.get_running_loop().create_future())
         self.call = call
         try:
             self.proc.stdin.write(frame(message))
@@ -188,7 +195,10 @@ class _Pages:
         self.chars = 0
         self.over: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def on_page(self, message: Message) -> None:
+    def on_message(self, message: Message) -> None:
+        if message.get("type") == "generating":
+            self.listener.generating()
+            return
         page = PageText(int(message["page"]), int(message["pages"]), str(message["text"]),
                         message.get("error"))  # fmt: skip
         self.texts[page.page] = page
@@ -277,28 +287,21 @@ class ParsePool:
 
     async def parse(self, request: ParseRequest, listener: ParseListener) -> ParseResult:
         """Parse one PDF into notes; JobError with the failure's code otherwise."""
-        held = [await self._idle.get()]
+        first = await self._idle.get()
         try:
             # Startup is not parse time: a fresh process may still be importing pypdf.
             async with asyncio.timeout(STARTUP_TIMEOUT):
-                await asyncio.shield(held[0].ready)
+                await asyncio.shield(first.ready)
         except BaseException:
-            await asyncio.shield(self._give_back(held[0]))
+            await asyncio.shield(self._give_back(first))
             raise
-        held += self._idle_helpers()
+        helpers = self._idle_helpers()
         self.parses += 1
-        self.shared += len(held) > 1
+        self.shared += bool(helpers)
+        pages = _Pages(request.limits, listener)
         try:
             async with asyncio.timeout(self.timeout):
-                doc = await self._extract(held, request, listener)
-                # The helpers go back to the pool now; the first process writes the notes.
-                helpers, held = held[1:], held[:1]
-                await asyncio.shield(asyncio.gather(*(self._give_back(p) for p in helpers)))
-                listener.generating()
-                answer = await held[0].request(
-                    {"id": next(self._ids), "op": "notes", "document": doc.to_wire()},
-                    _no_pages,
-                )
+                answer = await self._read(first, helpers, request, pages)
         except TimeoutError:
             raise JobError(
                 PARSE_TIMEOUT,
@@ -306,10 +309,14 @@ class ParsePool:
                 recoverable=True,
             ) from None
         finally:
-            # Shielded: a cancelled job must still hand working processes back to the pool.
-            await asyncio.shield(asyncio.gather(*(self._give_back(p) for p in held)))
+            # Shielded: a cancelled job must still hand a working process back to the pool.
+            await asyncio.shield(self._give_back(first))
         notes = NotesContent.from_wire(answer["notes"])
-        return ParseResult(notes, doc if request.include_text else None)
+        if not request.include_text:
+            return ParseResult(notes, None)
+        outline = tuple(Section(str(t), p, int(lv)) for lv, t, p in answer["outline"])
+        share = Share(int(answer["pages"]), answer["metaTitle"], outline)
+        return ParseResult(notes, assemble(share, pages.texts))
 
     def _idle_helpers(self) -> list[_Process]:
         """The idle processes that are ready now (none of them is waited for)."""
@@ -325,40 +332,59 @@ class ParsePool:
             self._idle.put_nowait(process)
         return ready
 
-    async def _extract(
-        self, held: list[_Process], request: ParseRequest, listener: ParseListener
-    ) -> Document:
-        pages = _Pages(request.limits, listener)
-        calls = [
-            asyncio.ensure_future(process.request({
-                "id": next(self._ids), "op": "extract", "path": str(request.path),
-                "stride": len(held), "offset": offset,
-                "maxPages": request.limits.max_pages,
-                "maxTextChars": request.limits.max_text_chars,
-            }, pages.on_page))
-            for offset, process in enumerate(held)
-        ]  # fmt: skip
-        everything = asyncio.gather(*calls, return_exceptions=True)
+    async def _read(
+        self, first: _Process, helpers: list[_Process], request: ParseRequest, pages: _Pages
+    ) -> Message:
+        """The first process reads every m-th page and writes the notes; helpers the rest.
+
+        The helpers' pages are forwarded to the first process as they arrive; a helper that
+        fails makes it stop waiting (``abort``). Returns the first process's answer.
+        """
+        stride = 1 + len(helpers)
+        first_id = next(self._ids)
+
+        def ask(call_id: int, offset: int, notes: bool) -> Message:
+            return {"id": call_id, "op": "extract", "path": str(request.path),
+                    "stride": stride, "offset": offset, "notes": notes,
+                    "maxPages": request.limits.max_pages,
+                    "maxTextChars": request.limits.max_text_chars}  # fmt: skip
+
+        def forward(message: Message) -> None:
+            pages.on_message(message)
+            if message.get("type") == "page" and first.call is not None:
+                first.send({**message, "id": first_id})
+
+        async def helper(process: _Process, offset: int) -> None:
+            try:
+                await process.request(ask(next(self._ids), offset, False), forward)
+            except BaseException:
+                if first.call is not None:
+                    first.send({"id": first_id, "type": "abort"})
+                raise
+            finally:
+                await asyncio.shield(self._give_back(process))  # free as soon as it is done
+
+        # The first request goes out first: its call is set before any helper page can arrive.
+        main = asyncio.ensure_future(first.request(ask(first_id, 0, True), pages.on_message))
+        helping = [asyncio.ensure_future(helper(p, n)) for n, p in enumerate(helpers, 1)]
+        everything = asyncio.gather(main, *helping, return_exceptions=True)
         try:
             waits: list[asyncio.Future[Any]] = [everything, pages.over]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             if pages.over.done():
                 pages.over.result()  # raises TEXT_TOO_LARGE
-            answers = everything.result()
+            answer, *rest = everything.result()
         finally:
             if not everything.done():  # cancelled, timed out or over the text limit
-                for process in held:
-                    process.healthy = False  # still parsing: killed, not lent again
+                first.healthy = False  # still parsing: killed, not lent again
                 everything.cancel()
                 everything.add_done_callback(_consume)
-        shares: list[Message] = []
-        for answer in answers:
-            if isinstance(answer, BaseException):
-                raise answer
-            shares.append(answer)
-        first = shares[0]
-        outline = tuple(Section(str(t), p, int(lv)) for lv, t, p in first["outline"])
-        return assemble(Share(int(first["pages"]), first["metaTitle"], outline), pages.texts)
+        for failure in (*rest, answer):  # a helper's failure explains the first's "abort"
+            if isinstance(failure, BaseException):
+                raise failure
+        if not isinstance(answer, dict):
+            raise JobError(PARSE_CRASHED, "The parser gave no answer", recoverable=True)
+        return answer
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
@@ -367,5 +393,3 @@ def _consume(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def _no_pages(message: Message) -> None:
-    """The notes request sends no page messages."""
