@@ -11,7 +11,7 @@ import itertools
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..notes import KeyPoint, NotesContent, Section
 from .extract import Document
@@ -54,8 +54,7 @@ _NUMBERED = re.compile(
 _JUNK_TITLES = frozenset({"untitled", "document", "title", "microsoft word", "none", "unknown"})
 
 
-@dataclass(frozen=True, slots=True)
-class _Sentence:
+class _Sentence(NamedTuple):
     text: str
     page: int
     order: int
@@ -128,6 +127,7 @@ class _Analysis:
         self.headings: list[Section] = []
         self.first_lines: list[str] = []
         self.sentences: list[_Sentence] = []
+        self._seen: set[str] = set()
         self.counts: Counter[str] = Counter()
         self.spread: dict[str, set[int]] = {}
         self.raw_words: Counter[str] = Counter()
@@ -168,7 +168,8 @@ class _Analysis:
         for sentence in _split_sentences(text):
             raw = _WORD.findall(sentence)
             raw_all += raw
-            if 30 <= len(sentence) <= 500 and 6 <= len(raw) <= 80:
+            if 30 <= len(sentence) <= 500 and 6 <= len(raw) <= 80 and sentence not in self._seen:
+                self._seen.add(sentence)  # a repeated sentence is one candidate, not many
                 words = tuple(map(str.lower, raw))
                 self.sentences.append(
                     _Sentence(sentence, page, len(self.sentences), words, frozenset(words))
