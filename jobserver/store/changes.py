@@ -6,7 +6,7 @@ transaction, so every backend follows the same rules.
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from typing import Any
 
 from ..errors import IllegalTransition, InvalidPayload, JobNotFound, LeaseLost
@@ -33,13 +33,22 @@ def _to(job: Job, status: JobStatus, **fields: Any) -> Job:
     return job.evolve(status=status, **fields)
 
 
+def new_job_id(now: float) -> str:
+    """32 hex digits: milliseconds since the epoch, then 80 random bits.
+
+    Ids that sort by creation keep inserts at the end of the primary-key and per-job event
+    indexes instead of scattering them, which makes each commit write fewer pages.
+    """
+    return f"{int(now * 1000):012x}{secrets.randbits(80):020x}"
+
+
 def new_job(new: NewJob, now: float) -> Change:
     if new.max_attempts < 1:
         raise InvalidPayload("maxAttempts must be at least 1")
     if new.delay_seconds < 0:
         raise InvalidPayload("delaySeconds must not be negative")
     job = Job(
-        id=new.job_id or uuid.uuid4().hex,
+        id=new.job_id or new_job_id(now),
         type=new.type,
         user_id=new.user_id,
         payload=dict(new.payload),
