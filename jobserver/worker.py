@@ -79,6 +79,7 @@ class WorkerPool:
         self.recovered = 0
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
+        self._busy = 0  # jobs whose handler is running
         self._claiming = False
         self._tasks: list[asyncio.Task[None]] = []
         events.bus.add_tap(self._on_event)
@@ -128,7 +129,9 @@ class WorkerPool:
 
     async def _dispatch(self) -> None:
         while self._claiming:
-            free = self.concurrency - len(self.running)
+            # A job whose handler returned no longer takes a slot while its outcome is written,
+            # so the next claim can share a commit with that write.
+            free = self.concurrency - self._busy
             if free <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
@@ -186,10 +189,19 @@ class WorkerPool:
     def _start(self, job: Job) -> None:
         task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
         self.running[job.id] = _Running(job, task)
+        self._busy += 1
+
+    def _release(self, running: _Running) -> None:
+        """The handler is done (or never ran): free its slot, once."""
+        if running.in_handler:
+            running.in_handler = False
+            self._busy -= 1
+            self._slot_free.set()
 
     def _finished(self, job_id: str) -> None:
-        self.running.pop(job_id, None)
-        self._slot_free.set()
+        running = self.running.pop(job_id, None)
+        if running is not None:
+            self._release(running)
 
     async def _run(self, job: Job) -> None:
         token = job.lease_token
@@ -225,7 +237,7 @@ class WorkerPool:
             try:
                 result = await job_type.handler(ctx)
             finally:
-                running.in_handler = False
+                self._release(running)
                 if timer is not None:
                     timer.cancel()
         except JobError as exc:

@@ -136,6 +136,11 @@ async def test_graceful_shutdown_requeues_what_is_still_running(
     stuck_job, _ = await events.emit_queued(NewJob(type="stuck", user_id="u"))
     quick_job, _ = await events.emit_queued(NewJob(type="quick", user_id="u"))
     await asyncio.wait_for(started.wait(), 5)
+    async with asyncio.timeout(5):  # the quick job was claimed too (or is done already)
+        while quick_job.id not in pool.running and (
+            (await store.get_job(quick_job.id)) or quick_job
+        ).status is JobStatus.QUEUED:
+            await asyncio.sleep(0.01)
     t0 = time.monotonic()
     await pool.stop()
     assert time.monotonic() - t0 < 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from typing import Any
 
@@ -74,15 +75,42 @@ JOB_COLUMNS = (
     "idempotency_key, lease_token, lease_expires_at"
 )
 
-INSERT_JOB = f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join('?' * 21)})"
-
-UPDATE_JOB = (
-    "UPDATE jobs SET status=?, stage=?, progress=?, message=?, metadata=?, result=?, error=?, "
-    "attempts=?, max_attempts=?, started_at=?, finished_at=?, run_at=?, last_seq=?, "
-    "lease_token=?, lease_expires_at=? WHERE id=?"
+_UPDATED = (
+    "status, stage, progress, message, metadata, result, error, attempts, max_attempts, "
+    "started_at, finished_at, run_at, last_seq, lease_token, lease_expires_at"
 )
+MAX_ROWS = 128  # rows per multi-row statement
 
-INSERT_EVENT = "INSERT INTO events (seq, job_id, user_id, type, data) VALUES (?, ?, ?, ?, ?)"
+
+def _values(width: int, rows: int) -> str:
+    one = "(" + ", ".join("?" * width) + ")"
+    return ", ".join([one] * rows)
+
+
+@functools.lru_cache(maxsize=64)
+def _statement(kind: str, rows: int) -> str:
+    if kind == "events":
+        return f"INSERT INTO events (seq, job_id, user_id, type, data) VALUES {_values(5, rows)}"
+    if kind == "insert-jobs":
+        return f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES {_values(21, rows)}"
+    sets = ", ".join(f"{c}=v.{c}" for c in _UPDATED.split(", "))
+    return (f"WITH v({_UPDATED}, id) AS (VALUES {_values(16, rows)}) "
+            f"UPDATE jobs SET {sets} FROM v WHERE jobs.id = v.id")  # fmt: skip
+
+
+def write_rows(conn: sqlite3.Connection, kind: str, rows: list[tuple[Any, ...]]) -> None:
+    """Write ``rows`` with a few multi-row statements instead of one statement per row.
+
+    The writer thread competes with the event loop for the GIL, and every statement gives
+    it up and takes it back; fewer, larger statements cut those hand-offs. Chunk sizes are
+    powers of two, so only a handful of statements are ever prepared (and cached).
+    """
+    i = 0
+    while i < len(rows):
+        n = min(MAX_ROWS, 1 << ((len(rows) - i).bit_length() - 1))
+        chunk = rows[i : i + n]
+        conn.execute(_statement(kind, n), [value for row in chunk for value in row])
+        i += n
 
 
 def _dump(value: Any) -> str | None:

@@ -25,13 +25,10 @@ from . import changes
 from .protocol import NewJob, ProgressUpdate, Pruned
 from .schema import (
     INSERT_CACHED_NOTES,
-    INSERT_EVENT,
-    INSERT_JOB,
     INSERT_NOTE,
     JOB_COLUMNS,
     NOTE_COLUMNS,
     SCHEMA,
-    UPDATE_JOB,
     cached_notes_params,
     insert_params,
     note_params,
@@ -39,6 +36,7 @@ from .schema import (
     row_to_job,
     row_to_note,
     update_params,
+    write_rows,
 )
 
 log = logging.getLogger(__name__)
@@ -279,12 +277,12 @@ class SqliteStore:
         if self._dirty:
             new = self._new
             dirty = self._dirty.values()
-            conn.executemany(INSERT_JOB, [insert_params(j) for j in dirty if j.id in new])
-            conn.executemany(UPDATE_JOB, [update_params(j) for j in dirty if j.id not in new])
+            write_rows(conn, "insert-jobs", [insert_params(j) for j in dirty if j.id in new])
+            write_rows(conn, "update-jobs", [update_params(j) for j in dirty if j.id not in new])
             self._dirty = {}
             self._new = set()
         if self._event_rows:
-            conn.executemany(INSERT_EVENT, self._event_rows)
+            write_rows(conn, "events", self._event_rows)
             self._event_rows = []
 
     def _load(self, conn: sqlite3.Connection, job_id: str) -> Job | None:
