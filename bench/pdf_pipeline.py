@@ -382,8 +382,8 @@ def report(m: dict[str, Any], reps: int, lag_reps: int) -> tuple[str, list[dict[
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    reps = 3 if args.quick else 10
-    lag_reps = 3 if args.quick else 5
+    reps = 1 if args.quick else 10
+    lag_reps = 1 if args.quick else 5
     with tempfile.TemporaryDirectory(prefix="pdf-bench-") as tmp:
         work = Path(tmp)
         server = Server(work / "data")
@@ -415,7 +415,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 repetitions of each measure")
+    parser.add_argument("--quick", action="store_true", help="one repetition of each")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
