@@ -218,3 +218,57 @@ async def test_uploads_of_pruned_jobs_go_and_a_reupload_makes_a_file_young_again
     retention = api.app[RETENTION]
     assert await retention.prune(now=time.time() + 2 * 86400) == 2
     assert not stored.exists() and retention.pruned_files == 1
+
+
+async def test_a_prune_landing_while_the_log_is_read_gives_resync_not_a_gap(
+    make_api: MakeApi,
+) -> None:
+    """Regression: the cursor was checked before the read, so a prune in between went unseen."""
+    api = await make_api(retention_days=1.0, prune_interval_seconds=3600)
+    _, job = await api.post("/api/jobs", json={"type": "demo.sleep", "payload": {"seconds": 0}})
+    await wait_status(api, job["jobId"], "completed")
+    store = api.app[STORE]
+    read = store.events_after
+
+    async def read_while_pruning(since: int, **kw: Any) -> Any:
+        events = await read(since, **kw)  # what the cursor saw: everything still there
+        await api.app[RETENTION].prune(now=time.time() + 2 * 86400)
+        return events
+
+    store.events_after = read_while_pruning  # type: ignore[method-assign]
+    try:
+        status, page = await api.get("/api/events?since=0&timeout=0")
+        assert status == 200 and page["type"] == "resync" and page["reason"] == "pruned"
+    finally:
+        store.events_after = read  # type: ignore[method-assign]
+
+
+async def test_a_prune_landing_mid_backlog_closes_the_socket_to_resume(make_api: MakeApi) -> None:
+    """The WebSocket side of the same regression: 4000, and the resume then says resync."""
+    from tests.test_ws import connect, next_json
+
+    api = await make_api(retention_days=1.0, prune_interval_seconds=3600)
+    _, job = await api.post("/api/jobs", json={"type": "demo.sleep", "payload": {"seconds": 0}})
+    await wait_status(api, job["jobId"], "completed")
+    store = api.app[STORE]
+    read = store.events_after
+
+    async def read_while_pruning(since: int, **kw: Any) -> Any:
+        events = await read(since, **kw)
+        await api.app[RETENTION].prune(now=time.time() + 2 * 86400)
+        return events
+
+    store.events_after = read_while_pruning  # type: ignore[method-assign]
+    try:
+        ws = await connect(api)
+        await ws.send_json({"type": "subscribe", "userId": api.user, "since": 0})
+        assert (await next_json(ws))["type"] == "subscribed"
+        closed = await ws.receive(timeout=5)
+        assert closed.type is aiohttp.WSMsgType.CLOSE and closed.data == 4000
+    finally:
+        store.events_after = read  # type: ignore[method-assign]
+    ws = await connect(api)
+    await ws.send_json({"type": "subscribe", "userId": api.user, "since": 0})
+    reply = await next_json(ws)
+    assert reply["type"] == "resync" and reply["reason"] == "pruned"
+    await ws.close()

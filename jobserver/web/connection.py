@@ -240,6 +240,11 @@ class Connection:
                 log.exception("reading the backlog of %s failed", target.wire())
                 await self.close(CLOSE_INTERNAL, "server error: reconnect and resume")
                 return
+            if last < await gateway.store.pruned_through():
+                # Retention pruned past the cursor mid-backlog: the client reconnects and
+                # resumes from what it has, and is told to resync; never a silent gap.
+                await self.close(CLOSE_RESUME, "resume from your last seq")
+                return
             for event in page:
                 if self.is_open and not self._covered(event, target):
                     self.transport.write(text_frame(event.data))

@@ -81,6 +81,12 @@ async def poll(request: web.Request) -> web.Response:
         events = await gateway.store.events_after(
             since, user_id=target.user_id, job_id=target.job_id, limit=PAGE
         )
+        if since < await gateway.store.pruned_through():
+            # Retention pruned past the cursor while the log was read: never a silent gap.
+            return json_response(
+                {"type": "resync", "reason": "pruned", "events": [],
+                 "cursor": gateway.published, "epoch": gateway.epoch}
+            )  # fmt: skip
         waited = not events and timeout > 0 and not gateway.closing
         if waited:
             with request.app[METRICS].longpoll_waiting():
