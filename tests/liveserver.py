@@ -41,21 +41,25 @@ class LiveServer:
         args: extra command-line flags.
     """
 
-    def __init__(self, data_dir: Path, *args: str) -> None:
+    def __init__(
+        self, data_dir: Path, *args: str, pdf_workers: int = 1, env: dict[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"server-{self.port}.log"
         self.args = args
+        self.pdf_workers = pdf_workers
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> LiveServer:
         cmd = [
             sys.executable, str(ROOT / "server.py"), "--host", "127.0.0.1",
-            "--port", str(self.port), "--data-dir", str(self.data_dir), "--pdf-workers", "1",
-            "--log-level", "WARNING", *self.args,
+            "--port", str(self.port), "--data-dir", str(self.data_dir),
+            "--pdf-workers", str(self.pdf_workers), "--log-level", "WARNING", *self.args,
         ]  # fmt: skip
-        env = {**os.environ, "JOBSERVER_SECRET": SECRET}
+        env = {**os.environ, "JOBSERVER_SECRET": SECRET, **self.env}
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
@@ -78,6 +82,18 @@ class LiveServer:
         try:
             self.proc.wait(20)
         except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM, as a service manager would; the exit code (0 after a graceful stop)."""
+        assert self.proc is not None
+        self.proc.terminate()
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in a crash."""
+        if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
             self.proc.wait(10)
 

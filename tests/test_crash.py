@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,12 +12,12 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.serverproc import ServerProcess
+from tests.liveserver import LiveServer
 
 
 @pytest.fixture
-def servers(tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
+def servers(tmp_path: Path) -> Iterator[list[LiveServer]]:
+    started: list[LiveServer] = []
     yield started
     for server in started:
         server.kill()
@@ -48,12 +47,12 @@ async def all_jobs(session: aiohttp.ClientSession, url: str, headers: dict[str, 
 
 
 async def test_kill_9_with_200_running_jobs_loses_nothing(
-    tmp_path: Path, servers: list[ServerProcess]
+    tmp_path: Path, servers: list[LiveServer]
 ) -> None:
     data = tmp_path / "data"
-    first = ServerProcess(data, "--demo-jobs", "--concurrency", "200")
+    first = LiveServer(data, "--demo-jobs", "--concurrency", "200")
     servers.append(first)
-    url = first.start()
+    url = first.start().url
     async with aiohttp.ClientSession() as session:
         headers = await sign_in(session, url)
         for i in range(200):
@@ -67,13 +66,11 @@ async def test_kill_9_with_200_running_jobs_loses_nothing(
                 if len(active["jobs"]) == 200:
                     break
                 await asyncio.sleep(0.05)
-    assert first.proc is not None
-    first.proc.send_signal(signal.SIGKILL)
     first.kill()
 
-    second = ServerProcess(data, "--demo-jobs", "--concurrency", "200")
+    second = LiveServer(data, "--demo-jobs", "--concurrency", "200")
     servers.append(second)
-    url = second.start()
+    url = second.start().url
     async with aiohttp.ClientSession() as session:
         headers = await sign_in(session, url)
         async with asyncio.timeout(60):

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 
 from tests import pdfs
-from tests.serverproc import ServerProcess
+from tests.liveserver import LiveServer
 
 
 def children(pid: int) -> set[int]:
@@ -41,8 +41,8 @@ def alive(pid: int) -> bool:
 
 
 async def test_a_killed_server_leaves_no_parser_running(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "data", env={"JOBSERVER_PDF_WORKERS": "2"})
-    url = server.start()
+    server = LiveServer(tmp_path / "data", pdf_workers=2)
+    url = server.start().url
     try:
         assert server.proc is not None
         async with asyncio.timeout(30):
