@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from .emitter import JobEvents
 from .errors import UnknownJobType
 from .models import Event, Job, JobStage
+from .store.changes import check_handler_stage
 
 # Progress events a handler may have submitted but not yet seen committed.
 MAX_IN_FLIGHT = 32
@@ -53,6 +54,7 @@ class JobContext:
         """
         if self._failure is not None:
             raise self._failure
+        check_handler_stage(stage)  # at once, not when the write is rejected later
         self._last = max(self._last, float(percent))
         self._in_flight += 1
         self._events.emit_progress(

@@ -209,3 +209,20 @@ async def test_thousand_jobs_with_ten_progress_events_each(
     assert by_type == {"job.queued": 1000, "job.progress": 11_000, "job.completed": 1000}
     delivered = box.drain()
     assert [e.seq for e in delivered] == seqs  # every event reached the subscriber, in order
+
+
+async def test_a_handler_reporting_a_server_stage_fails_instead_of_completing(
+    make_api: MakeApi,
+) -> None:
+    """Regression: with pipelined progress the rejection came too late to stop completion."""
+
+    async def cheeky(ctx: JobContext) -> Mapping[str, Any]:
+        await ctx.progress(JobStage.COMPLETED, 100, "done, says the handler")
+        return {"title": "should not complete"}
+
+    registry = Registry()
+    registry.register("cheeky", cheeky, HandlerOptions(max_attempts=1))
+    api = await make_api(registry=registry)
+    _, job = await api.post("/api/jobs", json={"type": "cheeky"})
+    done = await wait_status(api, job["jobId"], "failed", "completed")
+    assert done["status"] == "failed" and "set by the server" in done["error"]["message"]

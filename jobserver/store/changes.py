@@ -93,9 +93,14 @@ def claimed(job: Job, token: str, lease_seconds: float, now: float) -> Change:
     ), EventType.PROGRESS
 
 
+def check_handler_stage(stage: JobStage) -> None:
+    """Handlers report working stages; queued and the terminal ones are the server's."""
+    if stage in TERMINAL_STAGES or stage is JobStage.QUEUED:
+        raise InvalidPayload(f"stage {stage.value} is set by the server, not a handler")
+
+
 def progressed(job: Job, update: ProgressUpdate) -> Change:
-    if update.stage in TERMINAL_STAGES or update.stage is JobStage.QUEUED:
-        raise InvalidPayload(f"stage {update.stage.value} is set by the server, not a handler")
+    check_handler_stage(update.stage)
     return job.evolve(
         stage=update.stage,
         progress=min(100.0, max(0.0, float(update.progress))),
