@@ -328,8 +328,9 @@ async def test_the_same_file_again_completes_from_the_cache_for_any_user(
 async def test_a_duplicate_upload_joins_the_work_in_progress(make_api: MakeApi) -> None:
     api = await make_api(pdf_workers=1, pdf_timeout_seconds=2)
     handler = pdf_handler(api)
-    # One parser, kept busy, so both copies of the next file are surely in progress together.
-    status, blocker = await upload(api, pdfs.slow_pdf())
+    # One parser, kept busy (about 12 s of parsing, cut at 2 s), so both copies of the next file
+    # are surely in progress together, on a fast machine too.
+    status, blocker = await upload(api, pdfs.slow_pdf(4))
     assert status == 202
     data = pdfs.text_pdf(6)
     (s1, one), (s2, two) = await asyncio.gather(upload(api, data), upload(api, data))
@@ -391,7 +392,7 @@ async def test_cancelling_one_of_two_joined_jobs_leaves_the_other_to_finish(
     # One parser, held by a slow file (stopped at 2 s), while two jobs share the next one.
     api = await make_api(pdf_workers=1, pdf_timeout_seconds=2)
     handler = pdf_handler(api)
-    status, blocker = await upload(api, pdfs.slow_pdf())
+    status, blocker = await upload(api, pdfs.slow_pdf(4))
     assert status == 202
     data = pdfs.text_pdf(3, seed=3)
     _, first = await upload(api, data)
