@@ -5,6 +5,7 @@ Standard library only: the peers' virtual environment imports this module too.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -308,3 +309,46 @@ async def paced(count: int, interval: float) -> Any:
             if delay > 0:
                 await asyncio.sleep(delay)
         yield i
+
+
+async def serve_until_stopped(runner: Any, port: int) -> None:
+    """Listen on 127.0.0.1:``port`` with an aiohttp ``AppRunner``, say ready, run until SIGTERM
+    (or an hour at most), then clean up: the tail every bench server shares."""
+    from aiohttp import web
+
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    emit_ready({"port": port})
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(3600):
+            await stop.wait()
+    await runner.cleanup()
+
+
+def throughput(
+    system: str, config: str, jobs: int, progress: int, t0: float, t1: float, t2: float
+) -> dict[str, Any]:
+    """One throughput result: enqueue from ``t0`` to ``t1``, processing until ``t2``."""
+    return {
+        "system": system,
+        "config": config,
+        "jobs": jobs,
+        "progress": 10 if progress else 0,
+        "enqueue_s": t1 - t0,
+        "process_s": t2 - t1,
+        "total_s": t2 - t0,
+        "jobs_per_s": jobs / (t2 - t0),
+    }
+
+
+def job_args(description: str | None) -> argparse.ArgumentParser:
+    """The flags every throughput script takes; each adds its own knobs."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--progress", type=int, default=0, choices=(0, 10))
+    parser.add_argument("--timeout", type=float, default=120.0)
+    return parser

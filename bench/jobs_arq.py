@@ -6,7 +6,6 @@ Progress is imitated with a Redis write and a publish per step (one pipelined ro
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 from arq import create_pool
 from arq.connections import RedisSettings
 from arq.worker import Worker
-from harness import emit_result
+from harness import emit_result, job_args, throughput
 
 REDIS_DB = 9  # a database of its own, flushed before and after each run
 
@@ -69,25 +68,17 @@ async def run(
         await pool.aclose()
     if completed != jobs:
         raise SystemExit(f"arq: {completed} of {jobs} jobs completed")
-    return {
-        "system": "arq",
-        "config": f"Redis, burst worker, poll_delay={poll_delay * 1000:g} ms, max_jobs={max_jobs}",
-        "jobs": jobs,
-        "progress": 10 if progress else 0,
-        "enqueue_s": t1 - t0,
-        "process_s": t2 - t1,
-        "total_s": t2 - t0,
-        "jobs_per_s": jobs / (t2 - t0),
-    }
+    return throughput(
+        "arq",
+        f"Redis, burst worker, poll_delay={poll_delay * 1000:g} ms, max_jobs={max_jobs}",
+        jobs, progress, t0, t1, t2,
+    )  # fmt: skip
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--progress", type=int, default=0, choices=(0, 10))
+    parser = job_args(__doc__)
     parser.add_argument("--max-jobs", type=int, default=10)
     parser.add_argument("--poll-delay", type=float, default=0.01)
-    parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
     emit_result(
         asyncio.run(run(args.jobs, args.progress, args.max_jobs, args.poll_delay, args.timeout))

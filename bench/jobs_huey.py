@@ -6,7 +6,6 @@ signalled every task complete. Progress is imitated with a committed SQLite writ
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sqlite3
 import tempfile
@@ -15,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import RUN_DIR, emit_result
+from harness import RUN_DIR, emit_result, job_args, throughput
 from huey import SqliteHuey, signals
 
 
@@ -95,22 +94,15 @@ def _run(
     consumer.stop(graceful=True)
     if not finished:
         raise SystemExit(f"huey: only {count[0]} of {jobs} tasks completed in {timeout}s")
-    return {
-        "system": "huey",
-        "config": f"SqliteHuey file, WAL, fsync={fsync}, {workers} thread workers",
-        "jobs": jobs,
-        "progress": 10 if progress else 0,
-        "enqueue_s": t1 - t0,
-        "process_s": t2 - t1,
-        "total_s": t2 - t0,
-        "jobs_per_s": jobs / (t2 - t0),
-    }
+    return throughput(
+        "huey",
+        f"SqliteHuey file, WAL, fsync={fsync}, {workers} thread workers",
+        jobs, progress, t0, t1, t2,
+    )  # fmt: skip
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--progress", type=int, default=0, choices=(0, 10))
+    parser = job_args(__doc__)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument(
         "--fsync",
@@ -118,7 +110,6 @@ def main() -> None:
         default="default",
         help="default: SQLite's synchronous=FULL; off: synchronous=OFF",
     )
-    parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
     fsync = {"default": None, "on": True, "off": False}[args.fsync]
     emit_result(run(args.jobs, args.progress, args.workers, fsync, args.timeout))

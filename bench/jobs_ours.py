@@ -7,7 +7,6 @@ was persisted and delivered, and samples event-loop lag all the while.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import shutil
 import sqlite3
@@ -17,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness import RUN_DIR, LagMonitor, emit_result
+from harness import RUN_DIR, LagMonitor, emit_result, job_args
 
 from jobserver.bus import EventBus
 from jobserver.emitter import JobEvents
@@ -135,11 +134,8 @@ async def _run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--progress", type=int, default=0, choices=(0, 10))
+    parser = job_args(__doc__)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
     emit_result(asyncio.run(run(args.jobs, args.progress, args.concurrency, args.timeout)))
 

@@ -6,13 +6,12 @@ empty. Progress is imitated with a committed PostgreSQL insert per step.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from typing import Any
 
 import psycopg
-from harness import emit_result
+from harness import emit_result, job_args, throughput
 from procrastinate import App, PsycopgConnector
 
 SCHEMA = "bench_procrastinate"  # a schema of its own in database test, recreated each run
@@ -76,24 +75,16 @@ async def run(jobs: int, progress: int, concurrency: int, timeout: float) -> dic
         await conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
     if succeeded != jobs:
         raise SystemExit(f"procrastinate: {succeeded} of {jobs} jobs succeeded")
-    return {
-        "system": "procrastinate",
-        "config": f"PostgreSQL, batch defer, worker concurrency={concurrency}, stops when empty",
-        "jobs": jobs,
-        "progress": 10 if progress else 0,
-        "enqueue_s": t1 - t0,
-        "process_s": t2 - t1,
-        "total_s": t2 - t0,
-        "jobs_per_s": jobs / (t2 - t0),
-    }
+    return throughput(
+        "procrastinate",
+        f"PostgreSQL, batch defer, worker concurrency={concurrency}, stops when empty",
+        jobs, progress, t0, t1, t2,
+    )  # fmt: skip
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--progress", type=int, default=0, choices=(0, 10))
+    parser = job_args(__doc__)
     parser.add_argument("--concurrency", type=int, default=10)
-    parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
     emit_result(asyncio.run(run(args.jobs, args.progress, args.concurrency, args.timeout)))
 

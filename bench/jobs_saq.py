@@ -6,12 +6,11 @@ Progress uses SAQ's own API (``job.update(progress=...)``: a Redis write and a p
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from typing import Any
 
-from harness import emit_result
+from harness import emit_result, job_args, throughput
 from redis import asyncio as aioredis
 from saq import Queue, Worker
 
@@ -63,24 +62,16 @@ async def run(jobs: int, progress: int, concurrency: int, timeout: float) -> dic
         await queue.disconnect()
         await admin.flushdb()
         await admin.aclose()
-    return {
-        "system": "saq",
-        "config": f"Redis, worker concurrency={concurrency}",
-        "jobs": jobs,
-        "progress": 10 if progress else 0,
-        "enqueue_s": t1 - t0,
-        "process_s": t2 - t1,
-        "total_s": t2 - t0,
-        "jobs_per_s": jobs / (t2 - t0),
-    }
+    return throughput(
+        "saq",
+        f"Redis, worker concurrency={concurrency}",
+        jobs, progress, t0, t1, t2,
+    )  # fmt: skip
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--progress", type=int, default=0, choices=(0, 10))
+    parser = job_args(__doc__)
     parser.add_argument("--concurrency", type=int, default=10)
-    parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
     emit_result(asyncio.run(run(args.jobs, args.progress, args.concurrency, args.timeout)))
 

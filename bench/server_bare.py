@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
-from harness import emit_ready, fake_event, paced, raise_fd_limit
+from harness import fake_event, paced, raise_fd_limit, serve_until_stopped
 
 SOCKETS: set[web.WebSocketResponse] = set()
 WAITERS: set[asyncio.Future[bytes]] = set()
@@ -87,19 +86,7 @@ async def serve(port: int) -> None:
     app.router.add_post("/bench/emit", emit)
     app.router.add_post("/bench/poll-emit", poll_emit)
     app.router.add_get("/bench/stats", stats)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port, backlog=4096)
-    await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    emit_ready({"port": port})
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(3600):
-            await stop.wait()
-    await runner.cleanup()
+    await serve_until_stopped(web.AppRunner(app, handle_signals=False), port)
 
 
 def main() -> None:

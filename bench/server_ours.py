@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import Mapping
@@ -22,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from harness import RUN_DIR, emit_ready, paced, raise_fd_limit
+from harness import RUN_DIR, paced, raise_fd_limit, serve_until_stopped
 
 from jobserver.app import build_registry, create_app
 from jobserver.config import Settings
@@ -77,19 +75,7 @@ async def serve(port: int, data_dir: Path, concurrency: int) -> None:
     app = create_app(settings, registry)
     app.router.add_post("/bench/go", go)
     app.router.add_get("/bench/stats", stats)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port, backlog=4096)
-    await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    emit_ready({"port": port})
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(3600):
-            await stop.wait()
-    await runner.cleanup()
+    await serve_until_stopped(web.AppRunner(app, handle_signals=False, access_log=None), port)
 
 
 def main() -> None:

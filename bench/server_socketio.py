@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 from typing import Any
 
 import socketio
 from aiohttp import web
-from harness import emit_ready, fake_event, paced, raise_fd_limit
+from harness import fake_event, paced, raise_fd_limit, serve_until_stopped
 
 ROOM = "bench"
 
@@ -58,19 +56,7 @@ def build() -> tuple[web.Application, Any]:
 
 async def serve(port: int) -> None:
     app, _ = build()
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port, backlog=4096)
-    await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    emit_ready({"port": port})
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(3600):
-            await stop.wait()
-    await runner.cleanup()
+    await serve_until_stopped(web.AppRunner(app, handle_signals=False), port)
 
 
 def main() -> None:
