@@ -55,6 +55,37 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     return data
 
 
+MAX_PAGE = 200  # most items a list route returns at once
+
+
+def whole_number(value: Any, name: str, low: int, high: int, default: int) -> int:
+    """A whole number from a query string or a JSON body, within bounds; ``default`` if absent."""
+    if value is None:
+        return default
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidPayload(f"{name} must be a whole number from {low} to {high}")
+    return value
+
+
+def page_of(request: web.Request) -> tuple[int, int]:
+    """``limit`` and ``offset`` of a list route (50 and 0 unless asked)."""
+    query = request.query
+    limit = whole_number(query.get("limit"), "limit", 1, MAX_PAGE, 50)
+    return limit, whole_number(query.get("offset"), "offset", 0, 10**9, 0)
+
+
+def paged(key: str, items: list[Any], limit: int, offset: int) -> web.Response:
+    """One page of a list fetched with ``limit + 1`` rows, so the extra row says more exist."""
+    return json_response({
+        key: items[:limit],
+        "limit": limit,
+        "offset": offset,
+        "nextOffset": offset + limit if len(items) > limit else None,
+    })  # fmt: skip
+
+
 def request_token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):

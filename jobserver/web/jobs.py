@@ -9,25 +9,11 @@ from aiohttp import web
 from ..errors import InvalidPayload, JobNotFound
 from ..models import Job, JobStatus
 from ..store import NewJob
-from .http import json_body, json_response, user_of
+from .http import json_body, json_response, page_of, paged, user_of, whole_number
 from .keys import EVENTS, REGISTRY, STORE
 from .uploads import create_pdf_job
 
 routes = web.RouteTableDef()
-
-MAX_PAGE = 200
-
-
-def _int(value: Any, name: str, low: int, high: int, default: int) -> int:
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise InvalidPayload(f"{name} must be a whole number") from None
-    if isinstance(value, bool) or not low <= number <= high:
-        raise InvalidPayload(f"{name} must be from {low} to {high}")
-    return number
 
 
 def _optional_str(value: Any, name: str, max_len: int = 200) -> str | None:
@@ -62,7 +48,7 @@ async def create_job(request: web.Request) -> web.Response:
         type=job_type.name,
         user_id=user_of(request),
         payload=payload,
-        max_attempts=_int(
+        max_attempts=whole_number(
             body.get("maxAttempts"), "maxAttempts", 1, 100, job_type.options.max_attempts
         ),
         delay_seconds=float(delay),
@@ -95,17 +81,9 @@ async def list_jobs(request: web.Request) -> web.Response:
         except ValueError:
             allowed = ", ".join(s.value for s in JobStatus)
             raise InvalidPayload(f"status must be one of {allowed}") from None
-    limit = _int(query.get("limit"), "limit", 1, MAX_PAGE, 50)
-    offset = _int(query.get("offset"), "offset", 0, 10**9, 0)
+    limit, offset = page_of(request)
     jobs = await request.app[STORE].list_jobs(user_of(request), status, limit + 1, offset)
-    return json_response(
-        {
-            "jobs": [job.to_wire() for job in jobs[:limit]],
-            "limit": limit,
-            "offset": offset,
-            "nextOffset": offset + limit if len(jobs) > limit else None,
-        }
-    )
+    return paged("jobs", [job.to_wire() for job in jobs], limit, offset)
 
 
 @routes.post("/api/jobs/{job_id}/cancel")

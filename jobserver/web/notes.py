@@ -6,23 +6,13 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from ..errors import InvalidPayload, NoteNotFound
+from ..errors import NoteNotFound
 from ..notes import Note
 from ..pdf.markdown import download_name, to_markdown
-from .http import json_response, user_of
+from .http import json_response, page_of, paged, user_of
 from .keys import STORE
 
 routes = web.RouteTableDef()
-
-MAX_PAGE = 200
-
-
-def _int(value: str | None, name: str, low: int, high: int, default: int) -> int:
-    if value is None:
-        return default
-    if not value.isdigit() or not low <= int(value) <= high:
-        raise InvalidPayload(f"{name} must be a whole number from {low} to {high}")
-    return int(value)
 
 
 async def own_note(request: web.Request) -> Note:
@@ -36,17 +26,9 @@ async def own_note(request: web.Request) -> Note:
 
 @routes.get("/api/notes")
 async def list_notes(request: web.Request) -> web.Response:
-    limit = _int(request.query.get("limit"), "limit", 1, MAX_PAGE, 50)
-    offset = _int(request.query.get("offset"), "offset", 0, 10**9, 0)
+    limit, offset = page_of(request)
     notes = await request.app[STORE].list_notes(user_of(request), limit + 1, offset)
-    return json_response(
-        {
-            "notes": [note.summary_wire() for note in notes[:limit]],
-            "limit": limit,
-            "offset": offset,
-            "nextOffset": offset + limit if len(notes) > limit else None,
-        }
-    )
+    return paged("notes", [note.summary_wire() for note in notes], limit, offset)
 
 
 async def _markdown(request: web.Request) -> web.Response:
@@ -56,7 +38,7 @@ async def _markdown(request: web.Request) -> web.Response:
         text=to_markdown(note),
         content_type="text/markdown",
         headers={
-            "Content-Disposition": f"attachment; filename=\"{name}\"; "
+            "Content-Disposition": f'attachment; filename="{name}"; '
             f"filename*=UTF-8''{quote(name)}"
         },
     )

@@ -22,7 +22,7 @@ from ..errors import FileTooLarge, InvalidPayload, NotAPdf
 from ..pdf.files import upload_path, uploads_dir
 from ..pdf.job import PDF_NOTES
 from ..store import NewJob
-from .http import user_of
+from .http import user_of, whole_number
 from .keys import REGISTRY, SETTINGS
 
 CHUNK = 256 * 1024
@@ -102,14 +102,6 @@ async def _field(part: BodyPartReader) -> str:
     return data.decode("utf-8", "replace").strip()
 
 
-def _max_attempts(value: str | None, default: int) -> int:
-    if value is None:
-        return default
-    if not value.isdigit() or not 1 <= int(value) <= 100:
-        raise InvalidPayload("maxAttempts must be a whole number from 1 to 100")
-    return int(value)
-
-
 async def create_pdf_job(request: web.Request) -> NewJob:
     """Read the multipart body; the ``file`` part becomes a ``pdf-notes`` job to enqueue."""
     job_type = request.app[REGISTRY].get(PDF_NOTES)
@@ -137,7 +129,9 @@ async def create_pdf_job(request: web.Request) -> NewJob:
         type=PDF_NOTES,
         user_id=user_of(request),
         payload={"sha256": stored.sha256, "filename": stored.filename, "size": stored.size},
-        max_attempts=_max_attempts(fields.get("maxAttempts"), job_type.options.max_attempts),
+        max_attempts=whole_number(
+            fields.get("maxAttempts"), "maxAttempts", 1, 100, job_type.options.max_attempts
+        ),
         idempotency_key=key,
         message=f"Queued {stored.filename}",
     )
