@@ -26,21 +26,13 @@ class JobEvents:
 
     Args:
         store: where jobs and events are persisted.
-        bus: where persisted events are fanned out.
-        debug: log every event emitted.
+        bus: where persisted events are fanned out (``--debug`` logs them from a bus tap).
     """
 
-    def __init__(self, store: Store, bus: EventBus, *, debug: bool = False) -> None:
+    def __init__(self, store: Store, bus: EventBus) -> None:
         self.store = store
         self.bus = bus
-        self.debug = debug
-        store.on_commit(self._publish)
-
-    def _publish(self, events: list[Event]) -> None:
-        if self.debug:
-            for event in events:
-                log.info("event %s", event.data.decode())
-        self.bus.publish(events)
+        store.on_commit(bus.publish)
 
     async def emit_queued(self, new: NewJob) -> tuple[Job, bool]:
         """Create a job; returns it and whether it is new (False: idempotency key matched)."""

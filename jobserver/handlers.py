@@ -72,14 +72,6 @@ class JobContext:
             self._failure = error
         self._settled.set()
 
-    async def flush(self) -> None:
-        """Wait until every progress event reported so far is durable (or rejected)."""
-        while self._in_flight:
-            self._settled.clear()
-            await self._settled.wait()
-        if self._failure is not None:
-            raise self._failure
-
 
 class Handler(Protocol):
     """A job type's work: returns the job's result (a JSON-able mapping) or raises JobError."""

@@ -221,3 +221,13 @@ async def test_sqlite_pragmas_are_durable(tmp_path: Path) -> None:
     await s.close()
     with sqlite3.connect(tmp_path / "s.db") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_job_ids_sort_by_creation_time_and_stay_unique() -> None:
+    """Inserts append to the indexes only if later jobs get larger ids."""
+    from jobserver.store.changes import new_job_id
+
+    times = [1_700_000_000.0 + i * 0.001 for i in range(200)]
+    ids = [new_job_id(t) for t in times]
+    assert ids == sorted(ids) and all(len(i) == 32 for i in ids)
+    assert len({new_job_id(times[0]) for _ in range(1000)}) == 1000

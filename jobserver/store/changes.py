@@ -33,6 +33,11 @@ def _to(job: Job, status: JobStatus, **fields: Any) -> Job:
     return job.evolve(status=status, **fields)
 
 
+def _released(job: Job, status: JobStatus, **fields: Any) -> Job:
+    """Leave ``active`` (or stay out of it): the lease goes, so the old worker's writes fail."""
+    return _to(job, status, lease_token=None, lease_expires_at=None, **fields)
+
+
 def new_job_id(now: float) -> str:
     """32 hex digits: milliseconds since the epoch, then 80 random bits.
 
@@ -110,7 +115,7 @@ def progressed(job: Job, update: ProgressUpdate) -> Change:
 
 
 def completed(job: Job, result: ResultDict, now: float) -> Change:
-    return _to(
+    return _released(
         job,
         JobStatus.COMPLETED,
         stage=JobStage.COMPLETED,
@@ -118,38 +123,32 @@ def completed(job: Job, result: ResultDict, now: float) -> Change:
         message="Completed",
         result=result,
         finished_at=now,
-        lease_token=None,
-        lease_expires_at=None,
     ), EventType.COMPLETED
 
 
 def failed(job: Job, error: ErrorDict, retry_at: float | None, now: float) -> Change:
     if retry_at is not None and job.attempts < job.max_attempts:
         wait = max(0.0, retry_at - now)
-        return _to(
+        return _released(
             job,
             JobStatus.QUEUED,
             stage=JobStage.QUEUED,
             message=f"Retrying in {wait:.1f}s: {error['message']}",
             error=error,
             run_at=retry_at,
-            lease_token=None,
-            lease_expires_at=None,
         ), EventType.RETRYING
-    return _to(
+    return _released(
         job,
         JobStatus.FAILED,
         stage=JobStage.FAILED,
         message=error["message"],
         error=error,
         finished_at=now,
-        lease_token=None,
-        lease_expires_at=None,
     ), EventType.FAILED
 
 
 def requeued(job: Job, message: str, now: float) -> Change:
-    return _to(
+    return _released(
         job,
         JobStatus.QUEUED,
         stage=JobStage.QUEUED,
@@ -157,20 +156,16 @@ def requeued(job: Job, message: str, now: float) -> Change:
         message=message,
         attempts=max(0, job.attempts - 1),
         run_at=now,
-        lease_token=None,
-        lease_expires_at=None,
     ), EventType.QUEUED
 
 
 def cancelled(job: Job, now: float) -> Change:
-    return _to(
+    return _released(
         job,
         JobStatus.CANCELLED,
         stage=JobStage.CANCELLED,
         message="Cancelled",
         finished_at=now,
-        lease_token=None,
-        lease_expires_at=None,
     ), EventType.CANCELLED
 
 
