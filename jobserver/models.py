@@ -6,7 +6,7 @@ import functools
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -191,9 +191,12 @@ class Job:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One persisted job event; ``data`` is its wire JSON, encoded once and shared by all."""
+class Event(NamedTuple):
+    """One persisted job event; ``data`` is its wire JSON, encoded once and shared by all.
+
+    A named tuple: immutable like a frozen dataclass, but made several times faster, and the
+    store makes one for every event.
+    """
 
     seq: int
     type: EventType
@@ -211,14 +214,15 @@ def encode_event(seq: int, type_: EventType, job: Job, timestamp: str) -> Event:
 
     ``timestamp`` is the ISO 8601 text (``iso``) of when the change was made.
     """
+    # Enum members go to orjson as they are (it writes their values): no .value lookups.
     body: dict[str, Any] = {
         "seq": seq,
-        "type": type_.value,
+        "type": type_,
         "jobId": job.id,
         "userId": job.user_id,
         "jobType": job.type,
-        "status": job.status.value,
-        "stage": job.stage.value,
+        "status": job.status,
+        "stage": job.stage,
         "progress": job.progress,
         "message": job.message,
         "metadata": job.metadata,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..models import ErrorDict, Event, Job, JobStage, JobStatus, ResultDict
 from ..notes import Note, NotesContent
@@ -35,8 +35,9 @@ class NewJob:
     message: str = "Queued"
 
 
-@dataclass(frozen=True, slots=True)
-class ProgressUpdate:
+class ProgressUpdate(NamedTuple):
+    """One progress report (a named tuple: one is made per progress event)."""
+
     stage: JobStage
     progress: float
     message: str = ""

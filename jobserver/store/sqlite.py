@@ -78,7 +78,8 @@ class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._epoch = ""
-        self._seq = 0
+        self._seq = 0  # the last seq handed out, on the writer's thread
+        self._head = 0  # the last seq committed and published
         self._pruned = 0
         self._active: dict[str, Job] = {}
         # Rows changed by the batch being run, written at its end (or before an op's own SQL):
@@ -128,7 +129,7 @@ class SqliteStore:
         self._epoch = str(meta["epoch"])
         self._pruned = int(meta["pruned"])
         head = list(await self._wdb.execute_fetchall("SELECT MAX(seq) FROM events"))
-        self._seq = max(self._pruned, head[0][0] or 0)
+        self._seq = self._head = max(self._pruned, head[0][0] or 0)
         self._rdb = await aiosqlite.connect(self.path, isolation_level=None)
         await self._rdb.execute("PRAGMA busy_timeout=5000")
         await self._rdb.execute("PRAGMA query_only=ON")
@@ -194,36 +195,54 @@ class SqliteStore:
         return await future
 
     async def _writer(self) -> None:
-        assert self._wdb is not None
+        """Run batches on the writer's thread, one after another, and hand out their outcome.
+
+        Pipelined: the next batch goes to the thread before this loop publishes the last
+        one's events and answers its callers, so SQLite works while Python fans out.
+        """
+        running: tuple[list[_Pending], asyncio.Future[Any]] | None = None
         while True:
-            if not self._pending:
-                if self._closing:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            # aiosqlite runs one callable per hop on its thread; the whole batch is one hop.
-            results, committed = await self._wdb._execute(  # type: ignore[no-untyped-call]
-                self._run_batch, [(p.op, p.reads) for p in batch]
-            )
-            # Durable now: publish first, in seq order, then tell each caller.
-            if committed:
+            if running is None:
+                if not self._pending:
+                    if self._closing:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                running = self._start_batch()
+            batch, outcome = running
+            results, committed = await outcome
+            running = self._start_batch() if self._pending else None
+            self._finish_batch(batch, results, committed)
+
+    def _start_batch(self) -> tuple[list[_Pending], asyncio.Future[Any]]:
+        assert self._wdb is not None
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        # aiosqlite runs one callable per hop on its thread; the whole batch is one hop.
+        hop = self._wdb._execute(self._run_batch, [(p.op, p.reads) for p in batch])  # type: ignore[no-untyped-call]
+        return batch, asyncio.ensure_future(hop)
+
+    def _finish_batch(
+        self, batch: list[_Pending], results: list[tuple[bool, Any]], committed: list[Event]
+    ) -> None:
+        """Durable now: publish first, in seq order, then tell each caller."""
+        if committed:
+            self._head = committed[-1].seq
+            try:
+                self._publish(committed)
+            except Exception:
+                log.exception("publishing committed events failed")
+        for pending, (ok, value) in zip(batch, results, strict=True):
+            if pending.done is not None:
                 try:
-                    self._publish(committed)
+                    pending.done(value, None) if ok else pending.done(None, value)
                 except Exception:
-                    log.exception("publishing committed events failed")
-            for pending, (ok, value) in zip(batch, results, strict=True):
-                if pending.done is not None:
-                    try:
-                        pending.done(value, None) if ok else pending.done(None, value)
-                    except Exception:
-                        log.exception("a write's completion callback failed")
-                elif pending.future is not None and not pending.future.done():
-                    if ok:
-                        pending.future.set_result(value)
-                    else:
-                        pending.future.set_exception(value)
+                    log.exception("a write's completion callback failed")
+            elif pending.future is not None and not pending.future.done():
+                if ok:
+                    pending.future.set_result(value)
+                else:
+                    pending.future.set_exception(value)
 
     def _run_batch(self, ops: list[tuple[Op, bool]]) -> tuple[list[tuple[bool, Any]], list[Event]]:
         """On the writer thread: all ops in one transaction; one op's domain error is its own.
@@ -313,7 +332,7 @@ class SqliteStore:
     # -- writes -----------------------------------------------------------------------------
 
     async def head_seq(self) -> int:
-        return self._seq
+        return self._head
 
     async def pruned_through(self) -> int:
         return self._pruned
