@@ -90,7 +90,8 @@ def _values(width: int, rows: int) -> str:
 @functools.lru_cache(maxsize=64)
 def _statement(kind: str, rows: int) -> str:
     if kind == "events":
-        return f"INSERT INTO events (seq, job_id, user_id, type, data) VALUES {_values(5, rows)}"
+        # Columns in the order of Event's fields, so an Event is its own row.
+        return f"INSERT INTO events (seq, type, job_id, user_id, data) VALUES {_values(5, rows)}"
     if kind == "insert-jobs":
         return f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES {_values(21, rows)}"
     sets = ", ".join(f"{c}=v.{c}" for c in _UPDATED.split(", "))

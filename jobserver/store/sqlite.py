@@ -86,8 +86,10 @@ class SqliteStore:
         # ten progress updates of one job in one batch cost one UPDATE, not ten.
         self._dirty: dict[str, Job] = {}
         self._new: set[str] = set()
-        self._event_rows: list[tuple[Any, ...]] = []
-        self._committed: list[Event] = []  # this batch's events, for on_commit
+        # This batch's events, for on_commit; an Event is also its own row in the events
+        # table, and the first ``_written`` of them are in it already.
+        self._committed: list[Event] = []
+        self._written = 0
         self._stamp = ""  # this batch's timestamp, ISO 8601
         self._publish: Callable[[list[Event]], None] = lambda events: None
         self._pending: list[_Pending] = []
@@ -265,7 +267,7 @@ class SqliteStore:
                     results.append((False, exc))
             self._flush(conn)
             conn.execute("COMMIT")
-            committed, self._committed = self._committed, []
+            committed, self._committed, self._written = self._committed, [], 0
             return results, committed
         except Exception as exc:
             if conn.in_transaction:
@@ -275,8 +277,7 @@ class SqliteStore:
             self._active.clear()
             self._dirty.clear()
             self._new.clear()
-            self._event_rows.clear()
-            self._committed = []
+            self._committed, self._written = [], 0
             if len(ops) == 1:
                 log.exception("store write failed")
                 return [(False, exc)], []
@@ -300,9 +301,9 @@ class SqliteStore:
             write_rows(conn, "update-jobs", [update_params(j) for j in dirty if j.id not in new])
             self._dirty = {}
             self._new = set()
-        if self._event_rows:
-            write_rows(conn, "events", self._event_rows)
-            self._event_rows = []
+        if self._written < len(self._committed):
+            write_rows(conn, "events", self._committed[self._written :])
+            self._written = len(self._committed)
 
     def _load(self, conn: sqlite3.Connection, job_id: str) -> Job | None:
         job = self._dirty.get(job_id) or self._active.get(job_id)
@@ -318,7 +319,6 @@ class SqliteStore:
         self._seq += 1
         job.last_seq = self._seq
         event = encode_event(self._seq, type_, job, self._stamp)
-        self._event_rows.append((event.seq, job.id, job.user_id, type_.value, event.data))
         self._committed.append(event)
         self._dirty[job.id] = job
         if insert:
