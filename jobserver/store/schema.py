@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -99,7 +100,7 @@ def _statement(kind: str, rows: int) -> str:
             f"UPDATE jobs SET {sets} FROM v WHERE jobs.id = v.id")  # fmt: skip
 
 
-def write_rows(conn: sqlite3.Connection, kind: str, rows: list[tuple[Any, ...]]) -> None:
+def write_rows(conn: sqlite3.Connection, kind: str, rows: Sequence[tuple[Any, ...]]) -> None:
     """Write ``rows`` with a few multi-row statements instead of one statement per row.
 
     The writer thread competes with the event loop for the GIL, and every statement gives
