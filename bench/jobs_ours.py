@@ -18,6 +18,7 @@ from typing import Any
 
 from harness import RUN_DIR, LagMonitor, emit_result, job_args
 
+from jobserver import gctune
 from jobserver.bus import EventBus
 from jobserver.emitter import JobEvents
 from jobserver.handlers import HandlerOptions, JobContext, Registry
@@ -87,6 +88,7 @@ async def _run(
     pool = WorkerPool(
         events, registry, concurrency=concurrency, lease_seconds=30.0, grace_seconds=5.0
     )
+    gctune.tune()  # as `python server.py` does once start-up is done
     lag = LagMonitor()
     lag.start()
     try:

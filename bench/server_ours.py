@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 from harness import RUN_DIR, paced, raise_fd_limit, serve_until_stopped
 
+from jobserver import gctune
 from jobserver.app import build_registry, create_app
 from jobserver.config import Settings
 from jobserver.handlers import HandlerOptions, JobContext
@@ -58,6 +59,10 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response({"subscribers": request.app[BUS].subscriber_count()})
 
 
+async def _tune_gc(app: web.Application) -> None:
+    gctune.tune()
+
+
 async def serve(port: int, data_dir: Path, concurrency: int) -> None:
     GATE["go"] = asyncio.Event()
     base = Settings(
@@ -75,6 +80,7 @@ async def serve(port: int, data_dir: Path, concurrency: int) -> None:
     app = create_app(settings, registry)
     app.router.add_post("/bench/go", go)
     app.router.add_get("/bench/stats", stats)
+    app.on_startup.append(_tune_gc)  # after the store and workers started, as server.py does
     await serve_until_stopped(web.AppRunner(app, handle_signals=False, access_log=None), port)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import logs
+from . import gctune, logs
 from .app import create_app
 from .auth import issue_token, load_secret
 from .config import PREFIX, Settings, convert, field_docs, is_secret
@@ -163,6 +163,7 @@ async def serve(app: web.Application, settings: Settings) -> None:
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
     host, port = runner.addresses[0][:2]  # the real port, also when --port 0
+    gctune.tune()  # start-up is done: freeze what it made
     print(f"jobserver listening on http://{host}:{port}/", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

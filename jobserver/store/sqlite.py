@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 
-MAX_BATCH = 2000
+MAX_BATCH = 512  # ops per transaction; bounds the work of handing out one batch
 PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000")
 # After a checkpoint resets the WAL, SQLite cuts the file back to this size.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
