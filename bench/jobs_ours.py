@@ -18,10 +18,11 @@ from typing import Any
 
 from harness import RUN_DIR, LagMonitor, emit_result, job_args
 
-from jobserver import gctune
+from jobserver import gctune, joblog
 from jobserver.bus import EventBus
 from jobserver.emitter import JobEvents
 from jobserver.handlers import HandlerOptions, JobContext, Registry
+from jobserver.metrics import Metrics
 from jobserver.models import Event, EventType, JobStage
 from jobserver.store import NewJob
 from jobserver.store.sqlite import SqliteStore
@@ -82,6 +83,10 @@ async def _run(
     store = SqliteStore(db)
     await store.open()
     bus = EventBus()
+    # The taps every server has: metrics and the job log (logging is not configured here,
+    # as in the peers' scripts, so the log tap writes nothing).
+    bus.add_tap(Metrics().on_event)
+    bus.add_tap(joblog.on_event)
     events = JobEvents(store, bus)
     counter = Counter(jobs)
     bus.subscribe(counter, user_id=USER)
