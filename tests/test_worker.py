@@ -226,3 +226,49 @@ async def test_a_handler_reporting_a_server_stage_fails_instead_of_completing(
     _, job = await api.post("/api/jobs", json={"type": "cheeky"})
     done = await wait_status(api, job["jobId"], "failed", "completed")
     assert done["status"] == "failed" and "set by the server" in done["error"]["message"]
+
+
+async def test_a_timeout_that_fires_as_the_handler_returns_has_one_outcome(
+    engine: tuple[SqliteStore, JobEvents, Registry],
+) -> None:
+    """The timer and the handler's return land in the same loop iteration, in either order.
+
+    Handlers sleep for their limit give or take a millisecond, so the timeout timer and the
+    sleep's wake-up fall due together. Whichever runs first, the job must get exactly one
+    outcome (completed, or failed with JOB_TIMEOUT), and its slot must be freed once.
+    """
+    store, events, registry = engine
+    limit = 0.05
+
+    async def racy(ctx: JobContext) -> Mapping[str, Any]:
+        await asyncio.sleep(limit + ctx.payload["skew"])
+        return {"title": "made it"}
+
+    registry.register("racy", racy, HandlerOptions(timeout=limit, max_attempts=1))
+    pool = WorkerPool(events, registry, concurrency=32, lease_seconds=30, grace_seconds=1)
+    await pool.start()
+    skews = [-0.001, 0.0, 0.001] * 70
+    jobs = [
+        (await events.emit_queued(NewJob(type="racy", user_id="u", payload={"skew": s})))[0]
+        for s in skews
+    ]
+    async with asyncio.timeout(60):
+        while True:
+            counts = await store.count_by_status()
+            if counts[JobStatus.COMPLETED] + counts[JobStatus.FAILED] == len(jobs):
+                break
+            await asyncio.sleep(0.05)
+    await pool.stop()
+    outcomes = set()
+    for job in jobs:
+        logged = [orjson.loads(e.data) for e in await store.events_after(0, job_id=job.id)]
+        kinds = [e["type"] for e in logged]
+        assert kinds[:2] == ["job.queued", "job.progress"] and len(kinds) == 3, kinds
+        final = logged[-1]
+        if final["type"] == "job.completed":
+            assert final["result"]["title"] == "made it"
+        else:
+            assert final["type"] == "job.failed" and final["error"]["code"] == "JOB_TIMEOUT"
+        outcomes.add(final["type"])
+    assert outcomes == {"job.completed", "job.failed"}  # both sides of the race happened
+    assert pool.running == {} and pool._busy == 0  # every slot freed exactly once
