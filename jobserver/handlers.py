@@ -29,13 +29,20 @@ class JobContext:
         self.job = job
         self.payload: dict[str, Any] = job.payload
         self.attempt = job.attempts
-        self.cancelled = asyncio.Event()
+        self._cancelled: asyncio.Event | None = None  # made when first asked for
         self._events = events
         self._token = token
         self._last = 0.0
         self._in_flight = 0
-        self._settled = asyncio.Event()
+        self._settled: asyncio.Event | None = None  # made when a handler first has to wait
         self._failure: BaseException | None = None
+
+    @property
+    def cancelled(self) -> asyncio.Event:
+        """Set when this attempt is being stopped (cancelled, timed out, lease lost, shutdown)."""
+        if self._cancelled is None:  # most handlers never look: no Event for every job
+            self._cancelled = asyncio.Event()
+        return self._cancelled
 
     async def progress(
         self,
@@ -61,6 +68,8 @@ class JobContext:
             self.job.id, self._token, stage, self._last, message, metadata, done=self._done
         )
         while self._in_flight > MAX_IN_FLIGHT:
+            if self._settled is None:
+                self._settled = asyncio.Event()
             self._settled.clear()
             await self._settled.wait()
         if self._failure is not None:
@@ -70,7 +79,8 @@ class JobContext:
         self._in_flight -= 1
         if error is not None and self._failure is None:
             self._failure = error
-        self._settled.set()
+        if self._settled is not None:
+            self._settled.set()
 
 
 class Handler(Protocol):

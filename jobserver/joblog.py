@@ -56,6 +56,8 @@ def fields(body: dict[str, Any]) -> dict[str, Any]:
 def on_event(event: Event) -> None:
     """The bus tap: how a job ended; with debug on, every event."""
     level = OUTCOMES.get(event.type)
+    if level is not None and not log.isEnabledFor(level):
+        level = None  # nobody would see it: skip decoding the event
     debug = events_log.isEnabledFor(logging.DEBUG)
     if level is None and not debug:
         return

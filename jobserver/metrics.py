@@ -170,6 +170,7 @@ class Metrics:
         # When each running attempt was claimed (by job id); emptied as attempts end.
         self._started: dict[str, float] = {}
         self._bus_lag = self.fanout_lag.labels("bus")
+        self._durations: dict[tuple[str, str], Any] = {}  # job_duration's labelled children
         self._stamp_text: object = None
 
     # -- the bus tap ------------------------------------------------------------------------
@@ -214,7 +215,12 @@ class Metrics:
         if seconds is None:  # never started here (e.g. a queued job cancelled)
             return
         cache_hit = "true" if result.get("cacheHit") is True else "false"
-        self.job_duration.labels(outcome, cache_hit).observe(max(0.0, seconds))
+        child = self._durations.get((outcome, cache_hit))
+        if child is None:
+            child = self._durations[(outcome, cache_hit)] = self.job_duration.labels(
+                outcome, cache_hit
+            )
+        child.observe(max(0.0, seconds))
 
     # -- for the WebSocket gateway and the long-poll ----------------------------------------
 
