@@ -349,7 +349,9 @@ class SqliteStore:
             change = changes.new_job(new, time.time())
             return change[0], [self._save(conn, change, insert=True)]
 
-        return await self._write(op)
+        # Only an idempotency key needs SQL of its own (so the rows before it are written
+        # first); without one, a burst of enqueues goes out in a few multi-row statements.
+        return await self._write(op, reads=new.idempotency_key is not None)
 
     async def claim(self, limit: int, lease_seconds: float) -> list[tuple[Job, Event]]:
         def op(conn: sqlite3.Connection) -> list[tuple[Job, Event]]:
