@@ -55,8 +55,8 @@ class Settings:
         log_format: ``json`` (one object per line) or ``text`` (for people).
         log_level: least severe level logged: DEBUG, INFO, WARNING or ERROR.
         debug: log every event emitted and every subscription (a troubleshooting switch).
-        retention_days: finished jobs, their events and unneeded uploads older than this are
-            pruned; 0 keeps everything.
+        retention_days: finished jobs, their events, unneeded uploads and cached notes older
+            than this are pruned (users' saved notes stay); 0 keeps everything.
         prune_interval_seconds: how often the retention pruner runs.
         checkpoint_interval_seconds: how often the SQLite WAL is checkpointed and truncated.
         max_upload_bytes: largest PDF upload (413 FILE_TOO_LARGE above it).

@@ -25,7 +25,8 @@ class Retention:
 
     Jobs that finished more than ``max_age_seconds`` ago go, with all their events, in small
     batches so the writer is never held for long; ``files`` then removes uploads that nothing
-    needs any more. The WAL is checkpointed and truncated every ``checkpoint_interval``.
+    needs any more, and notes cached by content hash that old are forgotten (saved notes
+    stay). The WAL is checkpointed and truncated every ``checkpoint_interval``.
 
     Args:
         store: the store to prune.
@@ -52,6 +53,7 @@ class Retention:
         self.pruned_jobs = 0
         self.pruned_events = 0
         self.pruned_files = 0
+        self.pruned_cached_notes = 0
         self.checkpoints = 0
         self.wal_bytes = 0
 
@@ -69,13 +71,22 @@ class Retention:
                 break
             await asyncio.sleep(0)  # let other writes into the next batch
         files = await self.files(cutoff) if self.files is not None else 0
+        cached = 0
+        while True:
+            gone = await self.store.prune_cached_notes(cutoff, limit=PRUNE_BATCH)
+            cached += gone
+            if gone < PRUNE_BATCH:
+                break
+            await asyncio.sleep(0)
         self.pruned_jobs += jobs
         self.pruned_events += events
         self.pruned_files += files
-        if jobs or files:
+        self.pruned_cached_notes += cached
+        if jobs or files or cached:
             log.info(
-                "pruned %d finished job(s), %d event(s) and %d file(s) older than %.1f day(s)",
-                jobs, events, files, self.max_age_seconds / DAY,
+                "pruned %d finished job(s), %d event(s), %d file(s) and %d cached note(s) "
+                "older than %.1f day(s)",
+                jobs, events, files, cached, self.max_age_seconds / DAY,
             )  # fmt: skip
         return jobs
 

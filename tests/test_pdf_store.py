@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from jobserver.notes import KeyPoint, Note, NotesContent, Section
 from jobserver.store import Store
@@ -60,3 +61,23 @@ async def test_cached_notes_are_keyed_by_content_hash_and_generator(store: Store
     llm = await store.cached_notes(SHA, "llm:m")
     assert llm is not None and llm.title == "By a model"
     assert await store.cached_notes("cd" * 32, "offline") is None
+
+
+async def test_pruning_the_cache_forgets_only_notes_cached_before_the_cutoff(
+    store: Store,
+) -> None:
+    await store.cache_notes("old1", content(generator="offline"))
+    await store.cache_notes("old2", content(generator="offline"))
+    await store.save_note(note("n1", "alice", 1000.0))  # a user's note is never pruned
+    await asyncio.sleep(0.02)
+    cutoff = time.time()
+    await asyncio.sleep(0.02)
+    await store.cache_notes("new", content(generator="offline"))
+
+    assert await store.prune_cached_notes(cutoff, limit=1) == 1  # at most limit at a time
+    assert await store.prune_cached_notes(cutoff) == 1
+    assert await store.prune_cached_notes(cutoff) == 0
+    for gone in ("old1", "old2"):
+        assert await store.cached_notes(gone, "offline") is None
+    assert await store.cached_notes("new", "offline") is not None
+    assert await store.get_note("n1") is not None

@@ -14,6 +14,7 @@ from jobserver.models import JobStatus, error_dict
 from jobserver.retention import Retention, upload_pruner
 from jobserver.store import NewJob, Store
 from jobserver.store.sqlite import SqliteStore
+from tests.test_pdf_store import content
 
 
 async def finish(store: Store, user: str = "u1", *, fail: bool = False) -> str:
@@ -199,3 +200,13 @@ async def test_retention_prunes_jobs_then_the_uploads_they_named(store: Store, t
     assert await retention.prune(now=time.time() + 120) == 1
     assert not (folder / "f1.pdf").exists()
     assert (retention.pruned_jobs, retention.pruned_files) == (1, 1)
+
+
+async def test_retention_forgets_cached_notes_older_than_its_age(store: Store) -> None:
+    await store.cache_notes("f1", content(generator="offline"))
+    retention = Retention(store, max_age_seconds=60, prune_interval=1, checkpoint_interval=1)
+    await retention.prune()
+    assert await store.cached_notes("f1", "offline") is not None  # cached a moment ago
+    await retention.prune(now=time.time() + 120)
+    assert await store.cached_notes("f1", "offline") is None
+    assert retention.pruned_cached_notes == 1

@@ -175,6 +175,14 @@ class Store(Protocol):
         """Notes ``generator`` already made from the file ``content_hash``, for any user."""
         ...
 
+    async def prune_cached_notes(self, before: float, *, limit: int = 1000) -> int:
+        """Forget up to ``limit`` cached notes made before ``before``; returns how many went.
+
+        Saved notes are the users' and stay; only the cache by content hash is trimmed, so a
+        file uploaded again after that is read again.
+        """
+        ...
+
     async def ping(self) -> None:
         """A real, tiny durable write: returns when the store can commit, raises otherwise."""
         ...

@@ -480,6 +480,18 @@ class SqliteStore:
 
         await self._write(op)
 
+    async def prune_cached_notes(self, before: float, *, limit: int = 1000) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            return int(
+                conn.execute(
+                    "DELETE FROM notes_cache WHERE rowid IN "
+                    "(SELECT rowid FROM notes_cache WHERE created_at < ? LIMIT ?)",
+                    (before, limit),
+                ).rowcount
+            )
+
+        return await self._write(op)
+
     async def get_note(self, note_id: str) -> Note | None:
         rows = await self._read(f"SELECT {NOTE_COLUMNS} FROM notes WHERE id=?", (note_id,))
         return row_to_note(rows[0]) if rows else None
