@@ -210,3 +210,26 @@ async def test_retention_forgets_cached_notes_older_than_its_age(store: Store) -
     await retention.prune(now=time.time() + 120)
     assert await store.cached_notes("f1", "offline") is None
     assert retention.pruned_cached_notes == 1
+
+
+async def test_an_event_a_reader_can_see_is_never_above_head_seq(store: Store) -> None:
+    """A client resumes from the last seq it read; the gateway calls a cursor above
+    head_seq() "ahead" and makes the client resync, so the head must move with the commit,
+    not later when the batch is published (regression: about a third of reads were ahead)."""
+    done = False
+    ahead = reads = 0
+
+    async def read() -> None:
+        nonlocal ahead, reads
+        while not done:
+            events = await store.events_after(await store.head_seq(), limit=1000)
+            head = await store.head_seq()
+            reads += 1
+            ahead += any(e.seq > head for e in events)
+
+    reader = asyncio.create_task(read())
+    for _ in range(100):
+        await asyncio.gather(*(store.enqueue(NewJob(type="t", user_id="u1")) for _ in range(20)))
+    done = True
+    await reader
+    assert reads > 50 and ahead == 0

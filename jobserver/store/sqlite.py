@@ -79,7 +79,9 @@ class SqliteStore:
         self.path = path
         self._epoch = ""
         self._seq = 0  # the last seq handed out, on the writer's thread
-        self._head = 0  # the last seq committed and published
+        # The last seq committed (or being committed): set on the writer's thread as each COMMIT
+        # starts, so no reader can see a row above it; put back if the batch fails.
+        self._durable = 0
         self._pruned = 0
         self._active: dict[str, Job] = {}
         # Rows changed by the batch being run, written at its end (or before an op's own SQL):
@@ -131,7 +133,7 @@ class SqliteStore:
         self._epoch = str(meta["epoch"])
         self._pruned = int(meta["pruned"])
         head = list(await self._wdb.execute_fetchall("SELECT MAX(seq) FROM events"))
-        self._seq = self._head = max(self._pruned, head[0][0] or 0)
+        self._seq = self._durable = max(self._pruned, head[0][0] or 0)
         self._rdb = await aiosqlite.connect(self.path, isolation_level=None)
         await self._rdb.execute("PRAGMA busy_timeout=5000")
         await self._rdb.execute("PRAGMA query_only=ON")
@@ -229,7 +231,6 @@ class SqliteStore:
     ) -> None:
         """Durable now: publish first, in seq order, then tell each caller."""
         if committed:
-            self._head = committed[-1].seq
             try:
                 self._publish(committed)
             except Exception:
@@ -266,6 +267,9 @@ class SqliteStore:
                 except JobServerError as exc:  # raised before the op wrote anything
                     results.append((False, exc))
             self._flush(conn)
+            # Raised before the COMMIT: readers see the rows the moment it lands, so the head
+            # must not trail it (a cursor above the head means "resync"); put back on failure.
+            self._durable = self._seq
             conn.execute("COMMIT")
             committed, self._committed, self._written = self._committed, [], 0
             return results, committed
@@ -273,7 +277,7 @@ class SqliteStore:
             if conn.in_transaction:
                 conn.rollback()
             # The database is the truth again: forget what this batch changed in memory.
-            self._seq = seq
+            self._seq = self._durable = seq
             self._active.clear()
             self._dirty.clear()
             self._new.clear()
@@ -332,7 +336,7 @@ class SqliteStore:
     # -- writes -----------------------------------------------------------------------------
 
     async def head_seq(self) -> int:
-        return self._head
+        return self._durable
 
     async def pruned_through(self) -> int:
         return self._pruned
