@@ -82,6 +82,7 @@ async def _pdf_ctx(app: web.Application) -> AsyncIterator[None]:
     handler = pdf_job.handler_in(app[REGISTRY])
     if handler is not None:
         await handler.start(app[STORE])
+        app[BUS].add_tap(handler.on_event)  # a cancelled job stops the work begun for it
     yield
     if handler is not None:
         await handler.stop()

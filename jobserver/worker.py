@@ -85,6 +85,11 @@ class WorkerPool:
         events.bus.add_tap(self._on_event)
 
     @property
+    def free_slots(self) -> int:
+        """Jobs this pool could start right now."""
+        return max(0, self.concurrency - self._busy) if self._claiming else 0
+
+    @property
     def alive(self) -> bool:
         return self._claiming and all(not t.done() for t in self._tasks)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,12 @@ import aiohttp
 import orjson
 
 from jobserver.config import Settings
+from jobserver.pdf.files import upload_path
 from jobserver.pdf.job import PDF_NOTES, PdfNotes, handler_in
 from jobserver.pdf.offline import STOPWORDS
-from jobserver.web.keys import REGISTRY, SETTINGS, STORE
+from jobserver.store import NewJob
+from jobserver.store.changes import new_job_id
+from jobserver.web.keys import EVENTS, REGISTRY, SETTINGS, STORE
 from tests import pdfs
 from tests.conftest import ApiClient, MakeApi
 
@@ -419,3 +424,72 @@ async def test_a_failing_share_stops_the_whole_parse_with_its_code(make_api: Mak
     ok = await run(api, pdfs.text_pdf(4))
     assert ok["status"] == "completed", ok["error"]
     assert handler.pool.shared == 2  # both processes came back to the pool and worked again
+
+
+def stored_upload(api: ApiClient, data: bytes) -> dict[str, Any]:
+    """Put ``data`` where an upload of it would be; returns a pdf-notes payload naming it."""
+    sha = hashlib.sha256(data).hexdigest()
+    path = upload_path(api.app[SETTINGS].data_dir, sha)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return {"sha256": sha, "filename": "early.pdf", "size": len(data)}
+
+
+async def test_a_job_joins_the_read_its_upload_started_before_the_claim(
+    make_api: MakeApi,
+) -> None:
+    """Prefetch: the parse starts when the job is queued; the job, once claimed, takes the
+    notes from that read (one parse, not joined, not a cache hit, every stage reported)."""
+    api = await make_api()
+    handler = pdf_handler(api)
+    payload = stored_upload(api, pdfs.text_pdf(5, seed=11))
+    job_id = new_job_id(time.time())
+    await handler.prefetch(payload["sha256"], job_id, free_slots=1)
+    flight = handler.flights[payload["sha256"]]
+    await asyncio.wait_for(asyncio.shield(flight.task), 30)  # read before the job even exists
+    assert handler.pool.parses == 1 and handler.flights[payload["sha256"]] is flight
+
+    await api.app[EVENTS].emit_queued(
+        NewJob(type=PDF_NOTES, user_id="alice", payload=payload, job_id=job_id)
+    )
+    done = await finished(api, job_id)
+    assert done["status"] == "completed", done["error"]
+    assert done["result"]["joined"] is False and done["result"]["cacheHit"] is False
+    assert handler.pool.parses == 1 and handler.flights == {}
+    assert stages_of(await events(api, job_id))[1:] == STAGES
+
+
+async def test_no_prefetch_without_a_free_worker_slot_or_for_cached_notes(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api()
+    handler = pdf_handler(api)
+    data = pdfs.text_pdf(2, seed=12)
+    payload = stored_upload(api, data)
+    await handler.prefetch(payload["sha256"], "j1", free_slots=0)
+    assert handler.flights == {}
+    assert (await run(api, data))["status"] == "completed"  # now the notes are cached
+    parses = handler.pool.parses
+    await handler.prefetch(payload["sha256"], "j2", free_slots=1)
+    assert handler.flights == {} and handler.pool.parses == parses
+
+
+async def test_cancelling_a_job_before_it_claims_its_prefetched_read_stops_it(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api(pdf_workers=1)
+    handler = pdf_handler(api)
+    payload = stored_upload(api, pdfs.slow_pdf())
+    job, _ = await api.app[EVENTS].emit_queued(
+        NewJob(type=PDF_NOTES, user_id="alice", payload=payload, delay_seconds=60)
+    )
+    await handler.prefetch(payload["sha256"], job.id, free_slots=1)  # as if it were due
+    async with asyncio.timeout(30):
+        while handler.pool.parses == 0:
+            await asyncio.sleep(0.01)
+    status, _ = await api.post(f"/api/jobs/{job.id}/cancel")
+    assert status == 200
+    async with asyncio.timeout(30):
+        while handler.pool.replaced == 0 or handler.flights:
+            await asyncio.sleep(0.01)
+    assert (await run(api, pdfs.text_pdf(2)))["status"] == "completed"

@@ -88,7 +88,10 @@ class Flight:
             ``report``; it runs in its own task, owned by no job.
     """
 
-    def __init__(self, work: Work) -> None:
+    def __init__(self, work: Work, owner: str | None = None) -> None:
+        # The job this flight was started for ahead of its claim (see PdfNotes.prefetch);
+        # None once that job has come for it, or for a flight a running job started.
+        self.owner = owner
         self.result: asyncio.Future[NotesContent] = asyncio.get_running_loop().create_future()
         self._latest: dict[JobStage, Update] = {}
         self._followers: set[Follower] = set()
