@@ -70,6 +70,19 @@ def pdf_handler(api: ApiClient) -> PdfNotes:
     return handler
 
 
+async def cancel_once_parsing(api: ApiClient, handler: PdfNotes, job_id: str) -> None:
+    """Cancel the job once a parse has started; return when its parser has been replaced
+    (the only way to stop a parse) and no work is in flight any more."""
+    async with asyncio.timeout(30):
+        while handler.pool.parses == 0:
+            await asyncio.sleep(0.01)
+    status, _ = await api.post(f"/api/jobs/{job_id}/cancel")
+    assert status == 200
+    async with asyncio.timeout(30):
+        while handler.pool.replaced == 0 or handler.flights:
+            await asyncio.sleep(0.01)
+
+
 def upload_files(api: ApiClient) -> list[Path]:
     folder = api.app[SETTINGS].data_dir / "uploads"
     return sorted(folder.iterdir()) if folder.exists() else []
@@ -288,14 +301,7 @@ async def test_cancelling_a_job_mid_parse_stops_its_parser(make_api: MakeApi) ->
     handler = pdf_handler(api)
     status, job = await upload(api, pdfs.slow_pdf())
     assert status == 202
-    async with asyncio.timeout(30):
-        while handler.pool.parses == 0:
-            await asyncio.sleep(0.01)
-    status, _ = await api.post(f"/api/jobs/{job['jobId']}/cancel")
-    assert status == 200
-    async with asyncio.timeout(30):
-        while handler.pool.replaced == 0:
-            await asyncio.sleep(0.01)
+    await cancel_once_parsing(api, handler, job["jobId"])
     assert (await finished(api, job["jobId"]))["status"] == "cancelled"
     assert handler.flights == {}
     assert (await run(api, pdfs.text_pdf(2)))["status"] == "completed"
@@ -484,12 +490,5 @@ async def test_cancelling_a_job_before_it_claims_its_prefetched_read_stops_it(
         NewJob(type=PDF_NOTES, user_id="alice", payload=payload, delay_seconds=60)
     )
     await handler.prefetch(payload["sha256"], job.id, free_slots=1)  # as if it were due
-    async with asyncio.timeout(30):
-        while handler.pool.parses == 0:
-            await asyncio.sleep(0.01)
-    status, _ = await api.post(f"/api/jobs/{job.id}/cancel")
-    assert status == 200
-    async with asyncio.timeout(30):
-        while handler.pool.replaced == 0 or handler.flights:
-            await asyncio.sleep(0.01)
+    await cancel_once_parsing(api, handler, job.id)
     assert (await run(api, pdfs.text_pdf(2)))["status"] == "completed"
