@@ -70,14 +70,19 @@ def pdf_handler(api: ApiClient) -> PdfNotes:
     return handler
 
 
-async def cancel_once_parsing(api: ApiClient, handler: PdfNotes, job_id: str) -> None:
+async def cancel_once_parsing(
+    api: ApiClient, handler: PdfNotes, job_id: str, *, queued: bool = False
+) -> None:
     """Cancel the job once a parse has started; return when its parser has been replaced
-    (the only way to stop a parse) and no work is in flight any more."""
+    (the only way to stop a parse) and no work is in flight any more. A ``queued`` job's
+    prefetched read is unlisted before the cancel is answered."""
     async with asyncio.timeout(30):
         while handler.pool.parses == 0:
             await asyncio.sleep(0.01)
     status, _ = await api.post(f"/api/jobs/{job_id}/cancel")
     assert status == 200
+    if queued:
+        assert handler.flights == {}  # at once: nobody may join work that is being stopped
     async with asyncio.timeout(30):
         while handler.pool.replaced == 0 or handler.flights:
             await asyncio.sleep(0.01)
@@ -490,5 +495,23 @@ async def test_cancelling_a_job_before_it_claims_its_prefetched_read_stops_it(
         NewJob(type=PDF_NOTES, user_id="alice", payload=payload, delay_seconds=60)
     )
     await handler.prefetch(payload["sha256"], job.id, free_slots=1)  # as if it were due
-    await cancel_once_parsing(api, handler, job.id)
+    await cancel_once_parsing(api, handler, job.id, queued=True)
+
+
+async def test_a_prefetched_read_that_failed_is_not_kept_for_anyone(make_api: MakeApi) -> None:
+    """Its job may retry, and another job must not inherit the stale error: a failed read
+    leaves at once, so the next job of that file reads it again."""
+    api = await make_api(pdf_workers=1, pdf_timeout_seconds=0.3)
+    handler = pdf_handler(api)
+    payload = stored_upload(api, pdfs.slow_pdf())
+    await handler.prefetch(payload["sha256"], "gone-job", free_slots=1)
+    flight = handler.flights[payload["sha256"]]
+    await asyncio.wait_for(asyncio.gather(flight.task, return_exceptions=True), 30)
+    assert not flight.succeeded and handler.flights == {}
+    parses = handler.pool.parses
+    job, _ = await api.app[EVENTS].emit_queued(
+        NewJob(type=PDF_NOTES, user_id="alice", payload=payload)
+    )
+    done = await finished(api, job.id)
+    assert done["error"]["code"] == "PARSE_TIMEOUT" and handler.pool.parses == parses + 1
     assert (await run(api, pdfs.text_pdf(2)))["status"] == "completed"

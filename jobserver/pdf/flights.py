@@ -92,6 +92,9 @@ class Flight:
         # The job this flight was started for ahead of its claim (see PdfNotes.prefetch);
         # None once that job has come for it, or for a flight a running job started.
         self.owner = owner
+        # Called when the last follower leaves before the notes exist, just before the work
+        # is cancelled: whoever lists this flight must stop handing it out.
+        self.abandoned: Callable[[], None] | None = None
         self.result: asyncio.Future[NotesContent] = asyncio.get_running_loop().create_future()
         self._latest: dict[JobStage, Update] = {}
         self._followers: set[Follower] = set()
@@ -163,9 +166,17 @@ class Flight:
         finally:
             self.leave(follower)
 
+    @property
+    def succeeded(self) -> bool:
+        """The notes exist (the work may still be writing the cache)."""
+        result = self.result
+        return result.done() and not result.cancelled() and result.exception() is None
+
     def leave(self, follower: Follower) -> None:
         self._followers.discard(follower)
         if not self._followers and not self.result.done():
+            if self.abandoned is not None:
+                self.abandoned()
             self.task.cancel()
 
     async def cancel(self) -> None:

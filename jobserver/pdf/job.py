@@ -93,13 +93,19 @@ class PdfNotes:
                               settings.pdf_timeout_seconds)  # fmt: skip
         self.flights: dict[str, Flight] = {}
         self._store: Store | None = None
+        self._closing = False
+        self._prefetching: set[asyncio.Task[None]] = set()
 
     async def start(self, store: Store) -> None:
         self._store = store
         await self.pool.start()
 
     async def stop(self) -> None:
+        self._closing = True
         self.pool.closing()
+        for task in list(self._prefetching):
+            task.cancel()
+        await asyncio.gather(*self._prefetching, return_exceptions=True)
         for flight in list(self.flights.values()):
             await flight.cancel()
         await self.pool.stop()
@@ -114,13 +120,13 @@ class PdfNotes:
 
     async def __call__(self, ctx: JobContext) -> Mapping[str, Any]:
         sha = str(ctx.payload["sha256"])
-        flight = self.flights.get(sha)
+        flight = self._flight_for(sha, ctx.job.id)
         if flight is None:
             cached = await self.store.cached_notes(sha, self.generator.name)
             if cached is not None:
                 return await self._from_cache(ctx, cached)
         # No wait between this lookup and taking off (or joining): one file, one flight.
-        flight = self.flights.get(sha)
+        flight = self._flight_for(sha, ctx.job.id)
         own = flight is not None and flight.owner == ctx.job.id  # prefetched for this job
         joined = flight is not None and not own
         if flight is None:
@@ -178,6 +184,27 @@ class PdfNotes:
             "joined": joined,
         }
 
+    def _flight_for(self, sha: str, job_id: str) -> Flight | None:
+        """The work on ``sha`` this job may follow: its own prefetched read, even finished, or
+        another's still running (a finished one's notes are in the cache)."""
+        flight = self.flights.get(sha)
+        if flight is None or flight.owner == job_id or not flight.task.done():
+            return flight
+        return None
+
+    def prefetch_soon(self, sha: str, job_id: str, free_slots: int) -> None:
+        """``prefetch`` in the background; stopping the handler cancels it."""
+        if self._closing:
+            return
+        task = asyncio.create_task(self.prefetch(sha, job_id, free_slots), name="pdf-prefetch")
+        self._prefetching.add(task)
+        task.add_done_callback(self._prefetched)
+
+    def _prefetched(self, task: asyncio.Task[None]) -> None:
+        self._prefetching.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("prefetching an upload failed", exc_info=error)
+
     async def prefetch(self, sha: str, job_id: str, free_slots: int) -> None:
         """Start reading an upload as soon as its job is queued, when a worker slot and a
         parser are free: the job, claimed a moment later, joins this flight instead of
@@ -188,7 +215,7 @@ class PdfNotes:
             return
         if await self.store.cached_notes(sha, self.generator.name) is not None:
             return
-        if sha not in self.flights and self.pool.idle > 0:
+        if not self._closing and sha not in self.flights and self.pool.idle > 0:
             self._take_off(sha, owner=job_id)
 
     def _take_off(self, sha: str, owner: str | None = None) -> Flight:
@@ -196,14 +223,16 @@ class PdfNotes:
             await self._produce(flight, sha)
 
         flight = Flight(work, owner)
+        flight.abandoned = lambda: self._land(sha, flight)  # a new job must not join it
         self.flights[sha] = flight
 
         def landed(task: asyncio.Task[None]) -> None:
-            if flight.owner is None or task.cancelled():
-                self._land(sha, flight)
-            else:  # its job has not come for it yet: keep it (and its outcome) a while
+            if flight.owner is not None and not task.cancelled() and flight.succeeded:
+                # Made for a job that has not come for its notes yet: keep them a while.
                 loop = asyncio.get_running_loop()
                 loop.call_later(PREFETCH_HOLD_SECONDS, self._land, sha, flight)
+            else:
+                self._land(sha, flight)
 
         flight.task.add_done_callback(landed)
         return flight
@@ -212,8 +241,9 @@ class PdfNotes:
         """A bus tap: a job cancelled before it came for its prefetched flight stops it."""
         if event.type is not EventType.CANCELLED:
             return
-        for flight in list(self.flights.values()):
+        for sha, flight in list(self.flights.items()):
             if flight.owner == event.job_id and flight.followers == 0:
+                self._land(sha, flight)  # first, so no new job joins it while it stops
                 flight.task.cancel()
 
     def _land(self, sha: str, flight: Flight) -> None:

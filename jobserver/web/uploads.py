@@ -7,10 +7,8 @@ renamed to ``<sha256>.pdf``. A refused upload leaves nothing behind.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
-import logging
 import os
 import re
 import time
@@ -21,15 +19,13 @@ from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
-from ..errors import FileTooLarge, InvalidPayload, JobServerError, NotAPdf
+from ..errors import FileTooLarge, InvalidPayload, NotAPdf
 from ..models import Job
 from ..pdf.files import upload_path, uploads_dir
 from ..pdf.job import PDF_NOTES, handler_in
 from ..store import NewJob
 from .http import user_of, whole_number
 from .keys import POOL, REGISTRY, SETTINGS
-
-log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
 # The PDF header may follow a little junk; readers look for it in the first kilobyte.
@@ -151,23 +147,4 @@ def prefetch_upload(app: web.Application, job: Job) -> None:
     pool = app.get(POOL)
     if handler is None or pool is None or job.run_at > time.time():  # not due yet: no hurry
         return
-    task = asyncio.create_task(
-        handler.prefetch(str(job.payload["sha256"]), job.id, pool.free_slots),
-        name=f"prefetch-{job.id}",
-    )
-    _prefetching.add(task)
-    task.add_done_callback(_prefetched)
-
-
-_prefetching: set[asyncio.Task[None]] = set()  # referenced until done
-
-
-def _prefetched(task: asyncio.Task[None]) -> None:
-    _prefetching.discard(task)
-    if task.cancelled():
-        return
-    error = task.exception()
-    if isinstance(error, JobServerError):  # the store closing under it: the job reads later
-        log.debug("prefetch skipped: %s", error)
-    elif error is not None:
-        log.error("prefetching an upload failed", exc_info=error)
+    handler.prefetch_soon(str(job.payload["sha256"]), job.id, pool.free_slots)
