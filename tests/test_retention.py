@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -212,10 +214,10 @@ async def test_retention_forgets_cached_notes_older_than_its_age(store: Store) -
     assert retention.pruned_cached_notes == 1
 
 
-async def test_an_event_a_reader_can_see_is_never_above_head_seq(store: Store) -> None:
+async def test_an_event_a_reader_can_see_is_never_above_the_seq_ceiling(store: Store) -> None:
     """A client resumes from the last seq it read; the gateway calls a cursor above
-    head_seq() "ahead" and makes the client resync, so the head must move with the commit,
-    not later when the batch is published (regression: about a third of reads were ahead)."""
+    seq_ceiling() "ahead" and makes the client resync, so the ceiling must move as the commit
+    lands, not when the batch is published (regression: about a third of reads were ahead)."""
     done = False
     ahead = reads = 0
 
@@ -223,9 +225,9 @@ async def test_an_event_a_reader_can_see_is_never_above_head_seq(store: Store) -
         nonlocal ahead, reads
         while not done:
             events = await store.events_after(await store.head_seq(), limit=1000)
-            head = await store.head_seq()
+            ceiling = await store.seq_ceiling()
             reads += 1
-            ahead += any(e.seq > head for e in events)
+            ahead += any(e.seq > ceiling for e in events)
 
     reader = asyncio.create_task(read())
     for _ in range(100):
@@ -233,3 +235,41 @@ async def test_an_event_a_reader_can_see_is_never_above_head_seq(store: Store) -
     done = True
     await reader
     assert reads > 50 and ahead == 0
+
+
+async def test_a_commit_that_fails_never_leaves_its_seq_as_the_head(store: Store) -> None:
+    """GET /api/meta gives clients head_seq() as their first cursor: it must never name a seq
+    whose commit then fails and which the next event gets (that event would be skipped)."""
+    assert isinstance(store, SqliteStore) and store._wdb is not None
+    await store.enqueue(NewJob(type="t", user_id="u1"))
+    before = await store.head_seq()
+    real = store._wdb._conn
+
+    class FailingCommit:  # the disk fails the next COMMIT, after a while
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if sql == "COMMIT":
+                time.sleep(0.2)
+                raise sqlite3.OperationalError("disk I/O error")
+            return real.execute(sql, *args)
+
+    seen: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            seen.append(await store.head_seq())
+            await asyncio.sleep(0.005)
+
+    store._wdb._connection = FailingCommit()
+    watcher = asyncio.create_task(watch())
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            await store.enqueue(NewJob(type="t", user_id="u1"))
+    finally:
+        watcher.cancel()
+        store._wdb._connection = real
+    assert len(seen) > 10 and max(seen) == before == await store.head_seq()
+    _, [event] = await store.enqueue(NewJob(type="t", user_id="u1"))
+    assert event.seq == before + 1 == await store.head_seq()

@@ -76,7 +76,15 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def head_seq(self) -> int: ...
+    async def head_seq(self) -> int:
+        """The last seq committed: a safe cursor to start from (nothing at or below it can
+        still be rolled back)."""
+        ...
+
+    async def seq_ceiling(self) -> int:
+        """The highest seq a reader may already see (committed, or being committed); a
+        client's cursor above it is from elsewhere and must resync."""
+        ...
 
     async def pruned_through(self) -> int:
         """Highest seq no longer kept; a client resuming from below it must resync."""

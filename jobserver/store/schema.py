@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS notes_cache (
     created_at REAL NOT NULL,
     PRIMARY KEY (content_hash, generator)
 );
+CREATE INDEX IF NOT EXISTS notes_cache_age ON notes_cache (created_at);
 """
 
 JOB_COLUMNS = (

@@ -79,8 +79,10 @@ class SqliteStore:
         self.path = path
         self._epoch = ""
         self._seq = 0  # the last seq handed out, on the writer's thread
-        # The last seq committed (or being committed): set on the writer's thread as each COMMIT
-        # starts, so no reader can see a row above it; put back if the batch fails.
+        # Set on the writer's thread around each COMMIT: the ceiling as it starts (no reader
+        # can see a row above it), the durable head once it returned (nothing at or below it
+        # can be rolled back). A failed batch puts both back.
+        self._ceiling = 0
         self._durable = 0
         self._pruned = 0
         self._active: dict[str, Job] = {}
@@ -133,7 +135,7 @@ class SqliteStore:
         self._epoch = str(meta["epoch"])
         self._pruned = int(meta["pruned"])
         head = list(await self._wdb.execute_fetchall("SELECT MAX(seq) FROM events"))
-        self._seq = self._durable = max(self._pruned, head[0][0] or 0)
+        self._seq = self._ceiling = self._durable = max(self._pruned, head[0][0] or 0)
         self._rdb = await aiosqlite.connect(self.path, isolation_level=None)
         await self._rdb.execute("PRAGMA busy_timeout=5000")
         await self._rdb.execute("PRAGMA query_only=ON")
@@ -267,17 +269,16 @@ class SqliteStore:
                 except JobServerError as exc:  # raised before the op wrote anything
                     results.append((False, exc))
             self._flush(conn)
-            # Raised before the COMMIT: readers see the rows the moment it lands, so the head
-            # must not trail it (a cursor above the head means "resync"); put back on failure.
-            self._durable = self._seq
+            self._ceiling = self._seq  # readers see the rows the moment the COMMIT lands
             conn.execute("COMMIT")
+            self._durable = self._seq
             committed, self._committed, self._written = self._committed, [], 0
             return results, committed
         except Exception as exc:
             if conn.in_transaction:
                 conn.rollback()
             # The database is the truth again: forget what this batch changed in memory.
-            self._seq = self._durable = seq
+            self._seq = self._ceiling = self._durable = seq
             self._active.clear()
             self._dirty.clear()
             self._new.clear()
@@ -337,6 +338,9 @@ class SqliteStore:
 
     async def head_seq(self) -> int:
         return self._durable
+
+    async def seq_ceiling(self) -> int:
+        return self._ceiling
 
     async def pruned_through(self) -> int:
         return self._pruned

@@ -196,9 +196,9 @@ class Gateway:
             return None
         if since < await self.store.pruned_through():
             return "pruned"
-        # Against the store's head, not ``published``: a backlog may hand out an event that
-        # is committed but not yet published, and a client may resume from it at once.
-        if since > await self.store.head_seq():
+        # Against the store's ceiling, not ``published``: a backlog may hand out an event
+        # that is committed but not yet published, and a client may resume from it at once.
+        if since > await self.store.seq_ceiling():
             return "ahead"
         return None
 
