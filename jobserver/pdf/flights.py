@@ -99,6 +99,7 @@ class Flight:
         self._latest: dict[JobStage, Update] = {}
         self._followers: set[Follower] = set()
         self.task = asyncio.create_task(self._run(work), name="pdf-flight")
+        self.task.add_done_callback(self._ended)
 
     async def _run(self, work: Work) -> None:
         try:
@@ -117,6 +118,14 @@ class Flight:
                 follower.finish()
         if not self.result.done():
             self.result.set_exception(RuntimeError("the flight ended without notes"))
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        # A task cancelled before its first step never runs ``_run``: settle here too, or a
+        # follower that joined meanwhile would wait for ever.
+        if not self.result.done():
+            self.result.cancel()
+        for follower in self._followers:
+            follower.finish()
 
     def report(self, update: Update) -> None:
         self._latest[update.stage] = update
