@@ -136,7 +136,7 @@ class WorkerPool:
         while self._claiming:
             # A job whose handler returned no longer takes a slot while its outcome is written,
             # so the next claim can share a commit with that write.
-            free = self.concurrency - self._busy
+            free = self.free_slots
             if free <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()

@@ -515,3 +515,30 @@ async def test_a_prefetched_read_that_failed_is_not_kept_for_anyone(make_api: Ma
     done = await finished(api, job.id)
     assert done["error"]["code"] == "PARSE_TIMEOUT" and handler.pool.parses == parses + 1
     assert (await run(api, pdfs.text_pdf(2)))["status"] == "completed"
+
+
+async def test_the_jobs_route_prefetches_a_due_pdf_job_and_not_a_delayed_one(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api()
+    handler = pdf_handler(api)
+    asked: list[tuple[str, str, int]] = []
+    prefetch_soon = handler.prefetch_soon
+
+    def recording(sha: str, job_id: str, free_slots: int) -> None:
+        asked.append((sha, job_id, free_slots))
+        prefetch_soon(sha, job_id, free_slots)
+
+    handler.prefetch_soon = recording  # type: ignore[method-assign]
+    payload = stored_upload(api, pdfs.text_pdf(2, seed=21))
+    status, later = await api.post(
+        "/api/jobs", json={"type": PDF_NOTES, "payload": payload, "delaySeconds": 60}
+    )
+    assert status == 202 and asked == []  # not due: nothing read ahead of time
+    status, now = await api.post("/api/jobs", json={"type": PDF_NOTES, "payload": payload})
+    assert status == 202 and [(s, j) for s, j, _ in asked] == [(payload["sha256"], now["jobId"])]
+    assert asked[0][2] > 0  # the pool had free slots
+    done = await finished(api, now["jobId"])
+    assert done["status"] == "completed" and done["result"]["joined"] is False
+    status, _ = await api.post(f"/api/jobs/{later['jobId']}/cancel")
+    assert status == 200

@@ -104,24 +104,17 @@ class Flight:
     async def _run(self, work: Work) -> None:
         try:
             await work(self)
-        except BaseException as exc:
+        except Exception as exc:
             if not self.result.done():
-                if isinstance(exc, asyncio.CancelledError):
-                    self.result.cancel()
-                else:
-                    self.result.set_exception(exc)
-                    self.result.exception()  # followers that left need not read it
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            for follower in self._followers:
-                follower.finish()
+                self.result.set_exception(exc)
+                self.result.exception()  # followers that left need not read it
+            return
         if not self.result.done():
             self.result.set_exception(RuntimeError("the flight ended without notes"))
 
     def _ended(self, task: asyncio.Task[None]) -> None:
-        # A task cancelled before its first step never runs ``_run``: settle here too, or a
-        # follower that joined meanwhile would wait for ever.
+        """However the work ended (cancelled, even before its first step): settle the result
+        and release every follower, so none waits for ever."""
         if not self.result.done():
             self.result.cancel()
         for follower in self._followers:

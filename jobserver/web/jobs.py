@@ -8,7 +8,6 @@ from aiohttp import web
 
 from ..errors import InvalidPayload, JobNotFound
 from ..models import Job, JobStatus
-from ..pdf.job import PDF_NOTES
 from ..store import NewJob
 from .http import json_body, json_response, page_of, paged, user_of, whole_number
 from .keys import EVENTS, REGISTRY, STORE
@@ -28,7 +27,7 @@ def _optional_str(value: Any, name: str, max_len: int = 200) -> str | None:
 async def submit(request: web.Request, new: NewJob) -> web.Response:
     """Enqueue ``new`` and answer 202 with the job (200 when an idempotency key matched)."""
     job, created = await request.app[EVENTS].emit_queued(new)
-    if created and job.type == PDF_NOTES:
+    if created:
         prefetch_upload(request.app, job)
     return json_response(job.to_wire(), 202 if created else 200)
 

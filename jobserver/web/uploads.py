@@ -140,11 +140,13 @@ async def create_pdf_job(request: web.Request) -> NewJob:
 
 
 def prefetch_upload(app: web.Application, job: Job) -> None:
-    """A pdf-notes job was just queued: start reading its file in the background if a worker
-    slot and a parser are free (``PdfNotes.prefetch``), so the parse does not wait for the
-    job's claim. The answer to the upload never waits for this."""
+    """A job was just queued: if it is a pdf-notes job that is due, start reading its file in
+    the background when a worker slot and a parser are free (``PdfNotes.prefetch``), so the
+    parse does not wait for the job's claim. The answer to the client never waits for this."""
+    if job.type != PDF_NOTES or job.run_at > time.time():  # not due yet: no hurry
+        return
     handler = handler_in(app[REGISTRY])
     pool = app.get(POOL)
-    if handler is None or pool is None or job.run_at > time.time():  # not due yet: no hurry
+    if handler is None or pool is None:
         return
     handler.prefetch_soon(str(job.payload["sha256"]), job.id, pool.free_slots)
