@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import time
 from asyncio.subprocess import PIPE, STDOUT
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -225,10 +227,10 @@ async def test_uploads_of_pruned_jobs_go_and_a_reupload_makes_a_file_young_again
     assert not stored.exists() and retention.pruned_files == 1
 
 
-async def test_a_prune_landing_while_the_log_is_read_gives_resync_not_a_gap(
-    make_api: MakeApi,
-) -> None:
-    """Regression: the cursor was checked before the read, so a prune in between went unseen."""
+@contextlib.asynccontextmanager
+async def prune_during_reads(make_api: MakeApi) -> AsyncIterator[ApiClient]:
+    """An app with one finished job whose event-log reads each let a prune land right after
+    the read (the job is then past retention), as long as the block runs."""
     api = await make_api(retention_days=1.0, prune_interval_seconds=3600)
     _, job = await api.post("/api/jobs", json={"type": "demo.sleep", "payload": {"seconds": 0}})
     await wait_status(api, job["jobId"], "completed")
@@ -242,36 +244,30 @@ async def test_a_prune_landing_while_the_log_is_read_gives_resync_not_a_gap(
 
     store.events_after = read_while_pruning  # type: ignore[method-assign]
     try:
-        status, page = await api.get("/api/events?since=0&timeout=0")
-        assert status == 200 and page["type"] == "resync" and page["reason"] == "pruned"
+        yield api
     finally:
         store.events_after = read  # type: ignore[method-assign]
+
+
+async def test_a_prune_landing_while_the_log_is_read_gives_resync_not_a_gap(
+    make_api: MakeApi,
+) -> None:
+    """Regression: the cursor was checked before the read, so a prune in between went unseen."""
+    async with prune_during_reads(make_api) as api:
+        status, page = await api.get("/api/events?since=0&timeout=0")
+        assert status == 200 and page["type"] == "resync" and page["reason"] == "pruned"
 
 
 async def test_a_prune_landing_mid_backlog_closes_the_socket_to_resume(make_api: MakeApi) -> None:
     """The WebSocket side of the same regression: 4000, and the resume then says resync."""
     from tests.test_ws import connect, next_json
 
-    api = await make_api(retention_days=1.0, prune_interval_seconds=3600)
-    _, job = await api.post("/api/jobs", json={"type": "demo.sleep", "payload": {"seconds": 0}})
-    await wait_status(api, job["jobId"], "completed")
-    store = api.app[STORE]
-    read = store.events_after
-
-    async def read_while_pruning(since: int, **kw: Any) -> Any:
-        events = await read(since, **kw)
-        await api.app[RETENTION].prune(now=time.time() + 2 * 86400)
-        return events
-
-    store.events_after = read_while_pruning  # type: ignore[method-assign]
-    try:
+    async with prune_during_reads(make_api) as api:
         ws = await connect(api)
         await ws.send_json({"type": "subscribe", "userId": api.user, "since": 0})
         assert (await next_json(ws))["type"] == "subscribed"
         closed = await ws.receive(timeout=5)
         assert closed.type is aiohttp.WSMsgType.CLOSE and closed.data == 4000
-    finally:
-        store.events_after = read  # type: ignore[method-assign]
     ws = await connect(api)
     await ws.send_json({"type": "subscribe", "userId": api.user, "since": 0})
     reply = await next_json(ws)
