@@ -20,6 +20,10 @@ class JobServerError(Exception):
         if code is not None:
             self.code = code
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keeps a chosen code when the error crosses from the store's writer process.
+        return type(self), (self.message,), self.__dict__
+
 
 class BadRequest(JobServerError):
     code = "BAD_REQUEST"

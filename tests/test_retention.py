@@ -16,6 +16,7 @@ from jobserver.models import JobStatus, error_dict
 from jobserver.retention import Retention, upload_pruner
 from jobserver.store import NewJob, Store
 from jobserver.store.sqlite import SqliteStore
+from jobserver.store.sqlite_writer import Writer
 from tests.test_pdf_store import content
 
 
@@ -237,39 +238,31 @@ async def test_an_event_a_reader_can_see_is_never_above_the_seq_ceiling(store: S
     assert reads > 50 and ahead == 0
 
 
-async def test_a_commit_that_fails_never_leaves_its_seq_as_the_head(store: Store) -> None:
+def test_a_commit_that_fails_never_leaves_its_seq_as_the_head(tmp_path: Path) -> None:
     """GET /api/meta gives clients head_seq() as their first cursor: it must never name a seq
-    whose commit then fails and which the next event gets (that event would be skipped)."""
-    assert isinstance(store, SqliteStore) and store._wdb is not None
-    await store.enqueue(NewJob(type="t", user_id="u1"))
-    before = await store.head_seq()
-    real = store._wdb._conn
+    whose commit then fails and which the next event gets (that event would be skipped).
+    The store's head is what its writer reports as durable after each batch."""
+    real = sqlite3.connect(tmp_path / "w.db", isolation_level=None)
+    failing = False
 
-    class FailingCommit:  # the disk fails the next COMMIT, after a while
+    class FailingCommit:  # the disk fails the next COMMIT
         def __getattr__(self, name: str) -> Any:
             return getattr(real, name)
 
         def execute(self, sql: str, *args: Any) -> Any:
-            if sql == "COMMIT":
-                time.sleep(0.2)
+            if sql == "COMMIT" and failing:
                 raise sqlite3.OperationalError("disk I/O error")
             return real.execute(sql, *args)
 
-    seen: list[int] = []
-
-    async def watch() -> None:
-        while True:
-            seen.append(await store.head_seq())
-            await asyncio.sleep(0.005)
-
-    store._wdb._connection = FailingCommit()
-    watcher = asyncio.create_task(watch())
-    try:
-        with pytest.raises(sqlite3.OperationalError):
-            await store.enqueue(NewJob(type="t", user_id="u1"))
-    finally:
-        watcher.cancel()
-        store._wdb._connection = real
-    assert len(seen) > 10 and max(seen) == before == await store.head_seq()
-    _, [event] = await store.enqueue(NewJob(type="t", user_id="u1"))
-    assert event.seq == before + 1 == await store.head_seq()
+    writer = Writer(FailingCommit())  # type: ignore[arg-type]
+    writer.open()
+    writer.run([("enqueue", NewJob(type="t", user_id="u1"))])
+    before = writer.durable
+    failing = True
+    [(ok, error)], events = writer.run([("enqueue", NewJob(type="t", user_id="u1"))])
+    assert not ok and isinstance(error, ServiceUnavailable) and "disk I/O error" in str(error)
+    assert events == [] and writer.durable == before
+    failing = False
+    [(ok, (_, [seq]))], [row] = writer.run([("enqueue", NewJob(type="t", user_id="u1"))])
+    assert ok and seq == row[0] == before + 1 == writer.durable
+    real.close()

@@ -196,7 +196,7 @@ async def test_sqlite_epoch_and_head_survive_reopen(tmp_path: Path) -> None:
     await first.enqueue(new())
     epoch, head = first.epoch, await first.head_seq()
     with pytest.raises(ServiceUnavailable):
-        await SqliteStore(path).open()  # one process owns the file
+        await SqliteStore(path, lock_wait=0.2).open()  # one process owns the file
     await first.close()
     second = SqliteStore(path)
     await second.open()
@@ -213,11 +213,10 @@ async def test_sqlite_epoch_and_head_survive_reopen(tmp_path: Path) -> None:
 async def test_sqlite_pragmas_are_durable(tmp_path: Path) -> None:
     s = SqliteStore(tmp_path / "s.db")
     await s.open()
-    assert s._wdb is not None
-    rows = await s._wdb.execute_fetchall("PRAGMA journal_mode")
-    assert next(iter(rows))[0] == "wal"
-    rows = await s._wdb.execute_fetchall("PRAGMA synchronous")
-    assert next(iter(rows))[0] == 2  # FULL
+    settings = await s.settings()  # the writer process's own connection
+    assert settings["journal_mode"] == "wal"
+    assert settings["synchronous"] == 2  # FULL
+    assert settings["busy_timeout"] == 5000
     await s.close()
     with sqlite3.connect(tmp_path / "s.db") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -81,6 +81,9 @@ _UPDATED = (
     "status, stage, progress, message, metadata, result, error, attempts, max_attempts, "
     "started_at, finished_at, run_at, last_seq, lease_token, lease_expires_at"
 )
+# What a progress change touches: a job that only progressed in a batch updates these alone,
+# which leaves the indexes on status, run_at and finished_at untouched.
+_PROGRESSED = "stage, progress, message, metadata, last_seq"
 MAX_ROWS = 128  # rows per multi-row statement
 
 
@@ -96,8 +99,10 @@ def _statement(kind: str, rows: int) -> str:
         return f"INSERT INTO events (seq, type, job_id, user_id, data) VALUES {_values(5, rows)}"
     if kind == "insert-jobs":
         return f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES {_values(21, rows)}"
-    sets = ", ".join(f"{c}=v.{c}" for c in _UPDATED.split(", "))
-    return (f"WITH v({_UPDATED}, id) AS (VALUES {_values(16, rows)}) "
+    columns = _PROGRESSED if kind == "progress-jobs" else _UPDATED
+    names = columns.split(", ")
+    sets = ", ".join(f"{c}=v.{c}" for c in names)
+    return (f"WITH v({columns}, id) AS (VALUES {_values(len(names) + 1, rows)}) "
             f"UPDATE jobs SET {sets} FROM v WHERE jobs.id = v.id")  # fmt: skip
 
 
@@ -164,6 +169,13 @@ def update_params(job: Job) -> tuple[Any, ...]:
         job.status.value, job.stage.value, job.progress, job.message, _dump(job.metadata),
         _dump(job.result), _dump(job.error), job.attempts, job.max_attempts, job.started_at,
         job.finished_at, job.run_at, job.last_seq, job.lease_token, job.lease_expires_at, job.id,
+    )  # fmt: skip
+
+
+def progress_params(job: Job) -> tuple[Any, ...]:
+    """``update_params`` for a job whose change in this batch was progress alone."""
+    return (
+        job.stage.value, job.progress, job.message, _dump(job.metadata), job.last_seq, job.id
     )  # fmt: skip
 
 

@@ -1,16 +1,21 @@
-"""SQLite backend: WAL, synchronous=FULL, and one writer that group-commits every change."""
+"""SQLite backend: WAL, synchronous=FULL, one writer process that group-commits every change.
+
+Reads run here, on a connection of their own. Writes go to ``sqlite_writer`` in a process of
+its own (so the writer's Python runs on another core than the event loop) as op tuples;
+whatever was submitted during one turn of the event loop goes as one frame, and the writer
+commits every frame that is waiting in one transaction.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
-import itertools
 import logging
 import os
-import secrets
-import sqlite3
+import pickle
+import sys
 import time
-import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,48 +23,69 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from ..errors import JobServerError, ServiceUnavailable
-from ..models import ErrorDict, Event, EventType, Job, JobStatus, ResultDict, encode_event, iso
+from ..errors import InvalidPayload, ServiceUnavailable
+from ..models import ErrorDict, Event, EventType, Job, JobStatus, ResultDict
 from ..notes import Note, NotesContent
-from . import changes
+from . import frames
 from .protocol import NewJob, ProgressUpdate, Pruned
 from .schema import (
-    INSERT_CACHED_NOTES,
-    INSERT_NOTE,
     JOB_COLUMNS,
     NOTE_COLUMNS,
-    SCHEMA,
     cached_notes_params,
-    insert_params,
     note_params,
     row_to_content,
     row_to_job,
     row_to_note,
-    update_params,
-    write_rows,
 )
+from .sqlite_writer import MAX_BATCH, Op
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Op = Callable[[sqlite3.Connection], Any]
-
-MAX_BATCH = 512  # ops per transaction; bounds the work of handing out one batch
-PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000")
-# After a checkpoint resets the WAL, SQLite cuts the file back to this size.
-WAL_SIZE_LIMIT = 64 * 1024 * 1024
-# A scheduled checkpoint waits at most this long (ms) for readers, so writes barely stall.
-CHECKPOINT_BUSY_MS = 50
-TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
-
-
 Done = Callable[[Any, BaseException | None], None]
+# Turns an op's result as the writer sends it (events as their seq) into what the caller gets.
+Decode = Callable[[Any, list[Event], int], Any]
+
+# How long open() waits for the data dir's lock: a killed server's writer process holds it
+# until it has read end-of-file (at most one batch later).
+LOCK_WAIT_SECONDS = 5.0
+OPEN_TIMEOUT_SECONDS = 60.0
+CLOSE_TIMEOUT_SECONDS = 30.0
+# Ops are sent once per turn of the event loop, or as soon as this many are waiting: the
+# writer starts on the first ones while the loop is still making the rest (a closed loop of
+# workers otherwise waits for a whole batch, then the writer for a whole turn).
+SEND_EARLY = 128
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def _event(seq: int, events: list[Event], first: int) -> Event:
+    return events[seq - first]
+
+
+def _job_event(value: tuple[Job, int], events: list[Event], first: int) -> tuple[Job, Event]:
+    return value[0], events[value[1] - first]
+
+
+def _job_events(
+    value: tuple[Job, list[int]], events: list[Event], first: int
+) -> tuple[Job, list[Event]]:
+    return value[0], [events[seq - first] for seq in value[1]]
+
+
+def _claimed(
+    value: list[tuple[Job, int]], events: list[Event], first: int
+) -> list[tuple[Job, Event]]:
+    return [(job, events[seq - first]) for job, seq in value]
+
+
+def _events(value: list[int], events: list[Event], first: int) -> list[Event]:
+    return [events[seq - first] for seq in value]
 
 
 @dataclass(slots=True)
 class _Pending:
     op: Op
-    reads: bool  # the op runs SQL of its own, so rows this batch changed must be written first
+    decode: Decode | None
     future: asyncio.Future[Any] | None = None
     done: Done | None = None  # called instead of a future, with (result, None) or (None, error)
 
@@ -67,46 +93,30 @@ class _Pending:
 class SqliteStore:
     """The embedded backend. One process owns the file (a lock in the data dir says so).
 
-    Every change is a small function run on the writer's thread; the writer takes all that
-    are waiting and runs them in one transaction, so concurrent writers share one fsync.
-    While this process owns the file, it keeps running jobs in memory to skip re-reading them.
-
     Args:
         path: the SQLite file; created with its schema and a new epoch when missing.
+        lock_wait: seconds ``open`` waits for another process to let go of the file.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, lock_wait: float = LOCK_WAIT_SECONDS) -> None:
         self.path = path
+        self.lock_wait = lock_wait
         self._epoch = ""
-        self._seq = 0  # the last seq handed out, on the writer's thread
-        # Set on the writer's thread around each COMMIT: the ceiling as it starts (no reader
-        # can see a row above it), the durable head once it returned (nothing at or below it
-        # can be rolled back). A failed batch puts both back.
-        self._ceiling = 0
-        self._durable = 0
+        self._durable = 0  # the last seq committed, as the writer last said
+        self._read_up_to = 0  # the highest seq events_after returned
         self._pruned = 0
-        self._active: dict[str, Job] = {}
-        # Rows changed by the batch being run, written at its end (or before an op's own SQL):
-        # ten progress updates of one job in one batch cost one UPDATE, not ten.
-        self._dirty: dict[str, Job] = {}
-        self._new: set[str] = set()
-        # This batch's events, for on_commit; an Event is also its own row in the events
-        # table, and the first ``_written`` of them are in it already.
-        self._committed: list[Event] = []
-        self._written = 0
-        self._stamp = ""  # this batch's timestamp, ISO 8601
+        self._pruning = 0  # prunes sent and not yet answered
         self._publish: Callable[[list[Event]], None] = lambda events: None
-        self._pending: list[_Pending] = []
-        self._wake = asyncio.Event()
-        self._writer_task: asyncio.Task[None] | None = None
-        self._wdb: aiosqlite.Connection | None = None
+        self._pending: list[_Pending] = []  # submitted, not yet sent
+        self._in_flight: deque[list[_Pending]] = deque()  # sent, one list per frame
+        self._send_soon = False
+        self._proc: asyncio.subprocess.Process | None = None
+        self._replies_task: asyncio.Task[None] | None = None
         self._rdb: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
         self._closing = False
+        self._broken: ServiceUnavailable | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Lease tokens only need to be unique: a random prefix per open, then a counter.
-        self._token_prefix = secrets.token_hex(8) + "-"
-        self._tokens = itertools.count(1)
 
     def on_commit(self, publish: Callable[[list[Event]], None]) -> None:
         """Give every committed event to ``publish``, in seq order, right after its commit."""
@@ -120,219 +130,189 @@ class SqliteStore:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._take_lock()
-        self._wdb = await aiosqlite.connect(self.path, isolation_level=None)
-        for pragma in PRAGMAS:
-            await self._wdb.execute(pragma)
-        await self._wdb.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-        await self._wdb.executescript(SCHEMA)
-        await self._wdb.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)", (uuid.uuid4().hex,)
-        )
-        await self._wdb.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('pruned', '0')")
-        rows = await self._wdb.execute_fetchall("SELECT key, value FROM meta")
-        meta: dict[str, str] = {str(r[0]): str(r[1]) for r in rows}
-        self._epoch = str(meta["epoch"])
-        self._pruned = int(meta["pruned"])
-        head = list(await self._wdb.execute_fetchall("SELECT MAX(seq) FROM events"))
-        self._seq = self._ceiling = self._durable = max(self._pruned, head[0][0] or 0)
+        self._lock_fd = await self._take_lock()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
+        # The writer inherits the lock: the file stays owned until both processes are gone.
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "jobserver.store.sqlite_writer", str(self.path),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            pass_fds=(self._lock_fd,), env=env,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        try:
+            hello = await asyncio.wait_for(frames.read(proc.stdout), OPEN_TIMEOUT_SECONDS)
+        except (asyncio.IncompleteReadError, TimeoutError):
+            hello = ("error", "the writer process did not start")
+        if hello[0] != "hello":
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+            self._release_lock()
+            raise ServiceUnavailable(str(hello[1]))
+        _, self._epoch, self._pruned, self._durable = hello
+        self._proc = proc
         self._rdb = await aiosqlite.connect(self.path, isolation_level=None)
         await self._rdb.execute("PRAGMA busy_timeout=5000")
         await self._rdb.execute("PRAGMA query_only=ON")
         self._loop = asyncio.get_running_loop()
-        self._writer_task = asyncio.create_task(self._writer(), name="sqlite-writer")
+        self._replies_task = asyncio.create_task(self._replies(proc.stdout), name="sqlite-replies")
 
     async def close(self) -> None:
         self._closing = True
-        if self._writer_task is not None:
-            self._wake.set()
-            await self._writer_task
-            self._writer_task = None
-        for db in (self._rdb, self._wdb):
-            if db is not None:
-                await db.close()
-        self._rdb = self._wdb = None
+        proc = self._proc
+        if proc is not None:
+            self._send()
+            assert proc.stdin is not None
+            proc.stdin.close()  # the writer answers what it has, then sees the end
+            try:
+                if self._replies_task is not None:
+                    await asyncio.wait_for(self._replies_task, CLOSE_TIMEOUT_SECONDS)
+                await asyncio.wait_for(proc.wait(), CLOSE_TIMEOUT_SECONDS)
+            except TimeoutError:
+                log.error("the store's writer process did not stop; killing it")
+                proc.kill()
+                await proc.wait()
+            self._proc = self._replies_task = None
+        if self._rdb is not None:
+            await self._rdb.close()
+            self._rdb = None
+        self._release_lock()
+
+    async def _take_lock(self) -> int:
+        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + self.lock_wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise ServiceUnavailable(
+                        f"another jobserver process is using {self.path}; "
+                        "give each its own --data-dir"
+                    ) from None
+                await asyncio.sleep(0.05)
+
+    def _release_lock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def _take_lock(self) -> None:
-        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ServiceUnavailable(
-                f"another jobserver process is using {self.path}; give each its own --data-dir"
-            ) from None
-        self._lock_fd = fd
-
-    # -- the writer -------------------------------------------------------------------------
+    # -- talking to the writer --------------------------------------------------------------
 
     def _submit(
-        self,
-        op: Callable[[sqlite3.Connection], T],
-        *,
-        reads: bool = True,
-        done: Done | None = None,
-    ) -> asyncio.Future[T] | None:
+        self, op: Op, decode: Decode | None = None, *, done: Done | None = None
+    ) -> asyncio.Future[Any] | None:
         """Queue ``op`` now; ops commit in the order they were submitted.
 
-        ``reads=False`` marks an op that touches jobs only through ``_load``/``_save``. With
-        ``done``, no future is made: ``done`` is called once the op committed or failed.
+        With ``done``, no future is made: ``done`` is called once the op committed or failed.
         """
         loop = self._loop
-        if self._closing or loop is None:
-            error = ServiceUnavailable("the store is closed")
+        if self._closing or self._broken is not None or loop is None:
+            error = self._broken or ServiceUnavailable("the store is closed")
             if done is not None:
                 done(None, error)
                 return None
-            closed: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-            closed.set_exception(error)
-            return closed
-        future: asyncio.Future[T] | None = None if done is not None else loop.create_future()
-        self._pending.append(_Pending(op, reads, future, done))
-        self._wake.set()
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(error)
+            return failed
+        future: asyncio.Future[Any] | None = None if done is not None else loop.create_future()
+        self._pending.append(_Pending(op, decode, future, done))
+        if len(self._pending) >= SEND_EARLY:
+            self._send()
+        elif not self._send_soon:
+            self._send_soon = True
+            loop.call_soon(self._send)
         return future
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T], *, reads: bool = True) -> T:
-        future = self._submit(op, reads=reads)
+    async def _write(self, op: Op, decode: Decode | None = None) -> Any:
+        future = self._submit(op, decode)
         assert future is not None
         return await future
 
-    async def _writer(self) -> None:
-        """Run batches on the writer's thread, one after another, and hand out their outcome.
-
-        Pipelined: the next batch goes to the thread before this loop publishes the last
-        one's events and answers its callers, so SQLite works while Python fans out.
-        """
-        running: tuple[list[_Pending], asyncio.Future[Any]] | None = None
-        while True:
-            if running is None:
-                if not self._pending:
-                    if self._closing:
-                        return
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                running = self._start_batch()
-            batch, outcome = running
-            results, committed = await outcome
-            running = self._start_batch() if self._pending else None
-            self._finish_batch(batch, results, committed)
-
-    def _start_batch(self) -> tuple[list[_Pending], asyncio.Future[Any]]:
-        assert self._wdb is not None
-        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-        # aiosqlite runs one callable per hop on its thread; the whole batch is one hop.
-        hop = self._wdb._execute(self._run_batch, [(p.op, p.reads) for p in batch])  # type: ignore[no-untyped-call]
-        return batch, asyncio.ensure_future(hop)
-
-    def _finish_batch(
-        self, batch: list[_Pending], results: list[tuple[bool, Any]], committed: list[Event]
-    ) -> None:
-        """Durable now: publish first, in seq order, then tell each caller."""
-        if committed:
+    def _send(self) -> None:
+        """Send what this turn of the loop submitted, as frames of at most MAX_BATCH ops."""
+        self._send_soon = False
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.stdin.is_closing():
+            return
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
-                self._publish(committed)
+                frame = frames.pack([p.op for p in batch])
+            except (pickle.PicklingError, TypeError, AttributeError):
+                batch, frame = self._picklable(batch)
+                if not batch:
+                    continue
+            proc.stdin.write(frame)
+            self._in_flight.append(batch)
+
+    def _picklable(self, batch: list[_Pending]) -> tuple[list[_Pending], bytes]:
+        """Refuse the ops that cannot cross to the writer (say, an odd object in metadata)."""
+        kept = []
+        for pending in batch:
+            try:
+                pickle.dumps(pending.op)
+                kept.append(pending)
+            except (pickle.PicklingError, TypeError, AttributeError) as exc:
+                error = InvalidPayload(f"the {pending.op[0]} write holds a non-JSON value: {exc}")
+                self._settle(pending, False, error)
+        return kept, frames.pack([p.op for p in kept]) if kept else b""
+
+    async def _replies(self, stream: asyncio.StreamReader) -> None:
+        """Hand out each reply: publish its events (durable now), then answer each caller."""
+        try:
+            while True:
+                count, outcomes, rows, durable = await frames.read(stream)
+                batches = [self._in_flight.popleft() for _ in range(count)]
+                self._durable = durable
+                self._finish(batches, outcomes, rows)
+        except (asyncio.IncompleteReadError, ConnectionError, EOFError, pickle.UnpicklingError):
+            pass
+        if not self._closing:
+            log.critical("the store's writer process stopped; writes fail until a restart")
+        self._fail_all(ServiceUnavailable("the store's writer process stopped"))
+
+    def _finish(
+        self, batches: list[list[_Pending]], outcomes: list[tuple[bool, Any]], rows: list[Any]
+    ) -> None:
+        events = [Event(*row) for row in rows]
+        if events:
+            try:
+                self._publish(events)
             except Exception:
                 log.exception("publishing committed events failed")
-        for pending, (ok, value) in zip(batch, results, strict=True):
-            if pending.done is not None:
-                try:
-                    pending.done(value, None) if ok else pending.done(None, value)
-                except Exception:
-                    log.exception("a write's completion callback failed")
-            elif pending.future is not None and not pending.future.done():
-                if ok:
-                    pending.future.set_result(value)
-                else:
-                    pending.future.set_exception(value)
+        first = events[0].seq if events else 0
+        results = iter(outcomes)
+        for batch in batches:
+            for pending in batch:
+                ok, value = next(results)
+                if ok and pending.decode is not None:
+                    value = pending.decode(value, events, first)
+                self._settle(pending, ok, value)
 
-    def _run_batch(self, ops: list[tuple[Op, bool]]) -> tuple[list[tuple[bool, Any]], list[Event]]:
-        """On the writer thread: all ops in one transaction; one op's domain error is its own.
+    @staticmethod
+    def _settle(pending: _Pending, ok: bool, value: Any) -> None:
+        if pending.done is not None:
+            try:
+                pending.done(value, None) if ok else pending.done(None, value)
+            except Exception:
+                log.exception("a write's completion callback failed")
+        elif pending.future is not None and not pending.future.done():
+            if ok:
+                pending.future.set_result(value)
+            else:
+                pending.future.set_exception(value)
 
-        Returns each op's outcome and the events committed, in seq order.
-        """
-        assert self._wdb is not None
-        conn: sqlite3.Connection = self._wdb._conn
-        seq = self._seq
-        self._stamp = iso(time.time()) or ""
-        results: list[tuple[bool, Any]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op, reads in ops:
-                if reads:
-                    self._flush(conn)
-                try:
-                    results.append((True, op(conn)))
-                except JobServerError as exc:  # raised before the op wrote anything
-                    results.append((False, exc))
-            self._flush(conn)
-            self._ceiling = self._seq  # readers see the rows the moment the COMMIT lands
-            conn.execute("COMMIT")
-            self._durable = self._seq
-            committed, self._committed, self._written = self._committed, [], 0
-            return results, committed
-        except Exception as exc:
-            if conn.in_transaction:
-                conn.rollback()
-            # The database is the truth again: forget what this batch changed in memory.
-            self._seq = self._ceiling = self._durable = seq
-            self._active.clear()
-            self._dirty.clear()
-            self._new.clear()
-            self._committed, self._written = [], 0
-            if len(ops) == 1:
-                log.exception("store write failed")
-                return [(False, exc)], []
-        # Something unexpected broke the batch: run each op alone so only its own caller fails.
-        outcomes: list[tuple[bool, Any]] = []
-        published: list[Event] = []
-        for single in ops:
-            result, events = self._run_batch([single])
-            outcomes += result
-            published += events
-        return outcomes, published
-
-    # -- helpers that run on the writer thread ----------------------------------------------
-
-    def _flush(self, conn: sqlite3.Connection) -> None:
-        """Write the job rows and events this batch changed so far."""
-        if self._dirty:
-            new = self._new
-            dirty = self._dirty.values()
-            write_rows(conn, "insert-jobs", [insert_params(j) for j in dirty if j.id in new])
-            write_rows(conn, "update-jobs", [update_params(j) for j in dirty if j.id not in new])
-            self._dirty = {}
-            self._new = set()
-        if self._written < len(self._committed):
-            write_rows(conn, "events", self._committed[self._written :])
-            self._written = len(self._committed)
-
-    def _load(self, conn: sqlite3.Connection, job_id: str) -> Job | None:
-        job = self._dirty.get(job_id) or self._active.get(job_id)
-        if job is not None:
-            return job
-        row = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
-        return None if row is None else row_to_job(row)
-
-    def _save(
-        self, conn: sqlite3.Connection, change: changes.Change, *, insert: bool = False
-    ) -> Event:
-        job, type_ = change
-        self._seq += 1
-        job.last_seq = self._seq
-        event = encode_event(self._seq, type_, job, self._stamp)
-        self._committed.append(event)
-        self._dirty[job.id] = job
-        if insert:
-            self._new.add(job.id)
-        if job.status is JobStatus.ACTIVE:
-            self._active[job.id] = job
-        else:
-            self._active.pop(job.id, None)
-        return event
+    def _fail_all(self, error: ServiceUnavailable) -> None:
+        self._broken = error
+        waiting = [p for batch in self._in_flight for p in batch] + self._pending
+        self._in_flight.clear()
+        self._pending = []
+        for pending in waiting:
+            self._settle(pending, False, error)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -340,49 +320,27 @@ class SqliteStore:
         return self._durable
 
     async def seq_ceiling(self) -> int:
-        return self._ceiling
+        # A client's cursor is a seq it was given: published (so at most the durable head)
+        # or read from the file by this store (so at most the highest seq a read returned).
+        return max(self._durable, self._read_up_to)
 
     async def pruned_through(self) -> int:
+        if self._pruning:
+            # A prune may have committed before its reply came: a reader may already miss
+            # its events, so read the mark from the file, where it changed with them.
+            rows = await self._read("SELECT value FROM meta WHERE key='pruned'")
+            return max(self._pruned, int(rows[0][0]))
         return self._pruned
 
     async def enqueue(self, new: NewJob) -> tuple[Job, list[Event]]:
-        def op(conn: sqlite3.Connection) -> tuple[Job, list[Event]]:
-            if new.idempotency_key is not None:
-                row = conn.execute(
-                    f"SELECT {JOB_COLUMNS} FROM jobs WHERE user_id=? AND idempotency_key=?",
-                    (new.user_id, new.idempotency_key),
-                ).fetchone()
-                if row is not None:
-                    return row_to_job(row), []
-            change = changes.new_job(new, time.time())
-            return change[0], [self._save(conn, change, insert=True)]
-
-        # Only an idempotency key needs SQL of its own (so the rows before it are written
-        # first); without one, a burst of enqueues goes out in a few multi-row statements.
-        return await self._write(op, reads=new.idempotency_key is not None)
+        result: tuple[Job, list[Event]] = await self._write(("enqueue", new), _job_events)
+        return result
 
     async def claim(self, limit: int, lease_seconds: float) -> list[tuple[Job, Event]]:
-        def op(conn: sqlite3.Connection) -> list[tuple[Job, Event]]:
-            now = time.time()
-            rows = conn.execute(
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE status='queued' AND run_at<=? "
-                "ORDER BY run_at, rowid LIMIT ?",
-                (now, limit),
-            ).fetchall()
-            out = []
-            for row in rows:
-                token = f"{self._token_prefix}{next(self._tokens):x}"
-                change = changes.claimed(row_to_job(row), token, lease_seconds, now)
-                out.append((change[0], self._save(conn, change)))
-            return out
-
-        return await self._write(op)
-
-    def _leased_write(self, job_id: str, token: str, apply: Callable[[Job], changes.Change]) -> Op:
-        def op(conn: sqlite3.Connection) -> Event:
-            return self._save(conn, apply(changes.leased(self._load(conn, job_id), job_id, token)))
-
-        return op
+        result: list[tuple[Job, Event]] = await self._write(
+            ("claim", limit, lease_seconds), _claimed
+        )
+        return result
 
     def progress(
         self,
@@ -391,114 +349,56 @@ class SqliteStore:
         update: ProgressUpdate,
         done: Callable[[Event | None, BaseException | None], None],
     ) -> None:
-        self._submit(
-            self._leased_write(job_id, token, lambda job: changes.progressed(job, update)),
-            reads=False,
-            done=done,
-        )
+        stage, progress, message, metadata = update
+        op = ("progress", job_id, token, stage, progress, message, metadata)
+        self._submit(op, _event, done=done)
 
     async def complete(self, job_id: str, token: str, result: ResultDict) -> Event:
-        return await self._write(
-            self._leased_write(
-                job_id, token, lambda job: changes.completed(job, result, time.time())
-            ),
-            reads=False,
-        )
+        event: Event = await self._write(("complete", job_id, token, result), _event)
+        return event
 
     async def fail(
         self, job_id: str, token: str, error: ErrorDict, retry_at: float | None
     ) -> Event:
-        return await self._write(
-            self._leased_write(
-                job_id, token, lambda job: changes.failed(job, error, retry_at, time.time())
-            ),
-            reads=False,
-        )
+        event: Event = await self._write(("fail", job_id, token, error, retry_at), _event)
+        return event
 
     async def requeue(self, job_id: str, token: str, message: str) -> Event:
-        return await self._write(
-            self._leased_write(
-                job_id, token, lambda job: changes.requeued(job, message, time.time())
-            ),
-            reads=False,
-        )
-
-    def _owned_write(
-        self, job_id: str, user_id: str | None, apply: Callable[[Job, float], changes.Change]
-    ) -> Op:
-        def op(conn: sqlite3.Connection) -> tuple[Job, Event]:
-            job = changes.owned(self._load(conn, job_id), job_id, user_id)
-            change = apply(job, time.time())
-            return change[0], self._save(conn, change)
-
-        return op
+        event: Event = await self._write(("requeue", job_id, token, message), _event)
+        return event
 
     async def cancel(self, job_id: str, user_id: str | None) -> tuple[Job, Event]:
-        return await self._write(self._owned_write(job_id, user_id, changes.cancelled), reads=False)
+        result: tuple[Job, Event] = await self._write(("cancel", job_id, user_id), _job_event)
+        return result
 
     async def retry(self, job_id: str, user_id: str | None) -> tuple[Job, Event]:
-        return await self._write(self._owned_write(job_id, user_id, changes.retried), reads=False)
+        result: tuple[Job, Event] = await self._write(("retry", job_id, user_id), _job_event)
+        return result
 
     async def renew(self, leases: Mapping[str, str], lease_seconds: float) -> set[str]:
-        def op(conn: sqlite3.Connection) -> set[str]:
-            expires = time.time() + lease_seconds
-            lost = set()
-            for job_id, token in leases.items():
-                cursor = conn.execute(
-                    "UPDATE jobs SET lease_expires_at=? "
-                    "WHERE id=? AND status='active' AND lease_token=?",
-                    (expires, job_id, token),
-                )
-                if cursor.rowcount == 0:
-                    lost.add(job_id)
-                elif job_id in self._active:
-                    self._active[job_id].lease_expires_at = expires
-            return lost
-
-        return await self._write(op)
+        lost: set[str] = await self._write(("renew", dict(leases), lease_seconds))
+        return lost
 
     async def recover(self, *, expired_only: bool) -> list[Event]:
-        def op(conn: sqlite3.Connection) -> list[Event]:
-            now = time.time()
-            sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE status='active'"
-            params: tuple[Any, ...] = ()
-            if expired_only:
-                sql += " AND lease_expires_at < ?"
-                params = (now,)
-            rows = conn.execute(sql, params).fetchall()
-            return [self._save(conn, changes.worker_lost(row_to_job(row), now)) for row in rows]
+        events: list[Event] = await self._write(("recover", expired_only), _events)
+        return events
 
-        return await self._write(op)
+    async def settings(self) -> dict[str, int | str]:
+        """The write connection's journal mode, synchronous level and busy timeout."""
+        values: dict[str, int | str] = await self._write(("settings",))
+        return values
 
     # -- notes ------------------------------------------------------------------------------
 
     async def save_note(self, note: Note) -> None:
-        params = note_params(note)
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(INSERT_NOTE, params)
-
-        await self._write(op)
+        await self._write(("save_note", note_params(note)))
 
     async def cache_notes(self, content_hash: str, content: NotesContent) -> None:
-        params = cached_notes_params(content_hash, content, time.time())
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(INSERT_CACHED_NOTES, params)
-
-        await self._write(op)
+        await self._write(("cache_notes", cached_notes_params(content_hash, content, time.time())))
 
     async def prune_cached_notes(self, before: float, *, limit: int = 1000) -> int:
-        def op(conn: sqlite3.Connection) -> int:
-            return int(
-                conn.execute(
-                    "DELETE FROM notes_cache WHERE rowid IN "
-                    "(SELECT rowid FROM notes_cache WHERE created_at < ? LIMIT ?)",
-                    (before, limit),
-                ).rowcount
-            )
-
-        return await self._write(op)
+        count: int = await self._write(("prune_cached_notes", before, limit))
+        return count
 
     async def get_note(self, note_id: str) -> Note | None:
         rows = await self._read(f"SELECT {NOTE_COLUMNS} FROM notes WHERE id=?", (note_id,))
@@ -558,6 +458,8 @@ class SqliteStore:
             sql += " AND job_id=?"
             params += (job_id,)
         rows = await self._read(sql + " ORDER BY seq LIMIT ?", (*params, limit))
+        if rows:
+            self._read_up_to = max(self._read_up_to, rows[-1][0])
         return [Event(r[0], EventType(r[1]), r[2], r[3], bytes(r[4])) for r in rows]
 
     async def next_run_at(self) -> float | None:
@@ -573,39 +475,19 @@ class SqliteStore:
 
     # -- operations: health, retention, the WAL ---------------------------------------------
 
-    async def ping(self) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('ping', ?)", (repr(time.time()),)
-            )
+    # -- operations: health, retention, the WAL ---------------------------------------------
 
-        await self._write(op)
+    async def ping(self) -> None:
+        await self._write(("ping",))
 
     async def prune(self, before: float, *, limit: int = 1000) -> Pruned:
-        def op(conn: sqlite3.Connection) -> Pruned:
-            ids = [
-                str(r[0])
-                for r in conn.execute(
-                    f"SELECT id FROM jobs WHERE status IN {TERMINAL_SQL} AND finished_at < ? "
-                    "ORDER BY finished_at LIMIT ?",
-                    (before, limit),
-                )
-            ]
-            if not ids:
-                return Pruned(0, 0, self._pruned)
-            marks = ",".join("?" * len(ids))
-            row = conn.execute(f"SELECT MAX(seq) FROM events WHERE job_id IN ({marks})", ids)
-            through = int(row.fetchone()[0] or 0)
-            events = conn.execute(f"DELETE FROM events WHERE job_id IN ({marks})", ids).rowcount
-            conn.execute(f"DELETE FROM jobs WHERE id IN ({marks})", ids)
-            if through > self._pruned:
-                # Raised before the commit: a rolled-back batch leaves it too high, which only
-                # costs a client an unneeded resync, never a silent gap.
-                self._pruned = through
-                conn.execute("UPDATE meta SET value=? WHERE key='pruned'", (str(through),))
-            return Pruned(len(ids), events, self._pruned, tuple(ids))
-
-        return await self._write(op)
+        self._pruning += 1
+        try:
+            pruned: Pruned = await self._write(("prune", before, limit))
+        finally:
+            self._pruning -= 1
+        self._pruned = max(self._pruned, pruned.through)
+        return pruned
 
     async def payload_values(self, key: str) -> set[str]:
         path = f"$.{key}"
@@ -617,23 +499,9 @@ class SqliteStore:
         return {str(r[0]) for r in rows}
 
     async def checkpoint(self) -> int:
-        if self._closing or self._wdb is None:
-            raise ServiceUnavailable("the store is closed")
-        wdb = self._wdb
-
-        def run() -> tuple[int, int, int]:
-            # On the writer's thread between two batches, so never inside a transaction.
-            conn: sqlite3.Connection = wdb._conn
-            conn.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS}")
-            try:
-                busy, frames, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            finally:
-                conn.execute("PRAGMA busy_timeout=5000")
-            return int(busy), int(frames), int(done)
-
-        busy, frames, done = await wdb._execute(run)  # type: ignore[no-untyped-call]
+        busy, pages, done = await self._write(("checkpoint",))
         if busy:
-            log.debug("WAL checkpoint met a reader: %d of %d frames copied", done, frames)
+            log.debug("WAL checkpoint met a reader: %d of %d pages copied", done, pages)
         wal = self.path.with_name(self.path.name + "-wal")
         try:
             return wal.stat().st_size

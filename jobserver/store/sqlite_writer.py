@@ -1,0 +1,434 @@
+"""The SQLite writer: every write of ``SqliteStore`` runs here, in a process of its own.
+
+The server is one Python process and its event loop and a writer thread would share one GIL:
+per event, the writer's Python (apply the change, encode the event, bind the rows) cost as
+much as everything the loop does. In a process of its own the writer runs on the other core.
+
+``Writer`` runs lists of ops, each list in one transaction (group commit), and keeps what
+it needs to skip re-reading: the running jobs, the rows a batch changed. ``main`` serves a
+``SqliteStore`` over stdin/stdout with ``frames``; the parent holds the data dir's lock and
+this process inherits it, so it outlives a killed server only until it reads end-of-file.
+
+An op is ``(kind, *args)``; its result goes back with each event as its ``seq`` (the events
+themselves go back once, as rows), so nothing is pickled twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import secrets
+import sqlite3
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import JobServerError, ServiceUnavailable
+from ..models import ErrorDict, Job, JobStage, JobStatus, ResultDict, encode_event, iso
+from . import changes, frames
+from .protocol import NewJob, ProgressUpdate, Pruned
+from .schema import (
+    INSERT_CACHED_NOTES,
+    INSERT_NOTE,
+    JOB_COLUMNS,
+    SCHEMA,
+    insert_params,
+    progress_params,
+    row_to_job,
+    update_params,
+    write_rows,
+)
+
+log = logging.getLogger(__name__)
+
+Op = tuple[Any, ...]
+EventRow = tuple[int, str, str, str, bytes]  # seq, type, job_id, user_id, data: Event's fields
+Outcome = tuple[bool, Any]  # (True, result) or (False, the error)
+
+MAX_BATCH = 512  # ops per transaction; bounds the work of one commit and one reply
+PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000")
+# After a checkpoint resets the WAL, SQLite cuts the file back to this size.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+# A checkpoint waits at most this long (ms) for readers, so writes barely stall.
+CHECKPOINT_BUSY_MS = 50
+TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
+# Ops that run SQL of their own over jobs or events: rows the batch changed are written first.
+READING = frozenset({"claim", "renew", "recover", "prune"})
+
+
+class Writer:
+    """Runs ops on one write connection; ``run`` commits a list of them at once.
+
+    Args:
+        conn: an autocommit connection (``isolation_level=None``) to the store's file.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.seq = 0  # the last seq handed out
+        self.durable = 0  # the last seq committed
+        self.pruned = 0
+        self._active: dict[str, Job] = {}
+        # Rows changed by the batch being run, written at its end (or before an op's own SQL):
+        # ten progress updates of one job in one batch cost one UPDATE, not ten.
+        self._dirty: dict[str, Job] = {}
+        self._new: set[str] = set()
+        self._moved: set[str] = set()  # dirty jobs changed by more than progress
+        self._events: list[EventRow] = []  # this batch's events; the first _written are rows
+        self._written = 0
+        self._stamp = ""  # this batch's timestamp, ISO 8601
+        # Lease tokens only need to be unique: a random prefix per writer, then a counter.
+        self._token_prefix = secrets.token_hex(8) + "-"
+        self._tokens = itertools.count(1)
+        self._ops: dict[str, Callable[..., Any]] = {
+            "enqueue": self.enqueue,
+            "claim": self.claim,
+            "progress": self.progress,
+            "complete": self.complete,
+            "fail": self.fail,
+            "requeue": self.requeue,
+            "cancel": self.cancel,
+            "retry": self.retry,
+            "renew": self.renew,
+            "recover": self.recover,
+            "save_note": self.save_note,
+            "cache_notes": self.cache_notes,
+            "prune_cached_notes": self.prune_cached_notes,
+            "ping": self.ping,
+            "prune": self.prune,
+            "settings": self.settings,
+        }
+
+    def open(self) -> tuple[str, int, int]:
+        """Set the file up (schema, a new epoch when new); returns (epoch, pruned, head)."""
+        conn = self.conn
+        for pragma in PRAGMAS:
+            conn.execute(pragma)
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        conn.executescript(SCHEMA)
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)", (uuid.uuid4().hex,)
+        )
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('pruned', '0')")
+        meta = {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+        self.pruned = int(meta["pruned"])
+        head = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
+        self.seq = self.durable = max(self.pruned, head)
+        return meta["epoch"], self.pruned, self.durable
+
+    # -- batches ----------------------------------------------------------------------------
+
+    def run(self, ops: list[Op]) -> tuple[list[Outcome], list[EventRow]]:
+        """Run ``ops`` in order: one transaction, except that a checkpoint runs between two.
+
+        Returns each op's outcome and the events committed, in seq order.
+        """
+        outcomes: list[Outcome] = []
+        committed: list[EventRow] = []
+        start = 0
+        for i, op in enumerate(ops):
+            if op[0] == "checkpoint":
+                self._run_part(ops[start:i], outcomes, committed)
+                outcomes.append(self._checkpoint())
+                start = i + 1
+        self._run_part(ops[start:], outcomes, committed)
+        return outcomes, committed
+
+    def _run_part(self, ops: list[Op], outcomes: list[Outcome], committed: list[EventRow]) -> None:
+        if ops:
+            results, events = self.run_batch(ops)
+            outcomes += results
+            committed += events
+
+    def run_batch(self, ops: list[Op]) -> tuple[list[Outcome], list[EventRow]]:
+        """All ``ops`` in one transaction; one op's domain error is its own."""
+        conn = self.conn
+        seq = self.seq
+        self._stamp = iso(time.time()) or ""
+        results: list[Outcome] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in ops:
+                kind = op[0]
+                if kind in READING or (kind == "enqueue" and op[1].idempotency_key is not None):
+                    self._flush()
+                try:
+                    results.append((True, self._ops[kind](*op[1:])))
+                except JobServerError as exc:  # raised before the op wrote anything
+                    results.append((False, exc))
+            self._flush()
+            conn.execute("COMMIT")
+            self.durable = self.seq
+            committed, self._events, self._written = self._events, [], 0
+            return results, committed
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            # The database is the truth again: forget what this batch changed in memory.
+            self.seq = self.durable = seq
+            self._active.clear()
+            self._dirty.clear()
+            self._new.clear()
+            self._moved.clear()
+            self._events, self._written = [], 0
+            if len(ops) == 1:
+                log.exception("store write failed")
+                return [(False, ServiceUnavailable(f"the store could not write: {exc}"))], []
+        # Something unexpected broke the batch: run each op alone so only its own caller fails.
+        outcomes: list[Outcome] = []
+        published: list[EventRow] = []
+        for single in ops:
+            result, events = self.run_batch([single])
+            outcomes += result
+            published += events
+        return outcomes, published
+
+    def _flush(self) -> None:
+        """Write the job rows and events this batch changed so far."""
+        conn = self.conn
+        if self._dirty:
+            inserts, updates, progressed = [], [], []
+            new, moved = self._new, self._moved
+            for job in self._dirty.values():
+                if job.id in new:
+                    inserts.append(insert_params(job))
+                elif job.id in moved:
+                    updates.append(update_params(job))
+                else:
+                    progressed.append(progress_params(job))
+            write_rows(conn, "insert-jobs", inserts)
+            write_rows(conn, "update-jobs", updates)
+            write_rows(conn, "progress-jobs", progressed)
+            self._dirty = {}
+            self._new = set()
+            self._moved = set()
+        if self._written < len(self._events):
+            write_rows(conn, "events", self._events[self._written :])
+            self._written = len(self._events)
+
+    def _load(self, job_id: str) -> Job | None:
+        job = self._dirty.get(job_id) or self._active.get(job_id)
+        if job is not None:
+            return job
+        row = self.conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return None if row is None else row_to_job(row)
+
+    def _save(
+        self, change: changes.Change, *, insert: bool = False, progressed: bool = False
+    ) -> int:
+        """Stage ``change``'s row and event; returns the event's seq.
+
+        ``progressed``: the change set only the progress columns (stage, progress, message,
+        metadata), so unless something else changed the job in this batch, only those and
+        ``last_seq`` are written.
+        """
+        job, type_ = change
+        self.seq += 1
+        job.last_seq = self.seq
+        self._events.append(tuple(encode_event(self.seq, type_, job, self._stamp)))  # type: ignore[arg-type]
+        self._dirty[job.id] = job
+        if insert:
+            self._new.add(job.id)
+        elif not progressed:
+            self._moved.add(job.id)
+        if job.status is JobStatus.ACTIVE:
+            self._active[job.id] = job
+        else:
+            self._active.pop(job.id, None)
+        return self.seq
+
+    # -- ops: each returns what the store hands back, with events as their seq --------------
+
+    def enqueue(self, new: NewJob) -> tuple[Job, list[int]]:
+        if new.idempotency_key is not None:
+            row = self.conn.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE user_id=? AND idempotency_key=?",
+                (new.user_id, new.idempotency_key),
+            ).fetchone()
+            if row is not None:
+                return row_to_job(row), []
+        change = changes.new_job(new, time.time())
+        return change[0], [self._save(change, insert=True)]
+
+    def claim(self, limit: int, lease_seconds: float) -> list[tuple[Job, int]]:
+        now = time.time()
+        rows = self.conn.execute(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status='queued' AND run_at<=? "
+            "ORDER BY run_at, rowid LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        out = []
+        for row in rows:
+            token = f"{self._token_prefix}{next(self._tokens):x}"
+            change = changes.claimed(row_to_job(row), token, lease_seconds, now)
+            out.append((change[0], self._save(change)))
+        return out
+
+    def _leased(self, job_id: str, token: str) -> Job:
+        return changes.leased(self._load(job_id), job_id, token)
+
+    def progress(
+        self,
+        job_id: str,
+        token: str,
+        stage: JobStage,
+        progress: float,
+        message: str,
+        metadata: Mapping[str, Any] | None,
+    ) -> int:
+        update = ProgressUpdate(stage, progress, message, metadata)
+        job = self._leased(job_id, token)
+        return self._save(changes.progressed(job, update), progressed=True)
+
+    def complete(self, job_id: str, token: str, result: ResultDict) -> int:
+        return self._save(changes.completed(self._leased(job_id, token), result, time.time()))
+
+    def fail(self, job_id: str, token: str, error: ErrorDict, retry_at: float | None) -> int:
+        job = self._leased(job_id, token)
+        return self._save(changes.failed(job, error, retry_at, time.time()))
+
+    def requeue(self, job_id: str, token: str, message: str) -> int:
+        return self._save(changes.requeued(self._leased(job_id, token), message, time.time()))
+
+    def _owned(
+        self, job_id: str, user_id: str | None, apply: Callable[[Job, float], changes.Change]
+    ) -> tuple[Job, int]:
+        change = apply(changes.owned(self._load(job_id), job_id, user_id), time.time())
+        return change[0], self._save(change)
+
+    def cancel(self, job_id: str, user_id: str | None) -> tuple[Job, int]:
+        return self._owned(job_id, user_id, changes.cancelled)
+
+    def retry(self, job_id: str, user_id: str | None) -> tuple[Job, int]:
+        return self._owned(job_id, user_id, changes.retried)
+
+    def renew(self, leases: Mapping[str, str], lease_seconds: float) -> set[str]:
+        expires = time.time() + lease_seconds
+        lost = set()
+        for job_id, token in leases.items():
+            cursor = self.conn.execute(
+                "UPDATE jobs SET lease_expires_at=? "
+                "WHERE id=? AND status='active' AND lease_token=?",
+                (expires, job_id, token),
+            )
+            if cursor.rowcount == 0:
+                lost.add(job_id)
+            elif job_id in self._active:
+                self._active[job_id].lease_expires_at = expires
+        return lost
+
+    def recover(self, expired_only: bool) -> list[int]:
+        now = time.time()
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE status='active'"
+        params: tuple[Any, ...] = ()
+        if expired_only:
+            sql += " AND lease_expires_at < ?"
+            params = (now,)
+        rows = self.conn.execute(sql, params).fetchall()
+        return [self._save(changes.worker_lost(row_to_job(row), now)) for row in rows]
+
+    def save_note(self, params: tuple[Any, ...]) -> None:
+        self.conn.execute(INSERT_NOTE, params)
+
+    def cache_notes(self, params: tuple[Any, ...]) -> None:
+        self.conn.execute(INSERT_CACHED_NOTES, params)
+
+    def prune_cached_notes(self, before: float, limit: int) -> int:
+        return int(
+            self.conn.execute(
+                "DELETE FROM notes_cache WHERE rowid IN "
+                "(SELECT rowid FROM notes_cache WHERE created_at < ? LIMIT ?)",
+                (before, limit),
+            ).rowcount
+        )
+
+    def ping(self) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('ping', ?)", (repr(time.time()),)
+        )
+
+    def prune(self, before: float, limit: int) -> Pruned:
+        conn = self.conn
+        ids = [
+            str(r[0])
+            for r in conn.execute(
+                f"SELECT id FROM jobs WHERE status IN {TERMINAL_SQL} AND finished_at < ? "
+                "ORDER BY finished_at LIMIT ?",
+                (before, limit),
+            )
+        ]
+        if not ids:
+            return Pruned(0, 0, self.pruned)
+        marks = ",".join("?" * len(ids))
+        row = conn.execute(f"SELECT MAX(seq) FROM events WHERE job_id IN ({marks})", ids)
+        through = int(row.fetchone()[0] or 0)
+        events = conn.execute(f"DELETE FROM events WHERE job_id IN ({marks})", ids).rowcount
+        conn.execute(f"DELETE FROM jobs WHERE id IN ({marks})", ids)
+        if through > self.pruned:
+            # Raised before the commit: a rolled-back batch leaves it too high, which only
+            # costs a client an unneeded resync, never a silent gap.
+            self.pruned = through
+            conn.execute("UPDATE meta SET value=? WHERE key='pruned'", (str(through),))
+        return Pruned(len(ids), events, self.pruned, tuple(ids))
+
+    def settings(self) -> dict[str, int | str]:
+        """The connection's durability settings, for tests and diagnostics."""
+        conn = self.conn
+        return {
+            "journal_mode": str(conn.execute("PRAGMA journal_mode").fetchone()[0]),
+            "synchronous": int(conn.execute("PRAGMA synchronous").fetchone()[0]),
+            "busy_timeout": int(conn.execute("PRAGMA busy_timeout").fetchone()[0]),
+        }
+
+    def _checkpoint(self) -> Outcome:
+        """Copy the WAL into the file and truncate it; between two transactions."""
+        conn = self.conn
+        try:
+            conn.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS}")
+            try:
+                busy, pages, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                conn.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.Error as exc:
+            return False, ServiceUnavailable(f"the WAL checkpoint failed: {exc}")
+        return True, (int(busy), int(pages), int(done))
+
+
+def serve(path: Path, link: frames.Link) -> None:
+    """Answer ``link`` until it closes: a hello, then one reply per run of requests."""
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+        writer = Writer(conn)
+        link.send(("hello", *writer.open()))
+    except Exception as exc:
+        link.send(("error", f"cannot open {path}: {exc}"))
+        return
+    from .. import gctune  # the same collector settings as the server, for the same reason
+
+    gctune.tune()
+    try:
+        while True:
+            requests = link.receive_many(MAX_BATCH)
+            if requests is None:
+                return
+            ops = [op for request in requests for op in request]
+            outcomes, events = writer.run(ops)
+            link.send((len(requests), outcomes, events, writer.durable))
+    finally:
+        conn.close()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # The protocol owns the original stdout; anything printed goes to stderr instead.
+    out = os.dup(1)
+    os.dup2(2, 1)
+    serve(Path(sys.argv[1]), frames.Link(0, out))
+
+
+if __name__ == "__main__":
+    main()
