@@ -51,6 +51,8 @@ Decode = Callable[[Any, list[Event], int], Any]
 LOCK_WAIT_SECONDS = 5.0
 OPEN_TIMEOUT_SECONDS = 60.0
 CLOSE_TIMEOUT_SECONDS = 30.0
+RESTART_ATTEMPTS = 5
+RESTART_PAUSE_SECONDS = 0.5
 # Ops are sent once per turn of the event loop, or as soon as this many are waiting: the
 # writer starts on the first ones while the loop is still making the rest (a closed loop of
 # workers otherwise waits for a whole batch, then the writer for a whole turn).
@@ -131,6 +133,20 @@ class SqliteStore:
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = await self._take_lock()
+        try:
+            await self._start_writer()
+        except ServiceUnavailable:
+            self._release_lock()
+            raise
+        self._rdb = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._rdb.execute("PRAGMA busy_timeout=5000")
+        await self._rdb.execute("PRAGMA query_only=ON")
+        self._loop = asyncio.get_running_loop()
+        self._replies_task = asyncio.create_task(self._serve_replies(), name="sqlite-replies")
+
+    async def _start_writer(self) -> None:
+        """Start the writer process and wait for its hello (the file's epoch and heads)."""
+        assert self._lock_fd is not None
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
         # The writer inherits the lock: the file stays owned until both processes are gone.
@@ -142,38 +158,39 @@ class SqliteStore:
         assert proc.stdout is not None
         try:
             hello = await asyncio.wait_for(frames.read(proc.stdout), OPEN_TIMEOUT_SECONDS)
-        except (asyncio.IncompleteReadError, TimeoutError):
+        except (asyncio.IncompleteReadError, TimeoutError, pickle.UnpicklingError):
             hello = ("error", "the writer process did not start")
         if hello[0] != "hello":
             if proc.returncode is None:
                 proc.kill()
             await proc.wait()
-            self._release_lock()
             raise ServiceUnavailable(str(hello[1]))
         _, self._epoch, self._pruned, self._durable = hello
         self._proc = proc
-        self._rdb = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._rdb.execute("PRAGMA busy_timeout=5000")
-        await self._rdb.execute("PRAGMA query_only=ON")
-        self._loop = asyncio.get_running_loop()
-        self._replies_task = asyncio.create_task(self._replies(proc.stdout), name="sqlite-replies")
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's pid while one runs."""
+        return None if self._proc is None else self._proc.pid
 
     async def close(self) -> None:
         self._closing = True
+        self._send()
         proc = self._proc
-        if proc is not None:
-            self._send()
-            assert proc.stdin is not None
+        if proc is not None and proc.stdin is not None:
             proc.stdin.close()  # the writer answers what it has, then sees the end
-            try:
-                if self._replies_task is not None:
-                    await asyncio.wait_for(self._replies_task, CLOSE_TIMEOUT_SECONDS)
-                await asyncio.wait_for(proc.wait(), CLOSE_TIMEOUT_SECONDS)
-            except TimeoutError:
-                log.error("the store's writer process did not stop; killing it")
-                proc.kill()
-                await proc.wait()
-            self._proc = self._replies_task = None
+        try:
+            if self._replies_task is not None:
+                await asyncio.wait_for(self._replies_task, CLOSE_TIMEOUT_SECONDS)
+            if self._proc is not None:
+                await asyncio.wait_for(self._proc.wait(), CLOSE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.error("the store's writer process did not stop; killing it")
+            if self._proc is not None and self._proc.returncode is None:
+                self._proc.kill()
+                await self._proc.wait()
+        self._proc = self._replies_task = None
+        self._fail_all(ServiceUnavailable("the store is closed"))
         if self._rdb is not None:
             await self._rdb.close()
             self._rdb = None
@@ -261,8 +278,26 @@ class SqliteStore:
                 self._settle(pending, False, error)
         return kept, frames.pack([p.op for p in kept]) if kept else b""
 
+    async def _serve_replies(self) -> None:
+        """Hand out the writer's replies; start a new writer if this one dies."""
+        while self._proc is not None:
+            proc = self._proc
+            assert proc.stdout is not None
+            await self._replies(proc.stdout)
+            if self._closing:
+                return
+            code = await proc.wait()
+            self._proc = None
+            log.critical("the store's writer process stopped (exit code %s); starting anew", code)
+            # Its last batch may or may not have committed: those callers cannot be told.
+            lost = [p for batch in self._in_flight for p in batch]
+            self._in_flight.clear()
+            for pending in lost:
+                self._settle(pending, False, ServiceUnavailable("the store's writer stopped"))
+            await self._restart()
+
     async def _replies(self, stream: asyncio.StreamReader) -> None:
-        """Hand out each reply: publish its events (durable now), then answer each caller."""
+        """Publish each reply's events (durable now), then answer each caller; until EOF."""
         try:
             while True:
                 count, outcomes, rows, durable = await frames.read(stream)
@@ -270,10 +305,32 @@ class SqliteStore:
                 self._durable = durable
                 self._finish(batches, outcomes, rows)
         except (asyncio.IncompleteReadError, ConnectionError, EOFError, pickle.UnpicklingError):
-            pass
-        if not self._closing:
-            log.critical("the store's writer process stopped; writes fail until a restart")
-        self._fail_all(ServiceUnavailable("the store's writer process stopped"))
+            return
+
+    async def _restart(self) -> None:
+        """A new writer on the same file; events the old one committed but never reported
+        are published first, so subscribers still see every seq, in order."""
+        published = self._durable
+        for attempt in range(1, RESTART_ATTEMPTS + 1):
+            try:
+                await self._start_writer()
+                break
+            except ServiceUnavailable as exc:
+                log.error("starting the writer again failed (%d of %d): %s", attempt,
+                          RESTART_ATTEMPTS, exc)  # fmt: skip
+                await asyncio.sleep(RESTART_PAUSE_SECONDS * attempt)
+        else:
+            self._fail_all(ServiceUnavailable("the store's writer cannot be started"))
+            return
+        while published < self._durable:
+            missed = await self.events_after(published, limit=1000)
+            if not missed:
+                break
+            self._publish(missed)
+            published = missed[-1].seq
+        if self._closing and self._proc is not None and self._proc.stdin is not None:
+            self._proc.stdin.close()
+        self._send()
 
     def _finish(
         self, batches: list[list[_Pending]], outcomes: list[tuple[bool, Any]], rows: list[Any]

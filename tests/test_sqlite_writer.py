@@ -1,0 +1,189 @@
+"""The SQLite backend's writer process: what crosses the pipe, and a writer that dies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobserver.errors import InvalidPayload, LeaseLost, ServiceUnavailable
+from jobserver.models import Event, JobStage
+from jobserver.store import NewJob, ProgressUpdate
+from jobserver.store.frames import Link, pack
+from jobserver.store.sqlite import SqliteStore
+from tests.test_store import claim_one, progress
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, list[Event]]]:
+    s = SqliteStore(tmp_path / "s.db")
+    published: list[Event] = []
+    s.on_commit(published.extend)
+    await s.open()
+    yield s, published
+    await s.close()
+
+
+async def new_writer(s: SqliteStore, old: int) -> None:
+    async with asyncio.timeout(20):
+        while s.writer_pid in (None, old):
+            await asyncio.sleep(0.02)
+
+
+async def test_a_killed_writer_is_replaced_and_the_log_goes_on_without_a_gap(
+    store: tuple[SqliteStore, list[Event]],
+) -> None:
+    s, published = store
+    await s.enqueue(NewJob(type="t", user_id="u1"))
+    job_id, token = await claim_one(s)
+    old = s.writer_pid
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    await new_writer(s, old)
+    # The lease lives in the file, so the worker goes on where it was.
+    step = await progress(s, job_id, token, ProgressUpdate(JobStage.PROCESSING, 50, "half"))
+    done = await s.complete(job_id, token, {"ok": True})
+    assert (step.seq, done.seq) == (3, 4) == (done.seq - 1, await s.head_seq())
+    assert [e.seq for e in published] == [1, 2, 3, 4]
+    assert [e.seq for e in await s.events_after(0)] == [1, 2, 3, 4]
+
+
+async def test_a_write_the_dead_writer_never_answered_fails_and_the_next_one_commits(
+    store: tuple[SqliteStore, list[Event]],
+) -> None:
+    s, published = store
+    await s.enqueue(NewJob(type="t", user_id="u1"))
+    pid = s.writer_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # the write below is sent but never read
+    pending = asyncio.ensure_future(s.enqueue(NewJob(type="t", user_id="u1")))
+    await asyncio.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ServiceUnavailable):
+        await pending
+    await new_writer(s, pid)
+    _, [event] = await s.enqueue(NewJob(type="t", user_id="u1"))
+    assert event.seq == 2 and [e.seq for e in published] == [1, 2]
+
+
+async def test_events_committed_but_never_reported_are_published_after_a_restart(
+    store: tuple[SqliteStore, list[Event]],
+) -> None:
+    """The writer can die between its COMMIT and its reply: subscribers must still get
+    those events, in order, before any later one."""
+    s, published = store
+    for _ in range(3):
+        await s.enqueue(NewJob(type="t", user_id="u1"))
+    # As if the reply for the last two never came:
+    s._durable = 1
+    del published[1:]
+    pid = s.writer_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    await new_writer(s, pid)
+    _, [event] = await s.enqueue(NewJob(type="t", user_id="u1"))
+    assert event.seq == 4 and [e.seq for e in published] == [1, 2, 3, 4]
+
+
+async def test_a_value_that_cannot_cross_to_the_writer_fails_only_its_own_write(
+    store: tuple[SqliteStore, list[Event]],
+) -> None:
+    s, _ = store
+    await s.enqueue(NewJob(type="t", user_id="u1"))
+    job_id, token = await claim_one(s)
+    odd: dict[str, Any] = {"callback": lambda: None}  # not JSON, cannot be pickled either
+    bad = progress(s, job_id, token, ProgressUpdate(JobStage.PROCESSING, 10, "x", odd))
+    good = progress(s, job_id, token, ProgressUpdate(JobStage.PROCESSING, 20, "y"))
+    results = await asyncio.gather(bad, good, return_exceptions=True)
+    assert isinstance(results[0], InvalidPayload)
+    assert isinstance(results[1], Event) and results[1].seq == 3
+
+
+async def test_errors_keep_their_code_across_the_pipe(
+    store: tuple[SqliteStore, list[Event]],
+) -> None:
+    s, _ = store
+    await s.enqueue(NewJob(type="t", user_id="u1"))
+    job_id, _ = await claim_one(s)
+    with pytest.raises(LeaseLost) as caught:
+        await s.complete(job_id, "not-the-token", {})
+    assert caught.value.code == "LEASE_LOST" and "no longer leased" in caught.value.message
+
+
+HOLDER = """
+import asyncio, sys
+from pathlib import Path
+from jobserver.store.sqlite import SqliteStore
+
+async def main():
+    s = SqliteStore(Path(sys.argv[1]))
+    await s.open()
+    print(s.writer_pid, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_after_kill_9_a_new_store_waits_for_the_old_writer_then_opens(
+    tmp_path: Path,
+) -> None:
+    """A killed server's writer lives on (holding the inherited lock) until it reads
+    end-of-file; a server started meanwhile waits for the lock instead of failing."""
+    path = tmp_path / "s.db"
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOLDER, str(path), stdout=asyncio.subprocess.PIPE
+    )
+    assert holder.stdout is not None
+    writer = int(await holder.stdout.readline())
+    os.kill(writer, signal.SIGSTOP)  # so it cannot see its parent go
+    holder.kill()
+    await holder.wait()
+    second = SqliteStore(path, lock_wait=10.0)
+    opening = asyncio.ensure_future(second.open())
+    await asyncio.sleep(0.5)
+    assert not opening.done()  # the orphaned writer still owns the file
+    os.kill(writer, signal.SIGCONT)  # it reads end-of-file and exits
+    await opening
+    _, [event] = await second.enqueue(NewJob(type="t", user_id="u1"))
+    assert event.seq == 1
+    await second.close()
+
+
+def test_the_writer_takes_every_waiting_frame_into_one_batch() -> None:
+    read_fd, write_fd = os.pipe()
+    link = Link(read_fd, os.open(os.devnull, os.O_WRONLY))
+    for frame in ([1, 2], [3], [4, 5, 6], [7]):
+        os.write(write_fd, pack(frame))
+    assert link.receive_many(4) == [[1, 2], [3], [4, 5, 6]]  # stops once 4 are taken
+    assert link.receive_many(4) == [[7]]
+    os.close(write_fd)
+    assert link.receive_many(4) is None
+
+
+def test_the_writer_file_stays_a_valid_database_after_its_writer_is_killed(
+    tmp_path: Path,
+) -> None:
+    async def run() -> None:
+        s = SqliteStore(tmp_path / "k.db")
+        await s.open()
+        writes = [s.enqueue(NewJob(type="t", user_id="u1")) for _ in range(200)]
+        pid = s.writer_pid
+        assert pid is not None
+        await asyncio.sleep(0)
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.gather(*writes, return_exceptions=True)
+        await s.close()
+
+    asyncio.run(run())
+    with sqlite3.connect(tmp_path / "k.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        seqs = [r[0] for r in conn.execute("SELECT seq FROM events ORDER BY seq")]
+    assert seqs == list(range(1, len(seqs) + 1))
