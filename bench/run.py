@@ -366,9 +366,10 @@ def section_throughput(ctx: Context, targets: list[Target]) -> list[str]:
     notes = {label: note for label, _, _, _, note in PEER_VARIANTS}
     for conc in OURS_CONCURRENCY:
         notes[f"jobserver c={conc}"] = (
-            f"SqliteStore (WAL, synchronous=FULL, group commit) + EventBus + JobEvents + "
-            f"WorkerPool(concurrency={conc}) in one process, the server's bus taps (metrics, job "
-            "log; logging not configured, as for the peers), a bus subscriber counting events"
+            "SqliteStore (WAL, synchronous=FULL, group commit in its writer process) + EventBus + "
+            f"JobEvents + WorkerPool(concurrency={conc}) in one process, the server's bus taps "
+            "(metrics, job log; logging not configured, as for the peers), a bus subscriber "
+            "counting events"
             + (" (the default concurrency)" if conc == 8 else "")
         )
     out = ["## 1. Job throughput", ""]

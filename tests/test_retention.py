@@ -15,6 +15,7 @@ from jobserver.errors import ServiceUnavailable
 from jobserver.models import JobStatus, error_dict
 from jobserver.retention import Retention, upload_pruner
 from jobserver.store import NewJob, Store
+from jobserver.store.frames import new_job_fields
 from jobserver.store.sqlite import SqliteStore
 from jobserver.store.sqlite_writer import Writer
 from tests.test_pdf_store import content
@@ -254,15 +255,16 @@ def test_a_commit_that_fails_never_leaves_its_seq_as_the_head(tmp_path: Path) ->
                 raise sqlite3.OperationalError("disk I/O error")
             return real.execute(sql, *args)
 
+    enqueue = ("enqueue", new_job_fields(NewJob(type="t", user_id="u1")))
     writer = Writer(FailingCommit())  # type: ignore[arg-type]
     writer.open()
-    writer.run([("enqueue", NewJob(type="t", user_id="u1"))])
+    writer.run([enqueue])
     before = writer.durable
     failing = True
-    [(ok, error)], events = writer.run([("enqueue", NewJob(type="t", user_id="u1"))])
+    [(ok, error)], events = writer.run([enqueue])
     assert not ok and isinstance(error, ServiceUnavailable) and "disk I/O error" in str(error)
     assert events == [] and writer.durable == before
     failing = False
-    [(ok, (_, [seq]))], [row] = writer.run([("enqueue", NewJob(type="t", user_id="u1"))])
+    [(ok, (_, [seq]))], [row] = writer.run([enqueue])
     assert ok and seq == row[0] == before + 1 == writer.durable
     real.close()

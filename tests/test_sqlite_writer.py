@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -14,9 +15,9 @@ from typing import Any
 import pytest
 
 from jobserver.errors import InvalidPayload, LeaseLost, ServiceUnavailable
-from jobserver.models import Event, JobStage
+from jobserver.models import Event, Job, JobStage, JobStatus
 from jobserver.store import NewJob, ProgressUpdate
-from jobserver.store.frames import Link, pack
+from jobserver.store.frames import Link, job_fields, new_job_fields, pack
 from jobserver.store.sqlite import SqliteStore
 from tests.test_store import claim_one, progress
 
@@ -187,3 +188,19 @@ def test_the_writer_file_stays_a_valid_database_after_its_writer_is_killed(
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         seqs = [r[0] for r in conn.execute("SELECT seq FROM events ORDER BY seq")]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_jobs_cross_as_tuples_of_every_field_in_order() -> None:
+    job = Job(
+        id="j", type="t", user_id="u", payload={"a": 1}, status=JobStatus.ACTIVE,
+        stage=JobStage.PROCESSING, progress=5.0, message="m", metadata={"b": 2},
+        result={"noteId": "n"}, error=None, attempts=2, max_attempts=3, created_at=1.0,
+        started_at=2.0, finished_at=None, run_at=3.0, last_seq=7, idempotency_key="k",
+        lease_token="t1", lease_expires_at=4.0,
+    )  # fmt: skip
+    assert len(job_fields(job)) == len(dataclasses.fields(Job))
+    assert Job(*job_fields(job)) == job
+    new = NewJob(type="t", user_id="u", payload={"x": 1}, max_attempts=2, delay_seconds=1.5,
+                 idempotency_key="k", job_id="j", message="hi")  # fmt: skip
+    assert len(new_job_fields(new)) == len(dataclasses.fields(NewJob))
+    assert NewJob(*new_job_fields(new)) == new

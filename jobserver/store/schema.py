@@ -109,9 +109,9 @@ def _statement(kind: str, rows: int) -> str:
 def write_rows(conn: sqlite3.Connection, kind: str, rows: Sequence[tuple[Any, ...]]) -> None:
     """Write ``rows`` with a few multi-row statements instead of one statement per row.
 
-    The writer thread competes with the event loop for the GIL, and every statement gives
-    it up and takes it back; fewer, larger statements cut those hand-offs. Chunk sizes are
-    powers of two, so only a handful of statements are ever prepared (and cached).
+    Each statement costs the writer a round of Python (bind, step, reset) besides SQLite's
+    own work; fewer, larger statements cut that. Chunk sizes are powers of two, so only a
+    handful of statements are ever prepared (and cached).
     """
     i = 0
     while i < len(rows):

@@ -64,20 +64,22 @@ def _event(seq: int, events: list[Event], first: int) -> Event:
     return events[seq - first]
 
 
-def _job_event(value: tuple[Job, int], events: list[Event], first: int) -> tuple[Job, Event]:
-    return value[0], events[value[1] - first]
+def _job_event(
+    value: tuple[frames.JobFields, int], events: list[Event], first: int
+) -> tuple[Job, Event]:
+    return Job(*value[0]), events[value[1] - first]
 
 
 def _job_events(
-    value: tuple[Job, list[int]], events: list[Event], first: int
+    value: tuple[frames.JobFields, list[int]], events: list[Event], first: int
 ) -> tuple[Job, list[Event]]:
-    return value[0], [events[seq - first] for seq in value[1]]
+    return Job(*value[0]), [events[seq - first] for seq in value[1]]
 
 
 def _claimed(
-    value: list[tuple[Job, int]], events: list[Event], first: int
+    value: list[tuple[frames.JobFields, int]], events: list[Event], first: int
 ) -> list[tuple[Job, Event]]:
-    return [(job, events[seq - first]) for job, seq in value]
+    return [(Job(*job), events[seq - first]) for job, seq in value]
 
 
 def _events(value: list[int], events: list[Event], first: int) -> list[Event]:
@@ -390,7 +392,9 @@ class SqliteStore:
         return self._pruned
 
     async def enqueue(self, new: NewJob) -> tuple[Job, list[Event]]:
-        result: tuple[Job, list[Event]] = await self._write(("enqueue", new), _job_events)
+        result: tuple[Job, list[Event]] = await self._write(
+            ("enqueue", frames.new_job_fields(new)), _job_events
+        )
         return result
 
     async def claim(self, limit: int, lease_seconds: float) -> list[tuple[Job, Event]]:

@@ -58,6 +58,7 @@ CHECKPOINT_BUSY_MS = 50
 TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 # Ops that run SQL of their own over jobs or events: rows the batch changed are written first.
 READING = frozenset({"claim", "renew", "recover", "prune"})
+IDEMPOTENCY_KEY = 5  # where NewJob's idempotency_key is in its fields
 
 
 class Writer:
@@ -154,7 +155,7 @@ class Writer:
             conn.execute("BEGIN IMMEDIATE")
             for op in ops:
                 kind = op[0]
-                if kind in READING or (kind == "enqueue" and op[1].idempotency_key is not None):
+                if kind in READING or (kind == "enqueue" and op[1][IDEMPOTENCY_KEY] is not None):
                     self._flush()
                 try:
                     results.append((True, self._ops[kind](*op[1:])))
@@ -243,18 +244,19 @@ class Writer:
 
     # -- ops: each returns what the store hands back, with events as their seq --------------
 
-    def enqueue(self, new: NewJob) -> tuple[Job, list[int]]:
+    def enqueue(self, fields: frames.NewJobFields) -> tuple[frames.JobFields, list[int]]:
+        new = NewJob(*fields)
         if new.idempotency_key is not None:
             row = self.conn.execute(
                 f"SELECT {JOB_COLUMNS} FROM jobs WHERE user_id=? AND idempotency_key=?",
                 (new.user_id, new.idempotency_key),
             ).fetchone()
             if row is not None:
-                return row_to_job(row), []
+                return frames.job_fields(row_to_job(row)), []
         change = changes.new_job(new, time.time())
-        return change[0], [self._save(change, insert=True)]
+        return frames.job_fields(change[0]), [self._save(change, insert=True)]
 
-    def claim(self, limit: int, lease_seconds: float) -> list[tuple[Job, int]]:
+    def claim(self, limit: int, lease_seconds: float) -> list[tuple[frames.JobFields, int]]:
         now = time.time()
         rows = self.conn.execute(
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE status='queued' AND run_at<=? "
@@ -265,7 +267,7 @@ class Writer:
         for row in rows:
             token = f"{self._token_prefix}{next(self._tokens):x}"
             change = changes.claimed(row_to_job(row), token, lease_seconds, now)
-            out.append((change[0], self._save(change)))
+            out.append((frames.job_fields(change[0]), self._save(change)))
         return out
 
     def _leased(self, job_id: str, token: str) -> Job:
@@ -296,14 +298,14 @@ class Writer:
 
     def _owned(
         self, job_id: str, user_id: str | None, apply: Callable[[Job, float], changes.Change]
-    ) -> tuple[Job, int]:
+    ) -> tuple[frames.JobFields, int]:
         change = apply(changes.owned(self._load(job_id), job_id, user_id), time.time())
-        return change[0], self._save(change)
+        return frames.job_fields(change[0]), self._save(change)
 
-    def cancel(self, job_id: str, user_id: str | None) -> tuple[Job, int]:
+    def cancel(self, job_id: str, user_id: str | None) -> tuple[frames.JobFields, int]:
         return self._owned(job_id, user_id, changes.cancelled)
 
-    def retry(self, job_id: str, user_id: str | None) -> tuple[Job, int]:
+    def retry(self, job_id: str, user_id: str | None) -> tuple[frames.JobFields, int]:
         return self._owned(job_id, user_id, changes.retried)
 
     def renew(self, leases: Mapping[str, str], lease_seconds: float) -> set[str]:
