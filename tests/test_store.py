@@ -230,3 +230,16 @@ def test_job_ids_sort_by_creation_time_and_stay_unique() -> None:
     ids = [new_job_id(t) for t in times]
     assert ids == sorted(ids) and all(len(i) == 32 for i in ids)
     assert len({new_job_id(times[0]) for _ in range(1000)}) == 1000
+
+
+async def test_each_returned_job_names_its_own_event_as_last_seq(store: Store) -> None:
+    """Clients resume a job from its lastSeq: the job a write returns must carry the seq of
+    the event that write made (regression: jobs crossed from the writer before it was set)."""
+    job, [queued] = await store.enqueue(new())
+    assert job.last_seq == queued.seq
+    [(claimed, started)] = await store.claim(1, 30)
+    assert claimed.last_seq == started.seq
+    cancelled, event = await store.cancel(job.id, None)
+    assert cancelled.last_seq == event.seq
+    retried, event = await store.retry(job.id, None)
+    assert retried.last_seq == event.seq == await store.head_seq()

@@ -254,7 +254,8 @@ class Writer:
             if row is not None:
                 return frames.job_fields(row_to_job(row)), []
         change = changes.new_job(new, time.time())
-        return frames.job_fields(change[0]), [self._save(change, insert=True)]
+        seq = self._save(change, insert=True)  # first: it sets the job's last_seq
+        return frames.job_fields(change[0]), [seq]
 
     def claim(self, limit: int, lease_seconds: float) -> list[tuple[frames.JobFields, int]]:
         now = time.time()
@@ -267,7 +268,8 @@ class Writer:
         for row in rows:
             token = f"{self._token_prefix}{next(self._tokens):x}"
             change = changes.claimed(row_to_job(row), token, lease_seconds, now)
-            out.append((frames.job_fields(change[0]), self._save(change)))
+            seq = self._save(change)
+            out.append((frames.job_fields(change[0]), seq))
         return out
 
     def _leased(self, job_id: str, token: str) -> Job:
@@ -300,7 +302,8 @@ class Writer:
         self, job_id: str, user_id: str | None, apply: Callable[[Job, float], changes.Change]
     ) -> tuple[frames.JobFields, int]:
         change = apply(changes.owned(self._load(job_id), job_id, user_id), time.time())
-        return frames.job_fields(change[0]), self._save(change)
+        seq = self._save(change)
+        return frames.job_fields(change[0]), seq
 
     def cancel(self, job_id: str, user_id: str | None) -> tuple[frames.JobFields, int]:
         return self._owned(job_id, user_id, changes.cancelled)
