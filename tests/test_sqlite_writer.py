@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ import pytest
 from jobserver.errors import InvalidPayload, LeaseLost, ServiceUnavailable
 from jobserver.models import Event, Job, JobStage, JobStatus
 from jobserver.store import NewJob, ProgressUpdate
-from jobserver.store.frames import Link, job_fields, new_job_fields, pack
+from jobserver.store.frames import HEADER, Link, job_fields, new_job, new_job_fields, pack
 from jobserver.store.sqlite import SqliteStore
+from jobserver.store.sqlite_writer import serve
 from tests.test_store import claim_one, progress
 
 
@@ -88,9 +90,11 @@ async def test_events_committed_but_never_reported_are_published_after_a_restart
     pid = s.writer_pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
+    # Writes made while the new writer starts wait until the missed events are out.
+    later = [s.enqueue(NewJob(type="t", user_id="u1")) for _ in range(20)]
     await new_writer(s, pid)
-    _, [event] = await s.enqueue(NewJob(type="t", user_id="u1"))
-    assert event.seq == 4 and [e.seq for e in published] == [1, 2, 3, 4]
+    await asyncio.gather(*later)
+    assert [e.seq for e in published] == list(range(1, 24))
 
 
 async def test_a_value_that_cannot_cross_to_the_writer_fails_only_its_own_write(
@@ -122,6 +126,7 @@ HOLDER = """
 import asyncio, sys
 from pathlib import Path
 from jobserver.store.sqlite import SqliteStore
+from jobserver.store.sqlite_writer import serve
 
 async def main():
     s = SqliteStore(Path(sys.argv[1]))
@@ -163,8 +168,8 @@ def test_the_writer_takes_every_waiting_frame_into_one_batch() -> None:
     link = Link(read_fd, os.open(os.devnull, os.O_WRONLY))
     for frame in ([1, 2], [3], [4, 5, 6], [7]):
         os.write(write_fd, pack(frame))
-    assert link.receive_many(4) == [[1, 2], [3], [4, 5, 6]]  # stops once 4 are taken
-    assert link.receive_many(4) == [[7]]
+    assert link.receive_many(4) == [[1, 2], [3]]  # [4, 5, 6] would make 6 ops of 4
+    assert link.receive_many(4) == [[4, 5, 6], [7]]
     os.close(write_fd)
     assert link.receive_many(4) is None
 
@@ -203,4 +208,80 @@ def test_jobs_cross_as_tuples_of_every_field_in_order() -> None:
     new = NewJob(type="t", user_id="u", payload={"x": 1}, max_attempts=2, delay_seconds=1.5,
                  idempotency_key="k", job_id="j", message="hi")  # fmt: skip
     assert len(new_job_fields(new)) == len(dataclasses.fields(NewJob))
-    assert NewJob(*new_job_fields(new)) == new
+    assert new_job(new_job_fields(new)) == new  # the payload crosses as JSON
+
+
+def test_a_request_the_writer_cannot_read_is_answered_alone(tmp_path: Path) -> None:
+    to_writer, from_server = os.pipe()
+    from_writer, to_server = os.pipe()
+    thread = threading.Thread(target=serve, args=(tmp_path / "s.db", Link(to_writer, to_server)))
+    thread.start()
+    replies = Link(from_writer, os.open(os.devnull, os.O_WRONLY))
+
+    def reply() -> Any:
+        received = replies.receive_many(1)  # replies are frames too
+        assert received is not None
+        return received[0]
+
+    assert reply()[0] == "hello"
+    enqueue = ("enqueue", new_job_fields(NewJob(type="t", user_id="u1")))
+    os.write(from_server, pack([enqueue]))
+    os.write(from_server, HEADER.pack(3) + b"bad")
+    os.write(from_server, pack([enqueue]))
+    answers = [reply() for _ in range(3)]
+    assert [a[0] for a in answers] == [1, 1, 1]
+    assert answers[1][1] is None  # the unreadable one
+    assert [a[3] for a in answers] == [1, 1, 2]  # the writer went on
+    os.close(from_server)
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+async def test_the_writer_ignores_signals_meant_for_the_server(
+    store: tuple[SqliteStore, list[Event]],
+) -> None:
+    """Ctrl-C and a service manager's SIGTERM reach the whole process group; the writer
+    must outlive them so the server's graceful shutdown can still write."""
+    s, _ = store
+    pid = s.writer_pid
+    assert pid is not None
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        os.kill(pid, sig)
+    await asyncio.sleep(0.2)
+    await s.enqueue(NewJob(type="t", user_id="u1"))
+    assert s.writer_pid == pid
+
+
+async def test_a_prune_that_ends_unanswered_leaves_the_mark_read_from_the_file(
+    store: tuple[SqliteStore, list[Event]],
+) -> None:
+    s, _ = store
+    await s.enqueue(NewJob(type="t", user_id="u1"))
+    job_id, token = await claim_one(s)
+    await s.complete(job_id, token, {})
+    await s.enqueue(NewJob(type="t", user_id="u1"))
+    pid = s.writer_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    pruning = asyncio.ensure_future(s.prune(10**12))
+    await asyncio.sleep(0.1)
+    pruning.cancel()  # it was sent: the writer will still run it
+    os.kill(pid, signal.SIGCONT)
+    async with asyncio.timeout(10):
+        while await s.events_after(0, job_id=job_id):
+            await asyncio.sleep(0.02)
+    assert await s.pruned_through() == 3  # the file says so, though no reply came
+
+
+async def test_the_writer_never_imports_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "cwd" / "jobserver"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('the wrong jobserver')\n")
+    monkeypatch.chdir(fake.parent)
+    s = SqliteStore(tmp_path / "s.db")
+    await s.open()
+    _, [event] = await s.enqueue(NewJob(type="t", user_id="u1"))
+    assert event.seq == 1
+    await s.close()

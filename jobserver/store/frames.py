@@ -2,6 +2,9 @@
 
 Both ends are this package's own code over a private pipe, so pickle (the fastest codec for
 the tuples, jobs and errors that cross) is safe here: nothing else can write to the pipe.
+What a caller hands in as JSON (a payload, metadata, a result, an error) crosses as orjson
+bytes: a value that is not JSON is refused on the server's side, with its own write alone,
+and everything pickled is plain data the writer can always read back.
 """
 
 from __future__ import annotations
@@ -13,10 +16,15 @@ import select
 import struct
 from typing import Any
 
+import orjson
+
+from ..errors import InvalidPayload
 from ..models import Job
 from .protocol import NewJob
 
 HEADER = struct.Struct(">I")
+# Stands in for a request that could not be unpickled; the writer answers it with an error.
+UNREADABLE: list[Any] = [None]
 READ_CHUNK = 1 << 20
 
 # Jobs cross as plain tuples of their fields: pickle handles a dataclass through Python-level
@@ -35,12 +43,25 @@ def job_fields(job: Job) -> JobFields:
     )  # fmt: skip
 
 
+def json_bytes(value: Any, what: str) -> bytes:
+    """``value`` as JSON, or InvalidPayload naming ``what`` when it is not JSON."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise InvalidPayload(f"{what} must be JSON: {exc}") from None
+
+
 def new_job_fields(new: NewJob) -> NewJobFields:
-    """``new``'s fields in declaration order; ``NewJob(*fields)`` makes it again."""
+    """``new``'s fields in declaration order, the payload as JSON; see ``new_job``."""
     return (
-        new.type, new.user_id, new.payload, new.max_attempts, new.delay_seconds,
-        new.idempotency_key, new.job_id, new.message,
+        new.type, new.user_id, json_bytes(new.payload, "the payload"), new.max_attempts,
+        new.delay_seconds, new.idempotency_key, new.job_id, new.message,
     )  # fmt: skip
+
+
+def new_job(fields: NewJobFields) -> NewJob:
+    payload = orjson.loads(fields[2])
+    return NewJob(fields[0], fields[1], payload, *fields[3:])
 
 
 def pack(value: Any) -> bytes:
@@ -67,6 +88,7 @@ class Link:
         self.write_fd = write_fd
         self._buffer = bytearray()
         self._eof = False
+        self._held: list[Any] | None = None  # read, but over the last batch's limit
 
     def send(self, value: Any) -> None:
         view = memoryview(pack(value))
@@ -74,10 +96,12 @@ class Link:
             view = view[os.write(self.write_fd, view) :]
 
     def receive_many(self, max_items: int) -> list[list[Any]] | None:
-        """Wait for one request (a list), then take every further one already sent until
-        ``max_items`` are taken: whatever queued up while the last batch ran goes into the
-        next. None once the other end is closed and nothing is left."""
-        first = self._take(block=True)
+        """Wait for one request (a list), then take every further one already sent while the
+        total stays within ``max_items``: whatever queued up while the last batch ran goes
+        into the next. A request that cannot be unpickled comes as ``UNREADABLE``, in its
+        place. None once the other end is closed and nothing is left."""
+        first = self._held if self._held is not None else self._take(block=True)
+        self._held = None
         if first is None:
             return None
         requests = [first]
@@ -85,6 +109,9 @@ class Link:
         while total < max_items:
             request = self._take(block=False)
             if request is None:
+                break
+            if total + len(request) > max_items:
+                self._held = request
                 break
             requests.append(request)
             total += len(request)
@@ -103,7 +130,10 @@ class Link:
                 return None
         body = bytes(self._buffer[HEADER.size : end])
         del self._buffer[:end]
-        value: list[Any] = pickle.loads(body)
+        try:
+            value: list[Any] = pickle.loads(body)
+        except Exception:
+            return UNREADABLE
         return value
 
     def _fill(self, *, block: bool) -> bool:

@@ -37,7 +37,7 @@ from .schema import (
     row_to_job,
     row_to_note,
 )
-from .sqlite_writer import MAX_BATCH, Op
+from .sqlite_writer import BOOT, MAX_BATCH, Op
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ class SqliteStore:
         self._read_up_to = 0  # the highest seq events_after returned
         self._pruned = 0
         self._pruning = 0  # prunes sent and not yet answered
+        self._prune_unsure = False  # a prune ended unanswered: the mark may be above _pruned
+        self._restarting = False
         self._publish: Callable[[list[Event]], None] = lambda events: None
         self._pending: list[_Pending] = []  # submitted, not yet sent
         self._in_flight: deque[list[_Pending]] = deque()  # sent, one list per frame
@@ -149,13 +151,12 @@ class SqliteStore:
     async def _start_writer(self) -> None:
         """Start the writer process and wait for its hello (the file's epoch and heads)."""
         assert self._lock_fd is not None
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
         # The writer inherits the lock: the file stays owned until both processes are gone.
+        # -P: nothing from the working directory is imported.
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "jobserver.store.sqlite_writer", str(self.path),
+            sys.executable, "-P", "-c", BOOT.format(root=PACKAGE_ROOT), str(self.path),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            pass_fds=(self._lock_fd,), env=env,
+            pass_fds=(self._lock_fd,),
         )  # fmt: skip
         assert proc.stdout is not None
         try:
@@ -255,37 +256,27 @@ class SqliteStore:
         """Send what this turn of the loop submitted, as frames of at most MAX_BATCH ops."""
         self._send_soon = False
         proc = self._proc
-        if proc is None or proc.stdin is None or proc.stdin.is_closing():
+        if self._restarting or proc is None or proc.stdin is None or proc.stdin.is_closing():
             return
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
                 frame = frames.pack([p.op for p in batch])
-            except (pickle.PicklingError, TypeError, AttributeError):
-                batch, frame = self._picklable(batch)
-                if not batch:
-                    continue
+            except Exception as exc:  # ops hold plain data; this would be a bug, not input
+                log.exception("a batch of writes could not be encoded")
+                error = ServiceUnavailable(f"the write could not be encoded: {exc}")
+                for pending in batch:  # later, so no caller's callback runs inside _send
+                    asyncio.get_running_loop().call_soon(self._settle, pending, False, error)
+                continue
             proc.stdin.write(frame)
             self._in_flight.append(batch)
-
-    def _picklable(self, batch: list[_Pending]) -> tuple[list[_Pending], bytes]:
-        """Refuse the ops that cannot cross to the writer (say, an odd object in metadata)."""
-        kept = []
-        for pending in batch:
-            try:
-                pickle.dumps(pending.op)
-                kept.append(pending)
-            except (pickle.PicklingError, TypeError, AttributeError) as exc:
-                error = InvalidPayload(f"the {pending.op[0]} write holds a non-JSON value: {exc}")
-                self._settle(pending, False, error)
-        return kept, frames.pack([p.op for p in kept]) if kept else b""
 
     async def _serve_replies(self) -> None:
         """Hand out the writer's replies; start a new writer if this one dies."""
         while self._proc is not None:
             proc = self._proc
             assert proc.stdout is not None
-            await self._replies(proc.stdout)
+            await self._replies(proc)
             if self._closing:
                 return
             code = await proc.wait()
@@ -298,20 +289,31 @@ class SqliteStore:
                 self._settle(pending, False, ServiceUnavailable("the store's writer stopped"))
             await self._restart()
 
-    async def _replies(self, stream: asyncio.StreamReader) -> None:
+    async def _replies(self, proc: asyncio.subprocess.Process) -> None:
         """Publish each reply's events (durable now), then answer each caller; until EOF."""
+        assert proc.stdout is not None
         try:
             while True:
-                count, outcomes, rows, durable = await frames.read(stream)
+                count, outcomes, rows, durable = await frames.read(proc.stdout)
                 batches = [self._in_flight.popleft() for _ in range(count)]
                 self._durable = durable
-                self._finish(batches, outcomes, rows)
-        except (asyncio.IncompleteReadError, ConnectionError, EOFError, pickle.UnpicklingError):
+                if outcomes is None:  # the writer could not read this request
+                    error = ServiceUnavailable("the store's writer could not read this write")
+                    for pending in batches[0]:
+                        self._settle(pending, False, error)
+                else:
+                    self._finish(batches, outcomes, rows)
+        except (asyncio.IncompleteReadError, ConnectionError):
             return
+        except Exception:
+            # A reply this side cannot follow: start over with a writer that has none pending.
+            log.exception("a reply from the store's writer could not be handled")
+            if proc.returncode is None:
+                proc.kill()
 
     async def _restart(self) -> None:
         """A new writer on the same file; events the old one committed but never reported
-        are published first, so subscribers still see every seq, in order."""
+        are published first, so subscribers still see every seq once, in order."""
         published = self._durable
         for attempt in range(1, RESTART_ATTEMPTS + 1):
             try:
@@ -324,12 +326,22 @@ class SqliteStore:
         else:
             self._fail_all(ServiceUnavailable("the store's writer cannot be started"))
             return
-        while published < self._durable:
-            missed = await self.events_after(published, limit=1000)
-            if not missed:
-                break
-            self._publish(missed)
-            published = missed[-1].seq
+        self._prune_unsure = False  # the hello brought the mark from the file
+        head = self._durable
+        self._restarting = True  # nothing new commits until the missed events are out
+        try:
+            while published < head:
+                missed = [
+                    e for e in await self.events_after(published, limit=1000) if e.seq <= head
+                ]
+                if not missed:
+                    break
+                self._publish(missed)
+                published = missed[-1].seq
+        except Exception:
+            log.exception("publishing the events of the stopped writer failed")
+        finally:
+            self._restarting = False
         if self._closing and self._proc is not None and self._proc.stdin is not None:
             self._proc.stdin.close()
         self._send()
@@ -380,11 +392,11 @@ class SqliteStore:
 
     async def seq_ceiling(self) -> int:
         # A client's cursor is a seq it was given: published (so at most the durable head)
-        # or read from the file by this store (so at most the highest seq a read returned).
+        # or read from the file by this store (an event, or a job's lastSeq).
         return max(self._durable, self._read_up_to)
 
     async def pruned_through(self) -> int:
-        if self._pruning:
+        if self._pruning or self._prune_unsure:
             # A prune may have committed before its reply came: a reader may already miss
             # its events, so read the mark from the file, where it changed with them.
             rows = await self._read("SELECT value FROM meta WHERE key='pruned'")
@@ -411,17 +423,23 @@ class SqliteStore:
         done: Callable[[Event | None, BaseException | None], None],
     ) -> None:
         stage, progress, message, metadata = update
-        op = ("progress", job_id, token, stage, progress, message, metadata)
-        self._submit(op, _event, done=done)
+        try:
+            data = None if metadata is None else frames.json_bytes(metadata, "metadata")
+        except InvalidPayload as exc:
+            done(None, exc)
+            return
+        self._submit(("progress", job_id, token, stage, progress, message, data), _event, done=done)
 
     async def complete(self, job_id: str, token: str, result: ResultDict) -> Event:
-        event: Event = await self._write(("complete", job_id, token, result), _event)
+        data = frames.json_bytes(result, "the result")
+        event: Event = await self._write(("complete", job_id, token, data), _event)
         return event
 
     async def fail(
         self, job_id: str, token: str, error: ErrorDict, retry_at: float | None
     ) -> Event:
-        event: Event = await self._write(("fail", job_id, token, error, retry_at), _event)
+        data = frames.json_bytes(error, "the error")
+        event: Event = await self._write(("fail", job_id, token, data, retry_at), _event)
         return event
 
     async def requeue(self, job_id: str, token: str, message: str) -> Event:
@@ -489,7 +507,12 @@ class SqliteStore:
 
     async def get_job(self, job_id: str) -> Job | None:
         rows = await self._read(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,))
-        return row_to_job(rows[0]) if rows else None
+        return self._seen(row_to_job(rows[0])) if rows else None
+
+    def _seen(self, job: Job) -> Job:
+        """A job read from the file names its last event; a client may resume from it."""
+        self._read_up_to = max(self._read_up_to, job.last_seq)
+        return job
 
     async def list_jobs(
         self, user_id: str, status: JobStatus | None, limit: int, offset: int
@@ -500,7 +523,7 @@ class SqliteStore:
             sql += " AND status=?"
             params += (status.value,)
         sql += " ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?"
-        return [row_to_job(r) for r in await self._read(sql, (*params, limit, offset))]
+        return [self._seen(row_to_job(r)) for r in await self._read(sql, (*params, limit, offset))]
 
     async def events_after(
         self,
@@ -545,6 +568,9 @@ class SqliteStore:
         self._pruning += 1
         try:
             pruned: Pruned = await self._write(("prune", before, limit))
+        except BaseException:
+            self._prune_unsure = True  # it may have committed (a writer that died, a cancel)
+            raise
         finally:
             self._pruning -= 1
         self._pruned = max(self._pruned, pruned.through)

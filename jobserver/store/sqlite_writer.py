@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import secrets
+import signal
 import sqlite3
 import sys
 import time
@@ -27,10 +27,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from .. import gctune
 from ..errors import JobServerError, ServiceUnavailable
 from ..models import ErrorDict, Job, JobStage, JobStatus, ResultDict, encode_event, iso
 from . import changes, frames
-from .protocol import NewJob, ProgressUpdate, Pruned
+from .protocol import ProgressUpdate, Pruned
 from .schema import (
     INSERT_CACHED_NOTES,
     INSERT_NOTE,
@@ -245,7 +248,7 @@ class Writer:
     # -- ops: each returns what the store hands back, with events as their seq --------------
 
     def enqueue(self, fields: frames.NewJobFields) -> tuple[frames.JobFields, list[int]]:
-        new = NewJob(*fields)
+        new = frames.new_job(fields)
         if new.idempotency_key is not None:
             row = self.conn.execute(
                 f"SELECT {JOB_COLUMNS} FROM jobs WHERE user_id=? AND idempotency_key=?",
@@ -282,18 +285,21 @@ class Writer:
         stage: JobStage,
         progress: float,
         message: str,
-        metadata: Mapping[str, Any] | None,
+        metadata: bytes | None,
     ) -> int:
-        update = ProgressUpdate(stage, progress, message, metadata)
+        data = None if metadata is None else orjson.loads(metadata)
+        update = ProgressUpdate(stage, progress, message, data)
         job = self._leased(job_id, token)
         return self._save(changes.progressed(job, update), progressed=True)
 
-    def complete(self, job_id: str, token: str, result: ResultDict) -> int:
-        return self._save(changes.completed(self._leased(job_id, token), result, time.time()))
+    def complete(self, job_id: str, token: str, result: bytes) -> int:
+        done: ResultDict = orjson.loads(result)
+        return self._save(changes.completed(self._leased(job_id, token), done, time.time()))
 
-    def fail(self, job_id: str, token: str, error: ErrorDict, retry_at: float | None) -> int:
+    def fail(self, job_id: str, token: str, error: bytes, retry_at: float | None) -> int:
         job = self._leased(job_id, token)
-        return self._save(changes.failed(job, error, retry_at, time.time()))
+        failure: ErrorDict = orjson.loads(error)
+        return self._save(changes.failed(job, failure, retry_at, time.time()))
 
     def requeue(self, job_id: str, token: str, message: str) -> int:
         return self._save(changes.requeued(self._leased(job_id, token), message, time.time()))
@@ -412,28 +418,49 @@ def serve(path: Path, link: frames.Link) -> None:
     except Exception as exc:
         link.send(("error", f"cannot open {path}: {exc}"))
         return
-    from .. import gctune  # the same collector settings as the server, for the same reason
-
-    gctune.tune()
     try:
         while True:
             requests = link.receive_many(MAX_BATCH)
             if requests is None:
                 return
-            ops = [op for request in requests for op in request]
-            outcomes, events = writer.run(ops)
-            link.send((len(requests), outcomes, events, writer.durable))
+            # Requests run in order; one that could not be read is answered on its own.
+            start = 0
+            for i, request in enumerate(requests):
+                if request is frames.UNREADABLE:
+                    _answer(writer, link, requests[start:i])
+                    log.error("a request from the server could not be read")
+                    link.send((1, None, [], writer.durable))
+                    start = i + 1
+            _answer(writer, link, requests[start:])
     finally:
         conn.close()
 
 
-def main() -> None:
+def _answer(writer: Writer, link: frames.Link, requests: list[list[Op]]) -> None:
+    if requests:
+        outcomes, events = writer.run([op for request in requests for op in request])
+        link.send((len(requests), outcomes, events, writer.durable))
+
+
+def main(path: str, protocol_fd: int) -> None:
+    """The process's entry point (see ``SqliteStore``): signals are the server's business;
+    this process ends when the server closes the pipe (or dies)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    # The protocol owns the original stdout; anything printed goes to stderr instead.
-    out = os.dup(1)
-    os.dup2(2, 1)
-    serve(Path(sys.argv[1]), frames.Link(0, out))
+    gctune.tune()  # the same collector settings as the server, for the same reason
+    serve(Path(path), frames.Link(0, protocol_fd))
 
 
-if __name__ == "__main__":
-    main()
+# How the server starts this process: before any import can print, the protocol moves to a
+# descriptor of its own and stdout goes to stderr; the package is looked up where the server
+# found it, without putting that directory ahead of the standard library.
+BOOT = """
+import os, sys
+fd = os.dup(1)
+os.dup2(2, 1)
+if {root!r} not in sys.path:
+    sys.path.insert(0, {root!r})
+from jobserver.store.sqlite_writer import main
+main(sys.argv[1], fd)
+"""
