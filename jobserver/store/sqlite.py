@@ -57,6 +57,7 @@ RESTART_PAUSE_SECONDS = 0.5
 # writer starts on the first ones while the loop is still making the rest (a closed loop of
 # workers otherwise waits for a whole batch, then the writer for a whole turn).
 SEND_EARLY = 128
+PUBLISH_SLICE = 128  # events published per turn of the loop
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -302,7 +303,10 @@ class SqliteStore:
                     for pending in batches[0]:
                         self._settle(pending, False, error)
                 else:
-                    self._finish(batches, outcomes, rows)
+                    await self._finish(batches, outcomes, rows)
+                # Replies already buffered would otherwise be handled in one go: let the
+                # callers just answered (and everything else) run in between.
+                await asyncio.sleep(0)
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         except Exception:
@@ -346,13 +350,17 @@ class SqliteStore:
             self._proc.stdin.close()
         self._send()
 
-    def _finish(
+    async def _finish(
         self, batches: list[list[_Pending]], outcomes: list[tuple[bool, Any]], rows: list[Any]
     ) -> None:
+        """Durable now: publish the events in seq order, a slice per turn of the loop (a big
+        batch's fan-out would hold the loop for milliseconds), then answer each caller."""
         events = [Event(*row) for row in rows]
-        if events:
+        for start in range(0, len(events), PUBLISH_SLICE):
+            if start:
+                await asyncio.sleep(0)
             try:
-                self._publish(events)
+                self._publish(events[start : start + PUBLISH_SLICE])
             except Exception:
                 log.exception("publishing committed events failed")
         first = events[0].seq if events else 0
