@@ -11,13 +11,16 @@ import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
+import orjson
 import pytest
 
 from jobserver.errors import InvalidPayload, LeaseLost, ServiceUnavailable
 from jobserver.models import Event, Job, JobStage, JobStatus
 from jobserver.store import NewJob, ProgressUpdate
+from jobserver.store import sqlite as sqlite_module
 from jobserver.store.frames import HEADER, Link, job_fields, new_job, new_job_fields, pack
 from jobserver.store.sqlite import SqliteStore
 from jobserver.store.sqlite_writer import serve
@@ -285,3 +288,67 @@ async def test_the_writer_never_imports_from_the_working_directory(
     _, [event] = await s.enqueue(NewJob(type="t", user_id="u1"))
     assert event.seq == 1
     await s.close()
+
+
+async def test_a_writer_that_cannot_be_started_again_fails_writes_instead_of_hanging(
+    store: tuple[SqliteStore, list[Event]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s, _ = store
+    monkeypatch.setattr(sqlite_module, "RESTART_PAUSE_SECONDS", 0.01)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # e.g. a venv rebuilt
+    pid = s.writer_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    async with asyncio.timeout(10):
+        with pytest.raises(ServiceUnavailable):
+            while True:  # the first writes may still be queued for the restart
+                await s.enqueue(NewJob(type="t", user_id="u1"))
+                await asyncio.sleep(0.01)
+
+
+async def test_a_reply_this_side_cannot_handle_answers_its_callers_and_a_new_writer_goes_on(
+    store: tuple[SqliteStore, list[Event]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s, _ = store
+    real = sqlite_module._job_events
+    calls = 0
+
+    def broken_once(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in reply handling")
+        return real(*args)
+
+    monkeypatch.setattr(sqlite_module, "_job_events", broken_once)
+    async with asyncio.timeout(20):
+        with pytest.raises(ServiceUnavailable):
+            await s.enqueue(NewJob(type="t", user_id="u1"))
+        _, [event] = await s.enqueue(NewJob(type="t", user_id="u1"))
+    assert event.seq == 2  # the first one committed; its caller was told the outcome is unknown
+
+
+async def test_metadata_may_be_any_mapping_and_messages_any_str(
+    store: tuple[SqliteStore, list[Event]],
+) -> None:
+    """Values of the caller's own types cross as plain ones (a class from the server's
+    __main__ could not even be pickled, and would fail every write made with it)."""
+    s, _ = store
+    odd_str = type("OddStr", (str,), {"__module__": "__main__"})
+    for _ in range(3):
+        await s.enqueue(NewJob(type="t", user_id="u1"))
+    claimed = [await claim_one(s) for _ in range(3)]
+    updates = [
+        ProgressUpdate(JobStage.PROCESSING, 10, odd_str("odd"), MappingProxyType({"a": 1})),
+        ProgressUpdate(JobStage.PROCESSING, 20, "plain", {"b": 2}),
+        ProgressUpdate(JobStage.PROCESSING, 30, odd_str("odd too")),
+    ]
+    events = await asyncio.gather(
+        *(
+            progress(s, job_id, token, u)
+            for (job_id, token), u in zip(claimed, updates, strict=True)
+        )
+    )
+    bodies = [orjson.loads(e.data) for e in events]
+    assert [b["message"] for b in bodies] == ["odd", "plain", "odd too"]
+    assert bodies[0]["metadata"] == {"a": 1}

@@ -53,10 +53,16 @@ def json_bytes(value: Any, what: str) -> bytes:
 
 def new_job_fields(new: NewJob) -> NewJobFields:
     """``new``'s fields in declaration order, the payload as JSON; see ``new_job``."""
+    # Plain str, int and float: nothing of the caller's own types crosses the pipe.
     return (
-        new.type, new.user_id, json_bytes(new.payload, "the payload"), new.max_attempts,
-        new.delay_seconds, new.idempotency_key, new.job_id, new.message,
+        str(new.type), str(new.user_id), json_bytes(new.payload, "the payload"),
+        int(new.max_attempts), float(new.delay_seconds), _text(new.idempotency_key),
+        _text(new.job_id), str(new.message),
     )  # fmt: skip
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else str(value)
 
 
 def new_job(fields: NewJobFields) -> NewJob:

@@ -12,7 +12,6 @@ import asyncio
 import fcntl
 import logging
 import os
-import pickle
 import sys
 import time
 from collections import deque
@@ -24,7 +23,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from ..errors import InvalidPayload, ServiceUnavailable
-from ..models import ErrorDict, Event, EventType, Job, JobStatus, ResultDict
+from ..models import ErrorDict, Event, EventType, Job, JobStage, JobStatus, ResultDict
 from ..notes import Note, NotesContent
 from . import frames
 from .protocol import NewJob, ProgressUpdate, Pruned
@@ -93,6 +92,7 @@ class _Pending:
     decode: Decode | None
     future: asyncio.Future[Any] | None = None
     done: Done | None = None  # called instead of a future, with (result, None) or (None, error)
+    settled: bool = False
 
 
 class SqliteStore:
@@ -110,7 +110,7 @@ class SqliteStore:
         self._durable = 0  # the last seq committed, as the writer last said
         self._read_up_to = 0  # the highest seq events_after returned
         self._pruned = 0
-        self._pruning = 0  # prunes sent and not yet answered
+        self._prune_ops = 0  # prune ops submitted and not yet answered
         self._prune_unsure = False  # a prune ended unanswered: the mark may be above _pruned
         self._restarting = False
         self._publish: Callable[[list[Event]], None] = lambda events: None
@@ -140,7 +140,7 @@ class SqliteStore:
         self._lock_fd = await self._take_lock()
         try:
             await self._start_writer()
-        except ServiceUnavailable:
+        except BaseException:
             self._release_lock()
             raise
         self._rdb = await aiosqlite.connect(self.path, isolation_level=None)
@@ -150,26 +150,34 @@ class SqliteStore:
         self._replies_task = asyncio.create_task(self._serve_replies(), name="sqlite-replies")
 
     async def _start_writer(self) -> None:
-        """Start the writer process and wait for its hello (the file's epoch and heads)."""
+        """Start the writer process and wait for its hello (the file's epoch and heads);
+        ServiceUnavailable if it cannot be had."""
         assert self._lock_fd is not None
-        # The writer inherits the lock: the file stays owned until both processes are gone.
-        # -P: nothing from the working directory is imported.
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-P", "-c", BOOT.format(root=PACKAGE_ROOT), str(self.path),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            pass_fds=(self._lock_fd,),
-        )  # fmt: skip
-        assert proc.stdout is not None
+        proc: asyncio.subprocess.Process | None = None
         try:
+            # The writer inherits the lock: the file stays owned until both processes are
+            # gone. -P: nothing from the working directory is imported.
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-P", "-c", BOOT.format(root=PACKAGE_ROOT), str(self.path),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                pass_fds=(self._lock_fd,),
+            )  # fmt: skip
+            assert proc.stdout is not None
             hello = await asyncio.wait_for(frames.read(proc.stdout), OPEN_TIMEOUT_SECONDS)
-        except (asyncio.IncompleteReadError, TimeoutError, pickle.UnpicklingError):
-            hello = ("error", "the writer process did not start")
-        if hello[0] != "hello":
-            if proc.returncode is None:
+        except Exception as exc:
+            hello = ("error", f"the writer process did not start: {exc!r}")
+        except BaseException:  # cancelled: leave no writer holding the lock
+            if proc is not None and proc.returncode is None:
                 proc.kill()
-            await proc.wait()
-            raise ServiceUnavailable(str(hello[1]))
-        _, self._epoch, self._pruned, self._durable = hello
+            raise
+        if not (isinstance(hello, tuple) and hello[0] == "hello"):
+            if proc is not None:
+                if proc.returncode is None:
+                    proc.kill()
+                await proc.wait()
+            raise ServiceUnavailable(str(hello[1]) if isinstance(hello, tuple) else "no hello")
+        _, self._epoch, pruned, self._durable = hello
+        self._pruned = max(self._pruned, pruned)
         self._proc = proc
 
     @property
@@ -291,12 +299,17 @@ class SqliteStore:
             await self._restart()
 
     async def _replies(self, proc: asyncio.subprocess.Process) -> None:
-        """Publish each reply's events (durable now), then answer each caller; until EOF."""
+        """Publish each reply's events (durable now), then answer each caller; until EOF.
+
+        A reply's batches leave ``_in_flight`` only once all of their callers are answered,
+        so whatever ends this early (a writer that died, a cancel at close) leaves the rest
+        where the restart or ``close`` answers them.
+        """
         assert proc.stdout is not None
         try:
             while True:
                 count, outcomes, rows, durable = await frames.read(proc.stdout)
-                batches = [self._in_flight.popleft() for _ in range(count)]
+                batches = [self._in_flight[i] for i in range(count)]
                 self._durable = durable
                 if outcomes is None:  # the writer could not read this request
                     error = ServiceUnavailable("the store's writer could not read this write")
@@ -304,6 +317,8 @@ class SqliteStore:
                         self._settle(pending, False, error)
                 else:
                     await self._finish(batches, outcomes, rows)
+                for _ in range(count):
+                    self._in_flight.popleft()
                 # Replies already buffered would otherwise be handled in one go: let the
                 # callers just answered (and everything else) run in between.
                 await asyncio.sleep(0)
@@ -330,7 +345,8 @@ class SqliteStore:
         else:
             self._fail_all(ServiceUnavailable("the store's writer cannot be started"))
             return
-        self._prune_unsure = False  # the hello brought the mark from the file
+        if not self._prune_ops:
+            self._prune_unsure = False  # the hello brought the mark from the file
         head = self._durable
         self._restarting = True  # nothing new commits until the missed events are out
         try:
@@ -340,7 +356,7 @@ class SqliteStore:
                 ]
                 if not missed:
                     break
-                self._publish(missed)
+                await self._publish_sliced(missed)
                 published = missed[-1].seq
         except Exception:
             log.exception("publishing the events of the stopped writer failed")
@@ -356,13 +372,7 @@ class SqliteStore:
         """Durable now: publish the events in seq order, a slice per turn of the loop (a big
         batch's fan-out would hold the loop for milliseconds), then answer each caller."""
         events = [Event(*row) for row in rows]
-        for start in range(0, len(events), PUBLISH_SLICE):
-            if start:
-                await asyncio.sleep(0)
-            try:
-                self._publish(events[start : start + PUBLISH_SLICE])
-            except Exception:
-                log.exception("publishing committed events failed")
+        await self._publish_sliced(events)
         first = events[0].seq if events else 0
         results = iter(outcomes)
         for batch in batches:
@@ -372,8 +382,28 @@ class SqliteStore:
                     value = pending.decode(value, events, first)
                 self._settle(pending, ok, value)
 
-    @staticmethod
-    def _settle(pending: _Pending, ok: bool, value: Any) -> None:
+    async def _publish_sliced(self, events: list[Event]) -> None:
+        for start in range(0, len(events), PUBLISH_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            try:
+                self._publish(events[start : start + PUBLISH_SLICE])
+            except Exception:
+                log.exception("publishing committed events failed")
+
+    def _settle(self, pending: _Pending, ok: bool, value: Any) -> None:
+        """Answer ``pending``'s caller, once."""
+        if pending.settled:
+            return
+        pending.settled = True
+        if pending.op[0] == "prune":
+            self._prune_ops -= 1
+            if ok:
+                self._pruned = max(self._pruned, value.through)
+                if not self._prune_ops:
+                    self._prune_unsure = False  # the writer's mark is at least the file's
+            else:
+                self._prune_unsure = True  # unanswered, it may still have committed
         if pending.done is not None:
             try:
                 pending.done(value, None) if ok else pending.done(None, value)
@@ -404,7 +434,7 @@ class SqliteStore:
         return max(self._durable, self._read_up_to)
 
     async def pruned_through(self) -> int:
-        if self._pruning or self._prune_unsure:
+        if self._prune_ops or self._prune_unsure:
             # A prune may have committed before its reply came: a reader may already miss
             # its events, so read the mark from the file, where it changed with them.
             rows = await self._read("SELECT value FROM meta WHERE key='pruned'")
@@ -432,11 +462,13 @@ class SqliteStore:
     ) -> None:
         stage, progress, message, metadata = update
         try:
-            data = None if metadata is None else frames.json_bytes(metadata, "metadata")
+            data = None if metadata is None else frames.json_bytes(dict(metadata), "metadata")
         except InvalidPayload as exc:
             done(None, exc)
             return
-        self._submit(("progress", job_id, token, stage, progress, message, data), _event, done=done)
+        # Plain values only: nothing of the caller's own types crosses the pipe.
+        op = ("progress", job_id, token, JobStage(stage), float(progress), str(message), data)
+        self._submit(op, _event, done=done)
 
     async def complete(self, job_id: str, token: str, result: ResultDict) -> Event:
         data = frames.json_bytes(result, "the result")
@@ -573,15 +605,9 @@ class SqliteStore:
         await self._write(("ping",))
 
     async def prune(self, before: float, *, limit: int = 1000) -> Pruned:
-        self._pruning += 1
-        try:
-            pruned: Pruned = await self._write(("prune", before, limit))
-        except BaseException:
-            self._prune_unsure = True  # it may have committed (a writer that died, a cancel)
-            raise
-        finally:
-            self._pruning -= 1
-        self._pruned = max(self._pruned, pruned.through)
+        # Counted per op, not per caller: a cancelled caller's prune still runs.
+        self._prune_ops += 1
+        pruned: Pruned = await self._write(("prune", before, limit))
         return pruned
 
     async def payload_values(self, key: str) -> set[str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
-import signal
 import sqlite3
 import sys
 import time
@@ -443,24 +442,30 @@ def _answer(writer: Writer, link: frames.Link, requests: list[list[Op]]) -> None
 
 
 def main(path: str, protocol_fd: int) -> None:
-    """The process's entry point (see ``SqliteStore``): signals are the server's business;
-    this process ends when the server closes the pipe (or dies)."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
+    """The process's entry point, called by ``BOOT``."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     gctune.tune()  # the same collector settings as the server, for the same reason
     serve(Path(path), frames.Link(0, protocol_fd))
 
 
-# How the server starts this process: before any import can print, the protocol moves to a
-# descriptor of its own and stdout goes to stderr; the package is looked up where the server
-# found it, without putting that directory ahead of the standard library.
+# How the server starts this process (``python -P -c BOOT path``). First, signals are the
+# server's business: Ctrl-C and service managers signal the whole group, and graceful
+# shutdown still needs this process, which ends when the server closes the pipe (or dies).
+# Then the protocol moves to a descriptor of its own and stdout goes to stderr. Then the
+# package: the copy the server runs, from ``root``, looked up after the standard library,
+# and put first only if another copy would be found before it.
 BOOT = """
-import os, sys
+import os, signal, sys
+for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+    signal.signal(getattr(signal, name), signal.SIG_IGN)
 fd = os.dup(1)
 os.dup2(2, 1)
-if {root!r} not in sys.path:
-    sys.path.insert(0, {root!r})
+root = os.path.realpath({root!r})
+sys.path.append(root)
+import jobserver
+if os.path.dirname(os.path.dirname(os.path.realpath(jobserver.__file__))) != root:
+    del sys.modules["jobserver"]
+    sys.path.insert(0, root)
 from jobserver.store.sqlite_writer import main
 main(sys.argv[1], fd)
 """
