@@ -37,6 +37,12 @@ async def store(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, list[Event]]
     await s.close()
 
 
+async def running(s: SqliteStore) -> tuple[str, str]:
+    """A new job, claimed: its id and lease token."""
+    await s.enqueue(NewJob(type="t", user_id="u1"))
+    return await claim_one(s)
+
+
 async def new_writer(s: SqliteStore, old: int) -> None:
     async with asyncio.timeout(20):
         while s.writer_pid in (None, old):
@@ -47,8 +53,7 @@ async def test_a_killed_writer_is_replaced_and_the_log_goes_on_without_a_gap(
     store: tuple[SqliteStore, list[Event]],
 ) -> None:
     s, published = store
-    await s.enqueue(NewJob(type="t", user_id="u1"))
-    job_id, token = await claim_one(s)
+    job_id, token = await running(s)
     old = s.writer_pid
     assert old is not None
     os.kill(old, signal.SIGKILL)
@@ -104,8 +109,7 @@ async def test_a_value_that_cannot_cross_to_the_writer_fails_only_its_own_write(
     store: tuple[SqliteStore, list[Event]],
 ) -> None:
     s, _ = store
-    await s.enqueue(NewJob(type="t", user_id="u1"))
-    job_id, token = await claim_one(s)
+    job_id, token = await running(s)
     odd: dict[str, Any] = {"callback": lambda: None}  # not JSON, cannot be pickled either
     bad = progress(s, job_id, token, ProgressUpdate(JobStage.PROCESSING, 10, "x", odd))
     good = progress(s, job_id, token, ProgressUpdate(JobStage.PROCESSING, 20, "y"))
@@ -118,8 +122,7 @@ async def test_errors_keep_their_code_across_the_pipe(
     store: tuple[SqliteStore, list[Event]],
 ) -> None:
     s, _ = store
-    await s.enqueue(NewJob(type="t", user_id="u1"))
-    job_id, _ = await claim_one(s)
+    job_id, _ = await running(s)
     with pytest.raises(LeaseLost) as caught:
         await s.complete(job_id, "not-the-token", {})
     assert caught.value.code == "LEASE_LOST" and "no longer leased" in caught.value.message
@@ -259,8 +262,7 @@ async def test_a_prune_that_ends_unanswered_leaves_the_mark_read_from_the_file(
     store: tuple[SqliteStore, list[Event]],
 ) -> None:
     s, _ = store
-    await s.enqueue(NewJob(type="t", user_id="u1"))
-    job_id, token = await claim_one(s)
+    job_id, token = await running(s)
     await s.complete(job_id, token, {})
     await s.enqueue(NewJob(type="t", user_id="u1"))
     pid = s.writer_pid

@@ -108,7 +108,7 @@ class SqliteStore:
         self.lock_wait = lock_wait
         self._epoch = ""
         self._durable = 0  # the last seq committed, as the writer last said
-        self._read_up_to = 0  # the highest seq events_after returned
+        self._read_up_to = 0  # the highest seq a read returned (an event, a job's last_seq)
         self._pruned = 0
         self._prune_ops = 0  # prune ops submitted and not yet answered
         self._prune_unsure = False  # a prune ended unanswered: the mark may be above _pruned
@@ -467,7 +467,9 @@ class SqliteStore:
             done(None, exc)
             return
         # Plain values only: nothing of the caller's own types crosses the pipe.
-        op = ("progress", job_id, token, JobStage(stage), float(progress), str(message), data)
+        if type(stage) is not JobStage:
+            stage = JobStage(stage)
+        op = ("progress", job_id, token, stage, float(progress), str(message), data)
         self._submit(op, _event, done=done)
 
     async def complete(self, job_id: str, token: str, result: ResultDict) -> Event:
