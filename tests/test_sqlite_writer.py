@@ -354,3 +354,22 @@ async def test_metadata_may_be_any_mapping_and_messages_any_str(
     bodies = [orjson.loads(e.data) for e in events]
     assert [b["message"] for b in bodies] == ["odd", "plain", "odd too"]
     assert bodies[0]["metadata"] == {"a": 1}
+
+
+async def test_the_writer_runs_the_servers_own_package_when_another_copy_comes_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older install or checkout on PYTHONPATH must not be the writer the server talks to."""
+    other = tmp_path / "elsewhere" / "jobserver"
+    (other / "store").mkdir(parents=True)
+    (other / "__init__.py").write_text("")
+    (other / "store" / "__init__.py").write_text("")
+    (other / "store" / "sqlite_writer.py").write_text(
+        "def main(*args):\n    raise SystemExit('the wrong writer')\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(other.parent))
+    s = SqliteStore(tmp_path / "s.db")
+    await s.open()
+    _, [event] = await s.enqueue(NewJob(type="t", user_id="u1"))
+    assert event.seq == 1
+    await s.close()

@@ -65,6 +65,9 @@ def _text(value: str | None) -> str | None:
     return None if value is None else str(value)
 
 
+IDEMPOTENCY_KEY = 5  # where new_job_fields puts it (the writer checks it before decoding)
+
+
 def new_job(fields: NewJobFields) -> NewJob:
     payload = orjson.loads(fields[2])
     return NewJob(fields[0], fields[1], payload, *fields[3:])

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiosqlite
 
@@ -36,11 +36,10 @@ from .schema import (
     row_to_job,
     row_to_note,
 )
-from .sqlite_writer import BOOT, MAX_BATCH, Op
+from .sqlite_writer import BOOT, BUSY_TIMEOUT_MS, MAX_BATCH, Op
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Done = Callable[[Any, BaseException | None], None]
 # Turns an op's result as the writer sends it (events as their seq) into what the caller gets.
 Decode = Callable[[Any, list[Event], int], Any]
@@ -144,7 +143,7 @@ class SqliteStore:
             self._release_lock()
             raise
         self._rdb = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._rdb.execute("PRAGMA busy_timeout=5000")
+        await self._rdb.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         await self._rdb.execute("PRAGMA query_only=ON")
         self._loop = asyncio.get_running_loop()
         self._replies_task = asyncio.create_task(self._serve_replies(), name="sqlite-replies")
@@ -292,10 +291,7 @@ class SqliteStore:
             self._proc = None
             log.critical("the store's writer process stopped (exit code %s); starting anew", code)
             # Its last batch may or may not have committed: those callers cannot be told.
-            lost = [p for batch in self._in_flight for p in batch]
-            self._in_flight.clear()
-            for pending in lost:
-                self._settle(pending, False, ServiceUnavailable("the store's writer stopped"))
+            self._fail_in_flight(ServiceUnavailable("the store's writer stopped"))
             await self._restart()
 
     async def _replies(self, proc: asyncio.subprocess.Process) -> None:
@@ -415,11 +411,17 @@ class SqliteStore:
             else:
                 pending.future.set_exception(value)
 
-    def _fail_all(self, error: ServiceUnavailable) -> None:
-        self._broken = error
-        waiting = [p for batch in self._in_flight for p in batch] + self._pending
+    def _fail_in_flight(self, error: ServiceUnavailable) -> None:
+        lost = [p for batch in self._in_flight for p in batch]
         self._in_flight.clear()
-        self._pending = []
+        for pending in lost:
+            self._settle(pending, False, error)
+
+    def _fail_all(self, error: ServiceUnavailable) -> None:
+        """No more writes: fail every one sent or waiting, and every later one."""
+        self._broken = error
+        self._fail_in_flight(error)
+        waiting, self._pending = self._pending, []
         for pending in waiting:
             self._settle(pending, False, error)
 
@@ -601,15 +603,15 @@ class SqliteStore:
 
     # -- operations: health, retention, the WAL ---------------------------------------------
 
-    # -- operations: health, retention, the WAL ---------------------------------------------
-
     async def ping(self) -> None:
         await self._write(("ping",))
 
     async def prune(self, before: float, *, limit: int = 1000) -> Pruned:
-        # Counted per op, not per caller: a cancelled caller's prune still runs.
-        self._prune_ops += 1
-        pruned: Pruned = await self._write(("prune", before, limit))
+        future = self._submit(("prune", before, limit))
+        assert future is not None
+        if not future.done():  # queued: counted per op, as a cancelled caller's prune still runs
+            self._prune_ops += 1
+        pruned: Pruned = await future
         return pruned
 
     async def payload_values(self, key: str) -> set[str]:

@@ -52,7 +52,12 @@ EventRow = tuple[int, str, str, str, bytes]  # seq, type, job_id, user_id, data:
 Outcome = tuple[bool, Any]  # (True, result) or (False, the error)
 
 MAX_BATCH = 512  # ops per transaction; bounds the work of one commit and one reply
-PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000")
+BUSY_TIMEOUT_MS = 5000  # how long a statement waits for a lock, on either connection
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
+)
 # After a checkpoint resets the WAL, SQLite cuts the file back to this size.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 # A checkpoint waits at most this long (ms) for readers, so writes barely stall.
@@ -60,7 +65,6 @@ CHECKPOINT_BUSY_MS = 50
 TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 # Ops that run SQL of their own over jobs or events: rows the batch changed are written first.
 READING = frozenset({"claim", "renew", "recover", "prune"})
-IDEMPOTENCY_KEY = 5  # where NewJob's idempotency_key is in its fields
 
 
 class Writer:
@@ -157,7 +161,8 @@ class Writer:
             conn.execute("BEGIN IMMEDIATE")
             for op in ops:
                 kind = op[0]
-                if kind in READING or (kind == "enqueue" and op[1][IDEMPOTENCY_KEY] is not None):
+                keyed = kind == "enqueue" and op[1][frames.IDEMPOTENCY_KEY] is not None
+                if kind in READING or keyed:
                     self._flush()
                 try:
                     results.append((True, self._ops[kind](*op[1:])))
@@ -402,7 +407,7 @@ class Writer:
             try:
                 busy, pages, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             finally:
-                conn.execute("PRAGMA busy_timeout=5000")
+                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except sqlite3.Error as exc:
             return False, ServiceUnavailable(f"the WAL checkpoint failed: {exc}")
         return True, (int(busy), int(pages), int(done))
