@@ -21,6 +21,7 @@ from .pdf import job as pdf_job
 from .retention import DAY, UPLOADS, Retention, upload_pruner
 from .store.sqlite import SqliteStore
 from .web import jobs, notes, ops, session
+from .web.crosssite import cross_site_middleware
 from .web.debug import setup_debug
 from .web.http import auth_middleware, errors_middleware
 from .web.keys import BUS, EVENTS, METRICS, POOL, REGISTRY, RETENTION, SECRET, SETTINGS, STORE
@@ -106,7 +107,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings, registry: Registry | None = None) -> web.Application:
     """The whole server as one aiohttp application; resources start and stop in order."""
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware],
+        middlewares=[errors_middleware, cross_site_middleware(settings), auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

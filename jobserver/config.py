@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 PREFIX = "JOBSERVER_"
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+ORIGIN = re.compile(r"https?://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:[0-9]{1,5})?/?")
+HOST = re.compile(r"\*|(\*\.)?[a-z0-9_.-]+|\[?[0-9a-f:.]+\]?")
 
 
 def _bool(value: str) -> bool:
@@ -42,7 +45,13 @@ class Settings:
         secret: HS256 key for tokens; generated and kept in the data dir when empty.
         open_signin: allow ``POST /api/session`` to sign in by name alone.
         token_ttl_seconds: lifetime of issued tokens.
-        allowed_origins: extra Origins allowed to open the WebSocket (``*`` allows any).
+        allowed_origins: Origins (``scheme://host[:port]``) besides the server's own whose pages
+            may send cookie-authenticated writes and open the WebSocket; ``*`` lets any page
+            open the WebSocket, but never with the cookie (it must send a token).
+        allowed_hosts: ``Host`` names the server answers besides the IP address a connection
+            arrived on (421 ``HOST_NOT_ALLOWED`` for others); empty means localhost, 127.0.0.1,
+            [::1] and ``host``. ``*.example.com`` is a domain and its subdomains; ``*``
+            answers any name (no defence against DNS rebinding).
         ws_max_message_bytes: largest WebSocket message a client may send (1009 above it).
         ws_max_subscriptions: subscriptions one WebSocket may hold at once.
         ws_max_connections_per_user: WebSockets one user may hold open at once (1013 above).
@@ -84,6 +93,7 @@ class Settings:
     open_signin: bool = True
     token_ttl_seconds: int = 7 * 24 * 3600
     allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
     ws_max_message_bytes: int = 64 * 1024
     ws_max_subscriptions: int = 100
     ws_max_connections_per_user: int = 100
@@ -124,6 +134,7 @@ class Settings:
             raise ValueError("ws_max_subscriptions and ws_max_connections_per_user must be >= 1")
         if self.ws_heartbeat_seconds <= 0 or self.ws_auth_timeout_seconds <= 0:
             raise ValueError("ws_heartbeat_seconds and ws_auth_timeout_seconds must be positive")
+        _check_origins(self)
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         if self.log_level.upper() not in LOG_LEVELS:
@@ -155,6 +166,16 @@ class Settings:
                 values[f.name] = convert(f.name, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def _check_origins(s: Settings) -> None:
+    """The origin and host lists are usable as given."""
+    for origin in s.allowed_origins:
+        if origin != "*" and not ORIGIN.fullmatch(origin.strip().lower()):
+            raise ValueError(f"allowed_origins: {origin!r} is not * or scheme://host[:port]")
+    for host in s.allowed_hosts:
+        if not HOST.fullmatch(host.strip().lower()):
+            raise ValueError(f"allowed_hosts: {host!r} is not *, a host name, *.domain or an IP")
 
 
 def convert(name: str, raw: str) -> Any:

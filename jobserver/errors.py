@@ -57,6 +57,13 @@ class Forbidden(JobServerError):
     status = 403
 
 
+class HostNotAllowed(JobServerError):
+    """The Host header names a server this one is not (a DNS-rebinding page, a wrong proxy)."""
+
+    code = "HOST_NOT_ALLOWED"
+    status = 421
+
+
 class NotFound(JobServerError):
     code = "NOT_FOUND"
     status = 404
@@ -83,6 +90,12 @@ class LeaseLost(JobServerError):
 class ServiceUnavailable(JobServerError):
     code = "UNAVAILABLE"
     status = 503
+
+
+class UploadNotFound(NotFound):
+    """A job names an upload its user never sent (unknown and other users' hashes alike)."""
+
+    code = "UPLOAD_MISSING"
 
 
 class NoteNotFound(NotFound):

@@ -16,6 +16,7 @@ from jobserver.config import Settings
 from jobserver.pdf.files import upload_path
 from jobserver.pdf.job import PDF_NOTES, PdfNotes, handler_in
 from jobserver.pdf.offline import STOPWORDS
+from jobserver.pdf.owners import add_owner
 from jobserver.store import NewJob
 from jobserver.store.changes import new_job_id
 from jobserver.web.keys import EVENTS, REGISTRY, SETTINGS, STORE
@@ -108,7 +109,8 @@ async def test_upload_answers_202_then_goes_through_every_stage_to_notes(
     assert job["status"] == "queued" and job["type"] == PDF_NOTES
     assert set(job["payload"]) == {"sha256", "filename", "size"}  # a hash, never a path
     assert job["payload"]["size"] == len(data) and job["payload"]["filename"] == "Urban bees.pdf"
-    assert [p.name for p in upload_files(api)] == [f"{job['payload']['sha256']}.pdf"]
+    sha = job["payload"]["sha256"]
+    assert [p.name for p in upload_files(api)] == [f"{sha}.owners", f"{sha}.pdf"]
 
     done = await finished(api, job["jobId"])
     assert done["status"] == "completed", done["error"]
@@ -266,8 +268,9 @@ async def test_upload_form_mistakes_are_400(make_api: MakeApi) -> None:
 
 async def test_a_job_whose_upload_is_gone_fails_with_upload_missing(make_api: MakeApi) -> None:
     api = await make_api()
-    status, job = await api.post("/api/jobs", json={"type": PDF_NOTES,
-                                                    "payload": {"sha256": "0" * 64}})
+    sha = "0" * 64
+    add_owner(api.app[SETTINGS].data_dir, sha, api.user)  # uploaded once; the file is gone
+    status, job = await api.post("/api/jobs", json={"type": PDF_NOTES, "payload": {"sha256": sha}})
     assert status == 202
     done = await finished(api, job["jobId"])
     assert done["status"] == "failed" and done["error"]["code"] == "UPLOAD_MISSING"
@@ -438,11 +441,13 @@ async def test_a_failing_share_stops_the_whole_parse_with_its_code(make_api: Mak
 
 
 def stored_upload(api: ApiClient, data: bytes) -> dict[str, Any]:
-    """Put ``data`` where an upload of it would be; returns a pdf-notes payload naming it."""
+    """Put ``data`` where an upload of it by ``api``'s user would be; returns a pdf-notes
+    payload naming it."""
     sha = hashlib.sha256(data).hexdigest()
     path = upload_path(api.app[SETTINGS].data_dir, sha)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+    add_owner(api.app[SETTINGS].data_dir, sha, api.user)
     return {"sha256": sha, "filename": "early.pdf", "size": len(data)}
 
 

@@ -11,7 +11,7 @@ from ..models import Job, JobStatus
 from ..store import NewJob
 from .http import json_body, json_response, page_of, paged, user_of, whole_number
 from .keys import EVENTS, REGISTRY, STORE
-from .uploads import create_pdf_job, prefetch_upload
+from .uploads import check_upload_owner, create_pdf_job, prefetch_upload
 
 routes = web.RouteTableDef()
 
@@ -56,6 +56,7 @@ async def create_job(request: web.Request) -> web.Response:
         delay_seconds=float(delay),
         idempotency_key=_optional_str(body.get("idempotencyKey"), "idempotencyKey"),
     )
+    check_upload_owner(request, new)
     return await submit(request, new)
 
 

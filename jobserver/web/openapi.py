@@ -208,7 +208,8 @@ PATHS: dict[str, Schema] = {
                 "200": json_body(obj(["userId", "token"], {"userId": STRING, "token": STRING}),
                                  "signed in; the token is also set as an HttpOnly cookie"),
                 "400": error("INVALID_JSON or INVALID_PAYLOAD (a bad userId)"),
-                "403": error("SIGNIN_DISABLED: open sign-in is turned off"),
+                "403": error("SIGNIN_DISABLED: open sign-in is turned off; ORIGIN_NOT_ALLOWED: "
+                             "sent by another origin's page"),
             },
         },
         "get": {
@@ -256,6 +257,9 @@ PATHS: dict[str, Schema] = {
                 "200": json_body(ref("Job"), "the job the idempotency key already named"),
                 "400": error("INVALID_JSON, INVALID_PAYLOAD or UNKNOWN_JOB_TYPE"),
                 "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+                "403": error("ORIGIN_NOT_ALLOWED: another origin's page, with the cookie"),
+                "404": error("UPLOAD_MISSING: a pdf-notes job naming a hash its user did not "
+                             "upload (unknown and other users' hashes alike)"),
                 "413": error("BODY_TOO_LARGE (JSON) or FILE_TOO_LARGE (upload)"),
                 "415": error("NOT_A_PDF: the upload does not start with %PDF-"),
             },
@@ -444,7 +448,9 @@ PATHS: dict[str, Schema] = {
 DESCRIPTION = """\
 Jobs, their progress and their results. Every /api route except signing in and this document
 needs a token: `Authorization: Bearer <token>` or the `jobserver_token` cookie. Errors are
-`{"error": {"code", "message"}}` with a stable code.
+`{"error": {"code", "message"}}` with a stable code. Any route answers 421 HOST_NOT_ALLOWED
+to a Host name the server is not configured for, and a write sent with the cookie by another
+origin's page is refused with 403 ORIGIN_NOT_ALLOWED (docs/security.md).
 
 Live events come over the WebSocket at `/ws` (described in docs/websocket.md) or by
 long-polling; settings are listed in docs/settings.md.

@@ -19,10 +19,11 @@ from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
-from ..errors import FileTooLarge, InvalidPayload, NotAPdf
+from ..errors import FileTooLarge, InvalidPayload, NotAPdf, UploadNotFound
 from ..models import Job
 from ..pdf.files import upload_path, uploads_dir
 from ..pdf.job import PDF_NOTES, handler_in
+from ..pdf.owners import add_owner, owns
 from ..store import NewJob
 from .http import user_of, whole_number
 from .keys import POOL, REGISTRY, SETTINGS
@@ -124,6 +125,7 @@ async def create_pdf_job(request: web.Request) -> NewJob:
             await part.release()
     if stored is None:
         raise InvalidPayload("send the PDF as a multipart form part named file")
+    add_owner(settings.data_dir, stored.sha256, user_of(request))
     key = fields.get("idempotencyKey") or None
     if key is not None and len(key) > 200:
         raise InvalidPayload("idempotencyKey must be at most 200 characters")
@@ -137,6 +139,20 @@ async def create_pdf_job(request: web.Request) -> NewJob:
         idempotency_key=key,
         message=f"Queued {stored.filename}",
     )
+
+
+def check_upload_owner(request: web.Request, new: NewJob) -> None:
+    """A pdf-notes job sent as JSON names its file by hash: only a file its user uploaded.
+
+    An unknown hash and another user's get the same answer, so the answer never tells
+    whether a file is on the server.
+    """
+    if new.type == PDF_NOTES and not owns(
+        request.app[SETTINGS].data_dir, str(new.payload["sha256"]), new.user_id
+    ):
+        raise UploadNotFound(
+            "you have no upload with this sha256; upload the file (multipart POST /api/jobs)"
+        )
 
 
 def prefetch_upload(app: web.Application, job: Job) -> None:

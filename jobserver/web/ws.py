@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
-from yarl import URL
 
 from .. import joblog
 from ..auth import verify_token
@@ -26,6 +25,7 @@ from ..errors import (
     Unauthorized,
 )
 from .connection import Connection
+from .crosssite import origin_allowed
 from .gateway import (
     CLOSE_INTERNAL,
     CLOSE_POLICY,
@@ -46,35 +46,7 @@ DATA = (WSMsgType.TEXT, WSMsgType.BINARY)
 CONTROL = (WSMsgType.PING, WSMsgType.PONG)
 
 
-def _netloc(url: URL) -> tuple[str, int | None]:
-    return (url.host or "").lower(), url.port
-
-
-def origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
-    """The server's own origin (same host and port as the Host header) or an allowed one.
-
-    A request without Origin does not come from a browser page, so it cannot be a cross-site
-    hijack; it is let through (it still needs a token).
-    """
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True
-    origin = origin.strip().rstrip("/").lower()
-    if "*" in allowed or origin in {a.strip().rstrip("/").lower() for a in allowed}:
-        return True
-    try:
-        url = URL(origin)
-        if url.scheme not in ("http", "https") or not url.host:
-            return False
-        # The Host header itself: request.host would be cached on the request for as
-        # long as the socket lives.
-        own = URL.build(scheme=url.scheme, authority=request.headers.get("Host", ""))
-    except ValueError:
-        return False
-    return _netloc(url) == _netloc(own)
-
-
-def _header_token(request: web.Request) -> str | None:
+def _header_token(request: web.Request, *, cookie: bool) -> str | None:
     """The bearer header's or the session cookie's token.
 
     Parsed here, not through ``request.cookies``, which would keep the parsed jar on the
@@ -83,6 +55,8 @@ def _header_token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
         return header[7:].strip()
+    if not cookie:
+        return None
     jar: SimpleCookie = SimpleCookie()
     try:
         jar.load(request.headers.get("Cookie", ""))
@@ -92,8 +66,10 @@ def _header_token(request: web.Request) -> str | None:
     return morsel.value if morsel is not None else None
 
 
-def _user_from_headers(request: web.Request) -> str | None:
-    token = _header_token(request)
+def _user_from_headers(request: web.Request, *, cookie: bool) -> str | None:
+    """The user a bearer header names, or the cookie when ``cookie`` (the page's Origin may
+    use it)."""
+    token = _header_token(request, cookie=cookie)
     if not token:
         return None
     try:
@@ -175,11 +151,13 @@ async def _handle(conn: Connection, data: str | bytes, secret: str) -> None:
 async def websocket(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings, gateway = app[SETTINGS], app[GATEWAY]
-    if not origin_allowed(request, settings.allowed_origins):
+    if not origin_allowed(request, settings.allowed_origins, credentials=False):
         raise Forbidden("this page's Origin may not open the WebSocket", code="ORIGIN_NOT_ALLOWED")
+    # A page let in only by "*" must send a token: its Origin never gets the cookie's user.
+    cookie = origin_allowed(request, settings.allowed_origins, credentials=True)
     if gateway.closing:
         raise ServiceUnavailable("the server is shutting down")
-    user_id = _user_from_headers(request)
+    user_id = _user_from_headers(request, cookie=cookie)
     ws = web.WebSocketResponse(
         timeout=CLOSE_TIMEOUT,
         autoping=False,  # pings are answered below, pongs mark the peer alive (gateway.py)
