@@ -352,3 +352,81 @@ def job_args(description: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--progress", type=int, default=0, choices=(0, 10))
     parser.add_argument("--timeout", type=float, default=120.0)
     return parser
+
+
+# -- the user's path: a worker in one process tells the orchestrator and producer when the
+# warm-up job and the last job are done, through a small file ---------------------------------
+
+
+class Marks:
+    """Completion marks in a file: ``warm`` after the first job, ``done`` after the last.
+
+    The process that sees completions (a peer's worker, our WebSocket subscriber) counts them
+    with ``count``; the producer waits for ``warm`` before it starts the clock, the
+    orchestrator for ``done``. Times are ``time.time()``, one clock for every process here.
+
+    Args:
+        path: the file (made empty by the orchestrator before each run).
+        total: jobs to expect, the warm-up job included.
+    """
+
+    def __init__(self, path: str | Path, total: int = 0) -> None:
+        self.path = Path(path)
+        self.total = total
+        self.seen = 0
+
+    @classmethod
+    def from_env(cls) -> Marks:
+        return cls(os.environ["BENCH_MARKS"], int(os.environ.get("BENCH_TOTAL", "0")))
+
+    def count(self, n: int = 1) -> None:
+        before, self.seen = self.seen, self.seen + n
+        if before < 1 <= self.seen:
+            self.mark("warm")
+        if before < self.total <= self.seen:
+            self.mark("done")
+
+    def mark(self, name: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"{name} {time.time()!r}\n")
+
+    def read(self) -> dict[str, float]:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return {}
+        return {k: float(v) for k, _, v in (x.partition(" ") for x in text.split("\n") if x)}
+
+    def wait(self, name: str, timeout: float) -> float:
+        """The time of mark ``name``; TimeoutError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.read().get(name)
+            if got is not None:
+                return got
+            time.sleep(0.002)
+        raise TimeoutError(f"no {name!r} mark in {self.path} after {timeout:.0f}s")
+
+    async def wait_async(self, name: str, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.read().get(name)
+            if got is not None:
+                return got
+            await asyncio.sleep(0.002)
+        raise TimeoutError(f"no {name!r} mark in {self.path} after {timeout:.0f}s")
+
+
+def producer_args(description: str | None) -> argparse.ArgumentParser:
+    """The flags every user's-path producer takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--progress", type=int, default=0, choices=(0, 10))
+    parser.add_argument("--mode", default="one", help="one, inflight, gather or batch")
+    parser.add_argument("--timeout", type=float, default=120.0)
+    return parser
+
+
+def produced(jobs: int, mode: str, t0: float, t1: float) -> dict[str, Any]:
+    """A producer's result: when it started the clock and when its last enqueue returned."""
+    return {"jobs": jobs, "mode": mode, "t0": t0, "enqueued": t1, "enqueue_per_s": jobs / (t1 - t0)}

@@ -3,17 +3,21 @@
 Prepares the peers' virtual environment (bench/.peers/venv, from bench/peers.txt), runs every
 case in separate processes, repeats each measurement, and writes Markdown tables (median, min,
 max, ratio to each baseline of the same run) and the verdict on each speed target of issues
-2, 3 and 4 to docs/benchmarks.md (quick runs write to bench/.peers/ unless --out says where).
+2, 3, 4 and 14 to docs/benchmarks.md (quick runs write to bench/.peers/ unless --out says
+where). The user's path (``user``, ``enqueue``) runs every system as its users run it; the
+in-process ``throughput`` case is the engine's ceiling.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
 import shlex
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -27,10 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import net
+import userpath
 from harness import BENCH, PEERS_DIR, PEERS_PYTHON, ROOT, run_script
 from report import Row, Target, fmt, metric, ratio, table, targets_table
+from report_user import section_enqueue, section_user
 
-CASES = ("throughput", "fanout", "latency", "connections", "longpoll", "pdf", "sqlite")
+CASES = (
+    "user", "enqueue", "throughput", "fanout", "latency", "connections", "longpoll", "pdf", "sqlite"
+)  # fmt: skip
 PEERS_TXT = BENCH / "peers.txt"
 PEERS_STAMP = PEERS_DIR / "installed.txt"
 NOISE = (
@@ -53,10 +61,14 @@ class Plan:
     connections: list[int]
     pollers: int
     sqlite_seconds: float
+    user_jobs: int = 2000  # the user's path
+    enqueue_pairs: int = 500  # the enqueue latency case: POST/GET pairs
+    enqueue_paced_seconds: float = 5.0  # then POSTs at 200/s for this long
+    enqueue_load: float = 1000.0  # progress events/s of other jobs meanwhile
 
 
 FULL = Plan(3, 5, 2000, [(100, 800), (1000, 200)], 1000, 50, [1000, 10_000], 1000, 3.0)
-QUICK = Plan(1, 1, 100, [(100, 40)], 100, 10, [200], 100, 0.3)
+QUICK = Plan(1, 1, 100, [(100, 40)], 100, 10, [200], 100, 0.3, 40, 40, 1.0, 300.0)
 
 
 @dataclass
@@ -70,6 +82,7 @@ class Context:
     results: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     pending: list[tuple[str, str, Callable[[], dict[str, Any]], int]] = field(default_factory=list)
+    services: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def record(
         self, case: str, label: str, fn: Callable[[], dict[str, Any]], reps: int | None = None
@@ -240,10 +253,42 @@ def case_throughput(ctx: Context) -> None:
             )
 
 
+def case_user(ctx: Context) -> None:
+    jobs = ctx.plan.user_jobs
+    aof: int | None = None
+    if ctx.peers and not ctx.quick:
+        aof = ctx.services.enter_context(userpath.redis_aof())
+    for progress in (0, 10):
+        case = f"user-{progress}"
+        for mode in userpath.OURS.modes:
+            ctx.record(case, f"jobserver {mode}",
+                       lambda m=mode, p=progress: userpath.run_ours(m, p, jobs))  # type: ignore[misc]  # fmt: skip
+        for peer in userpath.PEERS:
+            if ctx.quick and (not peer.baseline or "fsync=off" in peer.label):
+                continue  # quick mode: one configuration per peer
+            why = peer_missing(ctx, peer.service)
+            if why:
+                ctx.skipped[f"{case} {peer.label}"] = why
+                continue
+            for mode in peer.modes[:1] if ctx.quick else peer.modes:
+                ctx.record(
+                    case, f"{peer.label} {mode}",
+                    lambda s=peer, m=mode, p=progress: userpath.run_peer(s, m, p, jobs, aof),  # type: ignore[misc]
+                )  # fmt: skip
+
+
+def case_enqueue(ctx: Context) -> None:
+    plan = ctx.plan
+    ctx.record("enqueue", "jobserver", lambda: userpath.run_latency(
+        plan.enqueue_pairs, 200.0, plan.enqueue_paced_seconds, plan.enqueue_load))  # fmt: skip
+
+
 def peer_missing(ctx: Context, service: str) -> str:
     if not ctx.peers:
         return "the peers' environment could not be built"
-    if service == "redis" and not ctx.redis:
+    if service == "redis-aof" and not shutil.which("redis-server"):
+        return "no redis-server binary for the appendonly instance"
+    if service.startswith("redis") and not ctx.redis:
         return "no Redis at 127.0.0.1:6379"
     if service == "postgres" and not ctx.postgres:
         return "no PostgreSQL at 127.0.0.1:5432"
@@ -326,6 +371,8 @@ def case_pdf(ctx: Context) -> None:
 
 
 RUNNERS: dict[str, Callable[[Context], None]] = {
+    "user": case_user,
+    "enqueue": case_enqueue,
     "throughput": case_throughput,
     "fanout": case_fanout,
     "latency": case_latency,
@@ -372,8 +419,10 @@ def section_throughput(ctx: Context, targets: list[Target]) -> list[str]:
             "counting events"
             + (" (the default concurrency)" if conc == 8 else "")
         )
-    out = ["## 1. Job throughput", ""]
+    out = ["## 3. Engine ceiling: job throughput in one process (issue 2)", ""]
     out.append(
+        "Not how users run any of these systems (that is section 1): each system's producer "
+        "and worker share one process, so this measures the engine itself. "
         f"{ctx.plan.jobs:,} jobs enqueued through each system's Python API, then processed to "
         "completion; jobs/s over the whole time (enqueue + processing). Ratios are of medians. "
         "The targets' baseline is the fastest peer in the configurations issue 2 quotes figures "
@@ -447,7 +496,7 @@ def section_throughput(ctx: Context, targets: list[Target]) -> list[str]:
 
 
 def section_fanout(ctx: Context, targets: list[Target]) -> list[str]:
-    out = ["## 2. Fan-out over WebSocket", ""]
+    out = ["## 4. Fan-out over WebSocket", ""]
     out.append(
         "One event stream sent flat out to every subscriber; deliveries/s = events received by "
         "all clients / (last receive - first emit). Latency is emit-to-receive of every "
@@ -523,7 +572,7 @@ def received(row: Row) -> str:
 
 
 def section_connections(ctx: Context, targets: list[Target]) -> list[str]:
-    out = ["## 3. Memory per idle WebSocket connection", ""]
+    out = ["## 5. Memory per idle WebSocket connection", ""]
     out.append(
         "Server RSS after N idle sockets minus RSS before them (after 50 warm-up sockets came "
         "and went), divided by N. Ours: each socket signed in by cookie and subscribed to its "
@@ -557,7 +606,7 @@ def section_longpoll(ctx: Context, targets: list[Target]) -> list[str]:
     if not rows:
         return []
     n = ctx.plan.pollers
-    out = ["## 4. Long-poll wake-up", ""]
+    out = ["## 6. Long-poll wake-up", ""]
     out.append(
         f"{n:,} long-polls wait at once (`GET /api/events?since=<head>&userId=&timeout=60` for "
         "ours, checked waiting on the bus before the event), then one event wakes them all; "
@@ -585,7 +634,7 @@ def section_longpoll(ctx: Context, targets: list[Target]) -> list[str]:
 
 
 def section_pdf(ctx: Context, targets: list[Target]) -> list[str]:
-    out = ["## 5. PDF pipeline", ""]
+    out = ["## 7. PDF pipeline", ""]
     if "pdf" in ctx.skipped:
         out.append(f"Not measured: {ctx.skipped['pdf']}.")
         targets.append(
@@ -628,7 +677,7 @@ def section_sqlite(ctx: Context, targets: list[Target]) -> list[str]:
     if not rows:
         return []
     row = rows[0]
-    out = ["## 6. SQLite limit on this disk", ""]
+    out = ["## 8. SQLite limit on this disk", ""]
     out.append(
         "Plain `sqlite3`, WAL, `synchronous=FULL`, rows the size of an event, no event loop: the "
         "ceiling our write path is compared with."
@@ -761,6 +810,8 @@ def render(ctx: Context, command: str, started: str, elapsed: float, commit: str
     targets: list[Target] = []
     body: list[str] = []
     for section in (
+        lambda c, t: section_user(c.results, c.plan.user_jobs, t),
+        lambda c, t: section_enqueue(c.results.get("enqueue", {}).get("jobserver", []), t),
         section_throughput,
         section_fanout,
         section_connections,
@@ -789,7 +840,7 @@ def render(ctx: Context, command: str, started: str, elapsed: float, commit: str
         "",
         NOISE,
         "",
-        "## Targets (issues 2, 3, 4)",
+        "## Targets (issues 2, 3, 4, 14)",
         "",
         targets_table(targets),
     ]
@@ -860,8 +911,11 @@ def main(argv: list[str] | None = None) -> int:
     for case in CASES:
         if case in args.cases:
             log(f"== {case}")
-            RUNNERS[case](ctx)
-            ctx.flush()
+            try:
+                RUNNERS[case](ctx)
+                ctx.flush()
+            finally:
+                ctx.services.close()  # the services a case started (a second Redis)
             if args.json:  # what is done so far survives an interrupted run
                 args.json.write_text(json.dumps({"results": ctx.results, "partial": True}))
     command = "python bench/run.py " + " ".join(

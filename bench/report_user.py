@@ -1,0 +1,124 @@
+"""The report's user's-path sections (issue 14): tables, the reasons, and the targets' verdicts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from report import Row, Target, fmt, metric, ratio, table
+from userpath import OURS, PEERS
+
+NOTES = {OURS.label: OURS.note, **{p.label: p.note for p in PEERS}}
+BASELINE = frozenset(p.label for p in PEERS if p.baseline)
+MODES = {
+    "one": "one job per call, awaited before the next",
+    "inflight": "100 POSTs in flight at once",
+    "gather": "every job at once with asyncio.gather",
+    "batch": "1,000 jobs per call",
+}
+
+
+def _system(label: str) -> str:
+    return label.rsplit(" ", 1)[0]
+
+
+def _median(row: Row | None, key: str = "jobs_per_s") -> float:
+    return math.nan if row is None else metric(row.runs, key)["median"]
+
+
+def _best(rows: Sequence[Row]) -> Row | None:
+    scored = [(v, r) for r in rows if not math.isnan(v := _median(r))]
+    return max(scored, key=lambda x: x[0])[1] if scored else None
+
+
+def section_user(results: dict[str, dict[str, list[dict[str, Any]]]], jobs: int,
+                 targets: list[Target]) -> list[str]:  # fmt: skip
+    out = ["## 1. The user's path (issue 14)", ""]
+    out.append(
+        f"Each system run as its users run it: {jobs:,} jobs enqueued by a producer in its own "
+        "process through the system's client API (ours: HTTP), run by a worker in another "
+        "process started by the system's own command line (ours: `python server.py`), timed "
+        "from the first enqueue to the last completion (ours: seen by a WebSocket subscriber "
+        "in a third process). A warm-up job runs first; every run starts on fresh storage. "
+        "Modes: " + "; ".join(f"`{k}`: {v}" for k, v in MODES.items()) + ". The targets' "
+        "baseline is each peer in its fastest configuration measured here, `huey fsync=off` "
+        "included; the `aof` rows (Redis that fsyncs its log every second) are references."
+    )
+    for progress in ("0", "10"):
+        rows = [Row(label, runs) for label, runs in results.get(f"user-{progress}", {}).items()]
+        if not rows:
+            continue
+        peers = [r for r in rows if _system(r.label) in BASELINE]
+        one = _best([r for r in peers if r.label.endswith(" one")])
+        many = _best(peers)
+        base = [r for r in (one, many) if r is not None]
+        if len(base) == 2 and base[0].label == base[1].label:
+            base = base[:1]  # the fastest one-at-a-time row is also the fastest of all
+        enq = ("enqueue/s", lambda r: fmt(_median(r, "enqueue_per_s")))
+        title = "no-op jobs" if progress == "0" else "jobs with 10 progress events each"
+        out += ["", f"### {title}", "", table(rows, "jobs_per_s", "jobs/s", base, extra=[enq])]
+        ours = {m: next((r for r in rows if r.label == f"jobserver {m}"), None)
+                for m in OURS.modes}  # fmt: skip
+        wanted = [("one", one, 1.0 if progress == "0" else 1.5, "one producer, one job at a time"),
+                  ("inflight", many, 2.0 if progress == "0" else 5.0, "100 in flight")]  # fmt: skip
+        if progress == "0":
+            wanted.append(("batch", many, 2.0, "batched, 1,000 per request"))
+        for mode, peer, need, what in wanted:
+            r = ratio(_median(ours[mode]), _median(peer))
+            targets.append(Target(
+                14,
+                f"user's path, {what}, {title}: at least {need:g}x the fastest peer"
+                + ("" if mode == "one" else " (any enqueue API)"),
+                f"jobserver {mode} {fmt(_median(ours[mode]))} jobs/s = {fmt(r, 2)}x "
+                f"{peer.label if peer else '?'} ({fmt(_median(peer))})",
+                None if math.isnan(r) else r >= need,
+            ))  # fmt: skip
+    out += ["", *(f"- {label}: {note}" for label, note in NOTES.items())]
+    return out
+
+
+def section_enqueue(runs: list[dict[str, Any]], targets: list[Target]) -> list[str]:
+    if not runs:
+        return []
+    ok = [r for r in runs if "error" not in r]
+    out = ["## 2. Enqueue latency under load (issue 14)", ""]
+    out.append(
+        "`python server.py --demo-jobs` with 5 `demo.sleep` jobs reporting progress (the load, "
+        "counted by a WebSocket subscriber in its own process) while one client process first "
+        "alternates `POST /api/jobs` (a no-op job) and `GET /api/jobs/{id}` of that job on one "
+        "keep-alive connection, then POSTs at a fixed rate, each on its own schedule whether "
+        "or not the previous one has returned."
+    )
+    out += ["", "| run | load events/s | POST p50 ms | GET p50 ms | POST/GET p50 | POST p99 ms "
+            "| paced POSTs/s | paced p50 ms | paced p99 ms | paced max ms |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for i, r in enumerate(runs, 1):
+        if "error" in r:
+            out.append(f"| {i} | failed: `{r['error'].splitlines()[-1][:120]}` |")
+            continue
+        out.append(
+            f"| {i} | {fmt(r['load_events_per_s'])} | {fmt(r['post_p50_ms'], 2)} | "
+            f"{fmt(r['get_p50_ms'], 2)} | {fmt(r['post_over_get_p50'], 2)} | "
+            f"{fmt(r['post_p99_ms'], 1)} | {fmt(r['rate'])} | {fmt(r['paced_p50_ms'], 2)} | "
+            f"{fmt(r['paced_p99_ms'], 1)} | {fmt(r['paced_max_ms'], 1)} |"
+        )
+    ratios = metric(ok, "post_over_get_p50")
+    p99 = metric(ok, "paced_p99_ms")
+    load = metric(ok, "load_events_per_s")
+    rate = ok[0]["rate"] if ok else math.nan
+    targets.append(Target(
+        14,
+        "POST /api/jobs p50 at most 2x GET /api/jobs/{id} p50, while other jobs report 1,000 "
+        "progress events/s",
+        f"{fmt(ratios['median'], 2)}x (median of {ratios['n']} runs, worst "
+        f"{fmt(ratios['max'], 2)}x) at {fmt(load['median'])} load events/s",
+        None if math.isnan(ratios["median"]) else ratios["median"] <= 2.0,
+    ))  # fmt: skip
+    targets.append(Target(
+        14,
+        f"POST /api/jobs p99 under 10 ms at {fmt(rate)} enqueues/s, under the same load",
+        f"{fmt(p99['median'], 1)} ms (median of {p99['n']} runs, worst {fmt(p99['max'], 1)} ms)",
+        None if math.isnan(p99["median"]) else p99["median"] < 10.0,
+    ))  # fmt: skip
+    return out
