@@ -1,0 +1,295 @@
+"""The async client: sign in, enqueue, upload, read, list, cancel, retry, wait and follow jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import IO, Any, Literal
+from urllib.parse import quote
+
+import aiohttp
+
+from .api import Http, TokenProvider
+from .errors import ProtocolError, WaitTimeout
+from .follow import TRANSPORTS, Follow, Transport
+from .models import Job, JobPage, Meta, Resync
+
+UPLOAD_TIMEOUT = 300.0  # seconds an upload may take as a whole
+
+
+class Client:
+    """A client of one jobserver, for programs that hand it work and follow that work.
+
+    Use it as ``async with Client(url, token=...) as client:`` (or call ``close()``). Every
+    call that the server refuses raises an ``ApiError`` subclass carrying the server's
+    ``code``; a server that cannot be reached raises ``NetworkError``.
+
+    Args:
+        base_url: the server's URL, e.g. ``http://127.0.0.1:8080``.
+        token: a bearer token from any sign-in method: ``Client.sign_in``, ``python
+            server.py token USER``, or one your own application mints.
+        token_provider: an async callable returning a token, asked when there is none and
+            once more after a 401 (an expired token), for tokens that come and go.
+        user_id: the user the token names, when known (``follow()`` of your own user asks
+            the server otherwise).
+        session: an aiohttp session to share (it is not closed by ``close()``).
+        timeout: seconds each request may take (uploads: 300).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        token_provider: TokenProvider | None = None,
+        user_id: str | None = None,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.http = Http(
+            base_url, token, token_provider=token_provider, session=session, timeout=timeout
+        )
+        self.user_id = user_id
+        self._follows: weakref.WeakSet[Follow] = weakref.WeakSet()
+
+    @property
+    def base_url(self) -> str:
+        return self.http.base_url
+
+    @property
+    def token(self) -> str | None:
+        return self.http.token
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop every follower this client started and close its HTTP session."""
+        await asyncio.gather(*(f.aclose() for f in builtins.list(self._follows)))
+        await self.http.close()
+
+    # ---- signing in -----------------------------------------------------------------------
+
+    @classmethod
+    async def sign_in(
+        cls,
+        base_url: str,
+        user_id: str,
+        *,
+        password: str | None = None,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 30.0,
+    ) -> Client:
+        """A client signed in through ``POST /api/session``: by name alone (open sign-in, the
+        default on a server on one's own machine) or with a password where the server has
+        accounts. Refused sign-in raises ``ApiError`` (``SIGNIN_DISABLED``, ...)."""
+        client = cls(base_url, session=session, timeout=timeout)
+        try:
+            token, signed_in = await client.http_sign_in(user_id, password)
+        except BaseException:
+            await client.close()
+            raise
+        client.http.token, client.user_id = token, signed_in
+        return client
+
+    async def http_sign_in(self, user_id: str, password: str | None = None) -> tuple[str, str]:
+        """``POST /api/session``: a token and the user id the server signed in."""
+        body: dict[str, str] = {"userId": user_id}
+        if password is not None:
+            body["password"] = password
+        data = await self.http.request("POST", "/api/session", json_body=body, auth=False)
+        if not isinstance(data, dict) or not isinstance(data.get("token"), str):
+            raise ProtocolError("PROTOCOL", "POST /api/session answered without a token")
+        return data["token"], str(data.get("userId") or user_id)
+
+    async def whoami(self) -> str:
+        """The user id the token names (``GET /api/session``)."""
+        data = await self.http.request("GET", "/api/session")
+        if not isinstance(data, dict) or not isinstance(data.get("userId"), str):
+            raise ProtocolError("PROTOCOL", "GET /api/session answered without a userId")
+        self.user_id = data["userId"]
+        return self.user_id
+
+    async def meta(self) -> Meta:
+        """``GET /api/meta``: stage display names, statuses, event types, job types, head."""
+        return Meta.from_wire(await self.http.request("GET", "/api/meta"))
+
+    # ---- jobs -----------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        max_attempts: int | None = None,
+        delay_seconds: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Enqueue a job of ``type`` (``POST /api/jobs``); the job as queued.
+
+        With an ``idempotency_key`` already used by one of your jobs, that job comes back
+        instead of a new one.
+        """
+        body: dict[str, Any] = {"type": type, "payload": dict(payload or {})}
+        if max_attempts is not None:
+            body["maxAttempts"] = max_attempts
+        if delay_seconds is not None:
+            body["delaySeconds"] = delay_seconds
+        if idempotency_key is not None:
+            body["idempotencyKey"] = idempotency_key
+        return Job.from_wire(await self.http.request("POST", "/api/jobs", json_body=body))
+
+    async def upload(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        filename: str | None = None,
+        max_attempts: int | None = None,
+        idempotency_key: str | None = None,
+        timeout: float = UPLOAD_TIMEOUT,
+    ) -> Job:
+        """Upload a PDF as a ``pdf-notes`` job (multipart ``POST /api/jobs``); the job.
+
+        The file is streamed from disk in chunks, never read into memory whole.
+        """
+        source = Path(path)
+        name = filename or source.name
+        opened: builtins.list[IO[bytes]] = []
+
+        def form() -> aiohttp.FormData:
+            handle = source.open("rb")  # a fresh one for each try: aiohttp may close it
+            opened.append(handle)
+            data = aiohttp.FormData()
+            data.add_field("file", handle, filename=name, content_type="application/pdf")
+            if max_attempts is not None:
+                data.add_field("maxAttempts", str(max_attempts))
+            if idempotency_key is not None:
+                data.add_field("idempotencyKey", idempotency_key)
+            return data
+
+        try:
+            reply = await self.http.request("POST", "/api/jobs", form=form, timeout=timeout)
+        finally:
+            for handle in opened:
+                handle.close()
+        return Job.from_wire(reply)
+
+    async def get(self, job_id: str) -> Job:
+        """One of your jobs (``GET /api/jobs/{id}``); ``NotFound`` (``JOB_NOT_FOUND``) else."""
+        return Job.from_wire(await self.http.request("GET", f"/api/jobs/{quote(job_id)}"))
+
+    async def list(
+        self, *, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> JobPage:
+        """One page of your jobs, newest first (``GET /api/jobs``); ``limit`` up to 200."""
+        params: dict[str, str | int | float] = {"limit": limit, "offset": offset}
+        if status is not None:
+            params["status"] = status
+        return JobPage.from_wire(await self.http.request("GET", "/api/jobs", params=params))
+
+    async def iter_jobs(
+        self, *, status: str | None = None, page_size: int = 100
+    ) -> AsyncGenerator[Job, None]:
+        """All your jobs, newest first, page after page. A job queued meanwhile shifts the
+        pages; it is not yielded twice."""
+        seen: set[str] = set()
+        offset: int | None = 0
+        while offset is not None:
+            page = await self.list(status=status, limit=page_size, offset=offset)
+            for job in page.jobs:
+                if job.jobId not in seen:
+                    seen.add(job.jobId)
+                    yield job
+            offset = page.nextOffset
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a queued or running job; ``Conflict`` (``ILLEGAL_TRANSITION``) if finished."""
+        path = f"/api/jobs/{quote(job_id)}/cancel"
+        return Job.from_wire(await self.http.request("POST", path))
+
+    async def retry(self, job_id: str) -> Job:
+        """Run a failed or cancelled job again; ``Conflict`` for any other job."""
+        path = f"/api/jobs/{quote(job_id)}/retry"
+        return Job.from_wire(await self.http.request("POST", path))
+
+    # ---- following ------------------------------------------------------------------------
+
+    def follow(
+        self,
+        *,
+        job_id: str | None = None,
+        user_id: str | None = None,
+        since: int | None = None,
+        epoch: str | None = None,
+        transports: tuple[Transport, ...] = TRANSPORTS,
+        **options: Any,
+    ) -> Follow:
+        """Events of one job (``job_id``) or of a user (default: yours), after ``since``
+        (default: from now on), over the WebSocket and by long-poll while it is down.
+
+        Use ``async with client.follow(...) as events: async for item in events:``. Items are
+        ``JobEvent`` (a subclass per type) or ``Resync``; see ``Follow`` for ``options``.
+        """
+        if job_id is not None and user_id is not None:
+            raise ValueError("follow a job_id or a user_id, not both")
+        kind: Literal["userId", "jobId"] = "jobId" if job_id is not None else "userId"
+        target = job_id or user_id or self.user_id
+        resolve: Callable[[], Awaitable[str]] | None = None if target else self.whoami
+        follow = Follow(
+            self.http, kind, target or "", since=since, epoch=epoch, transports=transports,
+            resolve=resolve, **options,
+        )  # fmt: skip
+        self._follows.add(follow)
+        return follow
+
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        transports: tuple[Transport, ...] = TRANSPORTS,
+        **options: Any,
+    ) -> Job:
+        """Wait until the job is completed, failed or cancelled, and return it.
+
+        Raises ``WaitTimeout`` (a ``TimeoutError``, code ``TIMEOUT``) after ``timeout``
+        seconds; a failed job is returned, not raised (see ``job.error``).
+        """
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                return await self._wait(job_id, transports, options)
+        except TimeoutError:
+            if deadline.expired():
+                raise WaitTimeout(
+                    "TIMEOUT", f"job {job_id} did not finish within {timeout:g} s"
+                ) from None
+            raise
+
+    async def _wait(
+        self, job_id: str, transports: tuple[Transport, ...], options: dict[str, Any]
+    ) -> Job:
+        job = await self.get(job_id)
+        if job.finished:
+            return job
+        async with self.follow(
+            job_id=job_id, since=job.lastSeq, transports=transports, **options
+        ) as events:
+            async for item in events:
+                if isinstance(item, Resync):
+                    job = await self.get(job_id)  # what we missed: read the job instead
+                    if job.finished:
+                        return job
+                    continue
+                job = job.with_event(item)
+                if job.finished:
+                    latest = await self.get(job_id)
+                    return latest if latest.finished else job
+        raise ProtocolError("PROTOCOL", f"the events of job {job_id} ended before it did")

@@ -1,0 +1,82 @@
+"""A TCP proxy on 127.0.0.1 that a test can cut: every connection through it dies at once.
+
+It stands between a client and the real server, as a flaky network would: ``cut()`` aborts
+every open connection (both sides see the connection reset, as when a path breaks), and
+``block_websockets`` refuses WebSocket upgrades (any request line ``GET /ws``) while it is
+set, the way a proxy that does not pass WebSockets would, so a client must long-poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+class CutProxy:
+    """A proxy to ``127.0.0.1:upstream_port``; ``url`` once started.
+
+    Args:
+        upstream_port: the real server's port.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.block_websockets = False
+        self.cuts = 0
+        self.refused_upgrades = 0
+        self.url = ""
+        self._server: asyncio.Server | None = None
+        self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+
+    async def start(self) -> CutProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def cut(self) -> int:
+        """Abort every connection open now; how many there were."""
+        pairs = list(self._pairs)
+        for client, upstream in pairs:
+            client.transport.abort()
+            upstream.transport.abort()
+        self._pairs.clear()
+        self.cuts += 1
+        return len(pairs)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        pair = (writer, up_writer)
+        self._pairs.add(pair)
+        try:
+            await asyncio.gather(
+                self._pipe(reader, up_writer, inspect=True), self._pipe(up_reader, writer)
+            )
+        finally:
+            self._pairs.discard(pair)
+            writer.transport.abort()
+            up_writer.transport.abort()
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, inspect: bool = False
+    ) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            # Bounded: each read ends when the peer sends, closes, or the test cuts.
+            while data := await reader.read(65536):
+                if inspect and self.block_websockets and data.startswith(b"GET /ws"):
+                    self.refused_upgrades += 1
+                    writer.transport.abort()
+                    return
+                writer.write(data)
+                await writer.drain()
+        writer.transport.abort()
