@@ -5,7 +5,8 @@ every file, then long-polls ``/api/events`` for each job from the seq its upload
 no event is missed between the upload and the first poll. It draws one progress bar per file
 (rich) or, with ``--json``, prints every event as one JSON line. It exits 0 when every job
 completed, 1 when one failed or was cancelled (its error's code and message on stderr), 2 for
-a usage or sign-in problem and 3 when the server stayed unreachable.
+a usage or sign-in problem and 3 when the server stayed unreachable. It talks to the server
+only through ``jobserver.client``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,10 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO, TypeVar
 from urllib.parse import quote
 
-import aiohttp
 import orjson
 from rich.console import Console
 from rich.progress import (
@@ -33,27 +32,19 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
+from .client import Client, Job, JobEvent, JobServerClientError, NetworkError, Resync
+
 POLL_SECONDS = 30
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 10.0
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
+_T = TypeVar("_T")
 
-class ClientError(Exception):
-    """A failure the client reports and exits on.
 
-    Args:
-        code: the server's error code (or the client's own, e.g. ``NETWORK``).
-        message: what went wrong, for people.
-        exit_code: the process's exit status for it.
-    """
-
-    def __init__(self, code: str, message: str, exit_code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.exit_code = exit_code
+def exit_code_of(exc: JobServerClientError) -> int:
+    """The process's exit status for a failure: 3 when the server stayed unreachable."""
+    return EXIT_UNREACHABLE if isinstance(exc, NetworkError) else EXIT_USAGE
 
 
 @dataclass(slots=True)
@@ -82,84 +73,22 @@ class Tracked:
     """One uploaded file's job as the client follows it."""
 
     path: Path
-    job: dict[str, Any]
+    job: Job
     cursor: int
     task: TaskID | None = None
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[JobEvent] = field(default_factory=list)
 
     @property
     def job_id(self) -> str:
-        return str(self.job["jobId"])
-
-    @property
-    def status(self) -> str:
-        return str(self.job.get("status", ""))
+        return self.job.jobId
 
 
-def _error_of(status: int, body: bytes) -> ClientError:
-    try:
-        data = orjson.loads(body)
-        error = data["error"]
-        return ClientError(str(error["code"]), str(error["message"]))
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return ClientError(f"HTTP_{status}", body[:200].decode(errors="replace") or str(status))
+def notes_url(server: str, note_id: str) -> str:
+    return f"{server}/#notes/{quote(note_id)}"
 
 
-class Api:
-    """The only place this client talks to the server.
-
-    Args:
-        session: an aiohttp session.
-        server: the server's base URL.
-        token: the bearer token to send (set after signing in).
-    """
-
-    def __init__(self, session: aiohttp.ClientSession, server: str, token: str = "") -> None:
-        self.session = session
-        self.server = server.rstrip("/")
-        self.token = token
-
-    async def call(
-        self, method: str, path: str, *, timeout: float = 30.0, **kw: Any
-    ) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        try:
-            async with self.session.request(
-                method, self.server + path, headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout), **kw,
-            ) as resp:  # fmt: skip
-                body = await resp.read()
-                if resp.status >= 400:
-                    raise _error_of(resp.status, body)
-                data: dict[str, Any] = orjson.loads(body)
-                return data
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ClientError(
-                "NETWORK", f"cannot reach {self.server}: {exc or type(exc).__name__}",
-                EXIT_UNREACHABLE,
-            ) from None  # fmt: skip
-
-    async def sign_in(self, user: str) -> str:
-        data = await self.call("POST", "/api/session", json={"userId": user})
-        return str(data["token"])
-
-    async def upload(self, path: Path) -> dict[str, Any]:
-        form = aiohttp.FormData()
-        with path.open("rb") as f:
-            form.add_field("file", f.read(), filename=path.name, content_type="application/pdf")
-        return await self.call("POST", "/api/jobs", data=form, timeout=300.0)
-
-    async def events(self, job_id: str, since: int) -> dict[str, Any]:
-        query = f"?jobId={quote(job_id)}&since={since}&timeout={POLL_SECONDS}"
-        return await self.call("GET", "/api/events" + query, timeout=POLL_SECONDS + 15.0)
-
-    def notes_url(self, note_id: str) -> str:
-        return f"{self.server}/#notes/{quote(note_id)}"
-
-    def markdown_url(self, note_id: str) -> str:
-        return f"{self.server}/api/notes/{quote(note_id)}/markdown"
+def markdown_url(server: str, note_id: str) -> str:
+    return f"{server}/api/notes/{quote(note_id)}/markdown"
 
 
 class Display:
@@ -207,17 +136,16 @@ class Display:
                 tracked.path.name, total=100, stage=self._stage(tracked.job)
             )
 
-    def _stage(self, job: dict[str, Any]) -> str:
-        stage = str(job.get("stage", ""))
-        return self.stage_names.get(stage, stage)
+    def _stage(self, job: Job) -> str:
+        return self.stage_names.get(job.stage, job.stage)
 
-    def update(self, tracked: Tracked, event: dict[str, Any] | None) -> None:
+    def update(self, tracked: Tracked, event: JobEvent | None) -> None:
         if event is not None and self.json_lines:
-            self.out.write(orjson.dumps(event).decode() + "\n")
+            self.out.write(orjson.dumps(event.raw).decode() + "\n")
             self.out.flush()
         if self.progress is not None and tracked.task is not None:
             job = tracked.job
-            done = 100.0 if job.get("status") == "completed" else float(job.get("progress") or 0)
+            done = 100.0 if job.status == "completed" else float(job.progress or 0)
             self.progress.update(tracked.task, completed=done, stage=self._stage(job))
 
     def result(self, text: str) -> None:
@@ -239,18 +167,14 @@ def _backoff(attempt: int) -> float:
     return ceiling / 2 + random.random() * ceiling / 2
 
 
-async def _retrying(
-    call: Callable[[], Awaitable[dict[str, Any]]], give_up_seconds: float
-) -> dict[str, Any]:
+async def _retrying(call: Callable[[], Awaitable[_T]], give_up_seconds: float) -> _T:
     """``call()``, retried with capped backoff while the server is unreachable."""
     first_failure: float | None = None
     attempt = 0
     while True:
         try:
             return await call()
-        except ClientError as exc:
-            if exc.exit_code != EXIT_UNREACHABLE:
-                raise
+        except NetworkError:
             now = time.monotonic()
             first_failure = first_failure or now
             if now - first_failure > give_up_seconds:
@@ -259,50 +183,57 @@ async def _retrying(
             attempt += 1
 
 
-async def follow(api: Api, tracked: Tracked, display: Display, give_up_seconds: float) -> None:
-    """Long-poll one job's events until it is finished; the job dict follows each event."""
+async def follow(
+    client: Client, tracked: Tracked, display: Display, give_up_seconds: float
+) -> None:
+    """Long-poll one job's events until it is finished; the job follows each event."""
     display.update(tracked, None)
-    while tracked.status not in TERMINAL:
-        reply = await _retrying(partial(api.events, tracked.job_id, tracked.cursor),
-                                give_up_seconds)  # fmt: skip
-        if reply.get("type") == "resync":
-            # Our cursor is gone (pruned, or a new store): the job's state is the truth.
-            tracked.job = await _retrying(
-                partial(api.call, "GET", f"/api/jobs/{quote(tracked.job_id)}"), give_up_seconds
-            )
-            tracked.cursor = int(reply.get("cursor") or 0)
-            display.update(tracked, None)
-            continue
-        for event in reply.get("events", []):
-            if int(event["seq"]) <= tracked.cursor or event.get("jobId") != tracked.job_id:
-                continue
-            tracked.cursor = int(event["seq"])
-            tracked.job.update(event)
-            tracked.events.append(event)
-            display.update(tracked, event)
-        tracked.cursor = max(tracked.cursor, int(reply.get("cursor") or 0))
+    if tracked.job.finished:
+        return
+    async with client.follow(
+        job_id=tracked.job_id, since=tracked.cursor, transports=("polling",),
+        poll_timeout=POLL_SECONDS, backoff_base=BACKOFF_BASE, backoff_cap=BACKOFF_CAP,
+        give_up_after=give_up_seconds,
+    ) as events:  # fmt: skip
+        async for item in events:
+            if isinstance(item, Resync):
+                # Our cursor is gone (pruned, or a new store): the job's state is the truth.
+                tracked.job = await _retrying(lambda: client.get(tracked.job_id), give_up_seconds)
+                display.update(tracked, None)
+            else:
+                tracked.job = tracked.job.with_event(item)
+                tracked.events.append(item)
+                display.update(tracked, item)
+            tracked.cursor = events.cursor or tracked.cursor
+            if tracked.job.finished:
+                return
 
 
-def _report(api: Api, tracked: Tracked, display: Display) -> bool:
+def _report(server: str, tracked: Tracked, display: Display) -> bool:
     job, name = tracked.job, tracked.path.name
-    if job.get("status") == "completed":
-        result = job.get("result") or {}
+    if job.status == "completed":
+        result = job.result or {}
         note_id = result.get("noteId")
         cached = " (from cache)" if result.get("cacheHit") else ""
         if note_id:
-            display.result(f"{name}: notes ready{cached}: {api.notes_url(str(note_id))}")
-            display.result(f"{name}: Markdown: {api.markdown_url(str(note_id))}")
+            display.result(f"{name}: notes ready{cached}: {notes_url(server, str(note_id))}")
+            display.result(f"{name}: Markdown: {markdown_url(server, str(note_id))}")
         else:
             display.result(f"{name}: completed{cached}")
         return True
-    if job.get("status") == "cancelled":
+    if job.status == "cancelled":
         display.error(f"{name}: CANCELLED: the job was cancelled")
         return False
-    error = job.get("error") or {}
-    display.error(
-        f"{name}: {error.get('code', 'FAILED')}: {error.get('message', 'the job failed')}"
-    )
+    code = job.error.code if job.error else "FAILED"
+    message = job.error.message if job.error else "the job failed"
+    display.error(f"{name}: {code}: {message}")
     return False
+
+
+async def _signed_in(options: Options) -> Client:
+    if options.token:
+        return Client(options.server, token=options.token)
+    return await Client.sign_in(options.server, options.user)
 
 
 async def submit(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -314,44 +245,46 @@ async def submit(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.s
     if not options.token and not options.user:
         print("error: give --token (JOBSERVER_TOKEN) or --user (JOBSERVER_USER)", file=err)
         return EXIT_USAGE
-    async with aiohttp.ClientSession() as session:
-        api = Api(session, options.server, options.token)
+    try:
+        client = await _signed_in(options)
+    except JobServerClientError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=err)
+        return exit_code_of(exc)
+    async with client:
         try:
-            if not api.token:
-                api.token = await api.sign_in(options.user)
-            meta = await api.call("GET", "/api/meta")
-        except ClientError as exc:
+            meta = await client.meta()
+        except JobServerClientError as exc:
             print(f"error: {exc.code}: {exc.message}", file=err)
-            return exc.exit_code
-        stage_names = {str(k): str(v) for k, v in (meta.get("stageNames") or {}).items()}
+            return exit_code_of(exc)
+        stage_names = {str(k): str(v) for k, v in meta.stageNames.items()}
         status = EXIT_OK
         with Display(options.json_lines, stage_names, out, err) as display:
             jobs: list[Tracked] = []
             uploads = await asyncio.gather(
-                *(api.upload(path) for path in options.files), return_exceptions=True
+                *(client.upload(path) for path in options.files), return_exceptions=True
             )
             for path, outcome in zip(options.files, uploads, strict=True):
-                if isinstance(outcome, ClientError):
+                if isinstance(outcome, JobServerClientError):
                     display.error(f"{path.name}: {outcome.code}: {outcome.message}")
                     status = max(status, EXIT_JOB_FAILED)
                     continue
                 if isinstance(outcome, BaseException):
                     raise outcome
                 # Start just before the job's own first event, so --json shows job.queued too.
-                cursor = max(int(outcome.get("lastSeq") or 1) - 1, 0)
+                cursor = max((outcome.lastSeq or 1) - 1, 0)
                 tracked = Tracked(path, outcome, cursor)
                 jobs.append(tracked)
                 display.add(tracked)
             followed = await asyncio.gather(
-                *(follow(api, t, display, options.give_up_seconds) for t in jobs),
+                *(follow(client, t, display, options.give_up_seconds) for t in jobs),
                 return_exceptions=True,
             )
             for tracked, ended in zip(jobs, followed, strict=True):
-                if isinstance(ended, ClientError):
+                if isinstance(ended, JobServerClientError):
                     display.error(f"{tracked.path.name}: {ended.code}: {ended.message}")
-                    status = max(status, ended.exit_code)
+                    status = max(status, exit_code_of(ended))
                 elif isinstance(ended, BaseException):
                     raise ended
-                elif not _report(api, tracked, display):
+                elif not _report(client.base_url, tracked, display):
                     status = max(status, EXIT_JOB_FAILED)
         return status
