@@ -23,7 +23,8 @@ from aiohttp import web
 from harness import RUN_DIR, paced, raise_fd_limit, serve_until_stopped
 
 from jobserver import gctune
-from jobserver.app import build_registry, create_app
+from jobserver.app import create_app
+from jobserver.plugins import load
 from jobserver.config import Settings
 from jobserver.handlers import HandlerOptions, JobContext
 from jobserver.models import JobStage
@@ -75,9 +76,9 @@ async def serve(port: int, data_dir: Path, concurrency: int) -> None:
     )
     known = {f.name for f in dataclasses.fields(Settings)}
     settings = dataclasses.replace(base, **{k: v for k, v in LIMITS.items() if k in known})
-    registry = build_registry(settings)
-    registry.register("bench.emit", emit, HandlerOptions(timeout=600, max_attempts=1))
-    app = create_app(settings, registry)
+    plugins = load(settings)
+    plugins.registry.register("bench.emit", emit, HandlerOptions(timeout=600, max_attempts=1))
+    app = create_app(settings, plugins=plugins)
     app.router.add_post("/bench/go", go)
     app.router.add_get("/bench/stats", stats)
     app.on_startup.append(_tune_gc)  # after the store and workers started, as server.py does

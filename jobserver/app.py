@@ -4,27 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
 
-from . import demo, joblog
+from . import joblog
 from .auth import load_secret
 from .bus import EventBus
 from .config import Settings
 from .emitter import JobEvents
 from .handlers import Registry
 from .metrics import Metrics
-from .pdf import job as pdf_job
-from .retention import DAY, UPLOADS, Retention, upload_pruner
+from .plugins import CleanupContext, Plugins, Server, load
+from .retention import DAY, Retention
 from .store.sqlite import SqliteStore
-from .web import jobs, notes, ops, session
+from .web import jobs, ops, session
 from .web.crosssite import cross_site_middleware
 from .web.debug import setup_debug
 from .web.http import auth_middleware, errors_middleware
-from .web.keys import BUS, EVENTS, METRICS, POOL, REGISTRY, RETENTION, SECRET, SETTINGS, STORE
+from .web.keys import (
+    BUS,
+    EVENTS,
+    METRICS,
+    PLUGINS,
+    POOL,
+    REGISTRY,
+    RETENTION,
+    SECRET,
+    SERVER,
+    SETTINGS,
+    STORE,
+)
 from .web.live import setup_live
 from .worker import WorkerPool
 
@@ -33,21 +46,23 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
-def build_registry(settings: Settings) -> Registry:
-    registry = Registry()
-    pdf_job.register(registry, settings)
-    if settings.demo_jobs:
-        demo.register(registry)
-    return registry
-
-
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    store = SqliteStore(app[SETTINGS].db_path)
+    settings = app[SETTINGS]
+    plugins = app[PLUGINS]
+    store = SqliteStore(settings.db_path, storage=plugins.storage_modules)
     await store.open()
     app[STORE] = store
     bus = EventBus()
     app[BUS] = bus
-    app[EVENTS] = JobEvents(store, bus)
+    events = JobEvents(store, bus)
+    app[EVENTS] = events
+    server = Server(app, settings, store, bus)
+    app[SERVER] = server
+    for plugin in plugins:
+        for tap in plugin.taps:
+            bus.add_tap(tap)
+    for hook in plugins.queued_hooks:
+        events.on_queued(functools.partial(hook, server))
     yield
     await store.close()
 
@@ -57,13 +72,15 @@ async def _ops_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[BUS].add_tap(app[METRICS].on_event)
     app[BUS].add_tap(joblog.on_event)
+    server = app[SERVER]
     retention = Retention(
         app[STORE],
         max_age_seconds=settings.retention_days * DAY,
         prune_interval=settings.prune_interval_seconds,
         checkpoint_interval=settings.checkpoint_interval_seconds,
-        files=upload_pruner(app[STORE], settings.data_dir / UPLOADS, "sha256"),
-    )
+        steps=[(name, functools.partial(step, server))
+               for name, step in app[PLUGINS].retention_steps],
+    )  # fmt: skip
     app[RETENTION] = retention
     tasks = [
         asyncio.create_task(app[METRICS].sample_loop_lag(), name="loop-lag"),
@@ -78,15 +95,11 @@ async def _ops_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
-async def _pdf_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The PDF parser processes; they outlive the workers, which stop first."""
-    handler = pdf_job.handler_in(app[REGISTRY])
-    if handler is not None:
-        await handler.start(app[STORE])
-        app[BUS].add_tap(handler.on_event)  # a cancelled job stops the work begun for it
-    yield
-    if handler is not None:
-        await handler.stop()
+def _plugin_ctx(context: CleanupContext) -> Callable[[web.Application], AsyncIterator[None]]:
+    def start(app: web.Application) -> AsyncIterator[None]:
+        return context(app[SERVER])
+
+    return start
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -100,30 +113,43 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[POOL] = pool
     await pool.start()
+    app[SERVER].pool = pool
     yield
+    app[SERVER].pool = None
     await pool.stop()
 
 
-def create_app(settings: Settings, registry: Registry | None = None) -> web.Application:
-    """The whole server as one aiohttp application; resources start and stop in order."""
+def create_app(
+    settings: Settings, registry: Registry | None = None, plugins: Plugins | None = None
+) -> web.Application:
+    """The whole server as one aiohttp application; resources start and stop in order.
+
+    ``plugins`` defaults to what ``settings`` names (``plugins.load``); a ``registry`` alone
+    runs just those job types, with no plugin (tests build such servers).
+    """
+    if plugins is None:
+        plugins = Plugins(registry=registry) if registry is not None else load(settings)
     app = web.Application(
         middlewares=[errors_middleware, cross_site_middleware(settings), auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
     app[SECRET] = load_secret(settings.secret, settings.data_dir)
-    app[REGISTRY] = registry if registry is not None else build_registry(settings)
+    app[PLUGINS] = plugins
+    app[REGISTRY] = plugins.registry
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_store_ctx)
     setup_live(app)  # the gateway starts before workers publish
     app.cleanup_ctx.append(_ops_ctx)
-    app.cleanup_ctx.append(_pdf_ctx)
+    for plugin in plugins:
+        app.cleanup_ctx.extend(_plugin_ctx(c) for c in plugin.contexts)
     app.cleanup_ctx.append(_pool_ctx)
     setup_debug(app)
     app.add_routes(ops.routes)
     app.add_routes(session.routes)
     app.add_routes(jobs.routes)
-    app.add_routes(notes.routes)
+    for plugin in plugins:
+        app.add_routes(plugin.route_defs)
     if STATIC.is_dir():
         app.router.add_get("/", _index)
         app.router.add_static("/static/", STATIC)

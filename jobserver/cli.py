@@ -19,6 +19,7 @@ from .app import create_app
 from .auth import issue_token, load_secret
 from .config import PREFIX, Settings, convert, field_docs, is_secret
 from .errors import JobServerError
+from .plugins import StartupError
 from .web.accesslog import AccessLog
 
 
@@ -35,6 +36,11 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="enable the demo.* job types (JOBSERVER_DEMO_JOBS)",
     )
+    parser.add_argument(
+        "--jobs", action="append", default=None, metavar="MODULE",
+        help="load the job types of this module or entry point; repeatable (JOBSERVER_JOBS, "
+        "comma-separated)",
+    )  # fmt: skip
     parser.add_argument(
         "--shutdown-grace-seconds",
         type=float,
@@ -127,6 +133,9 @@ def parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace) -> Settings:
     names = [f.name for f in dataclasses.fields(Settings)]
     overrides = {name: getattr(args, name, None) for name in names}
+    repeated = overrides.get("jobs")
+    if repeated is not None:  # each repeated flag may itself be comma-separated
+        overrides["jobs"] = tuple(n for raw in repeated for n in convert("jobs", raw))
     return Settings.from_env(os.environ, **overrides)
 
 
@@ -148,7 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         if is_secret(f.name))]  # fmt: skip
     logs.configure(settings.log_format, settings.log_level, hidden)
     try:
-        asyncio.run(serve(create_app(settings), settings))
+        app = create_app(settings)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(app, settings))
     except JobServerError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1

@@ -39,6 +39,10 @@ class Settings:
         data_dir: where the SQLite file, uploads and the generated secret live.
         concurrency: how many jobs run at once in this process.
         demo_jobs: register the ``demo.*`` job types.
+        jobs: modules (or ``jobserver.job_types`` entry points) whose job types to load; the
+            flag may be repeated, the variable is comma-separated.
+        disable_job_types: job types not to run, built-in ones included (``pdf-notes`` turns
+            the PDF plugin off).
         lease_seconds: how long a claimed job's lease lasts without a heartbeat.
         shutdown_grace_seconds: how long shutdown waits for running jobs before requeueing them.
         max_body_bytes: largest JSON request body.
@@ -86,6 +90,8 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path("data"))
     concurrency: int = 8
     demo_jobs: bool = False
+    jobs: tuple[str, ...] = ()
+    disable_job_types: tuple[str, ...] = ()
     lease_seconds: float = 30.0
     shutdown_grace_seconds: float = 10.0
     max_body_bytes: int = 1024 * 1024

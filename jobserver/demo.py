@@ -1,4 +1,7 @@
-"""Demo job types for trying the server, tests and benchmarks (enabled by --demo-jobs)."""
+"""Demo job types for trying the server, tests and benchmarks (enabled by --demo-jobs).
+
+Declared with the public API only, as a user's own module would be.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import InvalidPayload, JobError
-from .handlers import HandlerOptions, JobContext, Registry
+from .handlers import JobContext
+from .jobtypes import job_type
 from .models import JobStage
 
 
@@ -24,6 +28,8 @@ def check_sleep(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "seconds": seconds, "steps": steps}
 
 
+@job_type("demo.sleep", display_name="Sleep (demo)", max_attempts=1, payload=check_sleep,
+          label=lambda p: f"Sleep {p['seconds']:g}s")  # fmt: skip
 async def sleep(ctx: JobContext) -> Mapping[str, Any]:
     """Sleep ``seconds`` in ``steps`` steps, reporting progress after each."""
     seconds, steps = float(ctx.payload["seconds"]), int(ctx.payload["steps"])
@@ -46,6 +52,8 @@ def check_fail(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "code": code, "recoverable": recoverable, "seconds": seconds}
 
 
+@job_type("demo.fail", display_name="Fail (demo)", max_attempts=1, backoff=0.2, backoff_max=2.0,
+          payload=check_fail, label=lambda p: f"Fail with {p['code']}")  # fmt: skip
 async def fail(ctx: JobContext) -> Mapping[str, Any]:
     """Fail with ``code`` (recoverable or not), after ``seconds``."""
     await ctx.progress(JobStage.PROCESSING, 50.0, "About to fail")
@@ -55,13 +63,3 @@ async def fail(ctx: JobContext) -> Mapping[str, Any]:
         str(ctx.payload.get("message", "This demo job fails on purpose")),
         recoverable=bool(ctx.payload["recoverable"]),
     )
-
-
-def register(registry: Registry) -> None:
-    registry.register(
-        "demo.sleep", sleep, HandlerOptions(max_attempts=1, check_payload=check_sleep)
-    )
-    registry.register(
-        "demo.fail", fail,
-        HandlerOptions(max_attempts=1, backoff_base=0.2, backoff_max=2.0, check_payload=check_fail),
-    )  # fmt: skip

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .bus import EventBus
-from .models import ErrorDict, Event, Job, JobStage, ResultDict
+from .models import ErrorDict, Event, Job, ResultDict
 from .store import NewJob, ProgressUpdate, Store
 
 log = logging.getLogger(__name__)
@@ -32,29 +32,43 @@ class JobEvents:
     def __init__(self, store: Store, bus: EventBus) -> None:
         self.store = store
         self.bus = bus
+        self._queued_hooks: list[Callable[[Job], None]] = []
         store.on_commit(bus.publish)
+
+    def on_queued(self, hook: Callable[[Job], None]) -> None:
+        """Call ``hook`` with every job just created, before its submitter hears back."""
+        self._queued_hooks.append(hook)
 
     async def emit_queued(self, new: NewJob) -> tuple[Job, bool]:
         """Create a job; returns it and whether it is new (False: idempotency key matched)."""
         job, events = await self.store.enqueue(new)
+        if events:
+            for hook in self._queued_hooks:
+                try:
+                    hook(job)
+                except Exception:
+                    log.exception("a queued-job hook failed for job %s", job.id)
         return job, bool(events)
 
-    async def claim(self, limit: int, lease_seconds: float) -> list[Job]:
-        return [job for job, _ in await self.store.claim(limit, lease_seconds)]
+    async def claim(
+        self, limit: int, lease_seconds: float, caps: Mapping[str, int] | None = None
+    ) -> list[Job]:
+        return [job for job, _ in await self.store.claim(limit, lease_seconds, caps)]
 
     def emit_progress(
         self,
         job_id: str,
         token: str,
-        stage: JobStage,
+        stage: str,
         progress: float,
         message: str = "",
         metadata: Mapping[str, Any] | None = None,
         *,
+        label: str | None = None,
         done: Callable[[Event | None, BaseException | None], None] | None = None,
     ) -> None:
         """Submit a progress event without waiting for it to commit; ``done`` hears the end."""
-        update = ProgressUpdate(stage, progress, message, metadata)
+        update = ProgressUpdate(stage, progress, message, metadata, label)
         self.store.progress(job_id, token, update, done or _ignore)
 
     async def emit_completed(self, job_id: str, token: str, result: ResultDict) -> Event:

@@ -1,16 +1,26 @@
-"""Job types: async handlers registered by name with their options, and the context they get."""
+"""The registry of job types and the context a running handler gets."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .emitter import JobEvents
 from .errors import UnknownJobType
-from .models import Event, Job, JobStage
-from .store.changes import check_handler_stage
+from .jobtypes import (
+    Handler,
+    HandlerOptions,
+    JobType,
+    Stage,
+    check_label,
+    merged_stage_names,
+    stage_id,
+)
+from .models import Event, Job
+
+__all__ = ["Handler", "HandlerOptions", "JobContext", "JobType", "Registry"]
 
 # Progress events a handler may have submitted but not yet seen committed.
 MAX_IN_FLIGHT = 32
@@ -23,12 +33,18 @@ class JobContext:
         job: the claimed job (this attempt).
         events: the emitter that persists and publishes progress.
         token: the lease token that fences this attempt's writes.
+        stages: the stages its type may report, by id (``Registry.stages_of``).
     """
 
-    def __init__(self, job: Job, events: JobEvents, token: str) -> None:
+    def __init__(
+        self, job: Job, events: JobEvents, token: str, stages: Mapping[str, str]
+    ) -> None:
         self.job = job
         self.payload: dict[str, Any] = job.payload
         self.attempt = job.attempts
+        self.max_attempts = job.max_attempts
+        self._stages = stages
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
         self._cancelled: asyncio.Event | None = None  # made when first asked for
         self._events = events
         self._token = token
@@ -44,14 +60,27 @@ class JobContext:
             self._cancelled = asyncio.Event()
         return self._cancelled
 
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger for this job (``jobserver.jobs.<type>``), with its id on every line."""
+        if self._log is None:
+            logger = logging.getLogger(f"jobserver.jobs.{self.job.type}")
+            self._log = logging.LoggerAdapter(logger, {"job_id": self.job.id})
+        return self._log
+
     async def progress(
         self,
-        stage: JobStage,
+        stage: Stage | str,
         percent: float,
         message: str = "",
         metadata: Mapping[str, Any] | None = None,
+        *,
+        label: str | None = None,
     ) -> None:
         """Report progress; never goes backwards within an attempt.
+
+        ``stage`` is one of the job type's declared stages (or ``initializing`` or
+        ``processing``); ``label``, when given, becomes the job's label.
 
         The event is submitted at once and published as soon as it is durable. The handler
         does not wait for that commit unless ``MAX_IN_FLIGHT`` of its events are still
@@ -61,12 +90,17 @@ class JobContext:
         """
         if self._failure is not None:
             raise self._failure
-        check_handler_stage(stage)  # at once, not when the write is rejected later
+        # Checked at once, not when the write is rejected later.
+        found = self._stages.get(stage) if isinstance(stage, str) else None
+        stage = found if found is not None else stage_id(stage, self._stages, self.job.type)
+        if label is not None:
+            label = check_label(label)
         self._last = max(self._last, float(percent))
         self._in_flight += 1
         self._events.emit_progress(
-            self.job.id, self._token, stage, self._last, message, metadata, done=self._done
-        )
+            self.job.id, self._token, stage, self._last, message, metadata, label=label,
+            done=self._done,
+        )  # fmt: skip
         while self._in_flight > MAX_IN_FLIGHT:
             if self._settled is None:
                 self._settled = asyncio.Event()
@@ -83,58 +117,60 @@ class JobContext:
             self._settled.set()
 
 
-class Handler(Protocol):
-    """A job type's work: returns the job's result (a JSON-able mapping) or raises JobError."""
-
-    async def __call__(self, ctx: JobContext) -> Mapping[str, Any] | None: ...
-
-
-PayloadCheck = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class HandlerOptions:
-    """How a job type runs.
+class Registry:
+    """The job types this server runs, and every stage's display name.
 
     Args:
-        timeout: seconds one attempt may take (None: no limit).
-        max_attempts: default attempts for a new job of this type.
-        backoff_base: seconds before the first retry; doubles each attempt, with jitter.
-        backoff_max: longest wait between attempts.
-        check_payload: validates (and may normalise) a payload at enqueue time; raises
-            InvalidPayload.
+        types: job types to start with.
     """
 
-    timeout: float | None = 300.0
-    max_attempts: int = 3
-    backoff_base: float = 1.0
-    backoff_max: float = 300.0
-    check_payload: PayloadCheck | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class JobType:
-    name: str
-    handler: Handler
-    options: HandlerOptions
-
-
-class Registry:
-    """The job types this server runs."""
-
-    def __init__(self) -> None:
+    def __init__(self, types: Sequence[JobType] = ()) -> None:
         self._types: dict[str, JobType] = {}
+        self._stages: dict[str, dict[str, str]] = {}
+        for jt in types:
+            self.add(jt)
+
+    def add(self, job_type: JobType) -> None:
+        """Register ``job_type``; a second type of the same name is refused, naming both."""
+        known = self._types.get(job_type.name)
+        if known is not None:
+            if known is job_type:
+                return
+            raise ValueError(
+                f"job type {job_type.name!r} is declared twice: in {known.module or '?'} "
+                f"and in {job_type.module or '?'}"
+            )
+        merged_stage_names([*self._types.values(), job_type])  # raises on a clash
+        self._types[job_type.name] = job_type
+        self._stages[job_type.name] = job_type.stage_ids()
 
     def register(self, name: str, handler: Handler, options: HandlerOptions | None = None) -> None:
-        if name in self._types:
-            raise ValueError(f"job type {name!r} is already registered")
-        self._types[name] = JobType(name, handler, options or HandlerOptions())
+        """``add`` a type made of its parts (for code that builds a registry by hand)."""
+        self.add(JobType(name, handler, options or HandlerOptions(),
+                         module=getattr(handler, "__module__", "")))  # fmt: skip
+
+    def remove(self, name: str) -> None:
+        self._types.pop(name, None)
+        self._stages.pop(name, None)
 
     def get(self, name: str) -> JobType:
         try:
             return self._types[name]
         except KeyError:
-            raise UnknownJobType(f"unknown job type {name!r}") from None
+            raise UnknownJobType(
+                f"unknown job type {name!r}; this server runs: {', '.join(self.names())}"
+            ) from None
+
+    def stages_of(self, name: str) -> Mapping[str, str]:
+        """The stages a handler of type ``name`` may report, by id."""
+        return self._stages[name]
 
     def names(self) -> list[str]:
         return sorted(self._types)
+
+    def types(self) -> list[JobType]:
+        return [self._types[name] for name in self.names()]
+
+    def stage_names(self) -> dict[str, str]:
+        """Every stage's display name: the server's own, then each type's."""
+        return merged_stage_names(self.types())

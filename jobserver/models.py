@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import orjson
 
+from .codegen import make_function
 from .errors import IllegalTransition
 
 
@@ -43,31 +45,31 @@ def check_transition(current: JobStatus, new: JobStatus) -> None:
 
 
 class JobStage(StrEnum):
+    """The stages every job has; a job type declares its own working stages beside these."""
+
     QUEUED = "queued"
     INITIALIZING = "initializing"
-    DOWNLOADING = "downloading"
-    EXTRACTING = "extracting"
-    GENERATING = "generating"
-    SAVING = "saving"
     PROCESSING = "processing"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
 
-# Display names live here only; clients read them from GET /api/meta.
-STAGE_DISPLAY_NAMES: Final[dict[JobStage, str]] = {
+# Display names live here (and in each job type's declaration); clients read GET /api/meta.
+STAGE_DISPLAY_NAMES: Final[dict[str, str]] = {
     JobStage.QUEUED: "Waiting in queue",
     JobStage.INITIALIZING: "Starting",
-    JobStage.DOWNLOADING: "Reading file",
-    JobStage.EXTRACTING: "Extracting text",
-    JobStage.GENERATING: "Generating notes",
-    JobStage.SAVING: "Saving notes",
     JobStage.PROCESSING: "Processing",
     JobStage.COMPLETED: "Completed",
     JobStage.FAILED: "Failed",
     JobStage.CANCELLED: "Cancelled",
 }
+# Set by the server, never by a handler's progress.
+SERVER_STAGES: Final = frozenset(
+    {JobStage.QUEUED, JobStage.COMPLETED, JobStage.FAILED, JobStage.CANCELLED}
+)
+# Any job type's handler may report these besides its own.
+COMMON_HANDLER_STAGES: Final = (JobStage.INITIALIZING, JobStage.PROCESSING)
 
 
 class EventType(StrEnum):
@@ -111,84 +113,122 @@ def error_dict(code: str, message: str, recoverable: bool) -> ErrorDict:
     return {"message": message, "code": code, "recoverable": recoverable}
 
 
+def column(
+    sql: str,
+    *,
+    wire: tuple[str, ...],
+    event: tuple[str, ...] = (),
+    kind: str = "plain",
+    **default: Any,
+) -> Any:
+    """Declare one of the job's fields, once: everything else is derived from this.
+
+    Args:
+        sql: the column's type in the jobs table.
+        wire: the names it has on the job as clients see it (``GET /api/jobs/{id}``).
+        event: the names it has on each event (empty: not on events).
+        kind: ``json`` (stored as JSON text), ``status`` (a JobStatus), ``time`` (epoch
+            seconds, ISO 8601 on the wire), ``optional`` (on events only when not None),
+            or ``plain``.
+        default: ``default=`` or ``default_factory=``, as for ``dataclasses.field``.
+    """
+    meta = {"sql": sql, "wire": wire, "event": event, "kind": kind}
+    return field(metadata=meta, **default)
+
+
 @dataclass(slots=True)
 class Job:
-    """One job's row: what it is, whose it is, and where it stands."""
+    """One job's row: what it is, whose it is, and where it stands.
 
-    id: str
-    type: str
-    user_id: str
-    payload: dict[str, Any]
-    status: JobStatus = JobStatus.QUEUED
-    stage: JobStage = JobStage.QUEUED
-    progress: float = 0.0
-    message: str = ""
-    metadata: dict[str, Any] = field(default_factory=dict)
-    result: ResultDict | None = None
-    error: ErrorDict | None = None
-    attempts: int = 0
-    max_attempts: int = 1
-    created_at: float = field(default_factory=time.time)
-    started_at: float | None = None
-    finished_at: float | None = None
-    run_at: float = field(default_factory=time.time)
-    last_seq: int = 0
-    idempotency_key: str | None = None
-    lease_token: str | None = None
-    lease_expires_at: float | None = None
+    The one declaration of the job's fields: the table's columns, the wire form, the event's
+    fields, the codecs between them (``fields.py``) and the OpenAPI schema are made from it.
+    """
 
-    def evolve(self, **changes: Any) -> Job:
-        """A copy with ``changes`` applied; dataclasses.replace costs several times more, and
-        the store runs this for every event."""
-        copy = object.__new__(Job)
-        copy.id = self.id
-        copy.type = self.type
-        copy.user_id = self.user_id
-        copy.payload = self.payload
-        copy.status = self.status
-        copy.stage = self.stage
-        copy.progress = self.progress
-        copy.message = self.message
-        copy.metadata = self.metadata
-        copy.result = self.result
-        copy.error = self.error
-        copy.attempts = self.attempts
-        copy.max_attempts = self.max_attempts
-        copy.created_at = self.created_at
-        copy.started_at = self.started_at
-        copy.finished_at = self.finished_at
-        copy.run_at = self.run_at
-        copy.last_seq = self.last_seq
-        copy.idempotency_key = self.idempotency_key
-        copy.lease_token = self.lease_token
-        copy.lease_expires_at = self.lease_expires_at
-        for name, value in changes.items():
-            setattr(copy, name, value)
-        return copy
+    id: str = column("TEXT PRIMARY KEY", wire=("jobId",), event=("jobId",))
+    type: str = column("TEXT NOT NULL", wire=("type", "jobType"), event=("jobType",))
+    user_id: str = column("TEXT NOT NULL", wire=("userId",), event=("userId",))
+    payload: dict[str, Any] = column("TEXT NOT NULL", wire=("payload",), kind="json")
+    label: str = column(
+        "TEXT NOT NULL DEFAULT ''", wire=("label",), event=("label",), default=""
+    )
+    status: JobStatus = column(
+        "TEXT NOT NULL", wire=("status",), event=("status",), kind="status",
+        default=JobStatus.QUEUED,
+    )  # fmt: skip
+    stage: str = column(
+        "TEXT NOT NULL", wire=("stage",), event=("stage",), default=JobStage.QUEUED
+    )
+    progress: float = column(
+        "REAL NOT NULL", wire=("progress",), event=("progress",), default=0.0
+    )
+    message: str = column("TEXT NOT NULL", wire=("message",), event=("message",), default="")
+    metadata: dict[str, Any] = column(
+        "TEXT NOT NULL", wire=("metadata",), event=("metadata",), kind="json",
+        default_factory=dict,
+    )  # fmt: skip
+    result: ResultDict | None = column(
+        "TEXT", wire=("result",), event=("result",), kind="json", default=None
+    )
+    error: ErrorDict | None = column(
+        "TEXT", wire=("error",), event=("error",), kind="json", default=None
+    )
+    attempts: int = column(
+        "INTEGER NOT NULL", wire=("attempts", "attempt"), event=("attempt", "attempts"),
+        default=0,
+    )  # fmt: skip
+    max_attempts: int = column(
+        "INTEGER NOT NULL", wire=("maxAttempts",), event=("maxAttempts",), default=1
+    )
+    created_at: float = column(
+        "REAL NOT NULL", wire=("createdAt",), kind="time", default_factory=time.time
+    )
+    started_at: float | None = column("REAL", wire=("startedAt",), kind="time", default=None)
+    finished_at: float | None = column("REAL", wire=("finishedAt",), kind="time", default=None)
+    run_at: float = column(
+        "REAL NOT NULL", wire=("runAt",), kind="time", default_factory=time.time
+    )
+    last_seq: int = column("INTEGER NOT NULL", wire=("lastSeq",), default=0)
+    idempotency_key: str | None = column("TEXT", wire=("idempotencyKey",), default=None)
+    lease_token: str | None = column("TEXT", wire=(), default=None)
+    lease_expires_at: float | None = column("REAL", wire=(), default=None)
 
-    def to_wire(self) -> dict[str, Any]:
-        """The job as clients see it: the event's field names plus the job's own."""
-        return {
-            "jobId": self.id,
-            "userId": self.user_id,
-            "type": self.type,
-            "status": self.status.value,
-            "stage": self.stage.value,
-            "progress": self.progress,
-            "message": self.message,
-            "metadata": self.metadata,
-            "result": self.result,
-            "error": self.error,
-            "payload": self.payload,
-            "attempts": self.attempts,
-            "maxAttempts": self.max_attempts,
-            "createdAt": iso(self.created_at),
-            "startedAt": iso(self.started_at),
-            "finishedAt": iso(self.finished_at),
-            "runAt": iso(self.run_at),
-            "lastSeq": self.last_seq,
-            "idempotencyKey": self.idempotency_key,
-        }
+    if TYPE_CHECKING:
+
+        def evolve(self, **changes: Any) -> Job:
+            """A copy with ``changes`` applied (``dataclasses.replace`` costs several times
+            more, and the store runs this for every event)."""
+
+        def to_wire(self) -> dict[str, Any]:
+            """The job as clients see it: the event's field names plus the job's own."""
+
+
+JOB_FIELDS: Final = dataclasses.fields(Job)
+
+
+def _derive_job_methods() -> None:
+    names = [f.name for f in JOB_FIELDS]
+    copy = [f"copy.{n} = self.{n}" for n in names]
+    Job.evolve = make_function(  # type: ignore[method-assign]
+        "evolve", "self, **changes", [
+            "copy = object.__new__(Job)", *copy,
+            "for name, value in changes.items():", "    setattr(copy, name, value)",
+            "return copy",
+        ], {"Job": Job},
+    )  # fmt: skip
+    items = []
+    for f in JOB_FIELDS:
+        value = f"self.{f.name}"
+        if f.metadata["kind"] == "time":
+            value = f"iso({value})"
+        elif f.metadata["kind"] == "status":
+            value = f"{value}.value"
+        items += [f"{name!r}: {value}," for name in f.metadata["wire"]]
+    Job.to_wire = make_function(  # type: ignore[method-assign]
+        "to_wire", "self", ["return {", *items, "}"], {"iso": iso}
+    )
+
+
+_derive_job_methods()
 
 
 class Event(NamedTuple):
@@ -209,29 +249,35 @@ class Event(NamedTuple):
         return self.type is EventType.PROGRESS
 
 
+def _event_encoder() -> Any:
+    """``encode_event``, written out from the declaration of the job's event fields."""
+    body = ["body = {", "'seq': seq,", "'type': type_,"]
+    optional = []
+    for f in JOB_FIELDS:
+        if not f.metadata["event"]:
+            continue
+        if f.name in ("result", "error"):  # on an event only when the job has one
+            optional.append(f)
+            continue
+        body += [f"{name!r}: job.{f.name}," for name in f.metadata["event"]]
+    body += ["'timestamp': timestamp,", "}"]
+    for f in optional:
+        body += [f"if job.{f.name} is not None:"]
+        body += [f"    body[{name!r}] = job.{f.name}" for name in f.metadata["event"]]
+    body += ["return Event(seq, type_, job.id, job.user_id, dumps(body))"]
+    return make_function(
+        "encode_event", "seq, type_, job, timestamp", body, {"Event": Event, "dumps": orjson.dumps}
+    )
+
+
+_encode_event = _event_encoder()
+
+
 def encode_event(seq: int, type_: EventType, job: Job, timestamp: str) -> Event:
     """Snapshot ``job`` after a change as event number ``seq``; the only event serialiser.
 
-    ``timestamp`` is the ISO 8601 text (``iso``) of when the change was made.
+    ``timestamp`` is the ISO 8601 text (``iso``) of when the change was made. Enum members go
+    to orjson as they are (it writes their values).
     """
-    # Enum members go to orjson as they are (it writes their values): no .value lookups.
-    body: dict[str, Any] = {
-        "seq": seq,
-        "type": type_,
-        "jobId": job.id,
-        "userId": job.user_id,
-        "jobType": job.type,
-        "status": job.status,
-        "stage": job.stage,
-        "progress": job.progress,
-        "message": job.message,
-        "metadata": job.metadata,
-        "attempt": job.attempts,
-        "maxAttempts": job.max_attempts,
-        "timestamp": timestamp,
-    }
-    if job.result is not None:
-        body["result"] = job.result
-    if job.error is not None:
-        body["error"] = job.error
-    return Event(seq, type_, job.id, job.user_id, orjson.dumps(body))
+    event: Event = _encode_event(seq, type_, job, timestamp)
+    return event

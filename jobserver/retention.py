@@ -1,11 +1,12 @@
-"""Retention: on a schedule, prune old finished jobs, their events and uploads; trim the WAL."""
+"""Retention: on a schedule, prune old finished jobs and their events, run the plugins' own
+retention steps (files beside the jobs, caches), and trim the WAL."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 
 from .store import Store
@@ -13,27 +14,26 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 PRUNE_BATCH = 500
-UPLOADS = "uploads"  # under the data dir; files named <sha256>.pdf, as jobs' payloads say
 DAY = 86400.0
 
-# Called after jobs are pruned with the cutoff; returns how many files it removed.
-FilePruner = Callable[[float], Awaitable[int]]
+# Called after jobs are pruned, with the cutoff; returns how many things it removed.
+Step = Callable[[float], Awaitable[int]]
 
 
 class Retention:
     """Keeps the store from growing without bound.
 
     Jobs that finished more than ``max_age_seconds`` ago go, with all their events, in small
-    batches so the writer is never held for long; ``files`` then removes uploads that nothing
-    needs any more, and notes cached by content hash that old are forgotten (saved notes
-    stay). The WAL is checkpointed and truncated every ``checkpoint_interval``.
+    batches so the writer is never held for long; then each of ``steps`` runs with the same
+    cutoff (plugins register them: files nothing needs any more, old cache entries). The WAL
+    is checkpointed and truncated every ``checkpoint_interval``.
 
     Args:
         store: the store to prune.
         max_age_seconds: age past which a finished job is deleted; 0 keeps everything.
         prune_interval: seconds between two prunes (the first runs at start).
         checkpoint_interval: seconds between two WAL checkpoints.
-        files: prunes files beside the jobs (uploads), given the same cutoff.
+        steps: ``(name, step)`` pairs run after the jobs went; ``pruned[name]`` counts them.
     """
 
     def __init__(
@@ -43,17 +43,16 @@ class Retention:
         max_age_seconds: float,
         prune_interval: float,
         checkpoint_interval: float,
-        files: FilePruner | None = None,
+        steps: Sequence[tuple[str, Step]] = (),
     ) -> None:
         self.store = store
         self.max_age_seconds = max_age_seconds
         self.prune_interval = prune_interval
         self.checkpoint_interval = checkpoint_interval
-        self.files = files
+        self.steps = list(steps)
         self.pruned_jobs = 0
         self.pruned_events = 0
-        self.pruned_files = 0
-        self.pruned_cached_notes = 0
+        self.pruned: dict[str, int] = {name: 0 for name, _ in self.steps}
         self.checkpoints = 0
         self.wal_bytes = 0
 
@@ -70,24 +69,16 @@ class Retention:
             if pruned.jobs < PRUNE_BATCH:
                 break
             await asyncio.sleep(0)  # let other writes into the next batch
-        files = await self.files(cutoff) if self.files is not None else 0
-        cached = 0
-        while True:
-            gone = await self.store.prune_cached_notes(cutoff, limit=PRUNE_BATCH)
-            cached += gone
-            if gone < PRUNE_BATCH:
-                break
-            await asyncio.sleep(0)
         self.pruned_jobs += jobs
         self.pruned_events += events
-        self.pruned_files += files
-        self.pruned_cached_notes += cached
-        if jobs or files or cached:
-            log.info(
-                "pruned %d finished job(s), %d event(s), %d file(s) and %d cached note(s) "
-                "older than %.1f day(s)",
-                jobs, events, files, cached, self.max_age_seconds / DAY,
-            )  # fmt: skip
+        removed = {}
+        for name, step in self.steps:
+            removed[name] = await step(cutoff)
+            self.pruned[name] += removed[name]
+        if jobs or any(removed.values()):
+            others = "".join(f", {n} {name}" for name, n in removed.items())
+            log.info("pruned %d finished job(s), %d event(s)%s, older than %.1f day(s)",
+                     jobs, events, others, self.max_age_seconds / DAY)  # fmt: skip
         return jobs
 
     async def checkpoint(self) -> int:
@@ -145,11 +136,11 @@ def _remove(paths: list[Path]) -> int:
     return removed
 
 
-def upload_pruner(store: Store, folder: Path, key: str) -> FilePruner:
+def file_pruner(store: Store, folder: Path, key: str) -> Step:
     """Removes files in ``folder`` (named ``<id>.<ext>``) that no kept job's ``payload[key]``
     names and that were written before the cutoff; half-written leftovers go the same way.
 
-    The age check protects an upload stored a moment ago whose job is not enqueued yet; the
+    The age check protects a file stored a moment ago whose job is not enqueued yet; the
     names are read again just before deleting, for a job enqueued during the sweep.
     """
 

@@ -80,6 +80,10 @@ class WorkerPool:
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._busy = 0  # jobs whose handler is running
+        self._busy_by_type: dict[str, int] = {}
+        # Types with a concurrency limit of their own: a claim takes no more than they have left.
+        self._capped = {t.name: t.options.concurrency for t in registry.types()
+                        if t.options.concurrency is not None}  # fmt: skip
         self._claiming = False
         self._tasks: list[asyncio.Task[None]] = []
         events.bus.add_tap(self._on_event)
@@ -143,7 +147,8 @@ class WorkerPool:
                 continue
             self._wake.clear()
             try:
-                jobs = await self.events.claim(free, self.lease_seconds)
+                caps = {t: n - self._busy_by_type.get(t, 0) for t, n in self._capped.items()}
+                jobs = await self.events.claim(free, self.lease_seconds, caps or None)
             except JobServerError:
                 log.exception("claiming jobs failed; trying again shortly")
                 await asyncio.sleep(1.0)
@@ -195,12 +200,14 @@ class WorkerPool:
         task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
         self.running[job.id] = _Running(job, task)
         self._busy += 1
+        self._busy_by_type[job.type] = self._busy_by_type.get(job.type, 0) + 1
 
     def _release(self, running: _Running) -> None:
         """The handler is done (or never ran): free its slot, once."""
         if running.in_handler:
             running.in_handler = False
             self._busy -= 1
+            self._busy_by_type[running.job.type] -= 1
             self._slot_free.set()
 
     def _finished(self, job_id: str) -> None:
@@ -230,7 +237,7 @@ class WorkerPool:
                 job.id, token, error_dict(UNKNOWN_JOB_TYPE, exc.message, False)
             )
             return
-        ctx = JobContext(job, self.events, token)
+        ctx = JobContext(job, self.events, token, self.registry.stages_of(job_type.name))
         running = self.running[job.id]
         running.ctx = ctx
         limit = job_type.options.timeout
@@ -265,7 +272,7 @@ class WorkerPool:
                 job, token, job_type, HANDLER_ERROR, f"{type(exc).__name__}: {exc}", True
             )
             return
-        outcome: dict[str, Any] = {"cacheHit": False, **(result or {})}
+        outcome: dict[str, Any] = dict(result or {})
         outcome.setdefault("processingTimeMs", round((time.perf_counter() - started) * 1000, 1))
         await self.events.emit_completed(job.id, token, outcome)
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from jobserver.app import build_registry, create_app
+from jobserver.app import create_app
 from jobserver.config import Settings
 from jobserver.handlers import Registry
 from jobserver.store.sqlite import SqliteStore
@@ -81,7 +81,7 @@ async def make_api(aiohttp_client: Any, settings: Settings) -> MakeApi:
     async def make(user: str = "alice", registry: Registry | None = None,
                    **overrides: Any) -> ApiClient:
         s = dataclasses.replace(settings, **overrides)
-        app = create_app(s, registry if registry is not None else build_registry(s))
+        app = create_app(s, registry)
         client = await aiohttp_client(app)
         return await sign_in(client, user)
 

@@ -226,7 +226,7 @@ async def test_uploads_of_pruned_jobs_go_and_a_reupload_makes_a_file_young_again
     assert await retention.prune(now=time.time() + 2 * 86400) == 2
     # The file and the record of who uploaded it (pdf/owners.py) go together.
     assert not stored.exists() and not stored.with_suffix(".owners").exists()
-    assert retention.pruned_files == 2
+    assert retention.pruned["files"] == 2
 
 
 @contextlib.asynccontextmanager

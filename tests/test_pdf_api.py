@@ -14,7 +14,7 @@ import orjson
 
 from jobserver.config import Settings
 from jobserver.pdf.files import upload_path
-from jobserver.pdf.job import PDF_NOTES, PdfNotes, handler_in
+from jobserver.pdf.job import PDF_NOTES, PdfNotes
 from jobserver.pdf.offline import STOPWORDS
 from jobserver.pdf.owners import add_owner
 from jobserver.store import NewJob
@@ -66,7 +66,7 @@ def stages_of(evs: list[dict[str, Any]]) -> list[str]:
 
 
 def pdf_handler(api: ApiClient) -> PdfNotes:
-    handler = handler_in(api.app[REGISTRY])
+    handler = api.app[REGISTRY].get(PDF_NOTES).handler
     assert handler is not None
     return handler
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from jobserver.errors import JobError
-from jobserver.notes import KeyPoint, Note, NotesContent, Section
+from jobserver.pdf.notes import KeyPoint, Note, NotesContent, Section
 from jobserver.pdf.extract import Document, Limits, extract
 from jobserver.pdf.markdown import download_name, to_markdown
 from jobserver.pdf.offline import STOPWORDS, build_notes

@@ -13,7 +13,7 @@ import pytest
 
 from jobserver.errors import ServiceUnavailable
 from jobserver.models import JobStatus, error_dict
-from jobserver.retention import Retention, upload_pruner
+from jobserver.retention import Retention, file_pruner
 from jobserver.store import NewJob, Store
 from jobserver.store.frames import new_job_fields
 from jobserver.store.sqlite import SqliteStore
@@ -170,7 +170,7 @@ async def test_payload_values_names_what_kept_jobs_point_at(store: Store) -> Non
     assert await store.payload_values("missing") == set()
 
 
-async def test_upload_pruner_removes_old_files_no_job_needs(store: Store, tmp_path: Path) -> None:
+async def test_file_pruner_removes_old_files_no_job_needs(store: Store, tmp_path: Path) -> None:
     folder = tmp_path / "uploads"
     folder.mkdir()
     old = time.time() - 3600
@@ -180,10 +180,10 @@ async def test_upload_pruner_removes_old_files_no_job_needs(store: Store, tmp_pa
     for name in ("needed.pdf", "orphan.pdf", ".incoming-123"):
         os.utime(folder / name, (old, old))
     await store.enqueue(NewJob(type="t", user_id="u1", payload={"sha256": "needed"}))
-    prune = upload_pruner(store, folder, "sha256")
+    prune = file_pruner(store, folder, "sha256")
     assert await prune(time.time() - 60) == 2
     assert sorted(p.name for p in folder.iterdir()) == ["fresh.pdf", "needed.pdf"]
-    assert await upload_pruner(store, tmp_path / "absent", "sha256")(time.time()) == 0
+    assert await file_pruner(store, tmp_path / "absent", "sha256")(time.time()) == 0
 
 
 async def test_retention_prunes_jobs_then_the_uploads_they_named(store: Store, tmp_path: Path
@@ -198,22 +198,12 @@ async def test_retention_prunes_jobs_then_the_uploads_they_named(store: Store, t
     old = time.time() - 3600
     os.utime(folder / "f1.pdf", (old, old))
     retention = Retention(store, max_age_seconds=60, prune_interval=1, checkpoint_interval=1,
-                          files=upload_pruner(store, folder, "sha256"))
+                          steps=[("files", file_pruner(store, folder, "sha256"))])
     assert await retention.prune() == 0  # finished a moment ago: kept, and so is its file
     assert (folder / "f1.pdf").exists()
     assert await retention.prune(now=time.time() + 120) == 1
     assert not (folder / "f1.pdf").exists()
-    assert (retention.pruned_jobs, retention.pruned_files) == (1, 1)
-
-
-async def test_retention_forgets_cached_notes_older_than_its_age(store: Store) -> None:
-    await store.cache_notes("f1", content(generator="offline"))
-    retention = Retention(store, max_age_seconds=60, prune_interval=1, checkpoint_interval=1)
-    await retention.prune()
-    assert await store.cached_notes("f1", "offline") is not None  # cached a moment ago
-    await retention.prune(now=time.time() + 120)
-    assert await store.cached_notes("f1", "offline") is None
-    assert retention.pruned_cached_notes == 1
+    assert (retention.pruned_jobs, retention.pruned["files"]) == (1, 1)
 
 
 async def test_an_event_a_reader_can_see_is_never_above_the_seq_ceiling(store: Store) -> None:

@@ -79,10 +79,10 @@ async def test_delayed_job_is_not_claimed_before_its_time(store: Store) -> None:
 async def test_progress_complete_and_fencing(store: Store) -> None:
     await store.enqueue(new())
     job_id, token = await claim_one(store)
-    event = await progress(store, job_id, token, ProgressUpdate(JobStage.EXTRACTING, 40, "m"))
+    event = await progress(store, job_id, token, ProgressUpdate(JobStage.PROCESSING, 40, "m"))
     assert orjson.loads(event.data)["stage"] == "extracting"
     with pytest.raises(LeaseLost):
-        await progress(store, job_id, "not-the-token", ProgressUpdate(JobStage.SAVING, 50))
+        await progress(store, job_id, "not-the-token", ProgressUpdate(JobStage.PROCESSING, 50))
     with pytest.raises(LeaseLost):
         await store.complete(job_id, "not-the-token", {})
     done = await store.complete(job_id, token, {"noteId": "n1"})
@@ -143,7 +143,7 @@ async def test_cancel_of_a_running_job_fences_its_worker(store: Store) -> None:
     job_id, token = await claim_one(store)
     await store.cancel(job_id, None)
     with pytest.raises(LeaseLost):
-        await progress(store, job_id, token, ProgressUpdate(JobStage.SAVING, 90))
+        await progress(store, job_id, token, ProgressUpdate(JobStage.PROCESSING, 90))
 
 
 async def test_requeue_does_not_count_the_attempt(store: Store) -> None:

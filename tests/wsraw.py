@@ -28,8 +28,7 @@ def demo_only(make_api: MakeApi) -> MakeApi:
     """``make_api`` with the demo job types only: no PDF parser processes to start and stop."""
 
     async def make(user: str = "alice", **overrides: Any) -> ApiClient:
-        registry = Registry()
-        demo.register(registry)
+        registry = Registry([demo.sleep, demo.fail])
         return await make_api(user, registry=registry, **overrides)
 
     return make

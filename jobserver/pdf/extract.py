@@ -18,7 +18,7 @@ from ..errors import (
     TOO_MANY_PAGES,
     JobError,
 )
-from ..notes import Section
+from .notes import Section
 
 MAX_OUTLINE_ENTRIES = 500
 # Fewer letters and digits than this in the whole document: it has no usable text layer.

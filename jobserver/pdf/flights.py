@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import PARSE_CRASHED, JobError
-from ..models import JobStage
-from ..notes import NotesContent
+from ..jobtypes import Stage
+from .notes import NotesContent
 
 
 @dataclass(frozen=True, slots=True)
 class Update:
-    stage: JobStage
+    stage: Stage
     percent: float
     message: str
     metadata: Mapping[str, Any] = field(default_factory=dict)
@@ -38,7 +38,7 @@ class Follower:
     def __init__(self) -> None:
         self.pending: list[Update] = []
         self.finished = False
-        self.stage: JobStage | None = None
+        self.stage: Stage | None = None
         self.wake = asyncio.Event()
         self.urgent = asyncio.Event()
 
@@ -96,7 +96,7 @@ class Flight:
         # is cancelled: whoever lists this flight must stop handing it out.
         self.abandoned: Callable[[], None] | None = None
         self.result: asyncio.Future[NotesContent] = asyncio.get_running_loop().create_future()
-        self._latest: dict[JobStage, Update] = {}
+        self._latest: dict[Stage, Update] = {}
         self._followers: set[Follower] = set()
         self.task = asyncio.create_task(self._run(work), name="pdf-flight")
         self.task.add_done_callback(self._ended)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..notes import NotesContent
 from .extract import Document
+from .notes import NotesContent
 from .offline import GENERATOR
 
 

@@ -9,16 +9,19 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import UPLOAD_MISSING, InvalidPayload, JobError, JobServerError
-from ..handlers import HandlerOptions, JobContext, Registry
+from ..handlers import JobContext
+from ..jobtypes import HandlerOptions, JobType
 from ..models import Event, EventType, JobStage
-from ..notes import Note, NotesContent
 from ..store import Store
+from . import storage
 from .extract import Limits
 from .files import is_sha256, upload_path
 from .flights import Flight, Update
 from .generate import NotesGenerator, OfflineGenerator
 from .llm import LlmGenerator
+from .notes import Note, NotesContent
 from .pool import ParsePool, ParseRequest
+from .stages import DOWNLOADING, EXTRACTING, GENERATING, SAVING, STAGES
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +31,8 @@ MAX_FILENAME = 200
 # Where each stage puts the progress bar (percent).
 READ_START, READ_DONE = 5.0, 10.0
 EXTRACT_START, EXTRACT_SPAN = 10.0, 70.0
-GENERATING = 82.0
-SAVING = 95.0
+GENERATING_AT = 82.0
+SAVING_AT = 95.0
 # A prefetched flight that landed waits this long for its job before it is forgotten (its
 # notes are in the cache by then anyway).
 PREFETCH_HOLD_SECONDS = 60.0
@@ -67,7 +70,7 @@ class _PageListener:
     def page(self, page: int, pages: int) -> None:
         self.flight.report(
             Update(
-                JobStage.EXTRACTING,
+                EXTRACTING,
                 EXTRACT_START + EXTRACT_SPAN * page / pages,
                 f"Extracting page {page} of {pages}",
                 {"page": page, "pages": pages},
@@ -75,7 +78,7 @@ class _PageListener:
         )
 
     def generating(self) -> None:
-        self.flight.report(Update(JobStage.GENERATING, GENERATING, self.label))
+        self.flight.report(Update(GENERATING, GENERATING_AT, self.label))
 
 
 class PdfNotes:
@@ -122,7 +125,7 @@ class PdfNotes:
         sha = str(ctx.payload["sha256"])
         flight = self._flight_for(sha, ctx.job.id)
         if flight is None:
-            cached = await self.store.cached_notes(sha, self.generator.name)
+            cached = await storage.cached_notes(self.store, sha, self.generator.name)
             if cached is not None:
                 return await self._from_cache(ctx, cached)
         # No wait between this lookup and taking off (or joining): one file, one flight.
@@ -138,7 +141,7 @@ class PdfNotes:
                 self._land(sha, flight)
         try:
             if joined:
-                await ctx.progress(JobStage.DOWNLOADING, READ_START,
+                await ctx.progress(DOWNLOADING, READ_START,
                                    "The same file is already being read: joining that work")
             else:
                 await ctx.progress(JobStage.INITIALIZING, 2, "No notes yet for this file")
@@ -154,10 +157,10 @@ class PdfNotes:
 
     async def _from_cache(self, ctx: JobContext, notes: NotesContent) -> Mapping[str, Any]:
         pages = {"pages": notes.page_count}
-        await ctx.progress(JobStage.DOWNLOADING, READ_DONE, "Notes for this file exist already")
-        await ctx.progress(JobStage.EXTRACTING, EXTRACT_START + EXTRACT_SPAN,
+        await ctx.progress(DOWNLOADING, READ_DONE, "Notes for this file exist already")
+        await ctx.progress(EXTRACTING, EXTRACT_START + EXTRACT_SPAN,
                            f"Text of {notes.page_count} page(s) already extracted", pages)
-        await ctx.progress(JobStage.GENERATING, GENERATING, "Using the notes made before")
+        await ctx.progress(GENERATING, GENERATING_AT, "Using the notes made before")
         return await self._save(ctx, notes, cache_hit=True, joined=False)  # fmt: skip
 
     async def _save(
@@ -174,7 +177,7 @@ class PdfNotes:
         )
         # The saving event and the note go to the store together (one group commit).
         await asyncio.gather(
-            ctx.progress(JobStage.SAVING, SAVING, "Saving notes"), self.store.save_note(note)
+            ctx.progress(SAVING, SAVING_AT, "Saving notes"), storage.save_note(self.store, note)
         )
         return {
             "noteId": note.id,
@@ -213,7 +216,7 @@ class PdfNotes:
         """
         if free_slots <= 0 or self.pool.idle == 0 or sha in self.flights:
             return
-        if await self.store.cached_notes(sha, self.generator.name) is not None:
+        if await storage.cached_notes(self.store, sha, self.generator.name) is not None:
             return
         if not self._closing and sha not in self.flights and self.pool.idle > 0:
             self._take_off(sha, owner=job_id)
@@ -251,7 +254,7 @@ class PdfNotes:
             del self.flights[sha]
 
     async def _produce(self, flight: Flight, sha: str) -> None:
-        flight.report(Update(JobStage.DOWNLOADING, READ_START, "Reading the uploaded file"))
+        flight.report(Update(DOWNLOADING, READ_START, "Reading the uploaded file"))
         path = upload_path(self.settings.data_dir, sha)
         try:
             size = path.stat().st_size
@@ -264,7 +267,7 @@ class PdfNotes:
         message = f"Read {size / 1e6:.1f} MB"
         if self.pool.idle == 0:
             message += "; waiting for a free parser"
-        flight.report(Update(JobStage.DOWNLOADING, READ_DONE, message, {"bytes": size}))
+        flight.report(Update(DOWNLOADING, READ_DONE, message, {"bytes": size}))
         parsed = await self.pool.parse(
             ParseRequest(path, self.limits, include_text=self.generator.needs_text),
             _PageListener(flight, self.generator.label),
@@ -274,26 +277,19 @@ class PdfNotes:
         try:
             # The flight lands (and leaves self.flights) only once the cache has the notes,
             # so a later upload of the same file finds one or the other, never neither.
-            await self.store.cache_notes(sha, notes)
+            await storage.cache_notes(self.store, sha, notes)
         except JobServerError:
             log.exception("could not cache the notes of %s", sha)
 
 
-def register(registry: Registry, settings: Settings) -> PdfNotes:
-    """Register ``pdf-notes``: one attempt (a person retries), no overall time limit.
+def job_type(handler: PdfNotes) -> JobType:
+    """``pdf-notes``: one attempt (a person retries), no overall time limit.
 
     Each step has its own limit (the parse, the model); the wait for a free parser is bounded
     by the jobs ahead of it, so an overall limit would only fail jobs that wait in line.
     """
-    handler = PdfNotes(settings)
     options = HandlerOptions(timeout=None, max_attempts=1, check_payload=check_payload)
-    registry.register(PDF_NOTES, handler, options)
-    return handler
-
-
-def handler_in(registry: Registry) -> PdfNotes | None:
-    """The registry's pdf-notes handler, if it has one (a test registry may not)."""
-    if PDF_NOTES not in registry.names():
-        return None
-    handler = registry.get(PDF_NOTES).handler
-    return handler if isinstance(handler, PdfNotes) else None
+    return JobType(
+        PDF_NOTES, handler, options, display_name="PDF to notes", stages=STAGES,
+        label=lambda payload: str(payload.get("filename") or ""), module=__name__,
+    )  # fmt: skip

@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ..notes import KeyPoint, NotesContent
 from .extract import Document
+from .notes import KeyPoint, NotesContent
 
 log = logging.getLogger(__name__)
 

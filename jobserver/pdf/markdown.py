@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ..notes import Note
+from .notes import Note
 
 
 def _page(page: int | None) -> str:

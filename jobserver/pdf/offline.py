@@ -13,8 +13,8 @@ import re
 from collections import Counter
 from typing import NamedTuple
 
-from ..notes import KeyPoint, NotesContent, Section
 from .extract import Document
+from .notes import KeyPoint, NotesContent, Section
 
 GENERATOR = "offline"
 

@@ -27,9 +27,9 @@ from typing import Any, Protocol
 import orjson
 
 from ..errors import PARSE_CRASHED, PARSE_TIMEOUT, JobError
-from ..notes import NotesContent, Section
 from .child import HEADER, frame
 from .extract import Document, Limits, PageText, Share, assemble, too_much_text
+from .notes import NotesContent, Section
 
 log = logging.getLogger(__name__)
 

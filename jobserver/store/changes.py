@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import IllegalTransition, InvalidPayload, JobNotFound, LeaseLost
 from ..models import (
+    SERVER_STAGES,
     ErrorDict,
     EventType,
     Job,
@@ -25,7 +26,6 @@ from .protocol import NewJob, ProgressUpdate
 Change = tuple[Job, EventType]
 
 WORKER_LOST = "WORKER_LOST"
-TERMINAL_STAGES = frozenset({JobStage.COMPLETED, JobStage.FAILED, JobStage.CANCELLED})
 
 
 def _to(job: Job, status: JobStatus, **fields: Any) -> Job:
@@ -57,6 +57,7 @@ def new_job(new: NewJob, now: float) -> Change:
         type=new.type,
         user_id=new.user_id,
         payload=dict(new.payload),
+        label=new.label,
         message=new.message,
         max_attempts=new.max_attempts,
         created_at=now,
@@ -98,10 +99,10 @@ def claimed(job: Job, token: str, lease_seconds: float, now: float) -> Change:
     ), EventType.PROGRESS
 
 
-def check_handler_stage(stage: JobStage) -> None:
+def check_handler_stage(stage: str) -> None:
     """Handlers report working stages; queued and the terminal ones are the server's."""
-    if stage in TERMINAL_STAGES or stage is JobStage.QUEUED:
-        raise InvalidPayload(f"stage {stage.value} is set by the server, not a handler")
+    if stage in SERVER_STAGES:
+        raise InvalidPayload(f"stage {stage} is set by the server, not a handler")
 
 
 def progressed(job: Job, update: ProgressUpdate) -> Change:
@@ -111,6 +112,7 @@ def progressed(job: Job, update: ProgressUpdate) -> Change:
         progress=min(100.0, max(0.0, float(update.progress))),
         message=update.message,
         metadata=dict(update.metadata) if update.metadata is not None else job.metadata,
+        label=job.label if update.label is None else update.label,
     ), EventType.PROGRESS
 
 

@@ -14,12 +14,14 @@ import os
 import pickle
 import select
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
+from ..codegen import make_function
 from ..errors import InvalidPayload
-from ..models import Job
+from ..models import JOB_FIELDS, Job
 from .protocol import NewJob
 
 HEADER = struct.Struct(">I")
@@ -33,14 +35,10 @@ JobFields = tuple[Any, ...]
 NewJobFields = tuple[Any, ...]
 
 
-def job_fields(job: Job) -> JobFields:
-    """``job``'s fields in declaration order; ``Job(*fields)`` makes it again."""
-    return (
-        job.id, job.type, job.user_id, job.payload, job.status, job.stage, job.progress,
-        job.message, job.metadata, job.result, job.error, job.attempts, job.max_attempts,
-        job.created_at, job.started_at, job.finished_at, job.run_at, job.last_seq,
-        job.idempotency_key, job.lease_token, job.lease_expires_at,
-    )  # fmt: skip
+# ``job_fields(job)``: the job's fields in declaration order; ``Job(*fields)`` makes it again.
+job_fields: Callable[[Job], JobFields] = make_function(
+    "job_fields", "job", ["return (" + " ".join(f"job.{f.name}," for f in JOB_FIELDS) + ")"], {}
+)
 
 
 def json_bytes(value: Any, what: str) -> bytes:
@@ -57,7 +55,7 @@ def new_job_fields(new: NewJob) -> NewJobFields:
     return (
         str(new.type), str(new.user_id), json_bytes(new.payload, "the payload"),
         int(new.max_attempts), float(new.delay_seconds), _text(new.idempotency_key),
-        _text(new.job_id), str(new.message),
+        _text(new.job_id), str(new.message), str(new.label),
     )  # fmt: skip
 
 

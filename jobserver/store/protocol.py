@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from ..models import ErrorDict, Event, Job, JobStage, JobStatus, ResultDict
-from ..notes import Note, NotesContent
+from ..models import ErrorDict, Event, Job, JobStatus, ResultDict
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +22,7 @@ class NewJob:
         idempotency_key: a second enqueue with the same key (same user) returns the first job.
         job_id: a chosen id, else one is generated.
         message: the first event's message.
+        label: a short human title (a PDF's file name), for lists and searches.
     """
 
     type: str
@@ -33,15 +33,17 @@ class NewJob:
     idempotency_key: str | None = None
     job_id: str | None = None
     message: str = "Queued"
+    label: str = ""
 
 
 class ProgressUpdate(NamedTuple):
     """One progress report (a named tuple: one is made per progress event)."""
 
-    stage: JobStage
+    stage: str
     progress: float
     message: str = ""
     metadata: Mapping[str, Any] | None = None
+    label: str | None = None  # a new label for the job, when given
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +96,12 @@ class Store(Protocol):
         """Create a queued job; with a known idempotency key, return that job and no event."""
         ...
 
-    async def claim(self, limit: int, lease_seconds: float) -> list[tuple[Job, Event]]:
-        """Atomically take up to ``limit`` due queued jobs, leasing each to the caller."""
+    async def claim(
+        self, limit: int, lease_seconds: float, caps: Mapping[str, int] | None = None
+    ) -> list[tuple[Job, Event]]:
+        """Atomically take up to ``limit`` due queued jobs, oldest due first, leasing each to
+        the caller; of a job type in ``caps``, no more than its number (a type's own
+        concurrency limit, less what already runs)."""
         ...
 
     def on_commit(self, publish: Callable[[list[Event]], None]) -> None:
@@ -161,34 +167,15 @@ class Store(Protocol):
 
     async def count_by_status(self) -> dict[JobStatus, int]: ...
 
-    # -- notes ------------------------------------------------------------------------------
+    # -- plugins' own tables (declared with ``tables.Tables`` and ``tables.write_op``) ------
 
-    async def save_note(self, note: Note) -> None:
-        """Keep ``note`` (replacing one with the same id: a retried job keeps one note)."""
+    async def write(self, op: str, *args: Any) -> Any:
+        """Run the plugin write op ``op`` with ``args`` in the store's next transaction (it
+        commits with whatever else was submitted in the same turn); returns its result."""
         ...
 
-    async def get_note(self, note_id: str) -> Note | None:
-        """The note, whoever owns it; the web layer turns another user's note into a 404."""
-        ...
-
-    async def list_notes(self, user_id: str, limit: int, offset: int) -> list[Note]:
-        """``user_id``'s notes, newest first."""
-        ...
-
-    async def cache_notes(self, content_hash: str, content: NotesContent) -> None:
-        """Remember ``content`` as made from the file ``content_hash`` by ``content.generator``."""
-        ...
-
-    async def cached_notes(self, content_hash: str, generator: str) -> NotesContent | None:
-        """Notes ``generator`` already made from the file ``content_hash``, for any user."""
-        ...
-
-    async def prune_cached_notes(self, before: float, *, limit: int = 1000) -> int:
-        """Forget up to ``limit`` cached notes made before ``before``; returns how many went.
-
-        Saved notes are the users' and stay; only the cache by content hash is trimmed, so a
-        file uploaded again after that is read again.
-        """
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of a read-only query over the plugins' tables (``?`` placeholders)."""
         ...
 
     async def ping(self) -> None:

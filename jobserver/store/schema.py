@@ -4,43 +4,33 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
-from ..models import Job, JobStage, JobStatus
-from ..notes import Note, NotesContent
+from ..codegen import make_function
+from ..models import JOB_FIELDS, Job, JobStatus
+from ..tables import Tables
 
-SCHEMA = """
+JOB_COLUMNS = ", ".join(f.name for f in JOB_FIELDS)
+JOBS_TABLE = "CREATE TABLE IF NOT EXISTS jobs (\n    {}\n)".format(
+    ",\n    ".join(f"{f.name} {f.metadata['sql']}" for f in JOB_FIELDS)
+)
+# The core tables as they are now; a database made by an older release is brought here by
+# CORE.migrations (store/migrations.py runs them).
+CORE = Tables(
+    name="core",
+    version=2,
+    legacy_table="jobs",  # release 0.1.0 kept no version
+    create=f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    type TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    status TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    progress REAL NOT NULL,
-    message TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    result TEXT,
-    error TEXT,
-    attempts INTEGER NOT NULL,
-    max_attempts INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    run_at REAL NOT NULL,
-    last_seq INTEGER NOT NULL,
-    idempotency_key TEXT,
-    lease_token TEXT,
-    lease_expires_at REAL
-);
+{JOBS_TABLE};
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, run_at);
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id, created_at);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
     ON jobs (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     job_id TEXT NOT NULL,
@@ -50,40 +40,20 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_job ON events (job_id, seq);
 CREATE INDEX IF NOT EXISTS events_user ON events (user_id, seq);
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS notes (
-    id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    job_id TEXT NOT NULL,
-    content_hash TEXT NOT NULL,
-    filename TEXT NOT NULL,
-    content TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS notes_user ON notes (user_id, created_at);
-CREATE TABLE IF NOT EXISTS notes_cache (
-    content_hash TEXT NOT NULL,
-    generator TEXT NOT NULL,
-    content TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (content_hash, generator)
-);
-CREATE INDEX IF NOT EXISTS notes_cache_age ON notes_cache (created_at);
-"""
-
-JOB_COLUMNS = (
-    "id, type, user_id, payload, status, stage, progress, message, metadata, result, error, "
-    "attempts, max_attempts, created_at, started_at, finished_at, run_at, last_seq, "
-    "idempotency_key, lease_token, lease_expires_at"
+""",
+    migrations={
+        # 0.1.0 -> 0.2: a job's label (the file name of a PDF, or what its submitter set).
+        2: "ALTER TABLE jobs ADD COLUMN label TEXT NOT NULL DEFAULT ''",
+    },
 )
 
-_UPDATED = (
-    "status, stage, progress, message, metadata, result, error, attempts, max_attempts, "
-    "started_at, finished_at, run_at, last_seq, lease_token, lease_expires_at"
-)
+
+# Set once, when the job is made: a batch's row updates leave them alone.
+_FIXED = frozenset({"id", "type", "user_id", "payload", "created_at", "idempotency_key"})
+_UPDATED = ", ".join(f.name for f in JOB_FIELDS if f.name not in _FIXED)
 # What a progress change touches: a job that only progressed in a batch updates these alone,
 # which leaves the indexes on status, run_at and finished_at untouched.
-_PROGRESSED = "stage, progress, message, metadata, last_seq"
+_PROGRESSED = "stage, progress, message, metadata, label, last_seq"
 MAX_ROWS = 128  # rows per multi-row statement
 
 
@@ -98,7 +68,7 @@ def _statement(kind: str, rows: int) -> str:
         # Columns in the order of Event's fields, so an Event is its own row.
         return f"INSERT INTO events (seq, type, job_id, user_id, data) VALUES {_values(5, rows)}"
     if kind == "insert-jobs":
-        return f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES {_values(21, rows)}"
+        return f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES {_values(len(JOB_FIELDS), rows)}"
     columns = _PROGRESSED if kind == "progress-jobs" else _UPDATED
     names = columns.split(", ")
     sets = ", ".join(f"{c}=v.{c}" for c in names)
@@ -129,88 +99,44 @@ def _load(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
 
 
-def row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
-    return Job(
-        id=row[0],
-        type=row[1],
-        user_id=row[2],
-        payload=_load(row[3]),
-        status=JobStatus(row[4]),
-        stage=JobStage(row[5]),
-        progress=row[6],
-        message=row[7],
-        metadata=_load(row[8]),
-        result=_load(row[9]),
-        error=_load(row[10]),
-        attempts=row[11],
-        max_attempts=row[12],
-        created_at=row[13],
-        started_at=row[14],
-        finished_at=row[15],
-        run_at=row[16],
-        last_seq=row[17],
-        idempotency_key=row[18],
-        lease_token=row[19],
-        lease_expires_at=row[20],
+_KIND = {f.name: f.metadata["kind"] for f in JOB_FIELDS}
+_NAMESPACE = {"Job": Job, "JobStatus": JobStatus, "_dump": _dump, "_load": _load}
+
+
+def _to_column(name: str) -> str:
+    kind = _KIND[name]
+    if kind == "json":
+        return f"_dump(job.{name})"
+    if kind == "status":
+        return f"job.{name}.value"
+    return f"job.{name}"
+
+
+def _from_column(name: str, i: int) -> str:
+    kind = _KIND[name]
+    if kind == "json":
+        return f"_load(row[{i}])"
+    if kind == "status":
+        return f"JobStatus(row[{i}])"
+    return f"row[{i}]"
+
+
+def _params(name: str, columns: Sequence[str]) -> Callable[[Job], tuple[Any, ...]]:
+    values = " ".join(f"{_to_column(c)}," for c in columns)
+    function: Callable[[Job], tuple[Any, ...]] = make_function(
+        name, "job", [f"return ({values})"], _NAMESPACE
     )
+    return function
 
 
-def insert_params(job: Job) -> tuple[Any, ...]:
-    return (
-        job.id, job.type, job.user_id, _dump(job.payload), job.status.value, job.stage.value,
-        job.progress, job.message, _dump(job.metadata), _dump(job.result), _dump(job.error),
-        job.attempts, job.max_attempts, job.created_at, job.started_at, job.finished_at,
-        job.run_at, job.last_seq, job.idempotency_key, job.lease_token, job.lease_expires_at,
-    )  # fmt: skip
-
-
-def update_params(job: Job) -> tuple[Any, ...]:
-    return (
-        job.status.value, job.stage.value, job.progress, job.message, _dump(job.metadata),
-        _dump(job.result), _dump(job.error), job.attempts, job.max_attempts, job.started_at,
-        job.finished_at, job.run_at, job.last_seq, job.lease_token, job.lease_expires_at, job.id,
-    )  # fmt: skip
-
-
-def progress_params(job: Job) -> tuple[Any, ...]:
-    """``update_params`` for a job whose change in this batch was progress alone."""
-    return (
-        job.stage.value, job.progress, job.message, _dump(job.metadata), job.last_seq, job.id
-    )  # fmt: skip
-
-
-NOTE_COLUMNS = "id, user_id, job_id, content_hash, filename, content, created_at"
-
-INSERT_NOTE = f"INSERT OR REPLACE INTO notes ({NOTE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-
-INSERT_CACHED_NOTES = (
-    "INSERT OR REPLACE INTO notes_cache (content_hash, generator, content, created_at) "
-    "VALUES (?, ?, ?, ?)"
-)
-
-
-def note_params(note: Note) -> tuple[Any, ...]:
-    return (
-        note.id, note.user_id, note.job_id, note.content_hash, note.filename,
-        _dump(note.content.to_wire()), note.created_at,
-    )  # fmt: skip
-
-
-def row_to_note(row: sqlite3.Row | tuple[Any, ...]) -> Note:
-    return Note(
-        id=row[0],
-        user_id=row[1],
-        job_id=row[2],
-        content_hash=row[3],
-        filename=row[4],
-        content=NotesContent.from_wire(_load(row[5])),
-        created_at=row[6],
-    )
-
-
-def cached_notes_params(content_hash: str, content: NotesContent, now: float) -> tuple[Any, ...]:
-    return (content_hash, content.generator, _dump(content.to_wire()), now)
-
-
-def row_to_content(row: sqlite3.Row | tuple[Any, ...]) -> NotesContent:
-    return NotesContent.from_wire(_load(row[0]))
+# Row codecs, written out from the declaration (models.Job); ``row_to_job(row)`` reads the
+# columns in JOB_COLUMNS order.
+row_to_job: Callable[[Any], Job] = make_function(
+    "row_to_job", "row",
+    ["return Job(" + ", ".join(_from_column(f.name, i) for i, f in enumerate(JOB_FIELDS)) + ")"],
+    _NAMESPACE,
+)  # fmt: skip
+insert_params = _params("insert_params", JOB_COLUMNS.split(", "))
+update_params = _params("update_params", [*_UPDATED.split(", "), "id"])
+# update_params for a job whose change in this batch was progress alone.
+progress_params = _params("progress_params", [*_PROGRESSED.split(", "), "id"])

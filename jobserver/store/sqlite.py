@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,19 +24,10 @@ import aiosqlite
 
 from ..errors import InvalidPayload, ServiceUnavailable
 from ..models import ErrorDict, Event, EventType, Job, JobStage, JobStatus, ResultDict
-from ..notes import Note, NotesContent
 from . import frames
 from .protocol import NewJob, ProgressUpdate, Pruned
-from .schema import (
-    JOB_COLUMNS,
-    NOTE_COLUMNS,
-    cached_notes_params,
-    note_params,
-    row_to_content,
-    row_to_job,
-    row_to_note,
-)
-from .sqlite_writer import BOOT, BUSY_TIMEOUT_MS, MAX_BATCH, Op
+from .schema import JOB_COLUMNS, row_to_job
+from .sqlite_writer import BOOT, BUSY_TIMEOUT_MS, MAX_BATCH, PLUGIN_PATH, Op
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +91,16 @@ class SqliteStore:
     Args:
         path: the SQLite file; created with its schema and a new epoch when missing.
         lock_wait: seconds ``open`` waits for another process to let go of the file.
+        storage: plugins' storage modules (``tables.py``): their tables are made or migrated
+            at open, their write ops run in the writer's transactions.
     """
 
-    def __init__(self, path: Path, *, lock_wait: float = LOCK_WAIT_SECONDS) -> None:
+    def __init__(
+        self, path: Path, *, lock_wait: float = LOCK_WAIT_SECONDS, storage: Sequence[str] = ()
+    ) -> None:
         self.path = path
         self.lock_wait = lock_wait
+        self.storage = tuple(storage)
         self._epoch = ""
         self._durable = 0  # the last seq committed, as the writer last said
         self._read_up_to = 0  # the highest seq a read returned (an event, a job's last_seq)
@@ -158,8 +154,9 @@ class SqliteStore:
             # gone. -P: nothing from the working directory is imported.
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-P", "-c", BOOT.format(root=PACKAGE_ROOT), str(self.path),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                *self.storage, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 pass_fds=(self._lock_fd,),
+                env={**os.environ, PLUGIN_PATH: os.pathsep.join(p for p in sys.path if p)},
             )  # fmt: skip
             assert proc.stdout is not None
             hello = await asyncio.wait_for(frames.read(proc.stdout), OPEN_TIMEOUT_SECONDS)
@@ -449,10 +446,11 @@ class SqliteStore:
         )
         return result
 
-    async def claim(self, limit: int, lease_seconds: float) -> list[tuple[Job, Event]]:
-        result: list[tuple[Job, Event]] = await self._write(
-            ("claim", limit, lease_seconds), _claimed
-        )
+    async def claim(
+        self, limit: int, lease_seconds: float, caps: Mapping[str, int] | None = None
+    ) -> list[tuple[Job, Event]]:
+        op = ("claim", limit, lease_seconds, None if caps is None else dict(caps))
+        result: list[tuple[Job, Event]] = await self._write(op, _claimed)
         return result
 
     def progress(
@@ -462,16 +460,17 @@ class SqliteStore:
         update: ProgressUpdate,
         done: Callable[[Event | None, BaseException | None], None],
     ) -> None:
-        stage, progress, message, metadata = update
+        stage, progress, message, metadata, label = update
         try:
             data = None if metadata is None else frames.json_bytes(dict(metadata), "metadata")
         except InvalidPayload as exc:
             done(None, exc)
             return
         # Plain values only: nothing of the caller's own types crosses the pipe.
-        if type(stage) is not JobStage:
-            stage = JobStage(stage)
-        op = ("progress", job_id, token, stage, float(progress), str(message), data)
+        if type(stage) is not str and type(stage) is not JobStage:
+            stage = str(stage)
+        label = None if label is None else str(label)
+        op = ("progress", job_id, token, stage, float(progress), str(message), data, label)
         self._submit(op, _event, done=done)
 
     async def complete(self, job_id: str, token: str, result: ResultDict) -> Event:
@@ -511,36 +510,15 @@ class SqliteStore:
         values: dict[str, int | str] = await self._write(("settings",))
         return values
 
-    # -- notes ------------------------------------------------------------------------------
+    # -- plugins' own tables ----------------------------------------------------------------
 
-    async def save_note(self, note: Note) -> None:
-        await self._write(("save_note", note_params(note)))
+    async def write(self, op: str, *args: Any) -> Any:
+        """Run the plugin write op ``op`` in the next transaction; its result."""
+        return await self._write(("op", op, args))
 
-    async def cache_notes(self, content_hash: str, content: NotesContent) -> None:
-        await self._write(("cache_notes", cached_notes_params(content_hash, content, time.time())))
-
-    async def prune_cached_notes(self, before: float, *, limit: int = 1000) -> int:
-        count: int = await self._write(("prune_cached_notes", before, limit))
-        return count
-
-    async def get_note(self, note_id: str) -> Note | None:
-        rows = await self._read(f"SELECT {NOTE_COLUMNS} FROM notes WHERE id=?", (note_id,))
-        return row_to_note(rows[0]) if rows else None
-
-    async def list_notes(self, user_id: str, limit: int, offset: int) -> list[Note]:
-        rows = await self._read(
-            f"SELECT {NOTE_COLUMNS} FROM notes WHERE user_id=? "
-            "ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
-            (user_id, limit, offset),
-        )
-        return [row_to_note(r) for r in rows]
-
-    async def cached_notes(self, content_hash: str, generator: str) -> NotesContent | None:
-        rows = await self._read(
-            "SELECT content FROM notes_cache WHERE content_hash=? AND generator=?",
-            (content_hash, generator),
-        )
-        return row_to_content(rows[0]) if rows else None
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query (``?`` placeholders) on the read connection."""
+        return [tuple(row) for row in await self._read(sql, tuple(params))]
 
     # -- reads (a second connection, so they never wait behind a commit) --------------------
 

@@ -15,6 +15,7 @@ themselves go back once, as rows), so nothing is pickled twice.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import logging
 import secrets
@@ -22,7 +23,7 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +31,14 @@ import orjson
 
 from .. import gctune
 from ..errors import JobServerError, ServiceUnavailable
-from ..models import ErrorDict, Job, JobStage, JobStatus, ResultDict, encode_event, iso
+from ..models import ErrorDict, Job, JobStatus, ResultDict, encode_event, iso
+from ..tables import Tables, WriteOp, declared_in
 from . import changes, frames
+from .migrations import migrate
 from .protocol import ProgressUpdate, Pruned
 from .schema import (
-    INSERT_CACHED_NOTES,
-    INSERT_NOTE,
+    CORE,
     JOB_COLUMNS,
-    SCHEMA,
     insert_params,
     progress_params,
     row_to_job,
@@ -64,7 +65,7 @@ WAL_SIZE_LIMIT = 64 * 1024 * 1024
 CHECKPOINT_BUSY_MS = 50
 TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 # Ops that run SQL of their own over jobs or events: rows the batch changed are written first.
-READING = frozenset({"claim", "renew", "recover", "prune"})
+READING = frozenset({"claim", "renew", "recover", "prune", "op"})
 
 
 class Writer:
@@ -72,10 +73,17 @@ class Writer:
 
     Args:
         conn: an autocommit connection (``isolation_level=None``) to the store's file.
+        storage: the plugins' storage modules (their tables and write ops).
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, storage: Sequence[str] = ()) -> None:
         self.conn = conn
+        self._tables: list[Tables] = [CORE]
+        self._plugin_ops: dict[str, WriteOp] = {}
+        for name in storage:
+            tables, ops = declared_in(importlib.import_module(name))
+            self._tables += tables
+            self._plugin_ops.update(ops)
         self.seq = 0  # the last seq handed out
         self.durable = 0  # the last seq committed
         self.pruned = 0
@@ -102,9 +110,7 @@ class Writer:
             "retry": self.retry,
             "renew": self.renew,
             "recover": self.recover,
-            "save_note": self.save_note,
-            "cache_notes": self.cache_notes,
-            "prune_cached_notes": self.prune_cached_notes,
+            "op": self.plugin_op,
             "ping": self.ping,
             "prune": self.prune,
             "settings": self.settings,
@@ -116,7 +122,7 @@ class Writer:
         for pragma in PRAGMAS:
             conn.execute(pragma)
         conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-        conn.executescript(SCHEMA)
+        migrate(conn, self._tables)
         conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)", (uuid.uuid4().hex,)
         )
@@ -264,19 +270,33 @@ class Writer:
         seq = self._save(change, insert=True)  # first: it sets the job's last_seq
         return frames.job_fields(change[0]), [seq]
 
-    def claim(self, limit: int, lease_seconds: float) -> list[tuple[frames.JobFields, int]]:
+    def claim(
+        self, limit: int, lease_seconds: float, caps: dict[str, int] | None = None
+    ) -> list[tuple[frames.JobFields, int]]:
         now = time.time()
-        rows = self.conn.execute(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status='queued' AND run_at<=? "
-            "ORDER BY run_at, rowid LIMIT ?",
-            (now, limit),
-        ).fetchall()
-        out = []
-        for row in rows:
-            token = f"{self._token_prefix}{next(self._tokens):x}"
-            change = changes.claimed(row_to_job(row), token, lease_seconds, now)
-            seq = self._save(change)
-            out.append((frames.job_fields(change[0]), seq))
+        left = dict(caps or {})
+        out: list[tuple[frames.JobFields, int]] = []
+        while len(out) < limit:
+            full = [t for t, n in left.items() if n <= 0]
+            skip = f" AND type NOT IN ({','.join('?' * len(full))})" if full else ""
+            rows = self.conn.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE status='queued' AND run_at<=?{skip} "
+                "ORDER BY run_at, rowid LIMIT ?",
+                (now, *full, limit - len(out)),
+            ).fetchall()
+            taken = len(out)
+            for row in rows:
+                job = row_to_job(row)
+                if job.type in left:
+                    if left[job.type] <= 0:
+                        continue  # its type filled up in this page: the next page skips it
+                    left[job.type] -= 1
+                token = f"{self._token_prefix}{next(self._tokens):x}"
+                change = changes.claimed(job, token, lease_seconds, now)
+                out.append((frames.job_fields(change[0]), self._save(change)))
+            if len(rows) < limit - taken or not left:
+                break  # no more due jobs (or none was skipped for its type)
+            self._flush()  # the next page must not see these as queued
         return out
 
     def _leased(self, job_id: str, token: str) -> Job:
@@ -286,13 +306,14 @@ class Writer:
         self,
         job_id: str,
         token: str,
-        stage: JobStage,
+        stage: str,
         progress: float,
         message: str,
         metadata: bytes | None,
+        label: str | None,
     ) -> int:
         data = None if metadata is None else orjson.loads(metadata)
-        update = ProgressUpdate(stage, progress, message, data)
+        update = ProgressUpdate(stage, progress, message, data, label)
         job = self._leased(job_id, token)
         return self._save(changes.progressed(job, update), progressed=True)
 
@@ -346,20 +367,14 @@ class Writer:
         rows = self.conn.execute(sql, params).fetchall()
         return [self._save(changes.worker_lost(row_to_job(row), now)) for row in rows]
 
-    def save_note(self, params: tuple[Any, ...]) -> None:
-        self.conn.execute(INSERT_NOTE, params)
-
-    def cache_notes(self, params: tuple[Any, ...]) -> None:
-        self.conn.execute(INSERT_CACHED_NOTES, params)
-
-    def prune_cached_notes(self, before: float, limit: int) -> int:
-        return int(
-            self.conn.execute(
-                "DELETE FROM notes_cache WHERE rowid IN "
-                "(SELECT rowid FROM notes_cache WHERE created_at < ? LIMIT ?)",
-                (before, limit),
-            ).rowcount
-        )
+    def plugin_op(self, name: str, args: tuple[Any, ...]) -> Any:
+        """A plugin's write op, in this batch's transaction. It may read and write its own
+        tables; the jobs and events this batch changed are written first (see READING)."""
+        try:
+            op = self._plugin_ops[name]
+        except KeyError:
+            raise JobServerError(f"no write op {name!r}") from None
+        return op(self.conn, *args)
 
     def ping(self) -> None:
         self.conn.execute(
@@ -413,11 +428,11 @@ class Writer:
         return True, (int(busy), int(pages), int(done))
 
 
-def serve(path: Path, link: frames.Link) -> None:
+def serve(path: Path, link: frames.Link, storage: Sequence[str] = ()) -> None:
     """Answer ``link`` until it closes: a hello, then one reply per run of requests."""
     try:
         conn = sqlite3.connect(path, isolation_level=None)
-        writer = Writer(conn)
+        writer = Writer(conn, storage)
         link.send(("hello", *writer.open()))
     except Exception as exc:
         link.send(("error", f"cannot open {path}: {exc}"))
@@ -446,11 +461,11 @@ def _answer(writer: Writer, link: frames.Link, requests: list[list[Op]]) -> None
         link.send((len(requests), outcomes, events, writer.durable))
 
 
-def main(path: str, protocol_fd: int) -> None:
+def main(path: str, protocol_fd: int, storage: Sequence[str]) -> None:
     """The process's entry point, called by ``BOOT``."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     gctune.tune()  # the same collector settings as the server, for the same reason
-    serve(Path(path), frames.Link(0, protocol_fd))
+    serve(Path(path), frames.Link(0, protocol_fd), storage)
 
 
 # How the server starts this process (``python -P -c BOOT path``). First, signals are the
@@ -458,7 +473,9 @@ def main(path: str, protocol_fd: int) -> None:
 # shutdown still needs this process, which ends when the server closes the pipe (or dies).
 # Then the protocol moves to a descriptor of its own and stdout goes to stderr. Then the
 # package: the copy the server runs, from ``root``, looked up after the standard library,
-# and put first only if another copy would be found before it.
+# and put first only if another copy would be found before it. Last, the server's own module
+# path (``PLUGIN_PATH``), after everything else, so plugins' storage modules import here too.
+PLUGIN_PATH = "JOBSERVER_PLUGIN_PATH"
 BOOT = """
 import os, signal, sys
 for name in ("SIGINT", "SIGTERM", "SIGHUP"):
@@ -471,6 +488,7 @@ import jobserver
 if os.path.dirname(os.path.dirname(os.path.realpath(jobserver.__file__))) != root:
     del sys.modules["jobserver"]
     sys.path.insert(0, root)
+sys.path += [p for p in os.environ.get("JOBSERVER_PLUGIN_PATH", "").split(os.pathsep) if p]
 from jobserver.store.sqlite_writer import main
-main(sys.argv[1], fd)
+main(sys.argv[1], fd, sys.argv[2:])
 """

@@ -7,11 +7,11 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import InvalidPayload, JobNotFound
+from ..jobtypes import check_label
 from ..models import Job, JobStatus
 from ..store import NewJob
 from .http import json_body, json_response, page_of, paged, user_of, whole_number
-from .keys import EVENTS, REGISTRY, STORE
-from .uploads import check_upload_owner, create_pdf_job, prefetch_upload
+from .keys import EVENTS, PLUGINS, REGISTRY, SERVER, STORE
 
 routes = web.RouteTableDef()
 
@@ -27,15 +27,28 @@ def _optional_str(value: Any, name: str, max_len: int = 200) -> str | None:
 async def submit(request: web.Request, new: NewJob) -> web.Response:
     """Enqueue ``new`` and answer 202 with the job (200 when an idempotency key matched)."""
     job, created = await request.app[EVENTS].emit_queued(new)
-    if created:
-        prefetch_upload(request.app, job)
     return json_response(job.to_wire(), 202 if created else 200)
+
+
+async def multipart_job(request: web.Request) -> NewJob:
+    """A multipart body goes to the plugin that accepts it: the one for ``?type=``, else the
+    first registered (``Plugin.accept_multipart``)."""
+    accepting = request.app[PLUGINS].multipart_jobs
+    wanted = request.query.get("type")
+    if wanted is None and accepting:
+        wanted = next(iter(accepting))
+    make = accepting.get(wanted or "")
+    if make is None:
+        kinds = ", ".join(accepting) or "none on this server"
+        raise InvalidPayload(f"no job type here accepts a multipart upload ({kinds})")
+    request.app[REGISTRY].get(wanted or "")  # a disabled type is unknown
+    return await make(request)
 
 
 @routes.post("/api/jobs")
 async def create_job(request: web.Request) -> web.Response:
     if request.content_type == "multipart/form-data":
-        return await submit(request, await create_pdf_job(request))
+        return await submit(request, await multipart_job(request))
     body = await json_body(request)
     job_type = request.app[REGISTRY].get(_optional_str(body.get("type"), "type") or "")
     payload = body.get("payload", {})
@@ -46,17 +59,20 @@ async def create_job(request: web.Request) -> web.Response:
     delay = body.get("delaySeconds", 0)
     if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= 86400:
         raise InvalidPayload("delaySeconds must be a number from 0 to 86400")
+    label = check_label(body.get("label")) or job_type.label_for(payload)
     new = NewJob(
         type=job_type.name,
         user_id=user_of(request),
         payload=payload,
+        label=label,
         max_attempts=whole_number(
             body.get("maxAttempts"), "maxAttempts", 1, 100, job_type.options.max_attempts
         ),
         delay_seconds=float(delay),
         idempotency_key=_optional_str(body.get("idempotencyKey"), "idempotencyKey"),
     )
-    check_upload_owner(request, new)
+    for check in request.app[PLUGINS].submit_checks.get(new.type, ()):
+        check(request.app[SERVER], new)  # e.g. the PDF plugin: only one's own uploads
     return await submit(request, new)
 
 

@@ -9,6 +9,7 @@ from ..config import Settings
 from ..emitter import JobEvents
 from ..handlers import Registry
 from ..metrics import Metrics
+from ..plugins import Plugins, Server
 from ..retention import Retention
 from ..store import Store
 from ..worker import WorkerPool
@@ -24,4 +25,6 @@ POOL = web.AppKey("pool", WorkerPool)
 METRICS = web.AppKey("metrics", Metrics)
 RETENTION = web.AppKey("retention", Retention)
 GATEWAY = web.AppKey("gateway", Gateway)
+PLUGINS = web.AppKey("plugins", Plugins)
+SERVER = web.AppKey("server", Server)  # what plugins see of the running server
 USER = web.RequestKey("user", str)  # set by the auth middleware

@@ -6,9 +6,9 @@ from aiohttp import web
 
 from ..auth import check_user_id, issue_token
 from ..errors import Forbidden
-from ..models import STAGE_DISPLAY_NAMES, EventType, JobStatus
+from ..models import STATUS_EVENT_TYPES, TERMINAL, EventType, JobStatus
 from .http import COOKIE, json_body, json_response, user_of
-from .keys import REGISTRY, SECRET, SETTINGS, STORE
+from .keys import PLUGINS, REGISTRY, SECRET, SETTINGS, STORE
 
 routes = web.RouteTableDef()
 
@@ -48,13 +48,25 @@ async def sign_out(request: web.Request) -> web.Response:
 async def meta(request: web.Request) -> web.Response:
     """Stage display names and the enums clients need: the only source of these strings."""
     store = request.app[STORE]
+    registry = request.app[REGISTRY]
+    names = registry.stage_names()
     return json_response(
         {
-            "stages": [{"id": s.value, "name": n} for s, n in STAGE_DISPLAY_NAMES.items()],
-            "stageNames": {s.value: n for s, n in STAGE_DISPLAY_NAMES.items()},
+            "stages": [{"id": s, "name": n} for s, n in names.items()],
+            "stageNames": names,
             "statuses": [s.value for s in JobStatus],
+            "terminalStatuses": [s.value for s in JobStatus if s in TERMINAL],
             "eventTypes": [t.value for t in EventType],
-            "jobTypes": request.app[REGISTRY].names(),
+            "statusEventTypes": [t.value for t in EventType if t in STATUS_EVENT_TYPES],
+            "jobTypes": registry.names(),
+            "types": {
+                jt.name: {
+                    "displayName": jt.display_name,
+                    "stages": [s.id for s in jt.stages],
+                    "acceptsUpload": jt.name in request.app[PLUGINS].multipart_jobs,
+                }
+                for jt in registry.types()
+            },
             "epoch": store.epoch,
             "seq": await store.head_seq(),
         }

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .models import iso
+from ..models import iso
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The notes API: a user's own notes as JSON, and one note as a Markdown download."""
+"""The PDF plugin's routes: a user's own notes as JSON, and one note as Markdown."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from urllib.parse import quote
 from aiohttp import web
 
 from ..errors import NoteNotFound
-from ..notes import Note
-from ..pdf.markdown import download_name, to_markdown
-from .http import json_response, page_of, paged, user_of
-from .keys import STORE
+from ..web.http import json_response, page_of, paged, user_of
+from ..web.keys import STORE
+from . import storage
+from .markdown import download_name, to_markdown
+from .notes import Note
 
 routes = web.RouteTableDef()
 
@@ -18,7 +19,7 @@ routes = web.RouteTableDef()
 async def own_note(request: web.Request) -> Note:
     """The note named in the path, if it belongs to the caller (another user's is a 404)."""
     note_id = request.match_info["note_id"]
-    note = await request.app[STORE].get_note(note_id)
+    note = await storage.get_note(request.app[STORE], note_id)
     if note is None or note.user_id != user_of(request):
         raise NoteNotFound(f"no note {note_id}")
     return note
@@ -27,7 +28,7 @@ async def own_note(request: web.Request) -> Note:
 @routes.get("/api/notes")
 async def list_notes(request: web.Request) -> web.Response:
     limit, offset = page_of(request)
-    notes = await request.app[STORE].list_notes(user_of(request), limit + 1, offset)
+    notes = await storage.list_notes(request.app[STORE], user_of(request), limit + 1, offset)
     return paged("notes", [note.summary_wire() for note in notes], limit, offset)
 
 

@@ -13,6 +13,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -21,12 +22,13 @@ from aiohttp import BodyPartReader, web
 
 from ..errors import FileTooLarge, InvalidPayload, NotAPdf, UploadNotFound
 from ..models import Job
-from ..pdf.files import upload_path, uploads_dir
-from ..pdf.job import PDF_NOTES, handler_in
-from ..pdf.owners import add_owner, owns
+from ..plugins import Server
 from ..store import NewJob
-from .http import user_of, whole_number
-from .keys import POOL, REGISTRY, SETTINGS
+from ..web.http import user_of, whole_number
+from ..web.keys import REGISTRY, SETTINGS
+from .files import upload_path, uploads_dir
+from .job import PDF_NOTES, PdfNotes
+from .owners import add_owner, owns
 
 CHUNK = 256 * 1024
 # The PDF header may follow a little junk; readers look for it in the first kilobyte.
@@ -133,6 +135,7 @@ async def create_pdf_job(request: web.Request) -> NewJob:
         type=PDF_NOTES,
         user_id=user_of(request),
         payload={"sha256": stored.sha256, "filename": stored.filename, "size": stored.size},
+        label=stored.filename,
         max_attempts=whole_number(
             fields.get("maxAttempts"), "maxAttempts", 1, 100, job_type.options.max_attempts
         ),
@@ -141,28 +144,26 @@ async def create_pdf_job(request: web.Request) -> NewJob:
     )
 
 
-def check_upload_owner(request: web.Request, new: NewJob) -> None:
+def check_upload_owner(server: Server, new: NewJob) -> None:
     """A pdf-notes job sent as JSON names its file by hash: only a file its user uploaded.
 
     An unknown hash and another user's get the same answer, so the answer never tells
     whether a file is on the server.
     """
-    if new.type == PDF_NOTES and not owns(
-        request.app[SETTINGS].data_dir, str(new.payload["sha256"]), new.user_id
-    ):
+    if not owns(server.settings.data_dir, str(new.payload["sha256"]), new.user_id):
         raise UploadNotFound(
             "you have no upload with this sha256; upload the file (multipart POST /api/jobs)"
         )
 
 
-def prefetch_upload(app: web.Application, job: Job) -> None:
-    """A job was just queued: if it is a pdf-notes job that is due, start reading its file in
-    the background when a worker slot and a parser are free (``PdfNotes.prefetch``), so the
+def prefetcher(handler: PdfNotes) -> Callable[[Server, Job], None]:
+    """The plugin's queued-job hook: a due pdf-notes job starts reading its file in the
+    background when a worker slot and a parser are free (``PdfNotes.prefetch``), so the
     parse does not wait for the job's claim. The answer to the client never waits for this."""
-    if job.type != PDF_NOTES or job.run_at > time.time():  # not due yet: no hurry
-        return
-    handler = handler_in(app[REGISTRY])
-    pool = app.get(POOL)
-    if handler is None or pool is None:
-        return
-    handler.prefetch_soon(str(job.payload["sha256"]), job.id, pool.free_slots)
+
+    def prefetch(server: Server, job: Job) -> None:
+        if job.type != PDF_NOTES or job.run_at > time.time():  # not due yet: no hurry
+            return
+        handler.prefetch_soon(str(job.payload["sha256"]), job.id, server.free_slots)
+
+    return prefetch

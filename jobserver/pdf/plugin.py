@@ -1,0 +1,53 @@
+"""The PDF plugin's one entry point, ``setup``: uploads, parsing, notes and the job type.
+
+It uses only what any plugin may: ``setup(plugin)`` registers the ``pdf-notes`` job type
+with its stages, its tables and write ops (``storage``), its routes, the multipart upload
+that makes its jobs, a hook that starts a parse as a job is queued, its cleanup context
+(the parser processes) and its retention steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from ..plugins import Plugin, Server
+from ..retention import PRUNE_BATCH, file_pruner
+from . import storage
+from .files import uploads_dir
+from .job import PdfNotes, job_type
+from .routes import routes
+from .uploads import check_upload_owner, create_pdf_job, prefetcher
+
+
+def setup(plugin: Plugin) -> None:
+    handler = PdfNotes(plugin.settings)
+    jt = plugin.add_job_type(job_type(handler))
+    plugin.add_storage(storage.__name__)
+    plugin.add_routes(routes)
+    plugin.accept_multipart(jt.name, create_pdf_job)
+    plugin.check_submit(jt.name, check_upload_owner)
+    plugin.on_queued(prefetcher(handler))
+
+    async def parsers(server: Server) -> AsyncIterator[None]:
+        """The parser processes outlive the workers, which stop first."""
+        await handler.start(server.store)
+        server.add_tap(handler.on_event)  # a cancelled job stops the work begun for it
+        yield
+        await handler.stop()
+
+    plugin.add_cleanup_context(parsers)
+
+    async def prune_files(server: Server, cutoff: float) -> int:
+        folder = uploads_dir(server.settings.data_dir)
+        return await file_pruner(server.store, folder, "sha256")(cutoff)
+
+    async def prune_cache(server: Server, cutoff: float) -> int:
+        total = 0
+        while (gone := await storage.prune_cache(server.store, cutoff, limit=PRUNE_BATCH)) > 0:
+            total += gone
+            if gone < PRUNE_BATCH:
+                break
+        return total
+
+    plugin.add_retention_step("files", prune_files)
+    plugin.add_retention_step("cached notes", prune_cache)
