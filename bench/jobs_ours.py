@@ -20,10 +20,10 @@ from harness import RUN_DIR, LagMonitor, emit_result, job_args
 
 from jobserver import gctune, joblog
 from jobserver.bus import EventBus
-from jobserver.emitter import JobEvents
 from jobserver.handlers import HandlerOptions, JobContext, Registry
 from jobserver.metrics import Metrics
 from jobserver.models import Event, EventType, JobStage
+from jobserver.queue import JobQueue
 from jobserver.store import NewJob
 from jobserver.store.sqlite import SqliteStore
 from jobserver.worker import WorkerPool
@@ -87,7 +87,7 @@ async def _run(
     # as in the peers' scripts, so the log tap writes nothing).
     bus.add_tap(Metrics().on_event)
     bus.add_tap(joblog.on_event)
-    events = JobEvents(store, bus)
+    events = JobQueue(store, bus)
     counter = Counter(jobs)
     bus.subscribe(counter, user_id=USER)
     pool = WorkerPool(
@@ -99,7 +99,7 @@ async def _run(
     try:
         t0 = time.perf_counter()
         await asyncio.gather(
-            *(events.emit_queued(NewJob(type=job_type, user_id=USER)) for _ in range(jobs))
+            *(events.enqueue(NewJob(type=job_type, user_id=USER)) for _ in range(jobs))
         )
         t1 = time.perf_counter()
         await pool.start()

@@ -414,7 +414,7 @@ def section_throughput(ctx: Context, targets: list[Target]) -> list[str]:
     for conc in OURS_CONCURRENCY:
         notes[f"jobserver c={conc}"] = (
             "SqliteStore (WAL, synchronous=FULL, group commit in its writer process) + EventBus + "
-            f"JobEvents + WorkerPool(concurrency={conc}) in one process, the server's bus taps "
+            f"JobQueue + WorkerPool(concurrency={conc}) in one process, the server's bus taps "
             "(metrics, job log; logging not configured, as for the peers), a bus subscriber "
             "counting events"
             + (" (the default concurrency)" if conc == 8 else "")

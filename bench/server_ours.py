@@ -24,10 +24,10 @@ from harness import RUN_DIR, paced, raise_fd_limit, serve_until_stopped
 
 from jobserver import gctune
 from jobserver.app import create_app
-from jobserver.plugins import load
 from jobserver.config import Settings
 from jobserver.handlers import HandlerOptions, JobContext
 from jobserver.models import JobStage
+from jobserver.plugins import load
 from jobserver.web.keys import BUS
 
 GATE: dict[str, asyncio.Event] = {}

@@ -1,4 +1,4 @@
-"""create_app: builds the store, bus, emitter, worker pool and web routes from Settings."""
+"""create_app: builds the store, bus, job queue, plugins, worker pool and routes from Settings."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from . import joblog
 from .auth import load_secret
 from .bus import EventBus
 from .config import Settings
-from .emitter import JobEvents
 from .handlers import Registry
 from .metrics import Metrics
 from .plugins import CleanupContext, Plugins, Server, load
+from .queue import JobQueue
 from .retention import DAY, Retention
 from .store.sqlite import SqliteStore
 from .web import jobs, ops, session
@@ -27,10 +27,10 @@ from .web.debug import setup_debug
 from .web.http import auth_middleware, errors_middleware
 from .web.keys import (
     BUS,
-    EVENTS,
     METRICS,
     PLUGINS,
     POOL,
+    QUEUE,
     REGISTRY,
     RETENTION,
     SECRET,
@@ -54,15 +54,15 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = store
     bus = EventBus()
     app[BUS] = bus
-    events = JobEvents(store, bus)
-    app[EVENTS] = events
+    queue = JobQueue(store, bus)
+    app[QUEUE] = queue
     server = Server(app, settings, store, bus)
     app[SERVER] = server
     for plugin in plugins:
         for tap in plugin.taps:
             bus.add_tap(tap)
     for hook in plugins.queued_hooks:
-        events.on_queued(functools.partial(hook, server))
+        queue.on_queued(functools.partial(hook, server))
     yield
     await store.close()
 
@@ -105,7 +105,7 @@ def _plugin_ctx(context: CleanupContext) -> Callable[[web.Application], AsyncIte
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pool = WorkerPool(
-        app[EVENTS],
+        app[QUEUE],
         app[REGISTRY],
         concurrency=settings.concurrency,
         lease_seconds=settings.lease_seconds,

@@ -7,7 +7,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .emitter import JobEvents
 from .errors import UnknownJobType
 from .jobtypes import (
     Handler,
@@ -19,6 +18,8 @@ from .jobtypes import (
     stage_id,
 )
 from .models import Event, Job
+from .queue import JobQueue
+from .store import ProgressUpdate
 
 __all__ = ["Handler", "HandlerOptions", "JobContext", "JobType", "Registry"]
 
@@ -31,13 +32,13 @@ class JobContext:
 
     Args:
         job: the claimed job (this attempt).
-        events: the emitter that persists and publishes progress.
+        queue: the job queue, which persists and publishes progress.
         token: the lease token that fences this attempt's writes.
         stages: the stages its type may report, by id (``Registry.stages_of``).
     """
 
     def __init__(
-        self, job: Job, events: JobEvents, token: str, stages: Mapping[str, str]
+        self, job: Job, queue: JobQueue, token: str, stages: Mapping[str, str]
     ) -> None:
         self.job = job
         self.payload: dict[str, Any] = job.payload
@@ -46,7 +47,7 @@ class JobContext:
         self._stages = stages
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
         self._cancelled: asyncio.Event | None = None  # made when first asked for
-        self._events = events
+        self._queue = queue
         self._token = token
         self._last = 0.0
         self._in_flight = 0
@@ -97,10 +98,8 @@ class JobContext:
             label = check_label(label)
         self._last = max(self._last, float(percent))
         self._in_flight += 1
-        self._events.emit_progress(
-            self.job.id, self._token, stage, self._last, message, metadata, label=label,
-            done=self._done,
-        )  # fmt: skip
+        update = ProgressUpdate(stage, self._last, message, metadata, label)
+        self._queue.progress(self.job.id, self._token, update, self._done)
         while self._in_flight > MAX_IN_FLIGHT:
             if self._settled is None:
                 self._settled = asyncio.Event()

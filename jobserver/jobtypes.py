@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .errors import InvalidPayload
+from .errors import InvalidPayload, JobError
 from .models import COMMON_HANDLER_STAGES, SERVER_STAGES, STAGE_DISPLAY_NAMES
 
 STAGE_ID = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
@@ -276,15 +276,19 @@ def check_label(value: Any) -> str:
     return value.strip()
 
 
+UNKNOWN_STAGE = "UNKNOWN_STAGE"
+
+
 def stage_id(stage: Any, allowed: Mapping[str, str], job_type: str) -> str:
-    """The stage a handler reported, as its id, if its job type may report it."""
+    """The stage a handler reported, as its id, if its job type may report it; else the
+    attempt fails for good with UNKNOWN_STAGE (a bug in the handler, not in the input)."""
     key = stage.id if isinstance(stage, Stage) else stage
     found = allowed.get(key) if isinstance(key, str) else None
     if found is None:
         if key in SERVER_STAGES:
-            raise InvalidPayload(f"stage {key} is set by the server, not a handler")
-        raise InvalidPayload(
-            f"stage {key!r} is not a stage of job type {job_type!r} "
-            f"(declared: {', '.join(sorted(allowed))})"
-        )
+            why = f"stage {key!r} is set by the server, not a handler"
+        else:
+            why = (f"stage {key!r} is not a stage of job type {job_type!r} "
+                   f"(it may report: {', '.join(sorted(allowed))})")  # fmt: skip
+        raise JobError(UNKNOWN_STAGE, why, recoverable=False)
     return found

@@ -10,10 +10,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .emitter import JobEvents
 from .errors import JobError, JobServerError, LeaseLost
 from .handlers import JobContext, JobType, Registry
 from .models import Event, EventType, Job, error_dict
+from .queue import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class WorkerPool:
     """Runs up to ``concurrency`` jobs at once in this process.
 
     Args:
-        events: the emitter through which every outcome is persisted and published.
+        events: the job queue, through which every outcome is persisted and published.
         registry: the job types this pool can run.
         concurrency: most jobs running at once.
         lease_seconds: lease length; renewed every third of it while a job runs.
@@ -63,7 +63,7 @@ class WorkerPool:
 
     def __init__(
         self,
-        events: JobEvents,
+        events: JobQueue,
         registry: Registry,
         *,
         concurrency: int,
@@ -180,7 +180,7 @@ class WorkerPool:
             }
             try:
                 lost = (
-                    await self.events.store.renew(leases, self.lease_seconds) if leases else set()
+                    await self.events.renew(leases, self.lease_seconds) if leases else set()
                 )
                 # Shielded: recovered events must be published even if we are being stopped.
                 recovered = await asyncio.shield(self.events.recover(expired_only=True))
@@ -233,7 +233,7 @@ class WorkerPool:
         try:
             job_type = self.registry.get(job.type)
         except JobServerError as exc:
-            await self.events.emit_failed(
+            await self.events.fail(
                 job.id, token, error_dict(UNKNOWN_JOB_TYPE, exc.message, False)
             )
             return
@@ -274,7 +274,7 @@ class WorkerPool:
             return
         outcome: dict[str, Any] = dict(result or {})
         outcome.setdefault("processingTimeMs", round((time.perf_counter() - started) * 1000, 1))
-        await self.events.emit_completed(job.id, token, outcome)
+        await self.events.complete(job.id, token, outcome)
 
     async def _failed(
         self, job: Job, token: str, job_type: JobType, code: str, message: str, recoverable: bool
@@ -283,9 +283,9 @@ class WorkerPool:
         if recoverable and job.attempts < job.max_attempts:
             opts = job_type.options
             delay = backoff(job.attempts, opts.backoff_base, opts.backoff_max)
-            await self.events.emit_retrying(job.id, token, error, time.time() + delay)
+            await self.events.fail(job.id, token, error, time.time() + delay)
         else:
-            await self.events.emit_failed(job.id, token, error)
+            await self.events.fail(job.id, token, error)
 
     async def _stopped(self, job: Job, token: str) -> None:
         """The task was cancelled: by a user (already recorded), a lost lease, or shutdown."""

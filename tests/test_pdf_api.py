@@ -19,7 +19,7 @@ from jobserver.pdf.offline import STOPWORDS
 from jobserver.pdf.owners import add_owner
 from jobserver.store import NewJob
 from jobserver.store.changes import new_job_id
-from jobserver.web.keys import EVENTS, REGISTRY, SETTINGS, STORE
+from jobserver.web.keys import QUEUE, REGISTRY, SETTINGS, STORE
 from tests import pdfs
 from tests.conftest import ApiClient, MakeApi
 
@@ -465,7 +465,7 @@ async def test_a_job_joins_the_read_its_upload_started_before_the_claim(
     await asyncio.wait_for(asyncio.shield(flight.task), 30)  # read before the job even exists
     assert handler.pool.parses == 1 and handler.flights[payload["sha256"]] is flight
 
-    await api.app[EVENTS].emit_queued(
+    await api.app[QUEUE].enqueue(
         NewJob(type=PDF_NOTES, user_id="alice", payload=payload, job_id=job_id)
     )
     done = await finished(api, job_id)
@@ -496,7 +496,7 @@ async def test_cancelling_a_job_before_it_claims_its_prefetched_read_stops_it(
     api = await make_api(pdf_workers=1)
     handler = pdf_handler(api)
     payload = stored_upload(api, pdfs.slow_pdf())
-    job, _ = await api.app[EVENTS].emit_queued(
+    job, _ = await api.app[QUEUE].enqueue(
         NewJob(type=PDF_NOTES, user_id="alice", payload=payload, delay_seconds=60)
     )
     await handler.prefetch(payload["sha256"], job.id, free_slots=1)  # as if it were due
@@ -514,7 +514,7 @@ async def test_a_prefetched_read_that_failed_is_not_kept_for_anyone(make_api: Ma
     await asyncio.wait_for(asyncio.gather(flight.task, return_exceptions=True), 30)
     assert not flight.succeeded and handler.flights == {}
     parses = handler.pool.parses
-    job, _ = await api.app[EVENTS].emit_queued(
+    job, _ = await api.app[QUEUE].enqueue(
         NewJob(type=PDF_NOTES, user_id="alice", payload=payload)
     )
     done = await finished(api, job.id)

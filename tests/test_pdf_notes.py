@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from jobserver.errors import JobError
-from jobserver.pdf.notes import KeyPoint, Note, NotesContent, Section
 from jobserver.pdf.extract import Document, Limits, extract
 from jobserver.pdf.markdown import download_name, to_markdown
+from jobserver.pdf.notes import KeyPoint, Note, NotesContent, Section
 from jobserver.pdf.offline import STOPWORDS, build_notes
 from tests import pdfs
 from tests.conftest import MakeApi

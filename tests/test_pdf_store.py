@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -60,7 +59,9 @@ async def test_saving_a_note_again_replaces_it(store: Store) -> None:
 
 
 async def test_notes_are_listed_per_user_newest_first_and_paged(store: Store) -> None:
-    await asyncio.gather(*(storage.save_note(store, note(f"a{i}", "alice", 1000.0 + i)) for i in range(5)))
+    await asyncio.gather(
+        *(storage.save_note(store, note(f"a{i}", "alice", 1000.0 + i)) for i in range(5))
+    )
     await storage.save_note(store, note("b1", "bob", 2000.0))
     first = await storage.list_notes(store, "alice", 3, 0)
     rest = await storage.list_notes(store, "alice", 3, 3)

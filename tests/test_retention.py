@@ -18,7 +18,6 @@ from jobserver.store import NewJob, Store
 from jobserver.store.frames import new_job_fields
 from jobserver.store.sqlite import SqliteStore
 from jobserver.store.sqlite_writer import Writer
-from tests.test_pdf_store import content
 
 
 async def finish(store: Store, user: str = "u1", *, fail: bool = False) -> str:

@@ -80,7 +80,7 @@ async def test_progress_complete_and_fencing(store: Store) -> None:
     await store.enqueue(new())
     job_id, token = await claim_one(store)
     event = await progress(store, job_id, token, ProgressUpdate(JobStage.PROCESSING, 40, "m"))
-    assert orjson.loads(event.data)["stage"] == "extracting"
+    assert orjson.loads(event.data)["stage"] == "processing"
     with pytest.raises(LeaseLost):
         await progress(store, job_id, "not-the-token", ProgressUpdate(JobStage.PROCESSING, 50))
     with pytest.raises(LeaseLost):

@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from jobserver.bus import EventBus, Mailbox
-from jobserver.emitter import JobEvents
 from jobserver.handlers import HandlerOptions, JobContext, Registry
 from jobserver.models import JobStage, JobStatus
+from jobserver.queue import JobQueue
 from jobserver.store import NewJob
 from jobserver.store.sqlite import SqliteStore
 from jobserver.web.keys import POOL, STORE
@@ -106,16 +106,16 @@ async def test_unexpected_exception_is_recorded_as_handler_error(make_api: MakeA
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, JobEvents, Registry]]:
+async def engine(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, JobQueue, Registry]]:
     store = SqliteStore(tmp_path / "e.db")
     await store.open()
     registry = Registry()
-    yield store, JobEvents(store, EventBus()), registry
+    yield store, JobQueue(store, EventBus()), registry
     await store.close()
 
 
 async def test_graceful_shutdown_requeues_what_is_still_running(
-    engine: tuple[SqliteStore, JobEvents, Registry],
+    engine: tuple[SqliteStore, JobQueue, Registry],
 ) -> None:
     store, events, registry = engine
     started = asyncio.Event()
@@ -133,8 +133,8 @@ async def test_graceful_shutdown_requeues_what_is_still_running(
     registry.register("quick", quick)
     pool = WorkerPool(events, registry, concurrency=4, lease_seconds=10, grace_seconds=0.5)
     await pool.start()
-    stuck_job, _ = await events.emit_queued(NewJob(type="stuck", user_id="u"))
-    quick_job, _ = await events.emit_queued(NewJob(type="quick", user_id="u"))
+    stuck_job, _ = await events.enqueue(NewJob(type="stuck", user_id="u"))
+    quick_job, _ = await events.enqueue(NewJob(type="quick", user_id="u"))
     await asyncio.wait_for(started.wait(), 5)
     async with asyncio.timeout(5):  # the quick job was claimed too (or is done already)
         while quick_job.id not in pool.running and (
@@ -152,7 +152,7 @@ async def test_graceful_shutdown_requeues_what_is_still_running(
 
 
 async def test_lost_lease_stops_the_handler(
-    engine: tuple[SqliteStore, JobEvents, Registry],
+    engine: tuple[SqliteStore, JobQueue, Registry],
 ) -> None:
     store, events, registry = engine
     stopped = asyncio.Event()
@@ -167,7 +167,7 @@ async def test_lost_lease_stops_the_handler(
     registry.register("long", long)
     pool = WorkerPool(events, registry, concurrency=2, lease_seconds=0.3, grace_seconds=0)
     await pool.start()
-    job, _ = await events.emit_queued(NewJob(type="long", user_id="u"))
+    job, _ = await events.enqueue(NewJob(type="long", user_id="u"))
     async with asyncio.timeout(5):
         while job.id not in pool.running:
             await asyncio.sleep(0.01)
@@ -179,7 +179,7 @@ async def test_lost_lease_stops_the_handler(
 
 
 async def test_thousand_jobs_with_ten_progress_events_each(
-    engine: tuple[SqliteStore, JobEvents, Registry],
+    engine: tuple[SqliteStore, JobQueue, Registry],
 ) -> None:
     store, events, registry = engine
 
@@ -194,7 +194,7 @@ async def test_thousand_jobs_with_ten_progress_events_each(
     pool = WorkerPool(events, registry, concurrency=50, lease_seconds=30, grace_seconds=1)
     await pool.start()
     for _ in range(1000):
-        await events.emit_queued(NewJob(type="ten", user_id="u"))
+        await events.enqueue(NewJob(type="ten", user_id="u"))
     async with asyncio.timeout(120):
         while (await store.count_by_status())[JobStatus.COMPLETED] < 1000:
             await asyncio.sleep(0.05)
@@ -229,7 +229,7 @@ async def test_a_handler_reporting_a_server_stage_fails_instead_of_completing(
 
 
 async def test_a_timeout_that_fires_as_the_handler_returns_has_one_outcome(
-    engine: tuple[SqliteStore, JobEvents, Registry],
+    engine: tuple[SqliteStore, JobQueue, Registry],
 ) -> None:
     """The timer and the handler's return land in the same loop iteration, in either order.
 
@@ -249,7 +249,7 @@ async def test_a_timeout_that_fires_as_the_handler_returns_has_one_outcome(
     await pool.start()
     skews = [-0.001, 0.0, 0.001] * 70
     jobs = [
-        (await events.emit_queued(NewJob(type="racy", user_id="u", payload={"skew": s})))[0]
+        (await events.enqueue(NewJob(type="racy", user_id="u", payload={"skew": s})))[0]
         for s in skews
     ]
     async with asyncio.timeout(60):

@@ -66,7 +66,7 @@ class Pruned:
 class Store(Protocol):
     """Durable jobs and events. Every state change writes the job and its event atomically.
 
-    Write methods return the events they persisted (already committed), for the emitter to
+    Write methods return the events they persisted (already committed), for the job queue to
     publish. ``seq`` is strictly increasing across the whole store; ``epoch`` changes only
     when the store is created anew.
     """
@@ -105,7 +105,11 @@ class Store(Protocol):
         ...
 
     def on_commit(self, publish: Callable[[list[Event]], None]) -> None:
-        """Give every committed event to ``publish``, in seq order, right after its commit."""
+        """The contract every backend keeps (``queue.JobQueue`` relies on it, the contract
+        tests check it): each committed event is given to ``publish`` exactly once, in seq
+        order; never an event that did not commit, and never before it is durable; and the
+        caller of a write hears back (its future, its ``done`` callback) only after the event
+        it wrote was given to ``publish``."""
         ...
 
     def progress(

@@ -293,7 +293,8 @@ class Writer:
                     left[job.type] -= 1
                 token = f"{self._token_prefix}{next(self._tokens):x}"
                 change = changes.claimed(job, token, lease_seconds, now)
-                out.append((frames.job_fields(change[0]), self._save(change)))
+                seq = self._save(change)  # first: it sets the job's last_seq
+                out.append((frames.job_fields(change[0]), seq))
             if len(rows) < limit - taken or not left:
                 break  # no more due jobs (or none was skipped for its type)
             self._flush()  # the next page must not see these as queued

@@ -135,7 +135,7 @@ class Gateway:
         self.max_connections_per_user = max_connections_per_user
         self.heartbeat_seconds = heartbeat_seconds
         self.metrics = metrics
-        # Highest seq the bus has published. The emitter publishes in seq order, so every
+        # Highest seq the bus has published. The job queue publishes in seq order, so every
         # event up to it has already gone to the subscribers that existed at the time.
         self.published = 0
         self.closing = False

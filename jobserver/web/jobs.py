@@ -11,7 +11,7 @@ from ..jobtypes import check_label
 from ..models import Job, JobStatus
 from ..store import NewJob
 from .http import json_body, json_response, page_of, paged, user_of, whole_number
-from .keys import EVENTS, PLUGINS, REGISTRY, SERVER, STORE
+from .keys import PLUGINS, QUEUE, REGISTRY, SERVER, STORE
 
 routes = web.RouteTableDef()
 
@@ -26,7 +26,7 @@ def _optional_str(value: Any, name: str, max_len: int = 200) -> str | None:
 
 async def submit(request: web.Request, new: NewJob) -> web.Response:
     """Enqueue ``new`` and answer 202 with the job (200 when an idempotency key matched)."""
-    job, created = await request.app[EVENTS].emit_queued(new)
+    job, created = await request.app[QUEUE].enqueue(new)
     return json_response(job.to_wire(), 202 if created else 200)
 
 
@@ -107,11 +107,11 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 @routes.post("/api/jobs/{job_id}/cancel")
 async def cancel_job(request: web.Request) -> web.Response:
-    job = await request.app[EVENTS].emit_cancelled(request.match_info["job_id"], user_of(request))
+    job = await request.app[QUEUE].cancel(request.match_info["job_id"], user_of(request))
     return json_response(job.to_wire())
 
 
 @routes.post("/api/jobs/{job_id}/retry")
 async def retry_job(request: web.Request) -> web.Response:
-    job = await request.app[EVENTS].retry(request.match_info["job_id"], user_of(request))
+    job = await request.app[QUEUE].retry(request.match_info["job_id"], user_of(request))
     return json_response(job.to_wire())

@@ -6,10 +6,10 @@ from aiohttp import web
 
 from ..bus import EventBus
 from ..config import Settings
-from ..emitter import JobEvents
 from ..handlers import Registry
 from ..metrics import Metrics
 from ..plugins import Plugins, Server
+from ..queue import JobQueue
 from ..retention import Retention
 from ..store import Store
 from ..worker import WorkerPool
@@ -19,7 +19,7 @@ SETTINGS = web.AppKey("settings", Settings)
 SECRET = web.AppKey("secret", str)
 STORE = web.AppKey("store", Store)
 BUS = web.AppKey("bus", EventBus)
-EVENTS = web.AppKey("events", JobEvents)
+QUEUE = web.AppKey("queue", JobQueue)
 REGISTRY = web.AppKey("registry", Registry)
 POOL = web.AppKey("pool", WorkerPool)
 METRICS = web.AppKey("metrics", Metrics)

@@ -12,7 +12,7 @@ from typing import Any, Final
 import orjson
 
 from .. import __version__
-from ..models import EventType, JobStage, JobStatus
+from ..models import JOB_FIELDS, EventType, JobStatus
 
 Schema = dict[str, Any]
 
@@ -47,6 +47,40 @@ NUMBER: Final = {"type": "number"}
 OBJECT: Final = {"type": "object"}
 TIME: Final = {"type": "string", "format": "date-time"}
 
+STAGE: Final = {**STRING, "description": "a stage id; GET /api/meta's stageNames names it"}
+
+# Each of the job's fields by its wire names: the names come from the one declaration of the
+# fields (models.Job), so a field added there without a schema here fails at import.
+_FIELD_SCHEMAS: dict[str, Schema] = {
+    "id": STRING,
+    "type": {**STRING, "description": "the job type, e.g. pdf-notes or demo.sleep"},
+    "user_id": STRING,
+    "payload": OBJECT,
+    "label": {**STRING, "description": "a short human title (a PDF's file name)"},
+    "status": {"enum": [s.value for s in JobStatus]},
+    "stage": STAGE,
+    "progress": {**NUMBER, "minimum": 0, "maximum": 100},
+    "message": STRING,
+    "metadata": OBJECT,
+    "result": nullable(OBJECT),
+    "error": nullable(ref("JobError")),
+    "attempts": {**INT, "minimum": 0},
+    "max_attempts": {**INT, "minimum": 1},
+    "created_at": TIME,
+    "started_at": nullable(TIME),
+    "finished_at": nullable(TIME),
+    "run_at": TIME,
+    "last_seq": {**INT, "description": "seq of this job's newest event"},
+    "idempotency_key": nullable(STRING),
+}
+# On an event, result and error are present only when the job has them.
+_ON_EVENT = {"result": OBJECT, "error": ref("JobError")}
+JOB_WIRE: Final = {n: _FIELD_SCHEMAS[f.name] for f in JOB_FIELDS for n in f.metadata["wire"]}
+EVENT_WIRE: Final = {
+    n: _ON_EVENT.get(f.name, _FIELD_SCHEMAS[f.name])
+    for f in JOB_FIELDS for n in f.metadata["event"]
+}  # fmt: skip
+
 SCHEMAS: dict[str, Schema] = {
     "ErrorBody": obj(["code", "message"], {
         "code": {**STRING, "description": "stable, machine-readable (e.g. JOB_NOT_FOUND)"},
@@ -57,34 +91,10 @@ SCHEMAS: dict[str, Schema] = {
         "code": STRING, "message": STRING,
         "recoverable": {"type": "boolean", "description": "whether trying again may succeed"},
     }, closed=False),
-    "Job": obj(
-        ["jobId", "userId", "type", "status", "stage", "progress", "message", "metadata",
-         "result", "error", "payload", "attempts", "maxAttempts", "createdAt", "startedAt",
-         "finishedAt", "runAt", "lastSeq", "idempotencyKey"],
-        {
-            "jobId": STRING,
-            "userId": STRING,
-            "type": {**STRING, "description": "the job type, e.g. pdf-notes or demo.sleep"},
-            "status": {"enum": [s.value for s in JobStatus]},
-            "stage": {"enum": [s.value for s in JobStage]},
-            "progress": {**NUMBER, "minimum": 0, "maximum": 100},
-            "message": STRING,
-            "metadata": OBJECT,
-            "result": nullable(OBJECT),
-            "error": nullable(ref("JobError")),
-            "payload": OBJECT,
-            "attempts": {**INT, "minimum": 0},
-            "maxAttempts": {**INT, "minimum": 1},
-            "createdAt": TIME,
-            "startedAt": nullable(TIME),
-            "finishedAt": nullable(TIME),
-            "runAt": TIME,
-            "lastSeq": {**INT, "description": "seq of this job's newest event"},
-            "idempotencyKey": nullable(STRING),
-        },
-    ),
+    "Job": obj(list(JOB_WIRE), JOB_WIRE),
     "NewJob": obj(["type"], {
         "type": {**STRING, "description": "a registered job type (GET /api/meta lists them)"},
+        "label": {**STRING, "maxLength": 200, "description": "a short title for lists"},
         "payload": {**OBJECT, "description": "input for the job type"},
         "idempotencyKey": {**STRING, "minLength": 1, "maxLength": 200,
                            "description": "a second request with the same key gets the same job"},
@@ -99,33 +109,28 @@ SCHEMAS: dict[str, Schema] = {
     }),
     "Meta": obj(["stages", "stageNames", "statuses", "eventTypes", "jobTypes", "epoch", "seq"], {
         "stages": {"type": "array", "items": obj(["id", "name"], {
-            "id": {"enum": [s.value for s in JobStage]}, "name": STRING})},
+            "id": STAGE, "name": STRING})},
         "stageNames": {"type": "object", "additionalProperties": STRING},
         "statuses": {"type": "array", "items": {"enum": [s.value for s in JobStatus]}},
+        "terminalStatuses": {"type": "array", "items": {"enum": [s.value for s in JobStatus]}},
         "eventTypes": {"type": "array", "items": {"enum": [t.value for t in EventType]}},
+        "statusEventTypes": {"type": "array", "items": {"enum": [t.value for t in EventType]},
+                             "description": "events a slow client never loses"},
         "jobTypes": {"type": "array", "items": STRING},
+        "types": {"type": "object", "description": "each job type's display name and stages",
+                  "additionalProperties": obj(["displayName", "stages", "acceptsUpload"], {
+                      "displayName": STRING, "stages": {"type": "array", "items": STAGE},
+                      "acceptsUpload": {"type": "boolean"}})},
         "epoch": {**STRING, "description": "changes only when the store is created anew"},
         "seq": {**INT, "description": "the newest event's seq"},
     }, closed=False),
     "Event": obj(
-        ["seq", "type", "jobId", "userId", "jobType", "status", "stage", "progress", "message",
-         "metadata", "attempt", "maxAttempts", "timestamp"],
+        ["seq", "type", *(n for n in EVENT_WIRE if n not in ("result", "error")), "timestamp"],
         {
             "seq": {**INT, "description": "strictly increasing across the server"},
             "type": {"enum": [t.value for t in EventType]},
-            "jobId": STRING,
-            "userId": STRING,
-            "jobType": STRING,
-            "status": {"enum": [s.value for s in JobStatus]},
-            "stage": {"enum": [s.value for s in JobStage]},
-            "progress": {**NUMBER, "minimum": 0, "maximum": 100},
-            "message": STRING,
-            "metadata": OBJECT,
-            "attempt": {**INT, "minimum": 0},
-            "maxAttempts": {**INT, "minimum": 1},
+            **EVENT_WIRE,
             "timestamp": TIME,
-            "result": OBJECT,
-            "error": ref("JobError"),
         },
     ),
     "EventPage": obj(["events", "cursor", "epoch"], {
