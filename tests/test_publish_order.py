@@ -49,7 +49,7 @@ async def check_publish_order(store: Store, committed: Committed) -> None:
         heard.append(seq)
 
     async def one(i: int) -> None:
-        job, events = await store.enqueue(NewJob(type="t", user_id=f"u{i % 3}"))
+        _, events = await store.enqueue(NewJob(type="t", user_id=f"u{i % 3}"))
         answered(events[0].seq)
 
     await asyncio.gather(*(one(i) for i in range(60)))
@@ -70,8 +70,8 @@ async def check_publish_order(store: Store, committed: Committed) -> None:
         assert job.lease_token is not None
         for step in range(3):
             pending["n"] += 1
-            store.progress(job.id, job.lease_token,
-                           ProgressUpdate(JobStage.PROCESSING, step * 30.0), progressed)  # fmt: skip
+            update = ProgressUpdate(JobStage.PROCESSING, step * 30.0)
+            store.progress(job.id, job.lease_token, update, progressed)
     await done
 
     async def finish(job_id: str, token: str, n: int) -> None:
