@@ -157,8 +157,7 @@ def huge_page_tree_pdf(pages: int = 20_000) -> bytes:
 
 def bomb_pdf(expanded_mb: int = 400, streams: int = 1) -> bytes:
     """A page drawn by ``streams`` content streams, each ~``expanded_mb`` KB compressed and
-    ``expanded_mb`` MB inflated (pypdf refuses one stream past 75 MB; several below that
-    each add up instead)."""
+    ``expanded_mb`` MB inflated: past a parser's memory cap, PDFium runs out of memory."""
     compressor = zlib.compressobj(9)
     block = b" " * (1024 * 1024)
     packed = b"".join(compressor.compress(block) for _ in range(expanded_mb))
@@ -176,7 +175,7 @@ def bomb_pdf(expanded_mb: int = 400, streams: int = 1) -> bytes:
 
 
 def text_then_bomb_pdf(expanded_mb: int = 100) -> bytes:
-    """Page 1 is ordinary text; page 2's content stream inflates past pypdf's 75 MB limit."""
+    """Page 1 is ordinary text; page 2's content stream inflates to ``expanded_mb`` MB."""
     text = b"BT /F1 12 Tf 72 720 Td (Bees make honey from the nectar of flowers.) Tj ET"
     compressor = zlib.compressobj(9)
     packed = b"".join(compressor.compress(b" " * (1024 * 1024)) for _ in range(expanded_mb))
@@ -195,8 +194,9 @@ def text_then_bomb_pdf(expanded_mb: int = 100) -> bytes:
     ])  # fmt: skip
 
 
-def slow_pdf(megabytes: int = 1) -> bytes:
-    """A 3 KB file whose one page draws ``megabytes`` MB of text operations: seconds to read."""
+def slow_pdf(megabytes: int = 32) -> bytes:
+    """A 80 KB file whose one page draws ``megabytes`` MB of text operations, one letter over
+    another: PDFium needs seconds to read it (about 4 s and 0.5 GB for 32 MB here)."""
     ops = b"BT /F1 12 Tf 10 10 Td (a) Tj ET\n" * (megabytes * 1024 * 1024 // 32)
     packed = zlib.compress(ops, 9)
     return _assemble([

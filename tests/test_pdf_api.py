@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -183,7 +185,7 @@ async def test_without_metadata_the_title_is_the_first_heading(make_api: MakeApi
 async def test_hostile_files_fail_with_their_codes_while_other_jobs_finish(
     make_api: MakeApi,
 ) -> None:
-    api = await make_api(pdf_max_pages=50)
+    api = await make_api(pdf_max_pages=50, pdf_memory_mb=300)
     cases = {
         "ENCRYPTED_PDF": pdfs.encrypted_pdf(),
         "NO_TEXT": pdfs.image_only_pdf(),
@@ -296,10 +298,31 @@ async def test_a_parse_past_its_memory_cap_fails_and_its_process_is_replaced(
     api = await make_api(pdf_workers=1, pdf_memory_mb=200)
     handler = pdf_handler(api)
     before = handler.pool.pids
-    done = await run(api, pdfs.bomb_pdf(70, streams=4))  # under pypdf's limit, over our cap
+    done = await run(api, pdfs.bomb_pdf(70, streams=4))  # 280 MB inflated, over the cap
     assert done["status"] == "failed" and done["error"]["code"] == "PARSE_MEMORY"
     assert "memory" in done["error"]["message"]
     assert handler.pool.replaced == 1 and handler.pool.pids != before
+    ok = await run(api, pdfs.text_pdf(2))
+    assert ok["status"] == "completed", ok["error"]
+
+
+async def test_a_native_crash_of_the_engine_is_parse_crashed_and_its_process_replaced(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api(pdf_workers=1)
+    handler = pdf_handler(api)
+    await all_parsers_ready(api)
+    (pid,) = handler.pool.pids
+    status, job = await upload(api, pdfs.slow_pdf())
+    assert status == 202
+    async with asyncio.timeout(30):
+        while handler.pool.parses == 0:
+            await asyncio.sleep(0.01)
+    os.kill(pid, signal.SIGSEGV)  # what a fault inside PDFium's native code does
+    done = await finished(api, job["jobId"])
+    assert done["status"] == "failed" and done["error"]["code"] == "PARSE_CRASHED"
+    assert done["error"]["recoverable"] is True
+    assert handler.pool.replaced == 1 and pid not in handler.pool.pids
     ok = await run(api, pdfs.text_pdf(2))
     assert ok["status"] == "completed", ok["error"]
 
@@ -347,9 +370,9 @@ async def test_the_same_file_again_completes_from_the_cache_for_any_user(
 async def test_a_duplicate_upload_joins_the_work_in_progress(make_api: MakeApi) -> None:
     api = await make_api(pdf_workers=1, pdf_timeout_seconds=2)
     handler = pdf_handler(api)
-    # One parser, kept busy (about 12 s of parsing, cut at 2 s), so both copies of the next file
+    # One parser, kept busy (about 4 s of parsing, cut at 2 s), so both copies of the next file
     # are surely in progress together, on a fast machine too.
-    status, blocker = await upload(api, pdfs.slow_pdf(4))
+    status, blocker = await upload(api, pdfs.slow_pdf())
     assert status == 202
     data = pdfs.text_pdf(6)
     (s1, one), (s2, two) = await asyncio.gather(upload(api, data), upload(api, data))
@@ -411,7 +434,7 @@ async def test_cancelling_one_of_two_joined_jobs_leaves_the_other_to_finish(
     # One parser, held by a slow file (stopped at 2 s), while two jobs share the next one.
     api = await make_api(pdf_workers=1, pdf_timeout_seconds=2)
     handler = pdf_handler(api)
-    status, blocker = await upload(api, pdfs.slow_pdf(4))
+    status, blocker = await upload(api, pdfs.slow_pdf())
     assert status == 202
     data = pdfs.text_pdf(3, seed=3)
     _, first = await upload(api, data)
@@ -430,9 +453,9 @@ async def test_cancelling_one_of_two_joined_jobs_leaves_the_other_to_finish(
 
 
 async def test_a_failing_share_stops_the_whole_parse_with_its_code(make_api: MakeApi) -> None:
-    api = await make_api(pdf_workers=2)
+    api = await make_api(pdf_workers=2, pdf_memory_mb=300)
     handler = await all_parsers_ready(api)
-    done = await run(api, pdfs.text_then_bomb_pdf())  # page 2, the helper's, is the bomb
+    done = await run(api, pdfs.text_then_bomb_pdf(400))  # page 2, the helper's, is the bomb
     assert handler.pool.shared == 1
     assert done["status"] == "failed" and done["error"]["code"] == "PARSE_MEMORY", done["error"]
     ok = await run(api, pdfs.text_pdf(4))

@@ -52,8 +52,8 @@ async def test_a_killed_server_leaves_no_parser_running(tmp_path: Path) -> None:
             async with session.post(f"{url}/api/session", json={"userId": "alice"}) as resp:
                 token = (await resp.json())["token"]
             form = aiohttp.FormData()
-            # About 20 s of parsing: only being killed with the server ends it sooner.
-            form.add_field("file", io.BytesIO(pdfs.slow_pdf(2)), filename="slow.pdf",
+            # Seconds of parsing: only being killed with the server ends it sooner.
+            form.add_field("file", io.BytesIO(pdfs.slow_pdf()), filename="slow.pdf",
                            content_type="application/pdf")  # fmt: skip
             headers = {"Authorization": f"Bearer {token}"}
             async with session.post(f"{url}/api/jobs", data=form, headers=headers) as resp:

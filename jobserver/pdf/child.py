@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import io
-import logging
 import os
 import resource
 import signal
@@ -23,8 +22,16 @@ from typing import Any, BinaryIO
 import orjson
 
 from ..errors import PARSE_CRASHED, PARSE_MEMORY, JobError
-from .extract import Limits, PageText, assemble, extract_share, require_text
-from .offline import build_notes
+from .extract import (
+    Limits,
+    PageText,
+    assemble,
+    extract_share,
+    page_from_wire,
+    page_to_wire,
+    require_text,
+)
+from .offline import build_notes, warm_up_notes
 
 HEADER = struct.Struct(">I")
 NICENESS = 5
@@ -78,29 +85,19 @@ def _cap_memory(megabytes: int) -> None:
 
 
 def _warm_up() -> None:
-    """Load pypdf's lazily imported parts now, so the first real parse is not slower."""
-    from pypdf import PdfWriter
-    from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+    """Load the engine and the notes generator's libraries now, so the first parse is not
+    slower: a one-page PDF made here is read and turned into notes."""
+    import pypdfium2 as pdfium
 
-    writer = PdfWriter()
-    page = writer.add_blank_page(200, 200)
-    font = DictionaryObject({
-        NameObject("/Type"): NameObject("/Font"),
-        NameObject("/Subtype"): NameObject("/Type1"),
-        NameObject("/BaseFont"): NameObject("/Helvetica"),
-    })  # fmt: skip
-    page[NameObject("/Resources")] = DictionaryObject({
-        NameObject("/Font"): DictionaryObject({NameObject("/F1"): font})
-    })  # fmt: skip
-    content = DecodedStreamObject()
-    content.set_data(b"BT /F1 12 Tf 10 10 Td (warm) Tj ET")
-    page[NameObject("/Contents")] = writer._add_object(content)
+    pdf = pdfium.PdfDocument.new()
+    pdf.new_page(200, 200).close()
     buffer = io.BytesIO()
-    writer.write(buffer)
-    buffer.seek(0)
-    from pypdf import PdfReader
-
-    PdfReader(buffer).pages[0].extract_text()
+    pdf.save(buffer)
+    pdf.close()
+    doc = pdfium.PdfDocument(buffer.getvalue())
+    doc[0].get_textpage().get_text_range()
+    doc.close()
+    warm_up_notes()
 
 
 class _EndOfInput(Exception):
@@ -118,9 +115,7 @@ def _others(job: int, requests: BinaryIO, texts: dict[int, PageText], pages: int
         if message.get("type") == "abort":
             raise JobError(PARSE_CRASHED, "Stopped: another parser of this file failed",
                            recoverable=True)  # fmt: skip
-        page = PageText(int(message["page"]), int(message["pages"]), str(message["text"]),
-                        message.get("error"))  # fmt: skip
-        texts[page.page] = page
+        texts[int(message["page"])] = page_from_wire(message)
 
 
 def _extract(request: dict[str, Any], channel: _Channel, requests: BinaryIO) -> dict[str, Any]:
@@ -136,8 +131,7 @@ def _extract(request: dict[str, Any], channel: _Channel, requests: BinaryIO) -> 
 
     def report(page: PageText) -> None:
         texts[page.page] = page
-        channel.send({"id": job, "type": "page", "page": page.page, "pages": page.pages,
-                      "text": page.text, "error": page.error})  # fmt: skip
+        channel.send({"id": job, "type": "page", **page_to_wire(page)})
 
     share = extract_share(str(request["path"]), limits, report,
                           stride=int(request["stride"]), offset=int(request["offset"]))
@@ -185,7 +179,6 @@ def main(argv: list[str]) -> int:
     # stdout carries frames only: anything printed by a library goes to stderr instead.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    logging.getLogger("pypdf").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
     _warm_up()
     return serve(sys.stdin.buffer, _Channel(out))

@@ -1,4 +1,4 @@
-"""Text extraction with pypdf, run inside a parser process: pages, metadata title, outline."""
+"""Text extraction in a parser process: pages (text, line font sizes), title, outline."""
 
 from __future__ import annotations
 
@@ -6,21 +6,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pypdf import PdfReader
-from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError
+import pypdfium2 as pdfium
 
-from ..errors import (
-    CORRUPT_PDF,
-    ENCRYPTED_PDF,
-    NO_TEXT,
-    PARSE_MEMORY,
-    TEXT_TOO_LARGE,
-    TOO_MANY_PAGES,
-    JobError,
-)
+from ..errors import CORRUPT_PDF, NO_TEXT, TEXT_TOO_LARGE, TOO_MANY_PAGES, JobError
+from . import engine
 from .notes import Section
 
-MAX_OUTLINE_ENTRIES = 500
 # Fewer letters and digits than this in the whole document: it has no usable text layer.
 MIN_TEXT_CHARS = 16
 
@@ -34,6 +25,7 @@ class PageText:
     pages: int
     text: str
     error: str | None = None
+    sizes: tuple[float, ...] = ()  # each line's font size, when the engine gave them
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +38,17 @@ class Share:
 
 
 PageReport = Callable[[PageText], None]
+
+
+def page_to_wire(page: PageText) -> dict[str, Any]:
+    return {"page": page.page, "pages": page.pages, "text": page.text, "error": page.error,
+            "sizes": list(page.sizes)}  # fmt: skip
+
+
+def page_from_wire(data: dict[str, Any]) -> PageText:
+    sizes = tuple(float(size) for size in data.get("sizes") or ())
+    return PageText(int(data["page"]), int(data["pages"]), str(data["text"]), data.get("error"),
+                    sizes)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,8 @@ class Document:
     pages: tuple[str, ...]
     meta_title: str | None = None
     outline: tuple[Section, ...] = ()
+    sizes: tuple[tuple[float, ...], ...] = ()  # per page, each line's font size (or empty)
+    ocr_pages: tuple[int, ...] = ()  # 1-based pages whose text came from OCR
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -90,107 +95,29 @@ class Document:
             outline=tuple(Section(str(t), p, int(lv)) for lv, t, p in data.get("outline", ())),
         )
 
-
-def _corrupt(exc: BaseException) -> JobError:
-    detail = str(exc).strip() or type(exc).__name__
-    message = f"The file is damaged or is not a valid PDF ({detail[:200]})"
-    return JobError(CORRUPT_PDF, message, recoverable=False)
+    def line_sizes(self, page: int) -> tuple[float, ...]:
+        """The font sizes of page ``page``'s lines (0-based), or () when unknown."""
+        return self.sizes[page] if page < len(self.sizes) else ()
 
 
-def _limit(exc: LimitReachedError) -> JobError:
-    detail = str(exc)
-    if any(word in detail.lower() for word in ("cycle", "loop", "depth", "recursion")):
-        return _corrupt(exc)
-    return JobError(
-        PARSE_MEMORY,
-        "The PDF expands to more data than the parser is allowed to hold "
-        f"(a compressed stream or table past a safety limit: {detail[:160]})",
-        recoverable=False,
-    )
-
-
-def open_reader(path: str) -> PdfReader:
-    """Open ``path`` and unlock it if it needs no password; ENCRYPTED_PDF otherwise."""
-    reader = PdfReader(path, strict=False)
-    if reader.is_encrypted:
-        try:
-            unlocked = bool(reader.decrypt(""))
-        except (DependencyError, NotImplementedError):
-            raise JobError(
-                ENCRYPTED_PDF,
-                "The PDF is encrypted with a method this server cannot open; "
-                "save an unprotected copy and upload that",
-                recoverable=False,
-            ) from None
-        if not unlocked:
-            raise JobError(
-                ENCRYPTED_PDF,
-                "The PDF is password protected; remove the password and upload it again",
-                recoverable=False,
-            )
-    return reader
-
-
-def _meta_title(reader: PdfReader) -> str | None:
+def _open(path: str, limits: Limits) -> tuple[pdfium.PdfDocument, int]:
+    doc = engine.open_pdf(path)
     try:
-        meta = reader.metadata
-        title = meta.title if meta is not None else None
-    except Exception:  # a broken Info dictionary only costs us the title
-        return None
-    return str(title).strip() or None if title else None
-
-
-def _outline(reader: PdfReader) -> tuple[Section, ...]:
-    try:
-        items = reader.outline
-    except Exception:  # a broken outline only costs us the sections from it
-        return ()
-    out: list[Section] = []
-
-    def walk(nodes: list[Any], level: int) -> None:
-        for node in nodes:
-            if len(out) >= MAX_OUTLINE_ENTRIES:
-                return
-            if isinstance(node, list):
-                walk(node, level + 1)
-                continue
-            title = " ".join(str(getattr(node, "title", "") or "").split())
-            if not title:
-                continue
-            try:
-                number = reader.get_destination_page_number(node)
-                page = number + 1 if number is not None and number >= 0 else None
-            except Exception:
-                page = None
-            out.append(Section(title, page, level))
-
-    walk(list(items), 1)
-    return tuple(out)
-
-
-def _open(path: str, limits: Limits) -> tuple[PdfReader, int]:
-    try:
-        reader = open_reader(path)
-        pages = len(reader.pages)
-    except JobError:
-        raise
-    except LimitReachedError as exc:
-        raise _limit(exc) from None
-    except FileNotDecryptedError:
-        raise JobError(ENCRYPTED_PDF, "The PDF is password protected", recoverable=False) from None
-    except (MemoryError, KeyboardInterrupt):
-        raise
+        pages = len(doc)
     except Exception as exc:
-        raise _corrupt(exc) from None
+        doc.close()
+        raise engine.corrupt(exc) from None
     if pages > limits.max_pages:
+        doc.close()
         raise JobError(
             TOO_MANY_PAGES,
             f"The PDF has {pages} pages; this server reads at most {limits.max_pages}",
             recoverable=False,
         )
     if pages == 0:
+        doc.close()
         raise JobError(CORRUPT_PDF, "The PDF has no pages", recoverable=False)
-    return reader, pages
+    return doc, pages
 
 
 def too_much_text(limits: Limits, page: int, pages: int) -> JobError:
@@ -211,25 +138,27 @@ def extract_share(
     with offset 0 also reads the metadata title and the outline. JobError on failure;
     MemoryError is left to the caller (the process that hit it is replaced).
     """
-    reader, pages = _open(path, limits)
-    total = 0
-    for number in range(offset, pages, stride):
-        error = None
-        try:
-            text = reader.pages[number].extract_text()
-        except LimitReachedError as exc:
-            raise _limit(exc) from None
-        except (MemoryError, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # one unreadable page should not lose the rest
-            text, error = "", str(exc).strip() or type(exc).__name__
-        total += len(text)
-        if total > limits.max_text_chars:
-            raise too_much_text(limits, number + 1, pages)
-        report(PageText(number + 1, pages, text, error))
-    if offset:
-        return Share(pages)
-    return Share(pages, _meta_title(reader), _outline(reader))
+    doc, pages = _open(path, limits)
+    try:
+        total = 0
+        for number in range(offset, pages, stride):
+            error = None
+            sizes: tuple[float, ...] = ()
+            try:
+                text, sizes = engine.page_text(doc, number)
+            except (MemoryError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # one unreadable page should not lose the rest
+                text, error = "", str(exc).strip() or type(exc).__name__
+            total += len(text)
+            if total > limits.max_text_chars:
+                raise too_much_text(limits, number + 1, pages)
+            report(PageText(number + 1, pages, text, error, sizes))
+        if offset:
+            return Share(pages)
+        return Share(pages, engine.meta_title(doc), engine.outline(doc))
+    finally:
+        doc.close()
 
 
 def assemble(share: Share, texts: Mapping[int, PageText]) -> Document:
@@ -237,19 +166,27 @@ def assemble(share: Share, texts: Mapping[int, PageText]) -> Document:
     pages = [texts.get(n) for n in range(1, share.pages + 1)]
     errors = [p.error for p in pages if p is not None and p.error is not None]
     if all(p is None or p.error is not None for p in pages):
-        raise _corrupt(ValueError(errors[-1] if errors else "no page could be read"))
+        raise engine.corrupt(ValueError(errors[-1] if errors else "no page could be read"))
     return Document(
-        tuple(p.text if p is not None else "" for p in pages), share.meta_title, share.outline
+        tuple(p.text if p is not None else "" for p in pages), share.meta_title, share.outline,
+        tuple(p.sizes if p is not None else () for p in pages),
     )
 
 
-def require_text(doc: Document) -> None:
-    """NO_TEXT unless the document has some letters or digits: a scan has none."""
+def has_text(doc: Document) -> bool:
+    """Whether the document has some letters or digits: a scan has none."""
     found = 0
     for text in doc.pages:
         found += sum(ch.isalnum() for ch in text.strip()[: MIN_TEXT_CHARS * 16])
         if found >= MIN_TEXT_CHARS:
-            return
+            return True
+    return False
+
+
+def require_text(doc: Document) -> None:
+    """NO_TEXT unless the document has some letters or digits: a scan has none."""
+    if has_text(doc):
+        return
     raise JobError(
         NO_TEXT,
         f"No text found in the PDF's {len(doc.pages)} page(s): it looks like scanned images or "

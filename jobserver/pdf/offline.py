@@ -327,3 +327,9 @@ def build_notes(doc: Document) -> NotesContent:
         generator=GENERATOR,
         sections_from=sections_from,
     )
+
+
+def warm_up_notes() -> None:
+    """Load what the generator needs (libraries, word lists) before the first document."""
+    sentence = "The parser process reads every page of the document before it writes notes. "
+    build_notes(Document((sentence * 4,)))

@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,9 +27,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..errors import PARSE_CRASHED, PARSE_TIMEOUT, JobError
+from ..errors import PARSE_CRASHED, PARSE_MEMORY, PARSE_TIMEOUT, JobError
 from .child import HEADER, frame
-from .extract import Document, Limits, PageText, Share, assemble, too_much_text
+from .extract import Document, Limits, PageText, Share, assemble, page_from_wire, too_much_text
 from .notes import NotesContent, Section
 
 log = logging.getLogger(__name__)
@@ -121,12 +122,7 @@ class _Process:
             else:
                 call.on_message(message)  # a page read, or the notes being written
         self.healthy = False
-        code = await self.proc.wait()
-        failure = JobError(
-            PARSE_CRASHED,
-            f"The parser process ended unexpectedly (exit status {code})",
-            recoverable=True,
-        )
+        failure = _ended(await self.proc.wait())
         if not self.ready.done():
             self.ready.set_exception(failure)
             self.ready.exception()  # marks it seen: a process may die before anyone waits
@@ -185,6 +181,22 @@ class _Process:
             self.ready.cancel()
 
 
+def _ended(code: int) -> JobError:
+    """Why a parser process ended: PDFium aborts (SIGABRT) when an allocation fails under the
+    process's memory cap; any other end mid-parse is a crash."""
+    if code == -signal.SIGABRT:
+        return JobError(
+            PARSE_MEMORY,
+            "Parsing the PDF needed more memory than a parser may use "
+            "(the PDF engine ran out of memory and stopped)",
+            recoverable=False,
+        )
+    return JobError(
+        PARSE_CRASHED, f"The parser process ended unexpectedly (exit status {code})",
+        recoverable=True,
+    )  # fmt: skip
+
+
 class _Pages:
     """Collects one document's page texts from every process reading it."""
 
@@ -199,8 +211,7 @@ class _Pages:
         if message.get("type") == "generating":
             self.listener.generating()
             return
-        page = PageText(int(message["page"]), int(message["pages"]), str(message["text"]),
-                        message.get("error"))  # fmt: skip
+        page = page_from_wire(message)
         self.texts[page.page] = page
         self.chars += len(page.text)
         if self.chars > self.limits.max_text_chars and not self.over.done():
@@ -289,7 +300,7 @@ class ParsePool:
         """Parse one PDF into notes; JobError with the failure's code otherwise."""
         first = await self._idle.get()
         try:
-            # Startup is not parse time: a fresh process may still be importing pypdf.
+            # Startup is not parse time: a fresh process may still be importing the engine.
             async with asyncio.timeout(STARTUP_TIMEOUT):
                 await asyncio.shield(first.ready)
         except BaseException:
