@@ -77,8 +77,8 @@ def main() -> int:
         rows = {name: measure(path, max(1, args.rounds)) for name, path in files.items()}
     print(f"pypdf {pypdf.__version__} vs pypdfium2 {pdfium.PYPDFIUM_INFO} "
           f"(PDFium {pdfium.PDFIUM_INFO}), median of {args.rounds} rounds, one process\n")
-    print(f"| file | pages | pypdf (ms) | pypdfium2 (ms) | pypdfium2 / pypdf | text chars "
-          f"pypdf / pypdfium2 |")  # fmt: skip
+    print("| file | pages | pypdf (ms) | pypdfium2 (ms) | pypdfium2 / pypdf | text chars "
+          "pypdf / pypdfium2 |")  # fmt: skip
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, r in rows.items():
         print(f"| {name} | {r['pages']:.0f} | {r['pypdf_ms']:.0f} | {r['pdfium_ms']:.1f} | "
