@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobserver.errors import JobError
-from jobserver.notes import NotesContent
 from jobserver.pdf.extract import Document, Limits, extract
+from jobserver.pdf.notes import NotesContent
 from tests import corpus
 
 CHECKS = ("link", "citation", "bibliography", "garbled", "repeat", "title", "keyword", "header")
