@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import MappingProxyType
@@ -23,7 +24,7 @@ from jobserver.store import NewJob, ProgressUpdate
 from jobserver.store import sqlite as sqlite_module
 from jobserver.store.frames import HEADER, Link, job_fields, new_job, new_job_fields, pack
 from jobserver.store.sqlite import SqliteStore
-from jobserver.store.sqlite_writer import serve
+from jobserver.store.sqlite_writer import _foreground, serve
 from tests.test_store import claim_one, progress
 
 
@@ -178,6 +179,24 @@ def test_the_writer_takes_every_waiting_frame_into_one_batch() -> None:
     assert link.receive_many(4) == [[4, 5, 6], [7]]
     os.close(write_fd)
     assert link.receive_many(4) is None
+
+
+def test_a_held_batch_takes_frames_until_one_a_caller_waits_on() -> None:
+    read_fd, write_fd = os.pipe()
+    link = Link(read_fd, os.open(os.devnull, os.O_WRONLY))
+    frames = [[("claim", 1)], [("progress", 2)], [("enqueue", 3)], [("complete", 4)]]
+    for frame in frames:
+        os.write(write_fd, pack(frame))
+    far = time.monotonic() + 30  # never reached: the enqueue ends the hold
+    assert link.receive_until(10, far, _foreground) == frames[:3]
+    # Without one, the hold takes what comes until its deadline, within the op limit.
+    os.write(write_fd, pack([("progress", 5), ("progress", 6)]))
+    soon = time.monotonic() + 0.05
+    assert link.receive_until(2, soon, _foreground) == frames[3:]  # the pair would make 3
+    assert link.receive_many(10) == [[("progress", 5), ("progress", 6)]]
+    assert link.receive_until(10, time.monotonic(), _foreground) == []
+    os.close(write_fd)
+    assert link.receive_until(10, far, _foreground) == []  # end of file
 
 
 def test_the_writer_file_stays_a_valid_database_after_its_writer_is_killed(

@@ -14,6 +14,7 @@ import os
 import pickle
 import select
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -122,6 +123,30 @@ class Link:
                 break
             requests.append(request)
             total += len(request)
+        return requests
+
+    def receive_until(
+        self, max_items: int, deadline: float, stop: Callable[[list[Any]], bool]
+    ) -> list[list[Any]]:
+        """Requests arriving before ``deadline`` (``time.monotonic()``), within ``max_items``
+        in all; returns at once after a request for which ``stop`` is true."""
+        requests: list[list[Any]] = []
+        total = 0
+        while self._held is None:
+            if not self._buffer:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self.read_fd], [], [], left)[0]:
+                    break
+            request = self._take(block=False)
+            if request is None:
+                break
+            if total + len(request) > max_items:
+                self._held = request
+                break
+            requests.append(request)
+            total += len(request)
+            if stop(request):
+                break
         return requests
 
     def _take(self, *, block: bool) -> list[Any] | None:
