@@ -68,7 +68,9 @@ class Http:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
+            # No cookie jar: the bearer token alone says who we are, never a cookie that
+            # POST /api/session set for another user.
+            self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
             self._own_session = True
         return self._session
 

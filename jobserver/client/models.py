@@ -61,11 +61,16 @@ class Job:
     """A job as ``GET /api/jobs/{id}`` returns it; the fields are the wire fields.
 
     ``createdAt``, ``startedAt``, ``finishedAt`` and ``runAt`` are ISO 8601 UTC text.
+    ``jobType``, ``attempt`` and ``label`` come from servers that send them (the job's
+    ``type`` and ``attempts`` under the event's names, and its short title); else they are
+    empty.
     """
 
     jobId: str
     userId: str = ""
     type: str = ""
+    jobType: str = ""
+    label: str = ""
     status: str = "queued"
     stage: str = "queued"
     progress: float = 0.0
@@ -75,6 +80,7 @@ class Job:
     error: JobErrorInfo | None = None
     payload: dict[str, Any] = field(default_factory=dict)
     attempts: int = 0
+    attempt: int = 0
     maxAttempts: int = 1
     createdAt: str | None = None
     startedAt: str | None = None
@@ -101,12 +107,15 @@ class Job:
             return self
         raw = {**self.raw, **{k: v for k, v in event.raw.items() if k in _JOB_FIELDS_OF_EVENT}}
         raw.update(attempts=event.attempt, lastSeq=event.seq)
+        if "attempt" in self.raw:
+            raw["attempt"] = event.attempt
         return Job.from_wire(raw)
 
 
 # The event fields that are also the job's own (an event's ``attempt`` is the job's ``attempts``).
 _JOB_FIELDS_OF_EVENT: Final = frozenset(
-    {"status", "stage", "progress", "message", "metadata", "result", "error", "maxAttempts"}
+    {"status", "stage", "progress", "message", "metadata", "result", "error", "maxAttempts",
+     "label"}
 )
 
 
@@ -135,6 +144,8 @@ class JobEvent:
     ``job.failed`` and ``job.retrying`` (with ``error``), ``job.cancelled``; each has its own
     subclass below (a type this client does not know yet arrives as a plain ``JobEvent``).
     ``seq`` orders every event of the server; ``timestamp`` is ISO 8601 UTC text.
+    ``attempts`` (the job's name for ``attempt``) and ``label`` come from servers that send
+    them; else they are 0 and empty.
     """
 
     seq: int
@@ -148,7 +159,9 @@ class JobEvent:
     message: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     attempt: int = 0
+    attempts: int = 0
     maxAttempts: int = 1
+    label: str = ""
     timestamp: str = ""
     result: dict[str, Any] | None = None
     error: JobErrorInfo | None = None
@@ -252,10 +265,14 @@ FollowItem = JobEvent | Resync
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Meta:
-    """``GET /api/meta``: stage display names, statuses, event types, job types, epoch, head."""
+    """``GET /api/meta``: stage display names, statuses, event types, job types, epoch, head.
+
+    ``terminalStatuses`` is the server's list where it sends one, else the protocol's three.
+    """
 
     stageNames: dict[str, str] = field(default_factory=dict)
     statuses: list[str] = field(default_factory=list)
+    terminalStatuses: list[str] = field(default_factory=lambda: sorted(TERMINAL_STATUSES))
     eventTypes: list[str] = field(default_factory=list)
     jobTypes: list[str] = field(default_factory=list)
     epoch: str | None = None
