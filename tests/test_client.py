@@ -65,22 +65,27 @@ def all_events(server: LiveServer, token: str, user: str, since: int) -> list[di
     raise AssertionError("the log did not end")
 
 
-JOBS, STEPS = 4, 247  # each job: queued + started + 247 steps + completed = 250 events
-DISCONNECTS = 20
+STEPS = 22  # each job: queued + started + 22 steps + completed = 25 events
+EVENTS, DISCONNECTS = 1000, 20
 
 
 async def test_follow_1000_events_across_20_disconnects_without_gap_or_duplicate(
     server: LiveServer,
 ) -> None:
-    """Half the cuts leave the socket usable again at once; the other half refuse WebSockets
-    until the follower has long-polled, then let it back: either way the events it yields
-    are the server's log, each once, in order."""
+    """Jobs are enqueued steadily (directly, not through the proxy) while the follower's
+    connections are cut 20 times: half the cuts leave the socket usable again at once, the
+    other half refuse WebSockets until the follower has long-polled, then let it back.
+    Either way the events it yields are the server's log, each once, in order."""
     user = _user()
     token = server.token(user)
     proxy = await CutProxy(server.port).start()
     received: list[JobEvent] = []
+    finished: set[str] = set()
+    submitted: list[str] = []
+    cutting = True
     try:
         async with (
+            Client(server.url, token=token) as producer_client,
             Client(proxy.url, token=token, user_id=user) as client,
             client.follow(poll_timeout=5, backoff_base=0.05, backoff_cap=0.4) as events,
         ):
@@ -91,23 +96,36 @@ async def test_follow_1000_events_across_20_disconnects_without_gap_or_duplicate
                 async for item in events:
                     assert isinstance(item, JobEvent), f"unexpected {item!r}"
                     received.append(item)
-                    if len(received) == JOBS * (STEPS + 3):
+                    if item.terminal:
+                        finished.add(item.jobId)
+
+            async def produce() -> None:
+                for _ in range(400):  # bounded; ends once the cuts are done and enough is made
+                    if not cutting and len(submitted) * (STEPS + 3) >= EVENTS:
                         return
+                    job = await producer_client.submit(
+                        "demo.sleep", {"seconds": 1.0, "steps": STEPS}
+                    )
+                    submitted.append(job.jobId)
+                    await asyncio.sleep(0.1)
 
             consumer = asyncio.create_task(consume())
-            for _ in range(JOBS):
-                await client.submit("demo.sleep", {"seconds": 30, "steps": STEPS})
+            producer = asyncio.create_task(produce())
             polled_before = 0
             for cut in range(DISCONNECTS):
                 seen = len(received)
                 await until(lambda s=seen: len(received) >= s + 20 or consumer.done(),
                             f"events flow before cut {cut}")  # fmt: skip
-                assert not consumer.done(), f"all events arrived before cut {cut}: too fast"
+                assert not consumer.done() and not producer.done()
                 if cut % 2:
                     proxy.block_websockets = True
                     proxy.cut()
-                    await until(lambda p=polled_before: events.stats.via_polling >= p + 5,
-                                f"events arrive by long-poll after cut {cut}")  # fmt: skip
+                    refused = proxy.refused_upgrades
+                    await until(
+                        lambda p=polled_before, r=refused: events.stats.via_polling >= p + 5
+                        and proxy.refused_upgrades > r,
+                        f"a socket is refused and events come by long-poll after cut {cut}",
+                    )
                     polled_before = events.stats.via_polling
                     proxy.block_websockets = False
                 else:
@@ -115,7 +133,10 @@ async def test_follow_1000_events_across_20_disconnects_without_gap_or_duplicate
                 sockets = events.stats.sockets
                 await until(lambda s=sockets: events.stats.sockets > s,
                             f"the socket is back after cut {cut}")  # fmt: skip
-            await asyncio.wait_for(consumer, 90)
+            cutting = False
+            await asyncio.wait_for(producer, 90)
+            await until(lambda: finished >= set(submitted), "every job's end arrives", 90)
+            assert not consumer.done()
             stats = events.stats
     finally:
         await proxy.close()
@@ -124,9 +145,9 @@ async def test_follow_1000_events_across_20_disconnects_without_gap_or_duplicate
     assert seqs == sorted(set(seqs)), "an event came twice or out of order"
     log = all_events(server, token, user, start)
     assert seqs == [e["seq"] for e in log], "the follower's events are not the server's log"
-    assert len(seqs) == 1000
+    assert len(seqs) == len(submitted) * (STEPS + 3) >= EVENTS
     assert [e.raw for e in received] == log  # the wire fields, as sent
-    assert sum(isinstance(e, JobCompleted) for e in received) == JOBS
+    assert sum(isinstance(e, JobCompleted) for e in received) == len(submitted)
     assert stats.via_polling >= 5 * DISCONNECTS // 2 and stats.via_websocket > 0
     assert stats.sockets >= DISCONNECTS + 1 and stats.resyncs == 0
 
