@@ -426,3 +426,26 @@ def test_follow_rejects_unknown_transports() -> None:
     with pytest.raises(ValueError):
         client.follow(user_id="x", transports=("carrier-pigeon",))  # type: ignore[arg-type]
     assert isinstance(client.follow(user_id="x"), Follow)
+
+
+async def test_label_open_session_and_sign_out(server: LiveServer) -> None:
+    user = _user()
+    async with Client(server.url) as client:
+        with pytest.raises(ValueError):
+            await client.open_session()
+        assert await client.open_session(user) == user and client.user_id == user
+        job = await client.submit("demo.sleep", {"seconds": 0, "steps": 0}, label="Nightly")
+        assert job.label == "Nightly" and job.jobType == "demo.sleep"
+        done = await client.wait(job.jobId, timeout=30)
+        assert done.label == "Nightly" and done.attempt == 1 == done.attempts
+        await client.sign_out()
+        assert client.token is None
+        with pytest.raises(Unauthorized) as signed_out:
+            await client.get(job.jobId)
+        assert signed_out.value.code == "UNAUTHORIZED"
+    with SyncClient(server.url) as sync:
+        assert sync.open_session(user) == user
+        assert sync.get(job.jobId).label == "Nightly"
+        sync.sign_out()
+        with pytest.raises(Unauthorized):
+            sync.list()

@@ -55,6 +55,8 @@ class Client:
         )
         self.user_id = user_id
         self._follows: weakref.WeakSet[Follow] = weakref.WeakSet()
+        self._refresh_token = ""
+        self._refreshing = False  # the token provider is ours: the refresh token's
 
     @property
     def base_url(self) -> str:
@@ -81,33 +83,68 @@ class Client:
     async def sign_in(
         cls,
         base_url: str,
-        user_id: str,
+        user_id: str | None = None,
         *,
         password: str | None = None,
+        token: str | None = None,
         session: aiohttp.ClientSession | None = None,
         timeout: float = 30.0,
     ) -> Client:
-        """A client signed in through ``POST /api/session``: by name alone (open sign-in, the
-        default on a server on one's own machine) or with a password where the server has
-        accounts. Refused sign-in raises ``ApiError`` (``SIGNIN_DISABLED``, ...)."""
+        """A client signed in through ``POST /api/session`` (see ``open_session``). A refused
+        sign-in raises ``ApiError`` (``SIGNIN_DISABLED``, ``BAD_CREDENTIALS``...)."""
         client = cls(base_url, session=session, timeout=timeout)
         try:
-            token, signed_in = await client.http_sign_in(user_id, password)
+            await client.open_session(user_id, password=password, token=token)
         except BaseException:
             await client.close()
             raise
-        client.http.token, client.user_id = token, signed_in
         return client
 
-    async def http_sign_in(self, user_id: str, password: str | None = None) -> tuple[str, str]:
-        """``POST /api/session``: a token and the user id the server signed in."""
-        body: dict[str, str] = {"userId": user_id}
-        if password is not None:
-            body["password"] = password
+    async def open_session(
+        self, user_id: str | None = None, *, password: str | None = None, token: str | None = None
+    ) -> str:
+        """Sign this client in; the user id the server signed in.
+
+        By name alone (open sign-in, on by default only for a server on one's own machine),
+        by name and ``password`` (a server with accounts), or with a ``token`` that your
+        application or identity provider issued (a server that exchanges those for a
+        session). When the server answers with a refresh token, the client renews its access
+        token with it (``POST /api/session/refresh``) after a 401, unless a ``token_provider``
+        was given.
+        """
+        body = {k: v for k, v in (("userId", user_id), ("password", password), ("token", token))
+                if v is not None}  # fmt: skip
+        if not body:
+            raise ValueError("sign in with a user_id (and a password) or a token")
         data = await self.http.request("POST", "/api/session", json_body=body, auth=False)
         if not isinstance(data, dict) or not isinstance(data.get("token"), str):
             raise ProtocolError("PROTOCOL", "POST /api/session answered without a token")
-        return data["token"], str(data.get("userId") or user_id)
+        self.http.token = data["token"]
+        self.user_id = str(data.get("userId") or user_id or "") or None
+        refresh = data.get("refreshToken")
+        if isinstance(refresh, str) and refresh:
+            self._refresh_token = refresh
+            if self.http.token_provider is None or self._refreshing:
+                self.http.token_provider = self._refreshed
+                self._refreshing = True
+        return self.user_id or ""
+
+    async def _refreshed(self) -> str:
+        data = await self.http.request(
+            "POST", "/api/session/refresh", json_body={"refreshToken": self._refresh_token},
+            auth=False,
+        )  # fmt: skip
+        if not isinstance(data, dict) or not isinstance(data.get("token"), str):
+            raise ProtocolError("PROTOCOL", "POST /api/session/refresh answered without a token")
+        return str(data["token"])
+
+    async def sign_out(self) -> None:
+        """End the session on the server (``DELETE /api/session``) and forget the token."""
+        await self.http.request("DELETE", "/api/session")
+        self.http.token = None
+        if self._refreshing:
+            self.http.token_provider = None
+            self._refreshing = False
 
     async def whoami(self) -> str:
         """The user id the token names (``GET /api/session``)."""
@@ -131,13 +168,17 @@ class Client:
         max_attempts: int | None = None,
         delay_seconds: float | None = None,
         idempotency_key: str | None = None,
+        label: str | None = None,
     ) -> Job:
         """Enqueue a job of ``type`` (``POST /api/jobs``); the job as queued.
 
         With an ``idempotency_key`` already used by one of your jobs, that job comes back
-        instead of a new one.
+        instead of a new one. ``label`` is the job's short title in lists (by default the
+        job type makes one).
         """
         body: dict[str, Any] = {"type": type, "payload": dict(payload or {})}
+        if label is not None:
+            body["label"] = label
         if max_attempts is not None:
             body["maxAttempts"] = max_attempts
         if delay_seconds is not None:

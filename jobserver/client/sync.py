@@ -141,17 +141,30 @@ class SyncClient:
 
     @classmethod
     def sign_in(
-        cls, base_url: str, user_id: str, *, password: str | None = None, timeout: float = 30.0
+        cls,
+        base_url: str,
+        user_id: str | None = None,
+        *,
+        password: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
     ) -> SyncClient:
-        """A client signed in through ``POST /api/session`` (see ``Client.sign_in``)."""
+        """A client signed in through ``POST /api/session`` (see ``Client.open_session``)."""
         client = cls(base_url, timeout=timeout)
         try:
-            token, signed_in = client._loop.run(client.client.http_sign_in(user_id, password))
+            client.open_session(user_id, password=password, token=token)
         except BaseException:
             client.close()
             raise
-        client.client.http.token, client.client.user_id = token, signed_in
         return client
+
+    def open_session(
+        self, user_id: str | None = None, *, password: str | None = None, token: str | None = None
+    ) -> str:
+        return self._loop.run(self.client.open_session(user_id, password=password, token=token))
+
+    def sign_out(self) -> None:
+        self._loop.run(self.client.sign_out())
 
     def __enter__(self) -> SyncClient:
         return self
@@ -186,10 +199,11 @@ class SyncClient:
         max_attempts: int | None = None,
         delay_seconds: float | None = None,
         idempotency_key: str | None = None,
+        label: str | None = None,
     ) -> Job:
         return self._loop.run(self.client.submit(
             type, payload, max_attempts=max_attempts, delay_seconds=delay_seconds,
-            idempotency_key=idempotency_key,
+            idempotency_key=idempotency_key, label=label,
         ))  # fmt: skip
 
     def upload(
