@@ -49,7 +49,8 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     plugins = app[PLUGINS]
-    store = SqliteStore(settings.db_path, storage=plugins.storage_modules)
+    store = SqliteStore(settings.db_path, storage=plugins.storage_modules,
+                        check_seconds=settings.db_check_seconds)
     await store.open()
     app[STORE] = store
     bus = EventBus()

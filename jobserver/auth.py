@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jwt
 
+from .datadir import private_dir
 from .errors import InvalidPayload, Unauthorized
 
 ALGORITHM = "HS256"
@@ -25,7 +26,7 @@ def load_secret(configured: str, data_dir: Path) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     value = secrets.token_urlsafe(48)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:

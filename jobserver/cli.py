@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import gctune, logs
+from . import datadir, gctune, logs
 from .app import create_app
 from .auth import issue_token, load_secret
 from .config import PREFIX, Settings, convert, field_docs, is_secret
@@ -152,6 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         secret = load_secret(settings.secret, settings.data_dir)
         print(issue_token(secret, args.user, settings.token_ttl_seconds))
         return 0
+    try:
+        datadir.prepare(settings.data_dir)  # one clear line, not a traceback, when it cannot be
+    except JobServerError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     secret = load_secret(settings.secret, settings.data_dir)
     hidden = [secret, *(str(getattr(settings, f.name)) for f in dataclasses.fields(Settings)
                         if is_secret(f.name))]  # fmt: skip

@@ -72,6 +72,8 @@ class Settings:
             than this are pruned (users' saved notes stay); 0 keeps everything.
         prune_interval_seconds: how often the retention pruner runs.
         checkpoint_interval_seconds: how often the SQLite WAL is checkpointed and truncated.
+        db_check_seconds: after an unclean stop, the database is checked at start (SQLite's
+            ``quick_check``) for at most this long; a damaged file refuses to start. 0 skips it.
         max_upload_bytes: largest PDF upload (413 FILE_TOO_LARGE above it).
         pdf_workers: processes that parse PDFs; 0 means one per CPU core.
         pdf_max_pages: most pages a PDF may have (TOO_MANY_PAGES above it).
@@ -112,6 +114,7 @@ class Settings:
     retention_days: float = 30.0
     prune_interval_seconds: float = 3600.0
     checkpoint_interval_seconds: float = 60.0
+    db_check_seconds: float = 30.0
     max_upload_bytes: int = 50 * 1024 * 1024
     pdf_workers: int = 0
     pdf_max_pages: int = 500
@@ -149,6 +152,8 @@ class Settings:
             raise ValueError("retention_days must not be negative (0 keeps everything)")
         if self.prune_interval_seconds <= 0 or self.checkpoint_interval_seconds <= 0:
             raise ValueError("prune_interval_seconds and checkpoint_interval_seconds must be > 0")
+        if self.db_check_seconds < 0:
+            raise ValueError("db_check_seconds must not be negative (0 skips the check)")
         if self.max_upload_bytes < 1024 or self.pdf_max_pages < 1 or self.pdf_max_text_chars < 1:
             raise ValueError("max_upload_bytes, pdf_max_pages and pdf_max_text_chars are too small")
         if self.pdf_workers < 0:

@@ -98,6 +98,18 @@ class UploadNotFound(NotFound):
     code = "UPLOAD_MISSING"
 
 
+class DatabaseDamaged(ServiceUnavailable):
+    """The database file is empty or fails SQLite's integrity check; nothing is served from it."""
+
+    code = "DATABASE_DAMAGED"
+
+
+class DataDirUnusable(ServiceUnavailable):
+    """The data folder cannot be written (read-only, no permission, missing device)."""
+
+    code = "DATA_DIR_UNUSABLE"
+
+
 class NoteNotFound(NotFound):
     code = "NOTE_NOT_FOUND"
 

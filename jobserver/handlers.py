@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import UnknownJobType
+from .errors import ServiceUnavailable, UnknownJobType
 from .jobtypes import (
     Handler,
     HandlerOptions,
@@ -110,7 +110,9 @@ class JobContext:
 
     def _done(self, event: Event | None, error: BaseException | None) -> None:
         self._in_flight -= 1
-        if error is not None and self._failure is None:
+        # A store that cannot write for now only loses this progress: the handler goes on and
+        # its outcome is written once the store is back (the worker retries it).
+        if self._failure is None and not isinstance(error, ServiceUnavailable | None):
             self._failure = error
         if self._settled is not None:
             self._settled.set()

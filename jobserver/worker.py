@@ -7,10 +7,11 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import JobError, JobServerError, LeaseLost
+from .errors import JobError, JobServerError, LeaseLost, ServiceUnavailable
 from .handlers import JobContext, JobType, Registry
 from .models import Event, EventType, Job, error_dict
 from .queue import JobQueue
@@ -21,6 +22,9 @@ JOB_TIMEOUT = "JOB_TIMEOUT"
 HANDLER_ERROR = "HANDLER_ERROR"
 UNKNOWN_JOB_TYPE = "UNKNOWN_JOB_TYPE"
 WAKE_EVENTS = frozenset({EventType.QUEUED, EventType.RETRYING})
+# While the store cannot write, claims and outcomes are tried again after pauses that double
+# from the first to the last of these (seconds): work resumes soon after the store does.
+STORE_RETRY_PAUSES = (0.1, 2.0)
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -137,6 +141,7 @@ class WorkerPool:
                 running.stop("cancelled")
 
     async def _dispatch(self) -> None:
+        pause = STORE_RETRY_PAUSES[0]
         while self._claiming:
             # A job whose handler returned no longer takes a slot while its outcome is written,
             # so the next claim can share a commit with that write.
@@ -149,15 +154,17 @@ class WorkerPool:
             try:
                 caps = {t: n - self._busy_by_type.get(t, 0) for t, n in self._capped.items()}
                 jobs = await self.events.claim(free, self.lease_seconds, caps or None)
-            except JobServerError:
-                log.exception("claiming jobs failed; trying again shortly")
-                await asyncio.sleep(1.0)
-                continue
-            for job in jobs:
-                self._start(job)
-            if len(jobs) == free:
-                continue
-            await self._idle()
+                for job in jobs:
+                    self._start(job)
+                if len(jobs) < free:
+                    await self._idle()
+                pause = STORE_RETRY_PAUSES[0]
+            except Exception as exc:  # the dispatcher never dies: the store comes back
+                if pause == STORE_RETRY_PAUSES[0]:  # once per outage, not once per retry
+                    log.warning("claiming jobs failed (%s); trying again until it works", exc,
+                                exc_info=not isinstance(exc, ServiceUnavailable))  # fmt: skip
+                await asyncio.sleep(pause)
+                pause = min(STORE_RETRY_PAUSES[1], pause * 2)
 
     async def _idle(self) -> None:
         """Sleep until woken by a new job or the next delayed job's run time (at most 5 s)."""
@@ -185,6 +192,9 @@ class WorkerPool:
                 # Shielded: recovered events must be published even if we are being stopped.
                 recovered = await asyncio.shield(self.events.recover(expired_only=True))
                 self.recovered += len(recovered)
+            except ServiceUnavailable as exc:
+                log.warning("renewing leases failed: %s", exc)
+                continue
             except JobServerError:
                 log.exception("renewing leases failed")
                 continue
@@ -233,9 +243,8 @@ class WorkerPool:
         try:
             job_type = self.registry.get(job.type)
         except JobServerError as exc:
-            await self.events.fail(
-                job.id, token, error_dict(UNKNOWN_JOB_TYPE, exc.message, False)
-            )
+            error = error_dict(UNKNOWN_JOB_TYPE, exc.message, False)
+            await _record(lambda: self.events.fail(job.id, token, error))
             return
         ctx = JobContext(job, self.events, token, self.registry.stages_of(job_type.name))
         running = self.running[job.id]
@@ -274,7 +283,7 @@ class WorkerPool:
             return
         outcome: dict[str, Any] = dict(result or {})
         outcome.setdefault("processingTimeMs", round((time.perf_counter() - started) * 1000, 1))
-        await self.events.complete(job.id, token, outcome)
+        await _record(lambda: self.events.complete(job.id, token, outcome))
 
     async def _failed(
         self, job: Job, token: str, job_type: JobType, code: str, message: str, recoverable: bool
@@ -282,10 +291,10 @@ class WorkerPool:
         error = error_dict(code, message, recoverable)
         if recoverable and job.attempts < job.max_attempts:
             opts = job_type.options
-            delay = backoff(job.attempts, opts.backoff_base, opts.backoff_max)
-            await self.events.fail(job.id, token, error, time.time() + delay)
+            retry_at = time.time() + backoff(job.attempts, opts.backoff_base, opts.backoff_max)
+            await _record(lambda: self.events.fail(job.id, token, error, retry_at))
         else:
-            await self.events.fail(job.id, token, error)
+            await _record(lambda: self.events.fail(job.id, token, error))
 
     async def _stopped(self, job: Job, token: str) -> None:
         """The task was cancelled: by a user (already recorded), a lost lease, or shutdown."""
@@ -296,3 +305,19 @@ class WorkerPool:
                 await self.events.requeue(job.id, token, "Requeued: the server is shutting down")
         elif reason is None:
             raise asyncio.CancelledError
+
+
+async def _record(write: Callable[[], Awaitable[object]]) -> None:
+    """Write a job's outcome, again and again while the store cannot write (the job keeps
+    its slot in ``running``, so its lease is renewed once the store is back). An outcome
+    that did commit before its answer was lost is fenced by the lease: LeaseLost."""
+    pause = STORE_RETRY_PAUSES[0]
+    while True:
+        try:
+            await write()
+            return
+        except ServiceUnavailable as exc:
+            if pause == STORE_RETRY_PAUSES[0]:
+                log.warning("recording a job's outcome failed (%s); trying again", exc)
+            await asyncio.sleep(pause)
+            pause = min(STORE_RETRY_PAUSES[1], pause * 2)

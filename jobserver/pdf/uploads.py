@@ -20,6 +20,7 @@ from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
+from ..datadir import create_private, private_dir
 from ..errors import FileTooLarge, InvalidPayload, NotAPdf, UploadNotFound
 from ..models import Job
 from ..plugins import Server
@@ -61,14 +62,13 @@ def _not_a_pdf() -> NotAPdf:
 
 async def receive_pdf(part: BodyPartReader, data_dir: Path, limit: int) -> StoredUpload:
     """Stream ``part`` to disk: count, check the header, hash; keep it as ``<sha256>.pdf``."""
-    folder = uploads_dir(data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_dir(uploads_dir(data_dir))
     temp = folder / f".incoming-{uuid.uuid4().hex}"
     digest = hashlib.sha256()
     size = 0
     head = b""
     try:
-        with temp.open("wb") as out:
+        with os.fdopen(create_private(temp), "wb") as out:
             while chunk := await part.read_chunk(CHUNK):
                 size += len(chunk)
                 if size > limit:

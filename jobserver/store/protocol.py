@@ -186,6 +186,14 @@ class Store(Protocol):
         """A real, tiny durable write: returns when the store can commit, raises otherwise."""
         ...
 
+    @property
+    def problem(self) -> str | None:
+        """Why writes or reads cannot be made right now, in words; None when they can.
+
+        A store that cannot write keeps trying on its own; this says what it is waiting for.
+        """
+        ...
+
     async def prune(self, before: float, *, limit: int = 1000) -> Pruned:
         """Delete up to ``limit`` jobs that finished before ``before`` and all their events.
 

@@ -9,9 +9,12 @@ commits every frame that is waiting in one transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
+import random
+import sqlite3
 import sys
 import time
 from collections import deque
@@ -22,11 +25,13 @@ from typing import Any
 
 import aiosqlite
 
-from ..errors import InvalidPayload, ServiceUnavailable
+from ..datadir import private_dir, tighten
+from ..errors import DatabaseDamaged, DataDirUnusable, InvalidPayload, ServiceUnavailable
 from ..models import ErrorDict, Event, EventType, Job, JobStage, JobStatus, ResultDict
 from . import frames
 from .protocol import NewJob, ProgressUpdate, Pruned
 from .schema import JOB_COLUMNS, row_to_job
+from .sqlite_file import is_damage
 from .sqlite_writer import BOOT, BUSY_TIMEOUT_MS, MAX_BATCH, PLUGIN_PATH, Op
 
 log = logging.getLogger(__name__)
@@ -40,8 +45,17 @@ Decode = Callable[[Any, list[Event], int], Any]
 LOCK_WAIT_SECONDS = 5.0
 OPEN_TIMEOUT_SECONDS = 60.0
 CLOSE_TIMEOUT_SECONDS = 30.0
-RESTART_ATTEMPTS = 5
-RESTART_PAUSE_SECONDS = 0.5
+# A writer that dies is started again forever: first at once, then after pauses that double
+# from RESTART_PAUSE_SECONDS up to RESTART_MAX_PAUSE_SECONDS (half jittered), so writes come
+# back within about that long once the storage does.
+RESTART_PAUSE_SECONDS = 0.1
+RESTART_MAX_PAUSE_SECONDS = 2.0
+# Writes submitted while a writer is being started again wait for it this long at most; then
+# they, and every write until a writer runs, fail at once with UNAVAILABLE.
+RESTART_QUEUE_SECONDS = 2.0
+RESTART_LOG_EVERY_SECONDS = 30.0  # a writer that keeps failing to start is logged this often
+# After an unclean stop, the database check at start is cut off after this long by default.
+CHECK_SECONDS = 30.0
 # Ops are sent once per turn of the event loop, or as soon as this many are waiting: the
 # writer starts on the first ones while the loop is still making the rest (a closed loop of
 # workers otherwise waits for a whole batch, then the writer for a whole turn).
@@ -76,6 +90,10 @@ def _events(value: list[int], events: list[Event], first: int) -> list[Event]:
     return [events[seq - first] for seq in value]
 
 
+def _ignore(value: Any, error: BaseException | None) -> None:
+    pass
+
+
 @dataclass(slots=True)
 class _Pending:
     op: Op
@@ -93,14 +111,18 @@ class SqliteStore:
         lock_wait: seconds ``open`` waits for another process to let go of the file.
         storage: plugins' storage modules (``tables.py``): their tables are made or migrated
             at open, their write ops run in the writer's transactions.
+        check_seconds: how long ``open`` may spend checking the file after an unclean stop
+            (SQLite's ``quick_check``; 0 skips it).
     """
 
     def __init__(
-        self, path: Path, *, lock_wait: float = LOCK_WAIT_SECONDS, storage: Sequence[str] = ()
-    ) -> None:
+        self, path: Path, *, lock_wait: float = LOCK_WAIT_SECONDS, storage: Sequence[str] = (),
+        check_seconds: float = CHECK_SECONDS,
+    ) -> None:  # fmt: skip
         self.path = path
         self.lock_wait = lock_wait
         self.storage = tuple(storage)
+        self.check_seconds = check_seconds
         self._epoch = ""
         self._durable = 0  # the last seq committed, as the writer last said
         self._read_up_to = 0  # the highest seq a read returned (an event, a job's last_seq)
@@ -118,6 +140,14 @@ class SqliteStore:
         self._lock_fd: int | None = None
         self._closing = False
         self._broken: ServiceUnavailable | None = None
+        # No writer runs and none could be started for a while: writes fail at once with it.
+        self._down: ServiceUnavailable | None = None
+        self._down_timer: asyncio.TimerHandle | None = None
+        self._writer_lost_at: float | None = None  # monotonic; while no writer runs
+        self._start_failure = ""  # why the last start of a writer failed
+        self._write_failure = ""  # why the last write failed, until one succeeds
+        self._damage = ""  # a read found the file damaged
+        self.writer_restarts = 0  # writers started after one died
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def on_commit(self, publish: Callable[[list[Event]], None]) -> None:
@@ -131,35 +161,47 @@ class SqliteStore:
     # -- life cycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = await self._take_lock()
         try:
-            await self._start_writer()
+            private_dir(self.path.parent)
+            self._lock_fd = await self._take_lock()
+        except OSError as exc:
+            raise DataDirUnusable(
+                f"cannot write to the data folder {self.path.parent} "
+                f"({exc.strerror or exc}); give the server a writable folder with --data-dir"
+            ) from None
+        try:
+            await self._start_writer(first=True)
         except BaseException:
             self._release_lock()
             raise
-        self._rdb = await aiosqlite.connect(self.path, isolation_level=None)
+        uri = self.path.resolve().as_uri() + "?mode=rw"
+        self._rdb = await aiosqlite.connect(uri, uri=True, isolation_level=None)
         await self._rdb.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         await self._rdb.execute("PRAGMA query_only=ON")
         self._loop = asyncio.get_running_loop()
         self._replies_task = asyncio.create_task(self._serve_replies(), name="sqlite-replies")
 
-    async def _start_writer(self) -> None:
+    async def _start_writer(self, *, first: bool = False) -> None:
         """Start the writer process and wait for its hello (the file's epoch and heads);
-        ServiceUnavailable if it cannot be had."""
+        ServiceUnavailable (DatabaseDamaged for a bad file) if it cannot be had.
+
+        ``first``: the server is starting: the writer may make the file and checks it.
+        """
         assert self._lock_fd is not None
         proc: asyncio.subprocess.Process | None = None
+        args = (str(self.path), "first" if first else "again", repr(self.check_seconds))
         try:
             # The writer inherits the lock: the file stays owned until both processes are
             # gone. -P: nothing from the working directory is imported.
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-P", "-c", BOOT.format(root=PACKAGE_ROOT), str(self.path),
+                sys.executable, "-P", "-c", BOOT.format(root=PACKAGE_ROOT), *args,
                 *self.storage, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 pass_fds=(self._lock_fd,),
                 env={**os.environ, PLUGIN_PATH: os.pathsep.join(p for p in sys.path if p)},
             )  # fmt: skip
             assert proc.stdout is not None
-            hello = await asyncio.wait_for(frames.read(proc.stdout), OPEN_TIMEOUT_SECONDS)
+            timeout = OPEN_TIMEOUT_SECONDS + (self.check_seconds if first else 0)
+            hello = await asyncio.wait_for(frames.read(proc.stdout), timeout)
         except Exception as exc:
             hello = ("error", f"the writer process did not start: {exc!r}")
         except BaseException:  # cancelled: leave no writer holding the lock
@@ -171,7 +213,11 @@ class SqliteStore:
                 if proc.returncode is None:
                     proc.kill()
                 await proc.wait()
-            raise ServiceUnavailable(str(hello[1]) if isinstance(hello, tuple) else "no hello")
+            if not isinstance(hello, tuple):
+                raise ServiceUnavailable("the writer process did not say hello")
+            if hello[2:] == (DatabaseDamaged.code,):
+                raise DatabaseDamaged(str(hello[1]))
+            raise ServiceUnavailable(str(hello[1]))
         _, self._epoch, pruned, self._durable = hello
         self._pruned = max(self._pruned, pruned)
         self._proc = proc
@@ -181,12 +227,40 @@ class SqliteStore:
         """The writer process's pid while one runs."""
         return None if self._proc is None else self._proc.pid
 
+    @property
+    def problem(self) -> str | None:
+        """Why writes (or reads) cannot be made right now, in words; None when they can."""
+        if self._damage:
+            return self._damage
+        if self._closing or self._broken is not None:
+            return "the store is closed"
+        if self._writer_lost_at is not None:
+            down = time.monotonic() - self._writer_lost_at
+            return (
+                f"no writer process for {down:.0f}s, starting one again "
+                f"({self._start_failure})"
+            )
+        if self._write_failure:
+            return f"writes fail: {self._write_failure}"
+        return None
+
     async def close(self) -> None:
+        if not self._closing and self._proc is not None:
+            # The last write: a writer that stops without it (killed with the server, say)
+            # leaves the file to be checked at the next start.
+            self._submit(("stopping",), done=_ignore)
         self._closing = True
         self._send()
         proc = self._proc
         if proc is not None and proc.stdin is not None:
             proc.stdin.close()  # the writer answers what it has, then sees the end
+        elif self._replies_task is not None:
+            self._replies_task.cancel()  # no writer: stop trying to start one
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replies_task
+            self._replies_task = None
+        if self._down_timer is not None:
+            self._down_timer.cancel()
         try:
             if self._replies_task is not None:
                 await asyncio.wait_for(self._replies_task, CLOSE_TIMEOUT_SECONDS)
@@ -205,7 +279,9 @@ class SqliteStore:
         self._release_lock()
 
     async def _take_lock(self) -> int:
-        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        lock = self.path.with_suffix(".lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        tighten(lock)
         deadline = time.monotonic() + self.lock_wait
         while True:
             try:
@@ -235,8 +311,8 @@ class SqliteStore:
         With ``done``, no future is made: ``done`` is called once the op committed or failed.
         """
         loop = self._loop
-        if self._closing or self._broken is not None or loop is None:
-            error = self._broken or ServiceUnavailable("the store is closed")
+        if self._closing or self._broken or self._down or loop is None:
+            error = self._broken or self._down or ServiceUnavailable("the store is closed")
             if done is not None:
                 done(None, error)
                 return None
@@ -287,9 +363,43 @@ class SqliteStore:
             code = await proc.wait()
             self._proc = None
             log.critical("the store's writer process stopped (exit code %s); starting anew", code)
+            self._writer_lost(f"the last one stopped with exit code {code}")
             # Its last batch may or may not have committed: those callers cannot be told.
             self._fail_in_flight(ServiceUnavailable("the store's writer stopped"))
             await self._restart()
+
+    def _writer_lost(self, why: str) -> None:
+        """No writer runs: writes wait for the next one, RESTART_QUEUE_SECONDS at most."""
+        self._writer_lost_at = time.monotonic()
+        self._start_failure = why
+        assert self._loop is not None
+        self._down_timer = self._loop.call_later(RESTART_QUEUE_SECONDS, self._refuse_writes)
+
+    def _refuse_writes(self) -> None:
+        """Still no writer: fail the writes waiting for one, and every write until one runs."""
+        self._down_timer = None
+        if self._proc is not None or self._closing:
+            return
+        self._down = ServiceUnavailable(
+            "the store cannot write at the moment (its writer process is being started "
+            "again); try again shortly"
+        )
+        waiting, self._pending = self._pending, []
+        for pending in waiting:
+            self._settle(pending, False, self._down)
+
+    def _writer_back(self, failures: int) -> None:
+        if self._down_timer is not None:
+            self._down_timer.cancel()
+            self._down_timer = None
+        if failures and self._writer_lost_at is not None:
+            log.warning(
+                "the store's writer runs again, after %.1fs and %d failed starts",
+                time.monotonic() - self._writer_lost_at, failures,
+            )  # fmt: skip
+        self._down = None
+        self._writer_lost_at = None
+        self._start_failure = ""
 
     async def _replies(self, proc: asyncio.subprocess.Process) -> None:
         """Publish each reply's events (durable now), then answer each caller; until EOF.
@@ -327,17 +437,27 @@ class SqliteStore:
         """A new writer on the same file; events the old one committed but never reported
         are published first, so subscribers still see every seq once, in order."""
         published = self._durable
-        for attempt in range(1, RESTART_ATTEMPTS + 1):
+        pause = RESTART_PAUSE_SECONDS
+        failures = 0
+        logged = 0.0
+        while True:  # for as long as it takes: a storage outage ends, a restart of us may not
+            if self._closing:
+                self._fail_all(ServiceUnavailable("the store is closed"))
+                return
             try:
                 await self._start_writer()
                 break
             except ServiceUnavailable as exc:
-                log.error("starting the writer again failed (%d of %d): %s", attempt,
-                          RESTART_ATTEMPTS, exc)  # fmt: skip
-                await asyncio.sleep(RESTART_PAUSE_SECONDS * attempt)
-        else:
-            self._fail_all(ServiceUnavailable("the store's writer cannot be started"))
-            return
+                failures += 1
+                self._start_failure = exc.message
+                if time.monotonic() - logged >= RESTART_LOG_EVERY_SECONDS:
+                    logged = time.monotonic()
+                    log.error("starting the store's writer again failed (%d times so far; "
+                              "trying on): %s", failures, exc.message)  # fmt: skip
+            await asyncio.sleep(random.uniform(pause / 2, pause))
+            pause = min(RESTART_MAX_PAUSE_SECONDS, pause * 2)
+        self.writer_restarts += 1
+        self._writer_back(failures)
         if not self._prune_ops:
             self._prune_unsure = False  # the hello brought the mark from the file
         head = self._durable
@@ -371,8 +491,12 @@ class SqliteStore:
         for batch in batches:
             for pending in batch:
                 ok, value = next(results)
-                if ok and pending.decode is not None:
-                    value = pending.decode(value, events, first)
+                if ok:
+                    self._write_failure = ""
+                    if pending.decode is not None:
+                        value = pending.decode(value, events, first)
+                elif isinstance(value, ServiceUnavailable):  # not a domain error: the file
+                    self._write_failure = value.message
                 self._settle(pending, ok, value)
 
     async def _publish_sliced(self, events: list[Event]) -> None:
@@ -525,7 +649,17 @@ class SqliteStore:
     async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         if self._rdb is None:
             raise ServiceUnavailable("the store is closed")
-        return list(await self._rdb.execute_fetchall(sql, params))
+        try:
+            return list(await self._rdb.execute_fetchall(sql, params))
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                if not self._damage:
+                    log.critical("the database %s is damaged: %s", self.path, exc)
+                self._damage = f"the database is damaged ({exc}); restore it from a backup"
+                raise DatabaseDamaged(self._damage) from None
+            if isinstance(exc, sqlite3.OperationalError):  # I/O, locking: the storage's state
+                raise ServiceUnavailable(f"the store could not read: {exc}") from None
+            raise
 
     async def get_job(self, job_id: str) -> Job | None:
         rows = await self._read(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,))

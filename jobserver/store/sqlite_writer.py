@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import logging
+import os
 import secrets
 import sqlite3
 import sys
@@ -33,7 +34,7 @@ from .. import gctune
 from ..errors import JobServerError, ServiceUnavailable
 from ..models import ErrorDict, Job, JobStatus, ResultDict, encode_event, iso
 from ..tables import Tables, WriteOp, declared_in
-from . import changes, frames
+from . import changes, frames, sqlite_file
 from .migrations import migrate
 from .protocol import ProgressUpdate, Pruned
 from .schema import (
@@ -45,6 +46,7 @@ from .schema import (
     update_params,
     write_rows,
 )
+from .sqlite_file import CLEAN_STOP
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,7 @@ class Writer:
             "ping": self.ping,
             "prune": self.prune,
             "settings": self.settings,
+            "stopping": self.stopping,
         }
 
     def open(self) -> tuple[str, int, int]:
@@ -136,6 +139,8 @@ class Writer:
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)", (uuid.uuid4().hex,)
         )
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('pruned', '0')")
+        # Until the writer stops cleanly, the next first start checks the file.
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '0')", (CLEAN_STOP,))
         meta = {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")}
         self.pruned = int(meta["pruned"])
         head = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
@@ -415,6 +420,10 @@ class Writer:
             conn.execute("UPDATE meta SET value=? WHERE key='pruned'", (str(through),))
         return Pruned(len(ids), events, self.pruned, tuple(ids))
 
+    def stopping(self) -> None:
+        """The server is closing the store (its last write): the next start need not check."""
+        self.conn.execute("UPDATE meta SET value='1' WHERE key=?", (CLEAN_STOP,))
+
     def settings(self) -> dict[str, int | str]:
         """The connection's durability settings, for tests and diagnostics."""
         conn = self.conn
@@ -438,14 +447,33 @@ class Writer:
         return True, (int(busy), int(pages), int(done))
 
 
-def serve(path: Path, link: frames.Link, storage: Sequence[str] = ()) -> None:
-    """Answer ``link`` until it closes: a hello, then one reply per run of requests."""
+def serve(
+    path: Path, link: frames.Link, storage: Sequence[str] = (), *, first: bool = True,
+    check_seconds: float = 0,
+) -> None:  # fmt: skip
+    """Answer ``link`` until it closes: a hello, then one reply per run of requests.
+
+    ``first``: the server is starting, so the file may be made, and is checked (see
+    ``sqlite_file.connect``); a writer started again after one died only opens it.
+    """
     try:
-        conn = sqlite3.connect(path, isolation_level=None)
+        conn = sqlite_file.connect(path, first=first, check_seconds=check_seconds)
+    except JobServerError as exc:
+        link.send(("error", exc.message, exc.code))
+        return
+    except Exception as exc:
+        link.send(("error", f"cannot open {path}: {exc}"))
+        return
+    try:
         writer = Writer(conn, storage)
         link.send(("hello", *writer.open()))
     except Exception as exc:
-        link.send(("error", f"cannot open {path}: {exc}"))
+        conn.close()
+        if isinstance(exc, sqlite3.DatabaseError) and sqlite_file.is_damage(exc):
+            error = sqlite_file.damaged(path, str(exc))
+            link.send(("error", error.message, error.code))
+        else:
+            link.send(("error", f"cannot open {path}: {exc}"))
         return
     try:
         last_foreground = -HOLD_RECENT_SECONDS
@@ -490,11 +518,16 @@ def _answer(writer: Writer, link: frames.Link, requests: list[list[Op]]) -> None
         link.send((len(requests), outcomes, events, writer.durable))
 
 
-def main(path: str, protocol_fd: int, storage: Sequence[str]) -> None:
+def main(
+    path: str, protocol_fd: int, storage: Sequence[str], first: str = "first",
+    check_seconds: str = "0",
+) -> None:  # fmt: skip
     """The process's entry point, called by ``BOOT``."""
+    os.umask(0o077)  # whatever SQLite creates here is this user's alone
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     gctune.tune()  # the same collector settings as the server, for the same reason
-    serve(Path(path), frames.Link(0, protocol_fd), storage)
+    link = frames.Link(0, protocol_fd)
+    serve(Path(path), link, storage, first=first == "first", check_seconds=float(check_seconds))
 
 
 # How the server starts this process (``python -P -c BOOT path``). First, signals are the
@@ -519,5 +552,5 @@ if os.path.dirname(os.path.dirname(os.path.realpath(jobserver.__file__))) != roo
     sys.path.insert(0, root)
 sys.path += [p for p in os.environ.get("JOBSERVER_PLUGIN_PATH", "").split(os.pathsep) if p]
 from jobserver.store.sqlite_writer import main
-main(sys.argv[1], fd, sys.argv[2:])
+main(sys.argv[1], fd, sys.argv[4:], *sys.argv[2:4])
 """

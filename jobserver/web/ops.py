@@ -23,17 +23,25 @@ READY_TIMEOUT = 2.0
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    """Alive: the process answers HTTP. Nothing else is checked."""
-    return json_response({"status": "ok"})
+    """Alive: the process answers HTTP (always 200: restarting it would not mend its
+    storage, which the store keeps retrying on its own). ``degraded`` says why writes fail."""
+    problem = request.app[STORE].problem
+    if problem is None:
+        return json_response({"status": "ok"})
+    return json_response({"status": "degraded", "problems": {"database": problem}})
 
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     """Ready: a real write commits and the worker pool is claiming jobs."""
     checks = {"database": "ok", "workers": "ok"}
+    store = request.app[STORE]
     try:
-        async with asyncio.timeout(READY_TIMEOUT):
-            await request.app[STORE].ping()
+        if store.problem is not None:
+            checks["database"] = f"not writable: {store.problem}"
+        else:
+            async with asyncio.timeout(READY_TIMEOUT):
+                await store.ping()
     except TimeoutError:
         checks["database"] = f"a write did not commit within {READY_TIMEOUT:g}s"
     except Exception as exc:
