@@ -254,6 +254,22 @@ async def test_a_token_provider_is_asked_again_after_a_401(server: LiveServer) -
     async with Client(server.url, token_provider=provider) as lazy:
         assert (await lazy.get(job.jobId)).jobId == job.jobId
         assert len(asked) == 2
+    # The WebSocket refuses a bad token with 1008: the provider is asked, the socket retried.
+    async with (
+        Client(server.url, token="forged", token_provider=provider) as socket_only,
+        socket_only.follow(user_id=user, transports=("websocket",)) as events,
+    ):
+        assert events.state == "websocket" and len(asked) == 3
+
+    async def forger() -> str:
+        asked.append("forged")
+        return "still-forged"
+
+    async with Client(server.url, token="forged", token_provider=forger) as hopeless:
+        with pytest.raises(Unauthorized):  # one new token, refused again: final, no loop
+            async with hopeless.follow(user_id=user, transports=("websocket",)) as events:
+                await anext(events)
+        assert asked[3:] == ["forged"]
 
 
 async def test_resync_is_yielded_then_events_go_on_from_the_head(server: LiveServer) -> None:

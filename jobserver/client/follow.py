@@ -155,6 +155,7 @@ class Follow:
         self._task: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._closed = False
+        self._policy_retried = False
         self._ws: aiohttp.ClientWebSocketResponse | None = None
 
     # ---- the consumer's side -------------------------------------------------------------
@@ -378,7 +379,9 @@ class Follow:
                 self._contact()  # it was live until now
             await ws.close()
         if ws.close_code == CLOSE_POLICY:
-            if await self._http.refresh():
+            # A token that expired: one new one from the provider, then a refusal is final.
+            if not self._policy_retried and await self._http.refresh():
+                self._policy_retried = True
                 return _RESUBSCRIBE
             raise Unauthorized("UNAUTHORIZED", "the server refused the token on the WebSocket")
         return ws.close_code
@@ -412,6 +415,7 @@ class Follow:
         return False
 
     def _went_live(self) -> None:
+        self._policy_retried = False
         self._live.set()
         self._stop_polling()
         self.state = "websocket"
