@@ -361,8 +361,9 @@ async def test_upload_streams_the_file_and_returns_the_job(
         assert peak < 8 * (1 << 20), f"the upload held {peak / (1 << 20):.1f} MB in memory"
         assert job.type == "pdf-notes" and job.payload["size"] == big.stat().st_size
         assert (await client.upload(big, idempotency_key="big-1")).jobId == job.jobId
-        notes = await client.upload(pdf, filename="renamed.pdf", max_attempts=2)
+        notes = await client.upload(pdf, type="pdf-notes", filename="renamed.pdf", max_attempts=2)
         assert notes.payload["filename"] == "renamed.pdf" and notes.maxAttempts == 2
+        assert notes.label == "renamed.pdf"
         done = await client.wait(notes.jobId, timeout=60)
         assert done.status == "completed" and done.result and done.result["noteId"]
         text = tmp_path / "notes.txt"
@@ -370,6 +371,9 @@ async def test_upload_streams_the_file_and_returns_the_job(
         with pytest.raises(ApiError) as refused:
             await client.upload(text)
         assert (refused.value.code, refused.value.status) == ("NOT_A_PDF", 415)
+        with pytest.raises(BadRequest) as no_uploads:
+            await client.upload(pdf, type="demo.sleep")  # a type that takes no file
+        assert no_uploads.value.code == "INVALID_PAYLOAD"
 
 
 def test_sync_client_does_the_same_without_await(server: LiveServer) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import mimetypes
 import os
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
@@ -191,32 +192,40 @@ class Client:
         self,
         path: str | os.PathLike[str],
         *,
+        type: str | None = None,
         filename: str | None = None,
+        content_type: str | None = None,
         max_attempts: int | None = None,
         idempotency_key: str | None = None,
         timeout: float = UPLOAD_TIMEOUT,
     ) -> Job:
-        """Upload a PDF as a ``pdf-notes`` job (multipart ``POST /api/jobs``); the job.
+        """Upload a file as a job (multipart ``POST /api/jobs``); the job.
 
+        ``type`` names the job type that takes the file (``POST /api/jobs?type=``); without
+        it the server's first such type does, ``pdf-notes`` on a server with the PDF plugin.
         The file is streamed from disk in chunks, never read into memory whole.
         """
         source = Path(path)
         name = filename or source.name
+        mime = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
         opened: builtins.list[IO[bytes]] = []
 
         def form() -> aiohttp.FormData:
             handle = source.open("rb")  # a fresh one for each try: aiohttp may close it
             opened.append(handle)
             data = aiohttp.FormData()
-            data.add_field("file", handle, filename=name, content_type="application/pdf")
+            data.add_field("file", handle, filename=name, content_type=mime)
             if max_attempts is not None:
                 data.add_field("maxAttempts", str(max_attempts))
             if idempotency_key is not None:
                 data.add_field("idempotencyKey", idempotency_key)
             return data
 
+        params = {"type": type} if type is not None else None
         try:
-            reply = await self.http.request("POST", "/api/jobs", form=form, timeout=timeout)
+            reply = await self.http.request(
+                "POST", "/api/jobs", form=form, params=params, timeout=timeout
+            )
         finally:
             for handle in opened:
                 handle.close()

@@ -210,12 +210,15 @@ class SyncClient:
         self,
         path: str | os.PathLike[str],
         *,
+        type: str | None = None,
         filename: str | None = None,
+        content_type: str | None = None,
         max_attempts: int | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
         return self._loop.run(self.client.upload(
-            path, filename=filename, max_attempts=max_attempts, idempotency_key=idempotency_key
+            path, type=type, filename=filename, content_type=content_type,
+            max_attempts=max_attempts, idempotency_key=idempotency_key,
         ))  # fmt: skip
 
     def get(self, job_id: str) -> Job:
