@@ -2,7 +2,11 @@
 // All network traffic goes through jobclient.js; errors become words only in describeError.
 import { createJobClient, describeError, STATE } from './jobclient.js';
 
-const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
+/** Whether a status is final: GET /api/meta's terminalStatuses say which (no copy here). */
+function isTerminal(status) {
+  const meta = page.client && page.client.meta;
+  return Boolean(meta && meta.terminalStatuses && meta.terminalStatuses.includes(status));
+}
 const RUNNING = new Set(['queued', 'active']);
 const CONNECTION_LABELS = {
   [STATE.IDLE]: 'Not connected',
@@ -207,7 +211,7 @@ function setUpDropzone() {
 
 // ---- job rows --------------------------------------------------------------------------------
 
-const FIELDS = ['status', 'stage', 'progress', 'message', 'result', 'error', 'payload',
+const FIELDS = ['status', 'stage', 'progress', 'message', 'result', 'error', 'payload', 'label',
   'metadata', 'createdAt', 'finishedAt'];
 
 /** An event or a job snapshot: both name the job's fields the same way. */
@@ -221,11 +225,11 @@ function apply(data) {
     if (typeof data.seq === 'number') fillIn(row); // an event names no file: ask for the job
   }
   const d = row.data;
-  const wasTerminal = TERMINAL.has(d.status);
+  const wasTerminal = isTerminal(d.status);
   for (const field of FIELDS) if (field in data) d[field] = data[field];
   if (data.jobType) d.jobType = data.jobType; // an event's own `type` is the event's kind
   if (!d.start) d.start = parseTime(d.createdAt) || parseTime(data.timestamp) || Date.now();
-  if (TERMINAL.has(d.status)) {
+  if (isTerminal(d.status)) {
     d.end = parseTime(d.finishedAt) || parseTime(data.timestamp) || d.end || Date.now();
     page.client.stopTracking(data.jobId);
   } else {
@@ -293,9 +297,16 @@ function focusFirstAction(row) {
 }
 
 function jobName(d) {
-  return d.name || (d.payload && (d.payload.filename || d.payload.fileName))
+  return d.name || d.label || (d.payload && (d.payload.filename || d.payload.fileName))
     || (d.metadata && (d.metadata.filename || d.metadata.fileName))
-    || (d.result && d.result.title) || d.jobType || 'Job';
+    || (d.result && d.result.title) || typeName(d.jobType) || 'Job';
+}
+
+/** A job type's display name, as GET /api/meta gives it. */
+function typeName(type) {
+  const meta = page.client && page.client.meta;
+  const known = meta && meta.types && meta.types[type];
+  return (known && known.displayName) || type;
 }
 
 function stageName(d) {
@@ -374,7 +385,7 @@ function renderElapsed(row) {
 
 function tick() {
   for (const row of page.rows.values()) {
-    if (!TERMINAL.has(row.data.status)) renderElapsed(row);
+    if (!isTerminal(row.data.status)) renderElapsed(row);
   }
 }
 

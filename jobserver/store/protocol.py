@@ -22,7 +22,7 @@ class NewJob:
         idempotency_key: a second enqueue with the same key (same user) returns the first job.
         job_id: a chosen id, else one is generated.
         message: the first event's message.
-        label: a short human title (a PDF's file name), for lists and searches.
+        label: a short human title (a file's name, say), for lists and searches.
     """
 
     type: str

@@ -42,7 +42,7 @@ CREATE INDEX IF NOT EXISTS events_job ON events (job_id, seq);
 CREATE INDEX IF NOT EXISTS events_user ON events (user_id, seq);
 """,
     migrations={
-        # 0.1.0 -> 0.2: a job's label (the file name of a PDF, or what its submitter set).
+        # 0.1.0 -> 0.2: a job's label (set by its submitter, its type or its handler).
         2: "ALTER TABLE jobs ADD COLUMN label TEXT NOT NULL DEFAULT ''",
     },
 )

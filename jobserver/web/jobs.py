@@ -40,7 +40,7 @@ async def multipart_job(request: web.Request) -> NewJob:
     make = accepting.get(wanted or "")
     if make is None:
         kinds = ", ".join(accepting) or "none on this server"
-        raise InvalidPayload(f"no job type here accepts a multipart upload ({kinds})")
+        raise InvalidPayload(f"no job type here accepts a multipart body ({kinds})")
     request.app[REGISTRY].get(wanted or "")  # a disabled type is unknown
     return await make(request)
 
@@ -72,7 +72,7 @@ async def create_job(request: web.Request) -> web.Response:
         idempotency_key=_optional_str(body.get("idempotencyKey"), "idempotencyKey"),
     )
     for check in request.app[PLUGINS].submit_checks.get(new.type, ()):
-        check(request.app[SERVER], new)  # e.g. the PDF plugin: only one's own uploads
+        check(request.app[SERVER], new)  # e.g. who may name which stored file
     return await submit(request, new)
 
 
