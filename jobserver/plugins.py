@@ -95,6 +95,8 @@ class Plugin:
     storage_modules: list[str] = field(default_factory=list)
     multipart_jobs: dict[str, MultipartJob] = field(default_factory=dict)
     submit_checks: dict[str, list[SubmitCheck]] = field(default_factory=dict)
+    openapi_paths: dict[str, Any] = field(default_factory=dict)
+    openapi_schemas: dict[str, Any] = field(default_factory=dict)
 
     def add_job_type(self, job_type: JobType) -> JobType:
         self.job_types.append(job_type)
@@ -103,6 +105,12 @@ class Plugin:
     def add_routes(self, routes: Iterable[Any]) -> None:
         """aiohttp route definitions (a ``web.RouteTableDef``)."""
         self.route_defs.extend(routes)
+
+    def describe(self, paths: dict[str, Any], schemas: dict[str, Any] | None = None) -> None:
+        """OpenAPI path items and component schemas of this plugin's routes, merged into
+        ``GET /api/openapi.json`` (a test checks every served route is described)."""
+        self.openapi_paths.update(paths)
+        self.openapi_schemas.update(schemas or {})
 
     def add_cleanup_context(self, context: CleanupContext) -> None:
         """An async generator taking the ``Server``: set up before workers start, torn down
@@ -153,6 +161,14 @@ class Plugins:
     @property
     def storage_modules(self) -> list[str]:
         return [m for p in self.loaded for m in p.storage_modules]
+
+    @property
+    def openapi_paths(self) -> dict[str, Any]:
+        return {k: v for p in self.loaded for k, v in p.openapi_paths.items()}
+
+    @property
+    def openapi_schemas(self) -> dict[str, Any]:
+        return {k: v for p in self.loaded for k, v in p.openapi_schemas.items()}
 
     @property
     def queued_hooks(self) -> list[QueuedHook]:

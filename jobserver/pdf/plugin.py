@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from ..plugins import Plugin, Server
 from ..retention import PRUNE_BATCH, file_pruner
-from . import storage
+from . import openapi, storage
 from .files import uploads_dir
 from .job import PdfNotes, job_type
 from .routes import routes
@@ -24,6 +24,7 @@ def setup(plugin: Plugin) -> None:
     jt = plugin.add_job_type(job_type(handler))
     plugin.add_storage(storage.__name__)
     plugin.add_routes(routes)
+    plugin.describe(openapi.PATHS, openapi.SCHEMAS)
     plugin.accept_multipart(jt.name, create_pdf_job)
     plugin.check_submit(jt.name, check_upload_owner)
     plugin.on_queued(prefetcher(handler))

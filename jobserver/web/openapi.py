@@ -6,7 +6,6 @@ so a route or field added without its description fails the suite.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Final
 
 import orjson
@@ -141,34 +140,6 @@ SCHEMAS: dict[str, Schema] = {
         "cursor": {**INT, "description": "pass as since next time"},
         "epoch": STRING,
     }),
-    "NoteSummary": obj(
-        ["noteId", "jobId", "title", "filename", "pageCount", "contentHash", "createdAt"],
-        {"noteId": STRING, "jobId": STRING, "title": STRING, "filename": STRING,
-         "pageCount": INT, "contentHash": STRING, "createdAt": TIME},
-    ),
-    "Note": obj(
-        ["noteId", "jobId", "userId", "title", "filename", "pageCount", "contentHash",
-         "createdAt", "summary", "keyPoints", "sections", "keywords", "generator",
-         "sectionsFrom"],
-        {
-            "noteId": STRING, "jobId": STRING, "userId": STRING, "title": STRING,
-            "filename": STRING, "pageCount": INT, "contentHash": STRING, "createdAt": TIME,
-            "summary": STRING,
-            "keyPoints": {"type": "array", "items": obj(["text", "page"], {
-                "text": STRING, "page": INT})},
-            "sections": {"type": "array", "items": obj(["title", "page", "level"], {
-                "title": STRING, "page": nullable(INT), "level": {**INT, "minimum": 1}})},
-            "keywords": {"type": "array", "items": STRING},
-            "generator": {**STRING, "description": "offline, or llm:<model>"},
-            "sectionsFrom": {"enum": ["outline", "headings"]},
-        },
-    ),
-    "NotePage": obj(["notes", "limit", "offset", "nextOffset"], {
-        "notes": {"type": "array", "items": ref("NoteSummary")},
-        "limit": INT,
-        "offset": INT,
-        "nextOffset": nullable(INT),
-    }),
     "LoopLag": obj(["running", "samples", "intervalMs", "p50Ms", "p99Ms", "maxMs"], {
         "running": {"type": "boolean"}, "samples": INT, "intervalMs": NUMBER,
         "p50Ms": NUMBER, "p99Ms": NUMBER, "maxMs": NUMBER,
@@ -182,22 +153,6 @@ SCHEMAS: dict[str, Schema] = {
 
 JOB_ID: Final = {"name": "jobId", "in": "path", "required": True, "schema": STRING}
 JOB: Final = json_body(ref("Job"), "the job")
-NOTE_ID: Final = {"name": "noteId", "in": "path", "required": True, "schema": STRING}
-
-
-def markdown(operation_id: str) -> Schema:
-    return {
-        "summary": "One of your notes as a Markdown download",
-        "operationId": operation_id,
-        "parameters": [NOTE_ID],
-        "responses": {
-            "200": {"description": "the note as Markdown (Content-Disposition: attachment)",
-                    "content": {"text/markdown": {"schema": STRING}}},
-            "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
-            "404": error("NOTE_NOT_FOUND"),
-        },
-    }
-
 PUBLIC: Final[list[Any]] = []
 
 PATHS: dict[str, Schema] = {
@@ -349,37 +304,6 @@ PATHS: dict[str, Schema] = {
             },
         },
     },
-    "/api/notes": {
-        "get": {
-            "summary": "Your notes, newest first",
-            "operationId": "listNotes",
-            "parameters": [
-                {"name": "limit", "in": "query",
-                 "schema": {**INT, "minimum": 1, "maximum": 200, "default": 50}},
-                {"name": "offset", "in": "query", "schema": {**INT, "minimum": 0, "default": 0}},
-            ],
-            "responses": {
-                "200": json_body(ref("NotePage"), "a page of notes"),
-                "400": error("INVALID_PAYLOAD (a bad limit or offset)"),
-                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
-            },
-        },
-    },
-    # Before /api/notes/{noteId}, which would match "<id>.md" too (the first match wins).
-    "/api/notes/{noteId}.md": {"get": markdown("getNoteMarkdown")},
-    "/api/notes/{noteId}": {
-        "get": {
-            "summary": "One of your notes",
-            "operationId": "getNote",
-            "parameters": [NOTE_ID],
-            "responses": {
-                "200": json_body(ref("Note"), "the note"),
-                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
-                "404": error("NOTE_NOT_FOUND (also for another user's note)"),
-            },
-        },
-    },
-    "/api/notes/{noteId}/markdown": {"get": markdown("getNoteMarkdownAlias")},
     "/api/debug/loop-lag": {
         "post": {
             "summary": "Start sampling event-loop lag for a while (earlier samples dropped)",
@@ -462,16 +386,18 @@ long-polling; settings are listed in docs/settings.md.
 """
 
 
-def document() -> Schema:
-    """The whole OpenAPI document, as a new dict."""
+def document(
+    extra_paths: dict[str, Schema] | None = None, extra_schemas: dict[str, Schema] | None = None
+) -> Schema:
+    """The whole OpenAPI document, as a new dict, with what plugins describe of their routes."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "jobserver", "version": __version__, "description": DESCRIPTION},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"cookie": []}],
-        "paths": PATHS,
+        "paths": {**PATHS, **(extra_paths or {})},
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **(extra_schemas or {})},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "jobserver_token"},
@@ -480,6 +406,7 @@ def document() -> Schema:
     }
 
 
-@functools.cache
-def document_bytes() -> bytes:
-    return orjson.dumps(document())
+def document_bytes(
+    extra_paths: dict[str, Schema] | None = None, extra_schemas: dict[str, Schema] | None = None
+) -> bytes:
+    return orjson.dumps(document(extra_paths, extra_schemas))

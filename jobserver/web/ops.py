@@ -11,7 +11,7 @@ from prometheus_client.exposition import choose_encoder
 from ..metrics import Snapshot
 from . import openapi
 from .http import json_response
-from .keys import BUS, METRICS, POOL, RETENTION, STORE
+from .keys import BUS, METRICS, PLUGINS, POOL, RETENTION, STORE
 
 log = logging.getLogger(__name__)
 
@@ -82,4 +82,6 @@ async def metrics(request: web.Request) -> web.Response:
 @routes.get("/api/openapi.json")
 async def openapi_json(request: web.Request) -> web.Response:
     """The OpenAPI 3 description of the HTTP API (no token needed)."""
-    return web.Response(body=openapi.document_bytes(), content_type="application/json")
+    plugins = request.app[PLUGINS]  # their routes are described by them
+    body = openapi.document_bytes(plugins.openapi_paths, plugins.openapi_schemas)
+    return web.Response(body=body, content_type="application/json")
