@@ -55,10 +55,11 @@ async def test_kill_9_with_200_running_jobs_loses_nothing(
     url = first.start().url
     async with aiohttp.ClientSession() as session:
         headers = await sign_in(session, url)
-        for i in range(200):
-            await api(session, "POST", f"{url}/api/jobs", headers=headers, json={
-                "type": "demo.sleep", "maxAttempts": 1 + i % 2,
-                "payload": {"seconds": 5, "steps": 5}})
+        # All at once: one at a time on a busy machine, the first could finish before the last
+        # is queued.
+        await asyncio.gather(*(api(session, "POST", f"{url}/api/jobs", headers=headers, json={
+            "type": "demo.sleep", "maxAttempts": 1 + i % 2,
+            "payload": {"seconds": 8, "steps": 5}}) for i in range(200)))
         async with asyncio.timeout(30):
             while True:
                 active = await api(session, "GET", f"{url}/api/jobs?status=active&limit=200",
