@@ -42,6 +42,25 @@ class UnknownJobType(BadRequest):
     code = "UNKNOWN_JOB_TYPE"
 
 
+class InBatch(JobServerError):
+    """One job of a batch was refused, so the whole batch was: that job's own code, status
+    and message, and its ``index`` in the batch (0-based).
+
+    Args:
+        index: the refused job's position in the batch.
+        error: why it was refused.
+    """
+
+    def __init__(self, index: int, error: JobServerError) -> None:
+        super().__init__(f"jobs[{index}]: {error.message}", code=error.code)
+        self.status = error.status
+        self.index = index
+
+
+class DuplicateKey(BadRequest):
+    code = "DUPLICATE_IDEMPOTENCY_KEY"
+
+
 class BodyTooLarge(JobServerError):
     code = "BODY_TOO_LARGE"
     status = 413

@@ -39,7 +39,7 @@ DEMO = "jobserver.demo"
 CleanupContext = Callable[["Server"], AsyncIterator[None]]
 QueuedHook = Callable[["Server", Job], None]
 RetentionStep = Callable[["Server", float], Awaitable[int]]
-MultipartJob = Callable[["web.Request"], Awaitable[NewJob]]
+MultipartJob = Callable[["web.Request"], Awaitable[NewJob | Sequence[NewJob]]]
 SubmitCheck = Callable[["Server", NewJob], None]
 
 
@@ -144,7 +144,8 @@ class Plugin:
 
     def accept_multipart(self, job_type: str, make: MultipartJob) -> None:
         """``POST /api/jobs`` as ``multipart/form-data`` makes a ``job_type`` job with
-        ``make(request)`` (the first type registered this way is the default)."""
+        ``make(request)``, or several, enqueued as one batch (the first type registered this
+        way is the default)."""
         self.multipart_jobs[job_type] = make
 
 

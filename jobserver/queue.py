@@ -19,7 +19,7 @@ import asyncio
 import heapq
 import itertools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .bus import EventBus
@@ -94,12 +94,27 @@ class JobQueue:
         job, events = await self.store.enqueue(new)
         if events:
             await self._answer(events[-1].seq)
-            for hook in self._queued_hooks:
-                try:
-                    hook(job)
-                except Exception:
-                    log.exception("a queued-job hook failed for job %s", job.id)
+            self._queued(job)
         return job, bool(events)
+
+    async def enqueue_many(self, news: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+        """Create every job of ``news`` in one commit, all or nothing (no two may share an
+        idempotency key); each job with whether it is new."""
+        made = await self.store.enqueue_many(news)
+        last = max((events[-1].seq for _, events in made if events), default=0)
+        if last:
+            await self._answer(last)
+            for job, events in made:
+                if events:
+                    self._queued(job)
+        return [(job, bool(events)) for job, events in made]
+
+    def _queued(self, job: Job) -> None:
+        for hook in self._queued_hooks:
+            try:
+                hook(job)
+            except Exception:
+                log.exception("a queued-job hook failed for job %s", job.id)
 
     async def claim(
         self, limit: int, lease_seconds: float, caps: Mapping[str, int] | None = None
@@ -119,8 +134,9 @@ class JobQueue:
         """Submit a progress change without waiting for it; ``done`` hears how it ended, once
         its event is published (or with the error that refused it)."""
         callback = _ignore if done is None else done
-        self.store.progress(job_id, token, update,
-                            lambda event, error: self._progress_done(callback, event, error))
+        self.store.progress(
+            job_id, token, update, lambda event, error: self._progress_done(callback, event, error)
+        )
 
     async def complete(self, job_id: str, token: str, result: ResultDict) -> Event:
         event = await self.store.complete(job_id, token, result)

@@ -123,7 +123,9 @@ export function describeError(err) {
 function httpError(status, data, text) {
   const body = data && typeof data === 'object' && data.error ? data.error : null;
   if (body && typeof body.code === 'string') {
-    return new JobClientError(body.code, String(body.message || body.code), status);
+    const error = new JobClientError(body.code, String(body.message || body.code), status);
+    if (Number.isInteger(body.index)) error.index = body.index; // a refused batch's job
+    return error;
   }
   if (status === 401) return new JobClientError('UNAUTHORIZED', 'Sign in first.', status);
   if (status === 404) return new JobClientError('NOT_FOUND', 'Not found.', status);
@@ -409,10 +411,24 @@ export class JobClient {
       },
       getJob: async (jobId) => seen(await net.request('GET', '/api/jobs/' + enc(jobId))),
       createJob: async (spec) => seen(await net.request('POST', '/api/jobs', { json: spec })),
+      // Up to 1,000 jobs in one request and one commit, all or nothing; each job comes back
+      // with `created` (false: its idempotencyKey named an existing job). A refused batch
+      // rejects with the server's error, whose `index` names the job at fault.
+      submit_many: async (specs) => {
+        const reply = await net.request('POST', '/api/jobs', { json: { jobs: [...specs] } });
+        return reply.jobs.map(seen);
+      },
       uploadPdf: async (file, filename) => {
         const form = new FormData();
         form.append('file', file, filename || file.name);
         return seen(await net.request('POST', '/api/jobs', { form }));
+      },
+      // Several PDFs in one upload: one job each, as one batch (a list of jobs).
+      uploadPdfs: async (files) => {
+        const form = new FormData();
+        for (const file of files) form.append('file', file, file.name);
+        const reply = await net.request('POST', '/api/jobs', { form });
+        return (reply.jobs || [reply]).map(seen);
       },
       cancelJob: async (jobId) => seen(await net.request('POST', `/api/jobs/${enc(jobId)}/cancel`)),
       retryJob: async (jobId) => seen(await net.request('POST', `/api/jobs/${enc(jobId)}/retry`)),

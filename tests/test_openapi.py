@@ -157,6 +157,11 @@ async def exercise_jobs(c: Checked) -> None:
     status, job = await c.call("POST", "/api/jobs", body=new)
     assert status == 202
     assert (await c.call("POST", "/api/jobs", body=new))[0] == 200
+    batch = {"jobs": [new, {"type": "demo.sleep", "payload": {"seconds": 0}}]}
+    status, made = await c.call("POST", "/api/jobs", body=batch)
+    assert status == 202 and [j["created"] for j in made["jobs"]] == [False, True]
+    status, refused = await c.call("POST", "/api/jobs", body={"jobs": [new, {"type": "no.such"}]})
+    assert status == 400 and refused["error"]["index"] == 1
     assert (await c.call("POST", "/api/jobs", body={"type": "no.such"}))[0] == 400
     assert (await c.call("POST", "/api/jobs", raw=b"x" * 8192, valid_request=False))[0] == 413
     assert (await c.call("POST", "/api/jobs", body=new, token=False))[0] == 401

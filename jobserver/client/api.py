@@ -29,7 +29,10 @@ FormFactory = Callable[[], aiohttp.FormData]
 def _error_of(status: int, body: bytes) -> JobServerClientError:
     try:
         error = json.loads(body)["error"]
-        return api_error(status, str(error["code"]), str(error["message"]))
+        refused = api_error(status, str(error["code"]), str(error["message"]))
+        if isinstance(error.get("index"), int):
+            refused.index = error["index"]
+        return refused
     except (ValueError, KeyError, TypeError):
         text = body[:200].decode(errors="replace").strip()
         return api_error(status, f"HTTP_{status}", text or f"HTTP {status}")

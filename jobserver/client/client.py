@@ -7,7 +7,7 @@ import builtins
 import mimetypes
 import os
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any, Literal
 from urllib.parse import quote
@@ -187,6 +187,20 @@ class Client:
         if idempotency_key is not None:
             body["idempotencyKey"] = idempotency_key
         return Job.from_wire(await self.http.request("POST", "/api/jobs", json_body=body))
+
+    async def submit_many(self, jobs: Iterable[Mapping[str, Any]]) -> builtins.list[Job]:
+        """Enqueue up to 1,000 jobs in one request and one commit, all or nothing; each
+        job is ``{"type", "payload", "maxAttempts", "delaySeconds", "idempotencyKey",
+        "label"}`` as ``POST /api/jobs`` takes it (only ``type`` is required). Returns every
+        job in order; ``job.raw["created"]`` is False for one an idempotency key matched.
+
+        One refused job refuses them all: the ``ApiError``'s ``index`` names it.
+        """
+        body = {"jobs": [dict(job) for job in jobs]}
+        reply = await self.http.request("POST", "/api/jobs", json_body=body)
+        if not isinstance(reply, Mapping) or not isinstance(reply.get("jobs"), builtins.list):
+            raise ProtocolError("PROTOCOL", f"not a batch of jobs: {str(reply)[:200]}")
+        return [Job.from_wire(job) for job in reply["jobs"]]
 
     async def upload(
         self,

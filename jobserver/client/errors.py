@@ -13,6 +13,8 @@ class JobServerClientError(Exception):
         status: the HTTP status of the answer that carried it (0 when there was none).
     """
 
+    index: int | None = None  # a refused batch (submit_many): the position of the job at fault
+
     def __init__(self, code: str, message: str, status: int = 0) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code

@@ -8,9 +8,10 @@ of its own, and the client may be shared by threads.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from .client import Client
@@ -205,6 +206,9 @@ class SyncClient:
             type, payload, max_attempts=max_attempts, delay_seconds=delay_seconds,
             idempotency_key=idempotency_key, label=label,
         ))  # fmt: skip
+
+    def submit_many(self, jobs: Iterable[Mapping[str, Any]]) -> builtins.list[Job]:
+        return self._loop.run(self.client.submit_many(jobs))
 
     def upload(
         self,

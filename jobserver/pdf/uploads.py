@@ -21,7 +21,7 @@ from urllib.parse import unquote
 from aiohttp import BodyPartReader, web
 
 from ..datadir import create_private, private_dir
-from ..errors import FileTooLarge, InvalidPayload, NotAPdf, UploadNotFound
+from ..errors import FileTooLarge, InBatch, InvalidPayload, JobServerError, NotAPdf, UploadNotFound
 from ..models import Job
 from ..plugins import Server
 from ..store import NewJob
@@ -36,6 +36,7 @@ CHUNK = 256 * 1024
 HEADER_WINDOW = 1024
 MAX_FIELD = 1024
 FIELDS = frozenset({"idempotencyKey", "maxAttempts"})
+MAX_FILES = 100  # file parts one upload may carry
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,41 +108,52 @@ async def _field(part: BodyPartReader) -> str:
     return data.decode("utf-8", "replace").strip()
 
 
-async def create_pdf_job(request: web.Request) -> NewJob:
-    """Read the multipart body; the ``file`` part becomes a ``pdf-notes`` job to enqueue."""
+async def create_pdf_job(request: web.Request) -> list[NewJob]:
+    """Read the multipart body; each ``file`` part becomes a ``pdf-notes`` job to enqueue
+    (several go as one batch: one commit, all or nothing; an ``idempotencyKey`` then keys
+    the n-th file's job as ``<key>.<n>``, from 0)."""
     job_type = request.app[REGISTRY].get(PDF_NOTES)
     settings = request.app[SETTINGS]
     reader = await request.multipart()
-    stored: StoredUpload | None = None
+    stored: list[StoredUpload] = []
     fields: dict[str, str] = {}
     while (part := await reader.next()) is not None:
         if not isinstance(part, BodyPartReader):
             raise InvalidPayload("nested multipart bodies are not accepted")
         if part.name == "file":
-            if stored is not None:
-                raise InvalidPayload("send one file per upload")
-            stored = await receive_pdf(part, settings.data_dir, settings.max_upload_bytes)
+            if len(stored) >= MAX_FILES:
+                raise InvalidPayload(f"send at most {MAX_FILES} files per upload")
+            try:
+                upload = await receive_pdf(part, settings.data_dir, settings.max_upload_bytes)
+            except JobServerError as exc:
+                raise (InBatch(len(stored), exc) if stored else exc) from None
+            stored.append(upload)
         elif part.name in FIELDS:
             fields[part.name] = await _field(part)
         else:
             await part.release()
-    if stored is None:
+    if not stored:
         raise InvalidPayload("send the PDF as a multipart form part named file")
-    add_owner(settings.data_dir, stored.sha256, user_of(request))
+    for upload in stored:
+        add_owner(settings.data_dir, upload.sha256, user_of(request))
     key = fields.get("idempotencyKey") or None
     if key is not None and len(key) > 200:
         raise InvalidPayload("idempotencyKey must be at most 200 characters")
-    return NewJob(
-        type=PDF_NOTES,
-        user_id=user_of(request),
-        payload={"sha256": stored.sha256, "filename": stored.filename, "size": stored.size},
-        label=stored.filename,
-        max_attempts=whole_number(
-            fields.get("maxAttempts"), "maxAttempts", 1, 100, job_type.options.max_attempts
-        ),
-        idempotency_key=key,
-        message=f"Queued {stored.filename}",
+    max_attempts = whole_number(
+        fields.get("maxAttempts"), "maxAttempts", 1, 100, job_type.options.max_attempts
     )
+    return [
+        NewJob(
+            type=PDF_NOTES,
+            user_id=user_of(request),
+            payload={"sha256": up.sha256, "filename": up.filename, "size": up.size},
+            label=up.filename,
+            max_attempts=max_attempts,
+            idempotency_key=key if key is None or len(stored) == 1 else f"{key}.{n}",
+            message=f"Queued {up.filename}",
+        )
+        for n, up in enumerate(stored)
+    ]
 
 
 def check_upload_owner(server: Server, new: NewJob) -> None:

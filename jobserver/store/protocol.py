@@ -96,6 +96,11 @@ class Store(Protocol):
         """Create a queued job; with a known idempotency key, return that job and no event."""
         ...
 
+    async def enqueue_many(self, news: Sequence[NewJob]) -> list[tuple[Job, list[Event]]]:
+        """``enqueue`` each of ``news`` in one transaction, all or nothing, in order; the
+        caller makes sure no two of them share an idempotency key."""
+        ...
+
     async def claim(
         self, limit: int, lease_seconds: float, caps: Mapping[str, int] | None = None
     ) -> list[tuple[Job, Event]]:

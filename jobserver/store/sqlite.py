@@ -80,6 +80,12 @@ def _job_events(
     return Job(*value[0]), [events[seq - first] for seq in value[1]]
 
 
+def _jobs_events(
+    value: list[tuple[frames.JobFields, list[int]]], events: list[Event], first: int
+) -> list[tuple[Job, list[Event]]]:
+    return [_job_events(one, events, first) for one in value]
+
+
 def _claimed(
     value: list[tuple[frames.JobFields, int]], events: list[Event], first: int
 ) -> list[tuple[Job, Event]]:
@@ -567,6 +573,13 @@ class SqliteStore:
     async def enqueue(self, new: NewJob) -> tuple[Job, list[Event]]:
         result: tuple[Job, list[Event]] = await self._write(
             ("enqueue", frames.new_job_fields(new)), _job_events
+        )
+        return result
+
+    async def enqueue_many(self, news: Sequence[NewJob]) -> list[tuple[Job, list[Event]]]:
+        fields = [frames.new_job_fields(new) for new in news]
+        result: list[tuple[Job, list[Event]]] = await self._write(
+            ("enqueue_many", fields), _jobs_events
         )
         return result
 

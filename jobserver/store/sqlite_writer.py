@@ -73,7 +73,7 @@ READING = frozenset({"claim", "renew", "recover", "prune", "op"})
 # the next such op comes to share its commit: a client that enqueues one job at a time then
 # waits for one fsync per job instead of two (its job's claim or completion committing alone
 # while its next request waits behind it).
-FOREGROUND = frozenset({"enqueue", "cancel", "retry"})
+FOREGROUND = frozenset({"enqueue", "enqueue_many", "cancel", "retry"})
 HOLD_SECONDS = 0.005  # the longest hold
 HOLD_RECENT_SECONDS = 0.05  # holds happen this soon after a foreground op only
 HOLD_MAX_OPS = 64  # and only while fewer ops than this wait: a backlog commits at once
@@ -112,6 +112,7 @@ class Writer:
         self._tokens = itertools.count(1)
         self._ops: dict[str, Callable[..., Any]] = {
             "enqueue": self.enqueue,
+            "enqueue_many": self.enqueue_many,
             "claim": self.claim,
             "progress": self.progress,
             "complete": self.complete,
@@ -181,8 +182,7 @@ class Writer:
             conn.execute("BEGIN IMMEDIATE")
             for op in ops:
                 kind = op[0]
-                keyed = kind == "enqueue" and op[1][frames.IDEMPOTENCY_KEY] is not None
-                if kind in READING or keyed:
+                if kind in READING or _keyed(op):
                     self._flush()
                 try:
                     results.append((True, self._ops[kind](*op[1:])))
@@ -272,17 +272,34 @@ class Writer:
     # -- ops: each returns what the store hands back, with events as their seq --------------
 
     def enqueue(self, fields: frames.NewJobFields) -> tuple[frames.JobFields, list[int]]:
-        new = frames.new_job(fields)
-        if new.idempotency_key is not None:
-            row = self.conn.execute(
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE user_id=? AND idempotency_key=?",
-                (new.user_id, new.idempotency_key),
-            ).fetchone()
-            if row is not None:
-                return frames.job_fields(row_to_job(row)), []
-        change = changes.new_job(new, time.time())
-        seq = self._save(change, insert=True)  # first: it sets the job's last_seq
-        return frames.job_fields(change[0]), [seq]
+        return self.enqueue_many([fields])[0]
+
+    def enqueue_many(
+        self, many: list[frames.NewJobFields]
+    ) -> list[tuple[frames.JobFields, list[int]]]:
+        """Every job made (or found by its idempotency key) before any is staged, so a job
+        that cannot be made leaves the batch's transaction as it was."""
+        now = time.time()
+        made: list[changes.Change | Job] = []
+        for fields in many:
+            new = frames.new_job(fields)
+            if new.idempotency_key is not None:
+                row = self.conn.execute(
+                    f"SELECT {JOB_COLUMNS} FROM jobs WHERE user_id=? AND idempotency_key=?",
+                    (new.user_id, new.idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    made.append(row_to_job(row))
+                    continue
+            made.append(changes.new_job(new, now))
+        out: list[tuple[frames.JobFields, list[int]]] = []
+        for item in made:
+            if isinstance(item, Job):
+                out.append((frames.job_fields(item), []))
+            else:
+                seq = self._save(item, insert=True)  # first: it sets the job's last_seq
+                out.append((frames.job_fields(item[0]), [seq]))
+        return out
 
     def claim(
         self, limit: int, lease_seconds: float, caps: dict[str, int] | None = None
@@ -506,6 +523,13 @@ def serve(
             took = time.monotonic() - began
     finally:
         conn.close()
+
+
+def _keyed(op: Op) -> bool:
+    """An enqueue that looks up an idempotency key: the rows staged so far are written first."""
+    if op[0] == "enqueue":
+        return op[1][frames.IDEMPOTENCY_KEY] is not None
+    return op[0] == "enqueue_many" and any(f[frames.IDEMPOTENCY_KEY] is not None for f in op[1])
 
 
 def _foreground(request: list[Op]) -> bool:

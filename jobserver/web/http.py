@@ -10,7 +10,14 @@ import orjson
 from aiohttp import web
 
 from ..auth import verify_token
-from ..errors import BodyTooLarge, InvalidJson, InvalidPayload, JobServerError, Unauthorized
+from ..errors import (
+    BodyTooLarge,
+    InBatch,
+    InvalidJson,
+    InvalidPayload,
+    JobServerError,
+    Unauthorized,
+)
 from .keys import SECRET, SETTINGS, USER
 
 log = logging.getLogger(__name__)
@@ -34,8 +41,8 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
-def error_response(status: int, code: str, message: str) -> web.Response:
-    return json_response({"error": {"code": code, "message": message}}, status)
+def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return json_response({"error": {"code": code, "message": message, **extra}}, status)
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -103,6 +110,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     """Turn every error into {"error": {code, message}} with its status; never a traceback."""
     try:
         return await handler(request)
+    except InBatch as exc:
+        return error_response(exc.status, exc.code, exc.message, index=exc.index)
     except JobServerError as exc:
         return error_response(exc.status, exc.code, exc.message)
     except web.HTTPException as exc:

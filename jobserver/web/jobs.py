@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 
-from ..errors import InvalidPayload, JobNotFound
+from ..errors import DuplicateKey, InBatch, InvalidPayload, JobNotFound, JobServerError
 from ..jobtypes import check_label
 from ..models import Job, JobStatus
 from ..store import NewJob
@@ -14,6 +15,7 @@ from .http import json_body, json_response, page_of, paged, user_of, whole_numbe
 from .keys import PLUGINS, QUEUE, REGISTRY, SERVER, STORE
 
 routes = web.RouteTableDef()
+MAX_BATCH = 1000  # most jobs one POST /api/jobs may carry (JSON "jobs", or multipart files)
 
 
 def _optional_str(value: Any, name: str, max_len: int = 200) -> str | None:
@@ -30,9 +32,23 @@ async def submit(request: web.Request, new: NewJob) -> web.Response:
     return json_response(job.to_wire(), 202 if created else 200)
 
 
-async def multipart_job(request: web.Request) -> NewJob:
+async def submit_many(request: web.Request, news: Sequence[NewJob]) -> web.Response:
+    """Enqueue every job of a batch in one commit, all or nothing: 202 with each job marked
+    ``created`` (false: its idempotency key matched a job of yours), 200 when none was new."""
+    seen: dict[str, int] = {}
+    for index, new in enumerate(news):
+        key = new.idempotency_key
+        if key is not None and seen.setdefault(key, index) != index:
+            raise InBatch(index, DuplicateKey(
+                f"idempotencyKey {key!r} is also the key of jobs[{seen[key]}]"))  # fmt: skip
+    results = await request.app[QUEUE].enqueue_many(news)
+    jobs = [{**job.to_wire(), "created": created} for job, created in results]
+    return json_response({"jobs": jobs}, 202 if any(c for _, c in results) else 200)
+
+
+async def multipart_jobs(request: web.Request) -> list[NewJob]:
     """A multipart body goes to the plugin that accepts it: the one for ``?type=``, else the
-    first registered (``Plugin.accept_multipart``)."""
+    first registered (``Plugin.accept_multipart``); one job per file part."""
     accepting = request.app[PLUGINS].multipart_jobs
     wanted = request.query.get("type")
     if wanted is None and accepting:
@@ -42,14 +58,14 @@ async def multipart_job(request: web.Request) -> NewJob:
         kinds = ", ".join(accepting) or "none on this server"
         raise InvalidPayload(f"no job type here accepts a multipart body ({kinds})")
     request.app[REGISTRY].get(wanted or "")  # a disabled type is unknown
-    return await make(request)
+    made = await make(request)
+    return [made] if isinstance(made, NewJob) else list(made)
 
 
-@routes.post("/api/jobs")
-async def create_job(request: web.Request) -> web.Response:
-    if request.content_type == "multipart/form-data":
-        return await submit(request, await multipart_job(request))
-    body = await json_body(request)
+def new_job(request: web.Request, body: Any) -> NewJob:
+    """The job a JSON object describes (``POST /api/jobs``, or one of its ``jobs``)."""
+    if not isinstance(body, dict):
+        raise InvalidPayload("a job must be a JSON object")
     job_type = request.app[REGISTRY].get(_optional_str(body.get("type"), "type") or "")
     payload = body.get("payload", {})
     if not isinstance(payload, dict):
@@ -73,7 +89,31 @@ async def create_job(request: web.Request) -> web.Response:
     )
     for check in request.app[PLUGINS].submit_checks.get(new.type, ()):
         check(request.app[SERVER], new)  # e.g. who may name which stored file
-    return await submit(request, new)
+    return new
+
+
+def batch_of(request: web.Request, items: Any) -> list[NewJob]:
+    """Every job of a ``{"jobs": [...]}`` body; the first refused one refuses the batch."""
+    if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
+        raise InvalidPayload(f"jobs must be a list of 1 to {MAX_BATCH} jobs")
+    news = []
+    for index, item in enumerate(items):
+        try:
+            news.append(new_job(request, item))
+        except JobServerError as exc:
+            raise InBatch(index, exc) from None
+    return news
+
+
+@routes.post("/api/jobs")
+async def create_job(request: web.Request) -> web.Response:
+    if request.content_type == "multipart/form-data":
+        news = await multipart_jobs(request)
+        return await (submit(request, news[0]) if len(news) == 1 else submit_many(request, news))
+    body = await json_body(request)
+    if "jobs" in body:
+        return await submit_many(request, batch_of(request, body["jobs"]))
+    return await submit(request, new_job(request, body))
 
 
 async def own_job(request: web.Request) -> Job:

@@ -84,6 +84,7 @@ SCHEMAS: dict[str, Schema] = {
     "ErrorBody": obj(["code", "message"], {
         "code": {**STRING, "description": "stable, machine-readable (e.g. JOB_NOT_FOUND)"},
         "message": {**STRING, "description": "for people"},
+        "index": {**INT, "description": "in a batch: the position of the job that refused it"},
     }),
     "Error": obj(["error"], {"error": ref("ErrorBody")}),
     "JobError": obj(["code", "message", "recoverable"], {
@@ -100,6 +101,15 @@ SCHEMAS: dict[str, Schema] = {
         "maxAttempts": {**INT, "minimum": 1, "maximum": 100},
         "delaySeconds": {**NUMBER, "minimum": 0, "maximum": 86400},
     }, closed=False),
+    "NewJobs": obj(["jobs"], {
+        "jobs": {"type": "array", "items": ref("NewJob"), "minItems": 1, "maxItems": 1000,
+                 "description": "enqueued in one commit, all or nothing"},
+    }),
+    "Jobs": obj(["jobs"], {
+        "jobs": {"type": "array", "items": obj([*JOB_WIRE, "created"], {**JOB_WIRE, "created": {
+            "type": "boolean", "description": "false: its idempotency key named this job already"
+        }})},
+    }),
     "JobPage": obj(["jobs", "limit", "offset", "nextOffset"], {
         "jobs": {"type": "array", "items": ref("Job")},
         "limit": INT,
@@ -201,21 +211,29 @@ PATHS: dict[str, Schema] = {
     },
     "/api/jobs": {
         "post": {
-            "summary": "Enqueue a job: JSON for any job type, or a PDF upload (pdf-notes)",
+            "summary": "Enqueue a job, or a batch of jobs (`{\"jobs\": [...]}`, one commit, all or "
+                       "nothing): JSON for any job type, or PDF uploads (pdf-notes)",
             "operationId": "createJob",
             "requestBody": {"required": True, "content": {
-                "application/json": {"schema": ref("NewJob")},
+                "application/json": {"schema": {"anyOf": [ref("NewJob"), ref("NewJobs")]}},
                 "multipart/form-data": {"schema": obj(["file"], {
                     "file": {**STRING, "contentMediaType": "application/pdf",
-                             "description": "the PDF, streamed to disk (--max-upload-bytes)"},
+                             "description": "the PDF, streamed to disk (--max-upload-bytes); "
+                                            "several file parts (at most 100) make one job "
+                                            "each, as a batch"},
                     "idempotencyKey": {**STRING, "maxLength": 200},
                     "maxAttempts": {**STRING, "pattern": "^[0-9]+$"},
                 }, closed=False)},
             }},
             "responses": {
-                "202": json_body(ref("Job"), "queued (a PDF: before any processing)"),
-                "200": json_body(ref("Job"), "the job the idempotency key already named"),
-                "400": error("INVALID_JSON, INVALID_PAYLOAD or UNKNOWN_JOB_TYPE"),
+                "202": json_body({"anyOf": [ref("Job"), ref("Jobs")]},
+                                 "queued (a PDF: before any processing); a batch: every job, "
+                                 "when any was new"),
+                "200": json_body({"anyOf": [ref("Job"), ref("Jobs")]},
+                                 "the job the idempotency key already named (a batch: every "
+                                 "job, when none was new)"),
+                "400": error("INVALID_JSON, INVALID_PAYLOAD, UNKNOWN_JOB_TYPE or (a batch, with "
+                             "the job's index) DUPLICATE_IDEMPOTENCY_KEY"),
                 "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
                 "403": error("ORIGIN_NOT_ALLOWED: another origin's page, with the cookie"),
                 "404": error("UPLOAD_MISSING: a pdf-notes job naming a hash its user did not "

@@ -164,6 +164,23 @@ export function makeServer({ epoch = 'epoch-1', clock = new Clock() } = {}) {
     if (!server.httpUp) throw new TypeError('fetch failed');
     const path = parsed.pathname;
     if (path === '/api/meta') return reply(200, { epoch: server.epoch, seq: server.head });
+    if (path === '/api/jobs' && method === 'POST') {
+      // A batch ({"jobs": [...]}) of known types, all or nothing, as the server does it.
+      const specs = JSON.parse(init.body).jobs;
+      const bad = specs.findIndex((spec) => spec.type !== 'demo.sleep');
+      if (bad >= 0) {
+        return reply(400, { error: { code: 'UNKNOWN_JOB_TYPE', index: bad,
+          message: `jobs[${bad}]: unknown job type '${specs[bad].type}'` } });
+      }
+      const made = specs.map((spec) => {
+        const jobId = 'b' + (server.jobs.size + 1);
+        const job = { jobId, userId: 'alice', type: spec.type, status: 'queued', stage: 'queued',
+          progress: 0, lastSeq: 0 };
+        server.jobs.set(jobId, job);
+        return { ...job, created: true };
+      });
+      return reply(202, { jobs: made });
+    }
     const job = path.match(/^\/api\/jobs\/([^/]+)$/);
     if (job) {
       const found = server.jobs.get(decodeURIComponent(job[1]));

@@ -472,3 +472,18 @@ test('HTTP errors carry the server code and message', async () => {
   await assert.rejects(client.api.meta(), (err) => describeError(err).code === 'NETWORK');
   assert.ok(new Clock());
 });
+
+// ---- batch enqueue ---------------------------------------------------------------------------
+
+test('submit_many: one request enqueues the batch; a refused one names the job at fault', async () => {
+  const server = makeServer();
+  const client = createJobClient(clientOptions(server));
+  const jobs = await client.api.submit_many([{ type: 'demo.sleep' }, { type: 'demo.sleep' }]);
+  assert.deepEqual(jobs.map((j) => [j.type, j.created]), [['demo.sleep', true], ['demo.sleep', true]]);
+  assert.equal(server.calls.filter((c) => c.method === 'POST' && c.path === '/api/jobs').length, 1);
+  await assert.rejects(
+    client.api.submit_many([{ type: 'demo.sleep' }, { type: 'no.such' }]),
+    (err) => err instanceof JobClientError && err.code === 'UNKNOWN_JOB_TYPE' && err.index === 1,
+  );
+  assert.equal(server.jobs.size, 2); // nothing of the refused batch
+});
