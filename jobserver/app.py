@@ -18,6 +18,8 @@ from .config import Settings
 from .handlers import Registry
 from .metrics import Metrics
 from .plugins import CleanupContext, Plugins, Server, load
+from .procs.pool import ChildConfig, ProcessPool
+from .procs.runner import ProcessRunner
 from .queue import JobQueue
 from .retention import DAY, Retention
 from .store.sqlite import SqliteStore
@@ -30,6 +32,7 @@ from .web.keys import (
     METRICS,
     PLUGINS,
     POOL,
+    PROCESSES,
     QUEUE,
     REGISTRY,
     RETENTION,
@@ -58,6 +61,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     queue = JobQueue(store, bus)
     app[QUEUE] = queue
     server = Server(app, settings, store, bus)
+    server.processes = app[PROCESSES]
     app[SERVER] = server
     for plugin in plugins:
         for tap in plugin.taps:
@@ -96,6 +100,31 @@ async def _ops_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+def _worker_processes(settings: Settings, plugins: Plugins) -> ProcessPool:
+    """The worker processes, set up for every process job type and plugin that uses them."""
+    process_types = [t for t in plugins.registry.types() if t.options.process]
+    config = ChildConfig(
+        memory_mb=settings.process_memory_mb,
+        limit_mb=max([settings.process_memory_mb, plugins.process_memory_mb,
+                      *(t.options.memory_mb or 0 for t in process_types)]),
+        imports=sorted({t.handler.__module__ for t in process_types}),
+        warm_ups=plugins.process_warm_ups,
+        log_format=settings.log_format,
+        log_level=settings.log_level,
+    )  # fmt: skip
+    return ProcessPool(settings.worker_processes, config)
+
+
+async def _processes_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Started before plugins' contexts (the PDF parser uses them), stopped after workers."""
+    pool = app[PROCESSES]
+    plugins = app[PLUGINS]
+    if plugins.process_memory_mb or any(t.options.process for t in plugins.registry.types()):
+        await pool.start()
+    yield
+    await pool.stop()
+
+
 def _plugin_ctx(context: CleanupContext) -> Callable[[web.Application], AsyncIterator[None]]:
     def start(app: web.Application) -> AsyncIterator[None]:
         return context(app[SERVER])
@@ -111,6 +140,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
         concurrency=settings.concurrency,
         lease_seconds=settings.lease_seconds,
         grace_seconds=settings.shutdown_grace_seconds,
+        processes=ProcessRunner(app[PROCESSES], settings.process_memory_mb),
     )
     app[POOL] = pool
     await pool.start()
@@ -139,9 +169,11 @@ def create_app(
     app[PLUGINS] = plugins
     app[REGISTRY] = plugins.registry
     app[METRICS] = Metrics()
+    app[PROCESSES] = _worker_processes(settings, plugins)
     app.cleanup_ctx.append(_store_ctx)
     setup_live(app)  # the gateway starts before workers publish
     app.cleanup_ctx.append(_ops_ctx)
+    app.cleanup_ctx.append(_processes_ctx)
     for plugin in plugins:
         app.cleanup_ctx.extend(_plugin_ctx(c) for c in plugin.contexts)
     app.cleanup_ctx.append(_pool_ctx)

@@ -66,6 +66,7 @@ def _setting_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         shown = ",".join(default) if isinstance(default, tuple) else default
+        shown = "unset" if default is None else shown
         text = f"{docs.get(f.name, '')} ({PREFIX}{f.name.upper()}, {shown!s})".replace("%", "%%")
         if f.type == "bool":
             parser.add_argument(

@@ -75,7 +75,12 @@ class Settings:
         db_check_seconds: after an unclean stop, the database is checked at start (SQLite's
             ``quick_check``) for at most this long; a damaged file refuses to start. 0 skips it.
         max_upload_bytes: largest PDF upload (413 FILE_TOO_LARGE above it).
-        pdf_workers: processes that parse PDFs; 0 means one per CPU core.
+        process_workers: worker processes, shared by ``process=True`` job types and the PDF
+            parser; 0 means one per CPU core; unset, ``pdf_workers`` says how many.
+        process_memory_mb: address-space cap of a worker process running a ``process=True``
+            job whose type sets no ``memory_mb`` (JOB_MEMORY above it).
+        pdf_workers: processes that parse PDFs (the worker processes, unless
+            ``process_workers`` is set); 0 means one per CPU core.
         pdf_max_pages: most pages a PDF may have (TOO_MANY_PAGES above it).
         pdf_max_text_chars: most characters of text one PDF may yield (TEXT_TOO_LARGE).
         pdf_memory_mb: address-space cap of each parsing process (PARSE_MEMORY above it).
@@ -116,6 +121,8 @@ class Settings:
     checkpoint_interval_seconds: float = 60.0
     db_check_seconds: float = 30.0
     max_upload_bytes: int = 50 * 1024 * 1024
+    process_workers: int | None = None
+    process_memory_mb: int = 1024
     pdf_workers: int = 0
     pdf_max_pages: int = 500
     pdf_max_text_chars: int = 4_000_000
@@ -156,12 +163,21 @@ class Settings:
             raise ValueError("db_check_seconds must not be negative (0 skips the check)")
         if self.max_upload_bytes < 1024 or self.pdf_max_pages < 1 or self.pdf_max_text_chars < 1:
             raise ValueError("max_upload_bytes, pdf_max_pages and pdf_max_text_chars are too small")
-        if self.pdf_workers < 0:
-            raise ValueError("pdf_workers must not be negative (0: one per core)")
+        if self.pdf_workers < 0 or (self.process_workers or 0) < 0:
+            raise ValueError("pdf_workers and process_workers must not be negative (0: one "
+                             "per core)")  # fmt: skip
+        if self.process_memory_mb < 128:
+            raise ValueError("process_memory_mb must be at least 128 (a process needs room to "
+                             "start)")  # fmt: skip
         if self.pdf_memory_mb < 128:
             raise ValueError("pdf_memory_mb must be at least 128 (a parser needs room to start)")
         if self.pdf_timeout_seconds <= 0 or self.llm_timeout_seconds <= 0:
             raise ValueError("pdf_timeout_seconds and llm_timeout_seconds must be positive")
+
+    @property
+    def worker_processes(self) -> int:
+        """How many worker processes to keep (0: one per core)."""
+        return self.pdf_workers if self.process_workers is None else self.process_workers
 
     @property
     def db_path(self) -> Path:
@@ -196,6 +212,8 @@ def convert(name: str, raw: str) -> Any:
         return _bool(raw)
     if kind == "int":
         return int(raw)
+    if kind == "int | None":
+        return int(raw) if raw.strip() else None
     if kind == "float":
         return float(raw)
     if kind == "Path":

@@ -143,6 +143,14 @@ class FileTooLarge(JobServerError):
     status = 413
 
 
+# Codes any job may fail with (JobError codes): past its type's timeout, a handler that raised
+# something else than JobError, and for process=True types a call over its memory cap and a
+# worker process that died under it.
+JOB_TIMEOUT = "JOB_TIMEOUT"
+HANDLER_ERROR = "HANDLER_ERROR"
+JOB_MEMORY = "JOB_MEMORY"
+PROCESS_CRASHED = "PROCESS_CRASHED"
+
 # Codes a pdf-notes job fails with (JobError codes; NOT_A_PDF and FILE_TOO_LARGE are refused at
 # upload). Which are recoverable is decided where each is raised, in jobserver/pdf/.
 ENCRYPTED_PDF = "ENCRYPTED_PDF"

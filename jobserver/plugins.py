@@ -22,6 +22,8 @@ from .config import Settings
 from .handlers import Registry
 from .jobtypes import JobType, merged_stage_names
 from .models import Event, Job
+from .procs import runner
+from .procs.pool import ProcessPool
 from .store import NewJob, Store
 from .worker import WorkerPool
 
@@ -64,6 +66,9 @@ class Server:
         self.store = store
         self.bus = bus
         self.pool: WorkerPool | None = None  # set once the worker pool runs
+        # The worker processes (process=True job types, the PDF parser); started before
+        # plugins' cleanup contexts when any job type or plugin uses them.
+        self.processes: ProcessPool | None = None
 
     def add_tap(self, tap: Callable[[Event], None]) -> None:
         """Hear every published event (in seq order, after it is durable)."""
@@ -97,6 +102,8 @@ class Plugin:
     submit_checks: dict[str, list[SubmitCheck]] = field(default_factory=dict)
     openapi_paths: dict[str, Any] = field(default_factory=dict)
     openapi_schemas: dict[str, Any] = field(default_factory=dict)
+    process_warm_ups: list[str] = field(default_factory=list)
+    process_memory_mb: int = 0
 
     def add_job_type(self, job_type: JobType) -> JobType:
         self.job_types.append(job_type)
@@ -125,6 +132,15 @@ class Plugin:
         """Called with each job just created (after its ``job.queued`` event is durable and
         before the submitter hears back); it must not block."""
         self.queued_hooks.append(hook)
+
+    def use_processes(self, warm_up: str | None = None, memory_mb: int = 0) -> None:
+        """This plugin runs work of its own in the server's worker processes
+        (``server.processes``), so they are started: ``warm_up`` (``module:function``) is
+        called in each as it starts, and no call of the plugin's asks for more than
+        ``memory_mb`` of address space."""
+        if warm_up is not None:
+            self.process_warm_ups.append(warm_up)
+        self.process_memory_mb = max(self.process_memory_mb, memory_mb, 1)
 
     def add_retention_step(self, name: str, step: RetentionStep) -> None:
         """Run by the retention pruner after old jobs went, with the cut-off time; returns
@@ -188,6 +204,15 @@ class Plugins:
         return merged
 
     @property
+    def process_warm_ups(self) -> list[str]:
+        return [w for p in self.loaded for w in p.process_warm_ups]
+
+    @property
+    def process_memory_mb(self) -> int:
+        """The most any plugin gives a call in a worker process (0: none uses them)."""
+        return max((p.process_memory_mb for p in self.loaded), default=0)
+
+    @property
     def multipart_jobs(self) -> dict[str, MultipartJob]:
         merged: dict[str, MultipartJob] = {}
         for p in self.loaded:
@@ -247,6 +272,9 @@ def load(settings: Settings, names: Sequence[str] | None = None) -> Plugins:
         plugins.loaded.append(plugin)
     try:
         merged_stage_names(plugins.registry.types())
+        for jt in plugins.registry.types():
+            if jt.options.process:
+                runner.check(jt)
     except ValueError as exc:
         raise StartupError(str(exc)) from None
     return plugins

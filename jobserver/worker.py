@@ -11,15 +11,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import JobError, JobServerError, LeaseLost, ServiceUnavailable
+from .errors import (
+    HANDLER_ERROR,
+    JOB_TIMEOUT,
+    JobError,
+    JobServerError,
+    LeaseLost,
+    ServiceUnavailable,
+)
 from .handlers import JobContext, JobType, Registry
 from .models import Event, EventType, Job, error_dict
+from .procs.runner import ProcessRunner
 from .queue import JobQueue
 
 log = logging.getLogger(__name__)
 
-JOB_TIMEOUT = "JOB_TIMEOUT"
-HANDLER_ERROR = "HANDLER_ERROR"
 UNKNOWN_JOB_TYPE = "UNKNOWN_JOB_TYPE"
 WAKE_EVENTS = frozenset({EventType.QUEUED, EventType.RETRYING})
 # While the store cannot write, claims and outcomes are tried again after pauses that double
@@ -63,6 +69,8 @@ class WorkerPool:
         concurrency: most jobs running at once.
         lease_seconds: lease length; renewed every third of it while a job runs.
         grace_seconds: how long ``stop`` waits for running jobs before requeueing them.
+        processes: runs ``process=True`` job types in the worker processes; each such type
+            runs at most as many jobs at once as there are processes.
     """
 
     def __init__(
@@ -73,6 +81,7 @@ class WorkerPool:
         concurrency: int,
         lease_seconds: float,
         grace_seconds: float,
+        processes: ProcessRunner | None = None,
     ) -> None:
         self.events = events
         self.registry = registry
@@ -88,6 +97,11 @@ class WorkerPool:
         # Types with a concurrency limit of their own: a claim takes no more than they have left.
         self._capped = {t.name: t.options.concurrency for t in registry.types()
                         if t.options.concurrency is not None}  # fmt: skip
+        self.processes = processes
+        for t in registry.types():
+            if t.options.process and processes is not None:
+                self._capped[t.name] = min(t.options.concurrency or processes.size,
+                                           processes.size)  # fmt: skip
         self._claiming = False
         self._tasks: list[asyncio.Task[None]] = []
         events.bus.add_tap(self._on_event)
@@ -250,13 +264,17 @@ class WorkerPool:
         running = self.running[job.id]
         running.ctx = ctx
         limit = job_type.options.timeout
+        process = job_type.options.process  # timed by the runner, from when a process is free
         # A plain timer, not asyncio.timeout(): this runs for every job, so it must be cheap.
         loop = asyncio.get_running_loop()
-        timer = None if limit is None else loop.call_later(limit, running.time_out)
+        timer = None if limit is None or process else loop.call_later(limit, running.time_out)
         started = time.perf_counter()
         try:
             try:
-                result = await job_type.handler(ctx)
+                if process:
+                    result = await self._in_process(job_type, ctx)
+                else:
+                    result = await job_type.handler(ctx)
             finally:
                 self._release(running)
                 if timer is not None:
@@ -284,6 +302,12 @@ class WorkerPool:
         outcome: dict[str, Any] = dict(result or {})
         outcome.setdefault("processingTimeMs", round((time.perf_counter() - started) * 1000, 1))
         await _record(lambda: self.events.complete(job.id, token, outcome))
+
+    async def _in_process(self, job_type: JobType, ctx: JobContext) -> Any:
+        if self.processes is None:
+            raise JobError(HANDLER_ERROR, "this server runs no worker processes",
+                           recoverable=False)  # fmt: skip
+        return await self.processes.run(job_type, ctx)
 
     async def _failed(
         self, job: Job, token: str, job_type: JobType, code: str, message: str, recoverable: bool

@@ -12,6 +12,7 @@ from ..errors import UPLOAD_MISSING, InvalidPayload, JobError, JobServerError
 from ..handlers import JobContext
 from ..jobtypes import HandlerOptions, JobType
 from ..models import Event, EventType, JobStage
+from ..procs.pool import ProcessPool
 from ..store import Store
 from . import storage
 from .extract import Limits
@@ -92,16 +93,16 @@ class PdfNotes:
         self.settings = settings
         self.limits = Limits(settings.pdf_max_pages, settings.pdf_max_text_chars)
         self.generator = make_generator(settings)
-        self.pool = ParsePool(settings.pdf_workers, settings.pdf_memory_mb,
-                              settings.pdf_timeout_seconds)  # fmt: skip
+        self.pool = ParsePool(settings.pdf_memory_mb, settings.pdf_timeout_seconds)
         self.flights: dict[str, Flight] = {}
         self._store: Store | None = None
         self._closing = False
         self._prefetching: set[asyncio.Task[None]] = set()
 
-    async def start(self, store: Store) -> None:
+    def start(self, store: Store, processes: ProcessPool | None) -> None:
+        """Work with ``store``, parsing in the server's worker ``processes``."""
         self._store = store
-        await self.pool.start()
+        self.pool.start(processes)
 
     async def stop(self) -> None:
         self._closing = True
@@ -111,7 +112,6 @@ class PdfNotes:
         await asyncio.gather(*self._prefetching, return_exceptions=True)
         for flight in list(self.flights.values()):
             await flight.cancel()
-        await self.pool.stop()
         if isinstance(self.generator, LlmGenerator):
             await self.generator.close()
 

@@ -3,7 +3,7 @@
 It uses only what any plugin may: ``setup(plugin)`` registers the ``pdf-notes`` job type
 with its stages, its tables and write ops (``storage``), its routes, the multipart upload
 that makes its jobs, a hook that starts a parse as a job is queued, its cleanup context
-(the parser processes) and its retention steps.
+(its parses run in the server's worker processes) and its retention steps.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from ..retention import PRUNE_BATCH, file_pruner
 from . import openapi, storage
 from .files import uploads_dir
 from .job import PdfNotes, job_type
+from .pool import WARM_UP
 from .routes import routes
 from .uploads import check_upload_owner, create_pdf_job, prefetcher
 
@@ -28,10 +29,11 @@ def setup(plugin: Plugin) -> None:
     plugin.accept_multipart(jt.name, create_pdf_job)
     plugin.check_submit(jt.name, check_upload_owner)
     plugin.on_queued(prefetcher(handler))
+    plugin.use_processes(warm_up=WARM_UP, memory_mb=plugin.settings.pdf_memory_mb)
 
     async def parsers(server: Server) -> AsyncIterator[None]:
-        """The parser processes outlive the workers, which stop first."""
-        await handler.start(server.store)
+        """Parses run in the server's worker processes; they outlive the workers."""
+        handler.start(server.store, server.processes)
         server.add_tap(handler.on_event)  # a cancelled job stops the work begun for it
         yield
         await handler.stop()

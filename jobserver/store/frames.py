@@ -1,4 +1,4 @@
-"""Length-prefixed pickle frames between ``SqliteStore`` and its writer process.
+"""Pickle frames (``framing.py``) between ``SqliteStore`` and its writer process.
 
 Both ends are this package's own code over a private pipe, so pickle (the fastest codec for
 the tuples, jobs and errors that cross) is safe here: nothing else can write to the pipe.
@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
 import select
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
+from .. import framing
 from ..codegen import make_function
 from ..errors import InvalidPayload
 from ..models import JOB_FIELDS, Job
 from .protocol import NewJob
 
-HEADER = struct.Struct(">I")
+HEADER = framing.HEADER
 # Stands in for a request that could not be unpickled; the writer answers it with an error.
 UNREADABLE: list[Any] = [None]
 READ_CHUNK = 1 << 20
@@ -73,14 +72,12 @@ def new_job(fields: NewJobFields) -> NewJob:
 
 
 def pack(value: Any) -> bytes:
-    body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    return HEADER.pack(len(body)) + body
+    return framing.pack(value, framing.PICKLE)
 
 
 async def read(stream: asyncio.StreamReader) -> Any:
     """The next frame from ``stream``; raises ``asyncio.IncompleteReadError`` at its end."""
-    (size,) = HEADER.unpack(await stream.readexactly(HEADER.size))
-    return pickle.loads(await stream.readexactly(size))
+    return await framing.read(stream, framing.PICKLE)
 
 
 class Link:
@@ -163,7 +160,7 @@ class Link:
         body = bytes(self._buffer[HEADER.size : end])
         del self._buffer[:end]
         try:
-            value: list[Any] = pickle.loads(body)
+            value: list[Any] = framing.PICKLE.loads(body)
         except Exception:
             return UNREADABLE
         return value

@@ -9,6 +9,7 @@ from ..config import Settings
 from ..handlers import Registry
 from ..metrics import Metrics
 from ..plugins import Plugins, Server
+from ..procs.pool import ProcessPool
 from ..queue import JobQueue
 from ..retention import Retention
 from ..store import Store
@@ -22,6 +23,7 @@ BUS = web.AppKey("bus", EventBus)
 QUEUE = web.AppKey("queue", JobQueue)
 REGISTRY = web.AppKey("registry", Registry)
 POOL = web.AppKey("pool", WorkerPool)
+PROCESSES = web.AppKey("processes", ProcessPool)  # the worker processes
 METRICS = web.AppKey("metrics", Metrics)
 RETENTION = web.AppKey("retention", Retention)
 GATEWAY = web.AppKey("gateway", Gateway)
