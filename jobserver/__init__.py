@@ -17,6 +17,7 @@ _EXPORTS = {
     "Stage": "jobserver.jobtypes",
     "HandlerOptions": "jobserver.jobtypes",
     "JobContext": "jobserver.handlers",
+    "ProcessContext": "jobserver.procs.context",
     "JobError": "jobserver.errors",
     "InvalidPayload": "jobserver.errors",
     "Plugin": "jobserver.plugins",
@@ -41,6 +42,7 @@ __all__ = [
     "JobStatus",
     "JobType",
     "Plugin",
+    "ProcessContext",
     "Server",
     "Stage",
     "Tables",
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from .jobtypes import HandlerOptions, JobType, Stage, job_type
     from .models import Event, Job, JobStage, JobStatus
     from .plugins import Plugin, Server
+    from .procs.context import ProcessContext
     from .tables import Tables, Tx, write_op
 
 
