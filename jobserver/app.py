@@ -22,6 +22,8 @@ from .procs.pool import ChildConfig, ProcessPool
 from .procs.runner import ProcessRunner
 from .queue import JobQueue
 from .retention import DAY, Retention
+from .store import Store
+from .store.postgres import PostgresStore, node_id
 from .store.sqlite import SqliteStore
 from .web import jobs, ops, session
 from .web.crosssite import cross_site_middleware
@@ -52,8 +54,14 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     plugins = app[PLUGINS]
-    store = SqliteStore(settings.db_path, storage=plugins.storage_modules,
-                        check_seconds=settings.db_check_seconds)
+    store: Store
+    if settings.database_url:
+        store = PostgresStore(settings.database_url, node_id=node_id(settings),
+                              storage=plugins.storage_modules,
+                              schema=settings.database_schema)  # fmt: skip
+    else:
+        store = SqliteStore(settings.db_path, storage=plugins.storage_modules,
+                            check_seconds=settings.db_check_seconds)  # fmt: skip
     await store.open()
     app[STORE] = store
     bus = EventBus()

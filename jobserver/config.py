@@ -37,6 +37,12 @@ class Settings:
         host: interface to listen on.
         port: TCP port to listen on (0 picks a free one).
         data_dir: where the SQLite file, uploads and the generated secret live.
+        database_url: a ``postgresql://`` URL: keep jobs and events in PostgreSQL, shared by
+            several server processes (nodes), instead of the SQLite file. Environment or
+            settings file only, never a flag, never logged (it may hold a password).
+        database_schema: the PostgreSQL schema the tables live in (made when missing).
+        node_id: this node's stable id on PostgreSQL (made once and kept in the data dir when
+            empty); two live nodes never share one.
         concurrency: how many jobs run at once in this process.
         demo_jobs: register the ``demo.*`` job types.
         jobs: modules (or ``jobserver.job_types`` entry points) whose job types to load; the
@@ -95,6 +101,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     data_dir: Path = field(default_factory=lambda: Path("data"))
+    database_url: str = field(default="", repr=False)
+    database_schema: str = "public"
+    node_id: str = ""
     concurrency: int = 8
     demo_jobs: bool = False
     jobs: tuple[str, ...] = ()
@@ -225,7 +234,9 @@ def convert(name: str, raw: str) -> Any:
 
 def is_secret(name: str) -> bool:
     """Settings that are never flags or logged (a command line shows in ``ps``)."""
-    return name == "secret" or name.endswith(("_secret", "_key", "_token", "_password"))
+    return name in ("secret", "database_url") or name.endswith(
+        ("_secret", "_key", "_token", "_password")
+    )
 
 
 def field_docs() -> dict[str, str]:

@@ -1,0 +1,100 @@
+"""PostgreSQL: the same tables as SQLite (one declaration), their DDL translated, migrations run
+under an advisory lock so several nodes starting at once migrate once.
+
+The DDL is written once, in SQLite's words (``schema.CORE`` and each plugin's ``Tables``);
+``ddl`` turns its few type names into PostgreSQL's. Columns keep their meaning and codecs: a
+JSON column is TEXT on both, a timestamp is epoch seconds (DOUBLE PRECISION).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from ..tables import Tables
+from .migrations import SchemaTooNew
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_lock keys (two int4s: a namespace, then what is locked).
+LOCK_SPACE = 0x6A6F62  # "job"
+MIGRATE_LOCK = 1
+SEQ_LOCK = 2  # held by each write transaction: seq order is commit order
+PRUNE_LOCK = 3  # cluster-wide duties run on one node at a time
+
+_TYPES = [
+    (re.compile(r"\bINTEGER PRIMARY KEY\b"), "BIGINT PRIMARY KEY"),
+    (re.compile(r"\bINTEGER\b"), "BIGINT"),
+    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
+    (re.compile(r"\bBLOB\b"), "BYTEA"),
+]
+
+
+def ddl(sqlite_sql: str) -> str:
+    """SQLite DDL (as the tables are declared) in PostgreSQL's words."""
+    sql = sqlite_sql
+    for pattern, replacement in _TYPES:
+        sql = pattern.sub(replacement, sql)
+    return sql
+
+
+def placeholders(sql: str) -> str:
+    """``?`` placeholders (the declared SQL's) as PostgreSQL's ``$1, $2, ...``."""
+    parts = sql.split("?")
+    out = [parts[0]]
+    for n, part in enumerate(parts[1:], start=1):
+        out.append(f"${n}{part}")
+    return "".join(out)
+
+
+async def _version(conn: Any, tables: Tables) -> int:
+    has_meta = await conn.fetchval("SELECT to_regclass('meta') IS NOT NULL")
+    if has_meta:
+        value = await conn.fetchval(
+            "SELECT value FROM meta WHERE key=$1", f"schema:{tables.name}"
+        )
+        if value is not None:
+            return int(value)
+    if tables.legacy_table:
+        exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", tables.legacy_table)
+        if exists:
+            return tables.legacy_version
+    return 0
+
+
+async def migrate(conn: Any, all_tables: Sequence[Tables]) -> dict[str, int]:
+    """Bring every set of tables to its version, holding the migration lock (several nodes
+    may start at once: the second waits, then finds nothing to do)."""
+    versions: dict[str, int] = {}
+    await conn.execute("SELECT pg_advisory_lock($1, $2)", LOCK_SPACE, MIGRATE_LOCK)
+    try:
+        for tables in all_tables:
+            current = await _version(conn, tables)
+            if current > tables.version:
+                raise SchemaTooNew(
+                    f"the database's {tables.name} tables are at version {current}, newer "
+                    f"than this server's {tables.version}: run the release that wrote it"
+                )
+            if current < tables.version:
+                steps = (
+                    [tables.create]
+                    if current == 0
+                    else [tables.migrations[n] for n in range(current + 1, tables.version + 1)]
+                )
+                async with conn.transaction():
+                    for step in steps:
+                        await conn.execute(ddl(step))
+                    await conn.execute(
+                        "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) "
+                        "DO UPDATE SET value=excluded.value",
+                        f"schema:{tables.name}", str(tables.version),
+                    )  # fmt: skip
+                if current:
+                    log.warning("migrated the %s tables from version %d to %d", tables.name,
+                                current, tables.version)  # fmt: skip
+            versions[tables.name] = tables.version
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_SPACE, MIGRATE_LOCK)
+    return versions

@@ -1,0 +1,282 @@
+"""One PostgreSQL write transaction: a batch of ops, their job rows and events, one commit.
+
+Every change is ``store/changes.py``'s, as on SQLite. The transaction first takes the seq
+lock (``pg_advisory_xact_lock``), so seqs are handed out in commit order across every node:
+no reader can see seq 42 committed while 41 is still to come. Job rows changed by the batch
+are written once at its end (or before an op that reads the tables itself), with the events,
+in a few pipelined statements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ..errors import JobServerError
+from ..models import ErrorDict, Job, ResultDict, encode_event, iso
+from ..tables import WriteOp
+from . import changes
+from .pg_schema import LOCK_SPACE, SEQ_LOCK, placeholders
+from .protocol import NewJob, ProgressUpdate, Pruned
+from .schema import JOB_COLUMNS, insert_params, row_to_job
+
+Op = tuple[Any, ...]
+Outcome = tuple[bool, Any]
+
+_COLUMNS = JOB_COLUMNS.split(", ")
+UPSERT_JOB = (
+    f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES "
+    f"({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))}) ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c}=excluded.{c}" for c in _COLUMNS if c != "id")
+)
+INSERT_EVENT = "INSERT INTO events (seq, type, job_id, user_id, data) VALUES ($1, $2, $3, $4, $5)"
+SELECT_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs"
+TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
+# Ops that read the tables themselves: the rows the batch changed are written first.
+READING = frozenset({"claim", "renew", "recover", "prune", "op"})
+
+
+class PgTx:
+    """A plugin write op's ``Tx`` on PostgreSQL. The op is plain (blocking) code: it runs in a
+    thread, and each ``execute`` runs on the batch's connection in the event loop."""
+
+    def __init__(self, conn: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.conn = conn
+        self.loop = loop
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
+        future = asyncio.run_coroutine_threadsafe(self._run(sql, tuple(params)), self.loop)
+        return future.result()
+
+    async def _run(self, sql: str, params: tuple[Any, ...]) -> _Cursor:
+        text = placeholders(sql)
+        if sql.lstrip().upper().startswith("SELECT") or "RETURNING" in sql.upper():
+            rows = [tuple(r) for r in await self.conn.fetch(text, *params)]
+            return _Cursor(rows, len(rows))
+        status = await self.conn.execute(text, *params)
+        count = status.rsplit(" ", 1)[-1]
+        return _Cursor([], int(count) if count.isdigit() else 0)
+
+
+class _Cursor:
+    def __init__(self, rows: list[tuple[Any, ...]], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._rows
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self._rows[0] if self._rows else None
+
+
+class Batch:
+    """The ops of one transaction on ``conn``; ``run`` returns each op's outcome and the
+    events committed (as rows: seq, type, job id, user id, data).
+
+    Args:
+        conn: an asyncpg connection, in no transaction.
+        token_prefix: this node's lease token prefix (its node id), so it can tell its own.
+        plugin_ops: the plugins' write ops by name.
+    """
+
+    def __init__(self, conn: Any, token_prefix: str, tokens: itertools.count[int],
+                 plugin_ops: Mapping[str, WriteOp]) -> None:  # fmt: skip
+        self.conn = conn
+        self.token_prefix = token_prefix
+        self.tokens = tokens
+        self.plugin_ops = plugin_ops
+        self.seq = 0
+        self._dirty: dict[str, Job] = {}
+        self._events: list[tuple[int, str, str, str, bytes]] = []
+        self._written = 0
+        self._stamp = ""
+        self._ops: dict[str, Callable[..., Any]] = {
+            "enqueue": self.enqueue, "claim": self.claim, "progress": self.progress,
+            "complete": self.complete, "fail": self.fail, "requeue": self.requeue,
+            "cancel": self.cancel, "retry": self.retry, "renew": self.renew,
+            "recover": self.recover, "op": self.plugin_op, "ping": self.ping,
+            "prune": self.prune,
+        }  # fmt: skip
+
+    async def run(self, ops: Sequence[Op]) -> tuple[list[Outcome], list[tuple[Any, ...]]]:
+        async with self.conn.transaction():
+            await self.conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_SPACE, SEQ_LOCK)
+            head = await self.conn.fetchval(
+                "SELECT GREATEST(COALESCE((SELECT MAX(seq) FROM events), 0), "
+                "(SELECT value::bigint FROM meta WHERE key='pruned'))"
+            )
+            self.seq = int(head or 0)
+            self._stamp = iso(time.time()) or ""
+            results: list[Outcome] = []
+            for op in ops:
+                if op[0] in READING:
+                    await self._flush()
+                try:
+                    results.append((True, await self._ops[op[0]](*op[1:])))
+                except JobServerError as exc:  # raised before the op wrote anything
+                    results.append((False, exc))
+            await self._flush()
+            if self._events:
+                await self.conn.execute("SELECT pg_notify('jobserver_events', $1)", str(self.seq))
+        return results, self._events
+
+    async def _flush(self) -> None:
+        if self._dirty:
+            rows = [insert_params(job) for job in self._dirty.values()]
+            await self.conn.executemany(UPSERT_JOB, rows)
+            self._dirty = {}
+        if self._written < len(self._events):
+            await self.conn.executemany(INSERT_EVENT, self._events[self._written :])
+            self._written = len(self._events)
+
+    async def _load(self, job_id: str) -> Job | None:
+        job = self._dirty.get(job_id)
+        if job is not None:
+            return job
+        row = await self.conn.fetchrow(f"{SELECT_JOBS} WHERE id=$1 FOR UPDATE", job_id)
+        return None if row is None else row_to_job(tuple(row))
+
+    def _save(self, change: changes.Change) -> int:
+        job, type_ = change
+        self.seq += 1
+        job.last_seq = self.seq
+        event = encode_event(self.seq, type_, job, self._stamp)
+        self._events.append((event.seq, str(event.type), event.job_id, event.user_id, event.data))
+        self._dirty[job.id] = job
+        return self.seq
+
+    # -- ops: the same results as the SQLite writer's (jobs as Job, events as their seq) ----
+
+    async def enqueue(self, new: NewJob) -> tuple[Job, list[int]]:
+        if new.idempotency_key is not None:
+            await self._flush()
+            row = await self.conn.fetchrow(
+                f"{SELECT_JOBS} WHERE user_id=$1 AND idempotency_key=$2",
+                new.user_id, new.idempotency_key,
+            )  # fmt: skip
+            if row is not None:
+                return row_to_job(tuple(row)), []
+            for job in self._dirty.values():
+                if job.user_id == new.user_id and job.idempotency_key == new.idempotency_key:
+                    return job, []
+        change = changes.new_job(new, time.time())
+        seq = self._save(change)
+        return change[0], [seq]
+
+    async def claim(
+        self, limit: int, lease_seconds: float, caps: dict[str, int] | None = None
+    ) -> list[tuple[Job, int]]:
+        now = time.time()
+        left = dict(caps or {})
+        full = [t for t, n in left.items() if n <= 0]
+        rows = await self.conn.fetch(
+            f"{SELECT_JOBS} WHERE status='queued' AND run_at<=$1 AND NOT (type = ANY($2)) "
+            "ORDER BY run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+            now, full, limit + sum(max(0, n) for n in left.values()) if left else limit,
+        )  # fmt: skip
+        out: list[tuple[Job, int]] = []
+        for row in rows:
+            if len(out) >= limit:
+                break
+            job = row_to_job(tuple(row))
+            if job.type in left:
+                if left[job.type] <= 0:
+                    continue
+                left[job.type] -= 1
+            token = f"{self.token_prefix}-{next(self.tokens):x}"
+            change = changes.claimed(job, token, lease_seconds, now)
+            seq = self._save(change)
+            out.append((change[0], seq))
+        return out
+
+    async def _leased(self, job_id: str, token: str) -> Job:
+        return changes.leased(await self._load(job_id), job_id, token)
+
+    async def progress(self, job_id: str, token: str, update: ProgressUpdate) -> int:
+        job = await self._leased(job_id, token)
+        return self._save(changes.progressed(job, update))
+
+    async def complete(self, job_id: str, token: str, result: ResultDict) -> int:
+        return self._save(changes.completed(await self._leased(job_id, token), result, time.time()))
+
+    async def fail(self, job_id: str, token: str, error: ErrorDict, retry_at: float | None) -> int:
+        job = await self._leased(job_id, token)
+        return self._save(changes.failed(job, error, retry_at, time.time()))
+
+    async def requeue(self, job_id: str, token: str, message: str) -> int:
+        job = await self._leased(job_id, token)
+        return self._save(changes.requeued(job, message, time.time()))
+
+    async def _owned(
+        self, job_id: str, user_id: str | None, apply: Callable[[Job, float], changes.Change]
+    ) -> tuple[Job, int]:
+        change = apply(changes.owned(await self._load(job_id), job_id, user_id), time.time())
+        return change[0], self._save(change)
+
+    async def cancel(self, job_id: str, user_id: str | None) -> tuple[Job, int]:
+        return await self._owned(job_id, user_id, changes.cancelled)
+
+    async def retry(self, job_id: str, user_id: str | None) -> tuple[Job, int]:
+        return await self._owned(job_id, user_id, changes.retried)
+
+    async def renew(self, leases: Mapping[str, str], lease_seconds: float) -> set[str]:
+        expires = time.time() + lease_seconds
+        ids, tokens = list(leases), [leases[i] for i in leases]
+        kept = await self.conn.fetch(
+            "UPDATE jobs SET lease_expires_at=$1 FROM unnest($2::text[], $3::text[]) "
+            "AS l(id, t) WHERE jobs.id=l.id AND jobs.status='active' AND jobs.lease_token=l.t "
+            "RETURNING jobs.id",
+            expires, ids, tokens,
+        )  # fmt: skip
+        return set(ids) - {r[0] for r in kept}
+
+    async def recover(self, expired_only: bool) -> list[int]:
+        """Jobs whose worker is gone: this node's own (at start, from its previous life), or
+        any node's whose lease expired (a node that died)."""
+        now = time.time()
+        if expired_only:
+            rows = await self.conn.fetch(
+                f"{SELECT_JOBS} WHERE status='active' AND lease_expires_at < $1 "
+                "FOR UPDATE SKIP LOCKED", now,
+            )  # fmt: skip
+        else:
+            rows = await self.conn.fetch(
+                f"{SELECT_JOBS} WHERE status='active' AND lease_token LIKE $1 "
+                "FOR UPDATE SKIP LOCKED", f"{self.token_prefix}-%",
+            )  # fmt: skip
+        return [self._save(changes.worker_lost(row_to_job(tuple(r)), now)) for r in rows]
+
+    async def plugin_op(self, name: str, args: tuple[Any, ...]) -> Any:
+        try:
+            op = self.plugin_ops[name]
+        except KeyError:
+            raise JobServerError(f"no write op {name!r}") from None
+        tx = PgTx(self.conn, asyncio.get_running_loop())
+        return await asyncio.to_thread(op, tx, *args)
+
+    async def ping(self) -> None:
+        await self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('ping', $1) ON CONFLICT (key) "
+            "DO UPDATE SET value=excluded.value", repr(time.time()),
+        )  # fmt: skip
+
+    async def prune(self, before: float, limit: int) -> Pruned:
+        ids = [r[0] for r in await self.conn.fetch(
+            f"SELECT id FROM jobs WHERE status IN {TERMINAL_SQL} AND finished_at < $1 "
+            "ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED", before, limit,
+        )]  # fmt: skip
+        pruned = int(await self.conn.fetchval("SELECT value::bigint FROM meta WHERE key='pruned'"))
+        if not ids:
+            return Pruned(0, 0, pruned)
+        through = int(await self.conn.fetchval(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = ANY($1)", ids) or 0)
+        status = await self.conn.execute("DELETE FROM events WHERE job_id = ANY($1)", ids)
+        await self.conn.execute("DELETE FROM jobs WHERE id = ANY($1)", ids)
+        if through > pruned:
+            pruned = through
+            await self.conn.execute("UPDATE meta SET value=$1 WHERE key='pruned'", str(through))
+        return Pruned(len(ids), int(status.rsplit(" ", 1)[-1]), pruned, tuple(ids))

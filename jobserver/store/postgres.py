@@ -1,0 +1,477 @@
+"""PostgreSQL backend: several server processes (nodes) on one database.
+
+Writes: whatever a node's loop submitted during one turn goes in one transaction
+(``pg_writer.Batch``), pipelined: the next batch is made while the last one's events are
+being read back. Each transaction takes the seq lock, so seq order is commit order.
+
+Publishing: a node publishes only what it reads from the events table, in seq order, from its
+own last seq, whoever wrote it. It reads when it committed a batch itself and when another
+node's ``NOTIFY jobserver_events`` arrives, and at least every ``POLL_SECONDS``: a lost or
+coalesced notification loses nothing. A write is answered only once this node has published
+every seq up to the write's own, so no subscriber of this node sees its seq 50 before another
+node's 49 (``Store.on_commit``'s contract, kept across nodes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import itertools
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+from ..config import Settings
+from ..errors import InvalidPayload, JobServerError, ServiceUnavailable
+from ..models import ErrorDict, Event, EventType, Job, JobStatus, ResultDict
+from ..tables import Tables, WriteOp, declared_in
+from .pg_schema import LOCK_SPACE, migrate, placeholders
+from .pg_writer import Batch, Op
+from .protocol import NewJob, ProgressUpdate, Pruned
+from .schema import CORE, JOB_COLUMNS, row_to_job
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 512
+POLL_SECONDS = 1.0
+READ_PAGE = 1000
+CHANNEL = "jobserver_events"
+Done = Callable[[Any, BaseException | None], None]
+
+
+@dataclass(slots=True)
+class _Pending:
+    op: Op
+    future: asyncio.Future[Any] | None
+    done: Done | None
+
+
+class PostgresStore:
+    """Jobs and events in PostgreSQL, shared by every node.
+
+    Args:
+        url: a ``postgresql://`` URL (it may hold a password: never logged).
+        node_id: this node's stable id; its lease tokens start with it, so at start it
+            recovers its own jobs from a previous life at once.
+        storage: plugins' storage modules (their tables and write ops).
+        schema: the PostgreSQL schema to use (``search_path``); made when missing.
+    """
+
+    def __init__(self, url: str, *, node_id: str, storage: Sequence[str] = (),
+                 schema: str = "public") -> None:  # fmt: skip
+        self.url = url
+        self.node_id = node_id
+        self.storage = tuple(storage)
+        self.schema = schema
+        self._epoch = ""
+        self._publish: Callable[[list[Event]], None] = lambda events: None
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._pending: list[_Pending] = []
+        self._wake_writer = asyncio.Event()
+        self._wake_reader = asyncio.Event()
+        self._published = 0
+        self._pruned = 0
+        self._waiting: list[tuple[int, _Pending, bool, Any]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._tokens = itertools.count(1)
+        self._plugin_ops: dict[str, WriteOp] = {}
+        self._tables: list[Tables] = [CORE]
+        self._closing = False
+        self._problem: str | None = None
+
+    def on_commit(self, publish: Callable[[list[Event]], None]) -> None:
+        self._publish = publish
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    @property
+    def problem(self) -> str | None:
+        return self._problem
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def _init(self, conn: asyncpg.Connection) -> None:
+        await conn.execute(f'SET search_path TO "{self.schema}"')
+
+    async def open(self) -> None:
+        for name in self.storage:
+            tables, ops = declared_in(importlib.import_module(name))
+            self._tables += tables
+            self._plugin_ops.update(ops)
+        try:
+            setup = await asyncpg.connect(self.url)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise ServiceUnavailable(f"cannot reach PostgreSQL: {exc}") from None
+        try:
+            # Another node may make it at the same moment.
+            with contextlib.suppress(asyncpg.UniqueViolationError):
+                await setup.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            await self._init(setup)
+            await migrate(setup, self._tables)
+            await setup.execute(
+                "INSERT INTO meta (key, value) VALUES ('epoch', $1), ('pruned', '0') "
+                "ON CONFLICT (key) DO NOTHING", uuid.uuid4().hex,
+            )  # fmt: skip
+            meta = dict(await setup.fetch("SELECT key, value FROM meta"))
+        finally:
+            await setup.close()
+        self._epoch = meta["epoch"]
+        self._pruned = int(meta["pruned"])
+        # A startup setting, not a SET: the pool resets a connection's settings on release.
+        self._pool = await asyncpg.create_pool(
+            self.url, min_size=2, max_size=8, server_settings={"search_path": self.schema}
+        )
+        self._published = await self._head()
+        self._listener = await asyncpg.connect(self.url)
+        # Held for this node's life: a second live node with the same id cannot start (it
+        # would recover this one's running jobs as its own).
+        held = await self._listener.fetchval(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_SPACE, self.node_id
+        )
+        if not held:
+            await self._listener.close()
+            await self._pool.close()
+            raise ServiceUnavailable(
+                f"another live node uses the node id {self.node_id!r}; give each its own"
+            )
+        await self._listener.add_listener(CHANNEL, self._notified)
+        self._tasks = [
+            asyncio.create_task(self._writer(), name="pg-writer"),
+            asyncio.create_task(self._reader(), name="pg-reader"),
+        ]
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wake_writer.set()
+        if self._tasks:
+            await asyncio.gather(self._tasks[0], return_exceptions=True)  # writes drain
+            self._wake_reader.set()
+            self._tasks[1].cancel()
+            await asyncio.gather(self._tasks[1], return_exceptions=True)
+        self._fail_all(ServiceUnavailable("the store is closed"))
+        if self._listener is not None:
+            await self._listener.close()
+        if self._pool is not None:
+            await self._pool.close()
+
+    def _notified(self, *args: Any) -> None:
+        self._wake_reader.set()
+
+    async def _head(self) -> int:
+        assert self._pool is not None
+        value = await self._pool.fetchval(
+            "SELECT GREATEST(COALESCE((SELECT MAX(seq) FROM events), 0), "
+            "(SELECT value::bigint FROM meta WHERE key='pruned'))"
+        )
+        return int(value or 0)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def _submit(self, op: Op, done: Done | None = None) -> asyncio.Future[Any] | None:
+        if self._closing:
+            error = ServiceUnavailable("the store is closed")
+            if done is not None:
+                done(None, error)
+                return None
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(error)
+            return failed
+        future = None if done is not None else asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(op, future, done))
+        self._wake_writer.set()
+        return future
+
+    async def _write(self, op: Op) -> Any:
+        future = self._submit(op)
+        assert future is not None
+        return await future
+
+    async def _writer(self) -> None:
+        """One batch at a time: what was submitted meanwhile goes into the next."""
+        assert self._pool is not None
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake_writer.clear()
+                await self._wake_writer.wait()
+                continue
+            await asyncio.sleep(0)  # let the rest of this turn's submissions in
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                async with self._pool.acquire() as conn:
+                    outcomes, rows = await Batch(
+                        conn, self.node_id, self._tokens, self._plugin_ops
+                    ).run([p.op for p in batch])
+                self._problem = None
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                self._problem = f"PostgreSQL write failed: {exc}"
+                log.error("a write batch failed: %s", exc)
+                error = ServiceUnavailable(f"the store could not write: {exc}")
+                for pending in batch:
+                    self._settle(pending, False, error)
+                await asyncio.sleep(0.2)
+                continue
+            # The events as committed (the same bytes the reader will publish); each caller is
+            # answered once this node has published up to the batch's last seq.
+            events = {r[0]: Event(r[0], EventType(r[1]), r[2], r[3], r[4]) for r in rows}
+            last = rows[-1][0] if rows else 0
+            for pending, (ok, value) in zip(batch, outcomes, strict=True):
+                self._waiting.append((last, pending, ok, _decoded(pending.op[0], ok, value,
+                                                                  events)))  # fmt: skip
+            self._wake_reader.set()
+            self._release()
+
+    def _release(self) -> None:
+        """Answer the writes whose events this node has published."""
+        still = []
+        for entry in self._waiting:
+            if entry[0] <= self._published:
+                self._answer(entry[1], entry[2], entry[3])
+            else:
+                still.append(entry)
+        self._waiting = still
+
+    def _answer(self, pending: _Pending, ok: bool, value: Any) -> None:
+        if ok and pending.op[0] == "prune":
+            self._pruned = max(self._pruned, value.through)
+        self._settle(pending, ok, value)
+
+    def _settle(self, pending: _Pending, ok: bool, value: Any) -> None:
+        if pending.done is not None:
+            try:
+                pending.done(value, None) if ok else pending.done(None, value)
+            except Exception:
+                log.exception("a write's completion callback failed")
+        elif pending.future is not None and not pending.future.done():
+            if ok:
+                pending.future.set_result(value)
+            else:
+                pending.future.set_exception(value)
+
+    def _fail_all(self, error: JobServerError) -> None:
+        for _, pending, _, _ in self._waiting:
+            self._settle(pending, False, error)
+        self._waiting = []
+        waiting, self._pending = self._pending, []
+        for pending in waiting:
+            self._settle(pending, False, error)
+
+    # -- reading the log back, and publishing it --------------------------------------------
+
+    async def _reader(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(POLL_SECONDS):
+                    await self._wake_reader.wait()
+            except TimeoutError:
+                pass
+            self._wake_reader.clear()
+            try:
+                while True:
+                    events = await self.events_after(self._published, limit=READ_PAGE)
+                    if not events:
+                        break
+                    try:
+                        self._publish(events)
+                    except Exception:
+                        log.exception("publishing committed events failed")
+                    self._published = events[-1].seq
+                    self._release()
+                    if len(events) < READ_PAGE:
+                        break
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                self._problem = f"PostgreSQL read failed: {exc}"
+                log.error("reading new events failed: %s", exc)
+                await asyncio.sleep(0.2)
+
+    # -- the Store protocol ------------------------------------------------------------------
+
+    async def head_seq(self) -> int:
+        return self._published
+
+    async def seq_ceiling(self) -> int:
+        return max(self._published, await self._head())
+
+    async def pruned_through(self) -> int:
+        rows = await self._read("SELECT value::bigint FROM meta WHERE key='pruned'")
+        return max(self._pruned, int(rows[0][0]))
+
+    async def enqueue(self, new: NewJob) -> tuple[Job, list[Event]]:
+        _check_json(new.payload, "the payload")
+        result: tuple[Job, list[Event]] = await self._write(("enqueue", new))
+        return result
+
+    async def claim(
+        self, limit: int, lease_seconds: float, caps: Mapping[str, int] | None = None
+    ) -> list[tuple[Job, Event]]:
+        result: list[tuple[Job, Event]] = await self._write(
+            ("claim", limit, lease_seconds, None if caps is None else dict(caps))
+        )
+        return result
+
+    def progress(self, job_id: str, token: str, update: ProgressUpdate,
+                 done: Callable[[Event | None, BaseException | None], None]) -> None:  # fmt: skip
+        if update.metadata is not None:
+            try:
+                _check_json(dict(update.metadata), "metadata")
+            except InvalidPayload as exc:
+                done(None, exc)
+                return
+        self._submit(("progress", job_id, token, update), done)
+
+    async def complete(self, job_id: str, token: str, result: ResultDict) -> Event:
+        _check_json(result, "the result")
+        event: Event = await self._write(("complete", job_id, token, result))
+        return event
+
+    async def fail(self, job_id: str, token: str, error: ErrorDict,
+                   retry_at: float | None) -> Event:  # fmt: skip
+        _check_json(error, "the error")
+        event: Event = await self._write(("fail", job_id, token, error, retry_at))
+        return event
+
+    async def requeue(self, job_id: str, token: str, message: str) -> Event:
+        event: Event = await self._write(("requeue", job_id, token, message))
+        return event
+
+    async def cancel(self, job_id: str, user_id: str | None) -> tuple[Job, Event]:
+        result: tuple[Job, Event] = await self._write(("cancel", job_id, user_id))
+        return result
+
+    async def retry(self, job_id: str, user_id: str | None) -> tuple[Job, Event]:
+        result: tuple[Job, Event] = await self._write(("retry", job_id, user_id))
+        return result
+
+    async def renew(self, leases: Mapping[str, str], lease_seconds: float) -> set[str]:
+        lost: set[str] = await self._write(("renew", dict(leases), lease_seconds))
+        return lost
+
+    async def recover(self, *, expired_only: bool) -> list[Event]:
+        events: list[Event] = await self._write(("recover", expired_only))
+        return events
+
+    async def write(self, op: str, *args: Any) -> Any:
+        return await self._write(("op", op, args))
+
+    async def ping(self) -> None:
+        await self._write(("ping",))
+
+    async def prune(self, before: float, *, limit: int = 1000) -> Pruned:
+        pruned: Pruned = await self._write(("prune", before, limit))
+        return pruned
+
+    async def checkpoint(self) -> int:
+        return 0  # PostgreSQL manages its own journal
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def _read(self, sql: str, *params: Any) -> list[Any]:
+        if self._pool is None:
+            raise ServiceUnavailable("the store is closed")
+        try:
+            return list(await self._pool.fetch(sql, *params))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise ServiceUnavailable(f"PostgreSQL read failed: {exc}") from None
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in await self._read(placeholders(sql), *params)]
+
+    async def get_job(self, job_id: str) -> Job | None:
+        rows = await self._read(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=$1", job_id)
+        return row_to_job(tuple(rows[0])) if rows else None
+
+    async def list_jobs(self, user_id: str, status: JobStatus | None, limit: int,
+                        offset: int) -> list[Job]:  # fmt: skip
+        if status is None:
+            rows = await self._read(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE user_id=$1 "
+                "ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3", user_id, limit, offset,
+            )  # fmt: skip
+        else:
+            rows = await self._read(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE user_id=$1 AND status=$2 "
+                "ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4",
+                user_id, status.value, limit, offset,
+            )  # fmt: skip
+        return [row_to_job(tuple(r)) for r in rows]
+
+    async def events_after(
+        self, since: int, *, user_id: str | None = None, job_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        sql = "SELECT seq, type, job_id, user_id, data FROM events WHERE seq > $1"
+        params: list[Any] = [since]
+        if user_id is not None:
+            params.append(user_id)
+            sql += f" AND user_id = ${len(params)}"
+        if job_id is not None:
+            params.append(job_id)
+            sql += f" AND job_id = ${len(params)}"
+        params.append(limit)
+        rows = await self._read(sql + f" ORDER BY seq LIMIT ${len(params)}", *params)
+        return [Event(r[0], EventType(r[1]), r[2], r[3], bytes(r[4])) for r in rows]
+
+    async def next_run_at(self) -> float | None:
+        rows = await self._read("SELECT MIN(run_at) FROM jobs WHERE status='queued'")
+        return None if rows[0][0] is None else float(rows[0][0])
+
+    async def count_by_status(self) -> dict[JobStatus, int]:
+        counts = dict.fromkeys(JobStatus, 0)
+        for status, n in await self._read("SELECT status, COUNT(*) FROM jobs GROUP BY status"):
+            counts[JobStatus(status)] = int(n)
+        return counts
+
+    async def payload_values(self, key: str) -> set[str]:
+        rows = await self._read(
+            "SELECT DISTINCT payload::jsonb ->> $1 FROM jobs WHERE payload::jsonb ? $1", key
+        )
+        return {str(r[0]) for r in rows}
+
+
+def node_id(settings: Settings) -> str:
+    """The configured node id, else the one kept in the data dir (made on first start)."""
+    if settings.node_id:
+        return settings.node_id
+    path = settings.data_dir / "node-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    value = f"node-{uuid.uuid4().hex[:12]}"
+    path.write_text(value)
+    return value
+
+
+def _decoded(kind: str, ok: bool, value: Any, events: Mapping[int, Event]) -> Any:
+    """An op's result as the caller gets it: events (written as their seq) as Events."""
+    if not ok:
+        return value
+    if kind in ("progress", "complete", "fail", "requeue"):
+        return events[value]
+    if kind == "enqueue":
+        return value[0], [events[s] for s in value[1]]
+    if kind in ("cancel", "retry"):
+        return value[0], events[value[1]]
+    if kind == "claim":
+        return [(job, events[seq]) for job, seq in value]
+    if kind == "recover":
+        return [events[s] for s in value]
+    return value
+
+
+def _check_json(value: Any, what: str) -> None:
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise InvalidPayload(f"{what} must be JSON: {exc}") from None
