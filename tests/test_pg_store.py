@@ -185,3 +185,18 @@ def test_two_server_processes_share_jobs_and_events(schema: str, tmp_path: Any) 
     finally:
         a.stop()
         b.stop()
+
+
+async def test_a_batch_of_jobs_is_one_commit(schema: str) -> None:
+    store = node(schema)
+    await store.open()
+    try:
+        await store.enqueue(NewJob(type="t", user_id="u", idempotency_key="k0"))
+        made = await store.enqueue_many(
+            [NewJob(type="t", user_id="u", idempotency_key=f"k{i}") for i in range(5)]
+        )
+        assert [bool(events) for _, events in made] == [False, True, True, True, True]
+        seqs = [events[0].seq for _, events in made[1:]]
+        assert seqs == list(range(seqs[0], seqs[0] + 4))
+    finally:
+        await store.close()

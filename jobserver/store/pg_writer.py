@@ -95,7 +95,7 @@ class Batch:
         self._written = 0
         self._stamp = ""
         self._ops: dict[str, Callable[..., Any]] = {
-            "enqueue": self.enqueue, "claim": self.claim, "progress": self.progress,
+            "enqueue": self.enqueue, "enqueue_many": self.enqueue_many, "claim": self.claim, "progress": self.progress,
             "complete": self.complete, "fail": self.fail, "requeue": self.requeue,
             "cancel": self.cancel, "retry": self.retry, "renew": self.renew,
             "recover": self.recover, "op": self.plugin_op, "ping": self.ping,
@@ -166,6 +166,31 @@ class Batch:
         change = changes.new_job(new, time.time())
         seq = self._save(change)
         return change[0], [seq]
+
+    async def enqueue_many(self, news: Sequence[NewJob]) -> list[tuple[Job, list[int]]]:
+        """Every job made (or found by its key) before any is staged: one that cannot be
+        made leaves the transaction as it was."""
+        now = time.time()
+        made: list[changes.Change | Job] = []
+        await self._flush()
+        for new in news:
+            if new.idempotency_key is not None:
+                row = await self.conn.fetchrow(
+                    f"{SELECT_JOBS} WHERE user_id=$1 AND idempotency_key=$2",
+                    new.user_id, new.idempotency_key,
+                )  # fmt: skip
+                if row is not None:
+                    made.append(row_to_job(tuple(row)))
+                    continue
+            made.append(changes.new_job(new, now))
+        out: list[tuple[Job, list[int]]] = []
+        for item in made:
+            if isinstance(item, Job):
+                out.append((item, []))
+            else:
+                seq = self._save(item)
+                out.append((item[0], [seq]))
+        return out
 
     async def claim(
         self, limit: int, lease_seconds: float, caps: dict[str, int] | None = None

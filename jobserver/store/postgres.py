@@ -311,6 +311,12 @@ class PostgresStore:
         result: tuple[Job, list[Event]] = await self._write(("enqueue", new))
         return result
 
+    async def enqueue_many(self, news: Sequence[NewJob]) -> list[tuple[Job, list[Event]]]:
+        for new in news:
+            _check_json(new.payload, "the payload")
+        result: list[tuple[Job, list[Event]]] = await self._write(("enqueue_many", list(news)))
+        return result
+
     async def claim(
         self, limit: int, lease_seconds: float, caps: Mapping[str, int] | None = None
     ) -> list[tuple[Job, Event]]:
@@ -461,6 +467,8 @@ def _decoded(kind: str, ok: bool, value: Any, events: Mapping[int, Event]) -> An
         return events[value]
     if kind == "enqueue":
         return value[0], [events[s] for s in value[1]]
+    if kind == "enqueue_many":
+        return [(job, [events[s] for s in seqs]) for job, seqs in value]
     if kind in ("cancel", "retry"):
         return value[0], events[value[1]]
     if kind == "claim":
