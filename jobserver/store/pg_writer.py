@@ -95,7 +95,8 @@ class Batch:
         self._written = 0
         self._stamp = ""
         self._ops: dict[str, Callable[..., Any]] = {
-            "enqueue": self.enqueue, "enqueue_many": self.enqueue_many, "claim": self.claim, "progress": self.progress,
+            "enqueue": self.enqueue, "enqueue_many": self.enqueue_many, "claim": self.claim,
+            "progress": self.progress,
             "complete": self.complete, "fail": self.fail, "requeue": self.requeue,
             "cancel": self.cancel, "retry": self.retry, "renew": self.renew,
             "recover": self.recover, "op": self.plugin_op, "ping": self.ping,
