@@ -28,9 +28,11 @@ from .store.sqlite import SqliteStore
 from .web import jobs, ops, session
 from .web.crosssite import cross_site_middleware
 from .web.debug import setup_debug
+from .web.guard import ConnectionGuard, handler_args
 from .web.http import auth_middleware, errors_middleware
 from .web.keys import (
     BUS,
+    GUARD,
     METRICS,
     PLUGINS,
     POOL,
@@ -43,7 +45,9 @@ from .web.keys import (
     SETTINGS,
     STORE,
 )
+from .web.limits import limits_middleware
 from .web.live import setup_live
+from .web.refusals import Refusals
 from .worker import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -168,16 +172,25 @@ def create_app(
     """
     if plugins is None:
         plugins = Plugins(registry=registry) if registry is not None else load(settings)
+    metrics = Metrics()
+    guard = ConnectionGuard(settings, Refusals(metrics.registry))
     app = web.Application(
-        middlewares=[errors_middleware, cross_site_middleware(settings), auth_middleware],
+        middlewares=[
+            errors_middleware,
+            limits_middleware(settings, guard),
+            cross_site_middleware(settings),
+            auth_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
+        handler_args=handler_args(settings),
     )
     app[SETTINGS] = settings
     app[SECRET] = load_secret(settings.secret, settings.data_dir)
     app[PLUGINS] = plugins
     app[REGISTRY] = plugins.registry
-    app[METRICS] = Metrics()
+    app[METRICS] = metrics
     app[PROCESSES] = _worker_processes(settings, plugins)
+    app[GUARD] = guard  # cli.serve gives it the connections (web/guard.py)
     app.cleanup_ctx.append(_store_ctx)
     setup_live(app)  # the gateway starts before workers publish
     app.cleanup_ctx.append(_ops_ctx)

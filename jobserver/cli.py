@@ -21,6 +21,8 @@ from .config import PREFIX, Settings, convert, field_docs, is_secret
 from .errors import JobServerError
 from .plugins import StartupError
 from .web.accesslog import AccessLog
+from .web.guard import GuardedSite, handler_args, raise_fd_limit
+from .web.keys import GUARD
 
 
 def _serve_args(parser: argparse.ArgumentParser) -> None:
@@ -177,10 +179,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def serve(app: web.Application, settings: Settings) -> None:
     """Run until Ctrl-C or SIGTERM, then shut down in reverse order of start-up."""
+    guard = app[GUARD]
+    nofile = raise_fd_limit()
+    guard.configure(nofile)  # connections capped below the descriptor limit (web/guard.py)
     runner = web.AppRunner(app, handle_signals=False, access_log_class=AccessLog,
                            shutdown_timeout=settings.shutdown_grace_seconds + 5)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    # What aiohttp's web.Server gives each connection (create_app set the handler_args).
+    handler_kwargs = {"access_log_class": AccessLog, **handler_args(settings)}
+    site = GuardedSite(runner, settings.host, settings.port, guard, handler_kwargs)
     await site.start()
     host, port = runner.addresses[0][:2]  # the real port, also when --port 0
     gctune.tune()  # start-up is done: freeze what it made

@@ -62,6 +62,22 @@ class Settings:
             arrived on (421 ``HOST_NOT_ALLOWED`` for others); empty means localhost, 127.0.0.1,
             [::1] and ``host``. ``*.example.com`` is a domain and its subdomains; ``*``
             answers any name (no defence against DNS rebinding).
+        max_connections: open connections at most; 0 sizes it from the descriptor limit
+            (raised to its hard limit at start), keeping room for files, pipes and accepts.
+            At the cap the connection that has waited longest for a request is dropped.
+        header_timeout_seconds: how long a new connection may take to send its first
+            request's headers before it is closed.
+        body_timeout_seconds: how long a request body may go without a byte arriving before
+            the connection is closed.
+        keepalive_timeout_seconds: how long an idle connection is kept open between requests
+            (the next request's headers must arrive within it).
+        max_header_bytes: longest request line or header line (400 above it).
+        max_headers: most header lines in a request (400 above it).
+        max_multipart_parts: most parts in a multipart upload, its files and fields together
+            (400 ``TOO_MANY_PARTS`` above).
+        multipart_overhead_bytes: bytes a multipart upload may have beyond
+            ``max_upload_bytes`` for its fields and framing (413 above the sum; the files of
+            one upload share ``max_upload_bytes``).
         ws_max_message_bytes: largest WebSocket message a client may send (1009 above it).
         ws_max_subscriptions: subscriptions one WebSocket may hold at once.
         ws_max_connections_per_user: WebSockets one user may hold open at once (1013 above).
@@ -116,6 +132,14 @@ class Settings:
     token_ttl_seconds: int = 7 * 24 * 3600
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
+    max_connections: int = 0
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    keepalive_timeout_seconds: float = 75.0
+    max_header_bytes: int = 8190
+    max_headers: int = 128
+    max_multipart_parts: int = 128
+    multipart_overhead_bytes: int = 64 * 1024
     ws_max_message_bytes: int = 64 * 1024
     ws_max_subscriptions: int = 100
     ws_max_connections_per_user: int = 100
@@ -159,7 +183,7 @@ class Settings:
             raise ValueError("ws_max_subscriptions and ws_max_connections_per_user must be >= 1")
         if self.ws_heartbeat_seconds <= 0 or self.ws_auth_timeout_seconds <= 0:
             raise ValueError("ws_heartbeat_seconds and ws_auth_timeout_seconds must be positive")
-        _check_origins(self)
+        _check_limits(self)
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         if self.log_level.upper() not in LOG_LEVELS:
@@ -204,8 +228,14 @@ class Settings:
         return cls(**values)
 
 
-def _check_origins(s: Settings) -> None:
-    """The origin and host lists are usable as given."""
+def _check_limits(s: Settings) -> None:
+    """The request limits and the origin and host lists are usable as given."""
+    if s.max_connections < 0 or s.max_multipart_parts < 1 or s.max_headers < 1:
+        raise ValueError("max_connections must be >= 0, max_multipart_parts and max_headers >= 1")
+    if min(s.header_timeout_seconds, s.body_timeout_seconds, s.keepalive_timeout_seconds) <= 0:
+        raise ValueError("the header, body and keep-alive timeouts must be positive")
+    if s.max_header_bytes < 1024 or s.multipart_overhead_bytes < 1024:
+        raise ValueError("max_header_bytes and multipart_overhead_bytes must be at least 1024")
     for origin in s.allowed_origins:
         if origin != "*" and not ORIGIN.fullmatch(origin.strip().lower()):
             raise ValueError(f"allowed_origins: {origin!r} is not * or scheme://host[:port]")

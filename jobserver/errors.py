@@ -38,6 +38,10 @@ class InvalidPayload(BadRequest):
     code = "INVALID_PAYLOAD"
 
 
+class TooManyParts(BadRequest):
+    code = "TOO_MANY_PARTS"
+
+
 class UnknownJobType(BadRequest):
     code = "UNKNOWN_JOB_TYPE"
 

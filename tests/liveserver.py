@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -42,8 +43,9 @@ class LiveServer:
     """
 
     def __init__(
-        self, data_dir: Path, *args: str, pdf_workers: int = 1, env: dict[str, str] | None = None
-    ) -> None:
+        self, data_dir: Path, *args: str, pdf_workers: int = 1, env: dict[str, str] | None = None,
+        nofile: tuple[int, int] | None = None,
+    ) -> None:  # fmt: skip
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -51,6 +53,7 @@ class LiveServer:
         self.args = args
         self.pdf_workers = pdf_workers
         self.env = env or {}
+        self.nofile = nofile  # (soft, hard) descriptor limits of the server process
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> LiveServer:
@@ -61,7 +64,8 @@ class LiveServer:
         ]  # fmt: skip
         env = {**os.environ, "JOBSERVER_SECRET": SECRET, **self.env}
         with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log,
+                                         preexec_fn=self._limits if self.nofile else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -74,6 +78,10 @@ class LiveServer:
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"the server did not answer in {timeout}s:\n{self.log.read_text()}")
+
+    def _limits(self) -> None:
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

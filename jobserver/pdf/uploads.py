@@ -21,12 +21,13 @@ from urllib.parse import unquote
 from aiohttp import BodyPartReader, web
 
 from ..datadir import create_private, private_dir
-from ..errors import FileTooLarge, InBatch, InvalidPayload, JobServerError, NotAPdf, UploadNotFound
+from ..errors import InBatch, InvalidPayload, JobServerError, NotAPdf, UploadNotFound
 from ..models import Job
 from ..plugins import Server
 from ..store import NewJob
 from ..web.http import user_of, whole_number
 from ..web.keys import REGISTRY, SETTINGS
+from ..web.limits import multipart_parts, skip_part, too_large
 from .files import upload_path, uploads_dir
 from .job import PDF_NOTES, PdfNotes
 from .owners import add_owner, owns
@@ -73,9 +74,7 @@ async def receive_pdf(part: BodyPartReader, data_dir: Path, limit: int) -> Store
             while chunk := await part.read_chunk(CHUNK):
                 size += len(chunk)
                 if size > limit:
-                    raise FileTooLarge(
-                        f"The file is larger than the {limit / 1e6:g} MB this server accepts"
-                    )
+                    raise too_large(limit)
                 if len(head) < HEADER_WINDOW:
                     head += chunk[: HEADER_WINDOW - len(head)]
                     if len(head) == HEADER_WINDOW and b"%PDF-" not in head:
@@ -114,12 +113,9 @@ async def create_pdf_job(request: web.Request) -> list[NewJob]:
     the n-th file's job as ``<key>.<n>``, from 0)."""
     job_type = request.app[REGISTRY].get(PDF_NOTES)
     settings = request.app[SETTINGS]
-    reader = await request.multipart()
     stored: list[StoredUpload] = []
     fields: dict[str, str] = {}
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader):
-            raise InvalidPayload("nested multipart bodies are not accepted")
+    async for part in multipart_parts(request, settings):
         if part.name == "file":
             if len(stored) >= MAX_FILES:
                 raise InvalidPayload(f"send at most {MAX_FILES} files per upload")
@@ -131,7 +127,7 @@ async def create_pdf_job(request: web.Request) -> list[NewJob]:
         elif part.name in FIELDS:
             fields[part.name] = await _field(part)
         else:
-            await part.release()
+            await skip_part(request, part, settings)
     if not stored:
         raise InvalidPayload("send the PDF as a multipart form part named file")
     for upload in stored:

@@ -15,6 +15,7 @@ from ..retention import Retention
 from ..store import Store
 from ..worker import WorkerPool
 from .gateway import Gateway
+from .guard import ConnectionGuard
 
 SETTINGS = web.AppKey("settings", Settings)
 SECRET = web.AppKey("secret", str)
@@ -29,4 +30,5 @@ RETENTION = web.AppKey("retention", Retention)
 GATEWAY = web.AppKey("gateway", Gateway)
 PLUGINS = web.AppKey("plugins", Plugins)
 SERVER = web.AppKey("server", Server)  # what plugins see of the running server
+GUARD = web.AppKey("guard", ConnectionGuard)
 USER = web.RequestKey("user", str)  # set by the auth middleware
