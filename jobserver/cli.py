@@ -179,12 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def serve(app: web.Application, settings: Settings) -> None:
     """Run until Ctrl-C or SIGTERM, then shut down in reverse order of start-up."""
-    guard = app[GUARD]
     nofile = raise_fd_limit()
-    guard.configure(nofile)  # connections capped below the descriptor limit (web/guard.py)
     runner = web.AppRunner(app, handle_signals=False, access_log_class=AccessLog,
                            shutdown_timeout=settings.shutdown_grace_seconds + 5)
     await runner.setup()
+    guard = app[GUARD]
+    guard.configure(nofile)  # connections capped below the descriptor limit (web/guard.py)
     # What aiohttp's web.Server gives each connection (create_app set the handler_args).
     handler_kwargs = {"access_log_class": AccessLog, **handler_args(settings)}
     site = GuardedSite(runner, settings.host, settings.port, guard, handler_kwargs)
