@@ -371,6 +371,16 @@ async def test_upload_streams_the_file_and_returns_the_job(
         with pytest.raises(ApiError) as refused:
             await client.upload(text)
         assert (refused.value.code, refused.value.status) == ("NOT_A_PDF", 415)
+        second = make_pdf(tmp_path / "second.pdf", "Second Upload", tag=uuid.uuid4().hex)
+        both = await client.upload_many([pdf, second], idempotency_key="pair", max_attempts=3)
+        assert [j.label for j in both] == ["small.pdf", "second.pdf"]
+        assert [j.created for j in both] == [True, True] and both[1].maxAttempts == 3
+        again = await client.upload_many([pdf, second], idempotency_key="pair")
+        assert [j.jobId for j in again] == [j.jobId for j in both]
+        assert [j.created for j in again] == [False, False]
+        with pytest.raises(ApiError) as one_bad:
+            await client.upload_many([pdf, text])
+        assert (one_bad.value.code, one_bad.value.index) == ("NOT_A_PDF", 1)
         with pytest.raises(BadRequest) as no_uploads:
             await client.upload(pdf, type="demo.sleep")  # a type that takes no file
         assert no_uploads.value.code == "INVALID_PAYLOAD"

@@ -192,15 +192,12 @@ class Client:
         """Enqueue up to 1,000 jobs in one request and one commit, all or nothing; each
         job is ``{"type", "payload", "maxAttempts", "delaySeconds", "idempotencyKey",
         "label"}`` as ``POST /api/jobs`` takes it (only ``type`` is required). Returns every
-        job in order; ``job.raw["created"]`` is False for one an idempotency key matched.
+        job in order; ``job.created`` is False for one an idempotency key matched.
 
         One refused job refuses them all: the ``ApiError``'s ``index`` names it.
         """
         body = {"jobs": [dict(job) for job in jobs]}
-        reply = await self.http.request("POST", "/api/jobs", json_body=body)
-        if not isinstance(reply, Mapping) or not isinstance(reply.get("jobs"), builtins.list):
-            raise ProtocolError("PROTOCOL", f"not a batch of jobs: {str(reply)[:200]}")
-        return [Job.from_wire(job) for job in reply["jobs"]]
+        return _batch(await self.http.request("POST", "/api/jobs", json_body=body))
 
     async def upload(
         self,
@@ -219,16 +216,49 @@ class Client:
         it the server's first such type does, ``pdf-notes`` on a server with the PDF plugin.
         The file is streamed from disk in chunks, never read into memory whole.
         """
-        source = Path(path)
-        name = filename or source.name
-        mime = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        files = [(Path(path), filename or Path(path).name)]
+        reply = await self._upload(files, type, content_type, max_attempts, idempotency_key,
+                                   timeout)  # fmt: skip
+        return Job.from_wire(reply)
+
+    async def upload_many(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        type: str | None = None,
+        max_attempts: int | None = None,
+        idempotency_key: str | None = None,
+        timeout: float = UPLOAD_TIMEOUT,
+    ) -> builtins.list[Job]:
+        """Upload several files in one request (up to 100): one job per file, in order, made
+        in one commit, all or nothing (a refused file's ``ApiError.index`` names it). With an
+        ``idempotency_key``, the n-th file's job is keyed ``<key>.<n>``."""
+        files = [(Path(p), Path(p).name) for p in paths]
+        if not files:
+            raise ValueError("upload_many needs at least one file")
+        reply = await self._upload(files, type, None, max_attempts, idempotency_key, timeout)
+        if len(files) == 1:
+            return [Job.from_wire(reply)]
+        return _batch(reply)
+
+    async def _upload(
+        self,
+        files: builtins.list[tuple[Path, str]],
+        type: str | None,
+        content_type: str | None,
+        max_attempts: int | None,
+        idempotency_key: str | None,
+        timeout: float,
+    ) -> Any:
         opened: builtins.list[IO[bytes]] = []
 
         def form() -> aiohttp.FormData:
-            handle = source.open("rb")  # a fresh one for each try: aiohttp may close it
-            opened.append(handle)
             data = aiohttp.FormData()
-            data.add_field("file", handle, filename=name, content_type=mime)
+            for source, name in files:
+                handle = source.open("rb")  # a fresh one for each try: aiohttp may close it
+                opened.append(handle)
+                mime = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+                data.add_field("file", handle, filename=name, content_type=mime)
             if max_attempts is not None:
                 data.add_field("maxAttempts", str(max_attempts))
             if idempotency_key is not None:
@@ -237,13 +267,12 @@ class Client:
 
         params = {"type": type} if type is not None else None
         try:
-            reply = await self.http.request(
+            return await self.http.request(
                 "POST", "/api/jobs", form=form, params=params, timeout=timeout
             )
         finally:
             for handle in opened:
                 handle.close()
-        return Job.from_wire(reply)
 
     async def get(self, job_id: str) -> Job:
         """One of your jobs (``GET /api/jobs/{id}``); ``NotFound`` (``JOB_NOT_FOUND``) else."""
@@ -357,3 +386,10 @@ class Client:
                     latest = await self.get(job_id)
                     return latest if latest.finished else job
         raise ProtocolError("PROTOCOL", f"the events of job {job_id} ended before it did")
+
+
+def _batch(reply: Any) -> builtins.list[Job]:
+    """The jobs of a batch answer (``{"jobs": [...]}``), in order."""
+    if not isinstance(reply, Mapping) or not isinstance(reply.get("jobs"), builtins.list):
+        raise ProtocolError("PROTOCOL", f"not a batch of jobs: {str(reply)[:200]}")
+    return [Job.from_wire(job) for job in reply["jobs"]]

@@ -63,7 +63,8 @@ class Job:
     ``createdAt``, ``startedAt``, ``finishedAt`` and ``runAt`` are ISO 8601 UTC text.
     ``jobType``, ``attempt`` and ``label`` come from servers that send them (the job's
     ``type`` and ``attempts`` under the event's names, and its short title); else they are
-    empty.
+    empty. ``created`` is set in a batch's answer only: False when an idempotency key matched
+    a job that already was.
     """
 
     jobId: str
@@ -88,6 +89,7 @@ class Job:
     runAt: str | None = None
     lastSeq: int = 0
     idempotencyKey: str | None = None
+    created: bool | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -107,6 +109,7 @@ class Job:
             return self
         raw = {**self.raw, **{k: v for k, v in event.raw.items() if k in _JOB_FIELDS_OF_EVENT}}
         raw.update(attempts=event.attempt, lastSeq=event.seq)
+        raw.pop("created", None)
         if "attempt" in self.raw:
             raw["attempt"] = event.attempt
         return Job.from_wire(raw)

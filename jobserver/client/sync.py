@@ -225,6 +225,18 @@ class SyncClient:
             max_attempts=max_attempts, idempotency_key=idempotency_key,
         ))  # fmt: skip
 
+    def upload_many(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        type: str | None = None,
+        max_attempts: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> builtins.list[Job]:
+        return self._loop.run(self.client.upload_many(
+            paths, type=type, max_attempts=max_attempts, idempotency_key=idempotency_key
+        ))  # fmt: skip
+
     def get(self, job_id: str) -> Job:
         return self._loop.run(self.client.get(job_id))
 
