@@ -31,7 +31,7 @@ async def schema() -> AsyncIterator[str]:
 
 
 def node(schema: str, node_id: str = "n1") -> PostgresStore:
-    return PostgresStore(URL, node_id=node_id, schema=schema)
+    return PostgresStore(URL, node_id=f"{schema}-{node_id}", schema=schema)
 
 
 @contextlib.contextmanager
@@ -198,5 +198,38 @@ async def test_a_batch_of_jobs_is_one_commit(schema: str) -> None:
         assert [bool(events) for _, events in made] == [False, True, True, True, True]
         seqs = [events[0].seq for _, events in made[1:]]
         assert seqs == list(range(seqs[0], seqs[0] + 4))
+    finally:
+        await store.close()
+
+
+async def test_connections_cut_by_the_database_are_made_again(schema: str) -> None:
+    """pg_terminate_backend on every connection of the node while it works: it reconnects,
+    and the acknowledged jobs and their events are all there."""
+    store = node(schema)
+    seen: list[int] = []
+    store.on_commit(lambda events: seen.extend(e.seq for e in events))
+    await store.open()
+    try:
+        ids = [(await store.enqueue(NewJob(type="t", user_id="u")))[0].id for _ in range(5)]
+        with psycopg.connect(URL, autocommit=True) as conn:
+            cut = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s", (f"jobserver:{store.node_id}",),
+            ).fetchall()  # fmt: skip
+        assert len(cut) >= 3  # the pool's connections and the node's own
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    job, _ = await store.enqueue(NewJob(type="t", user_id="u"))
+                    ids.append(job.id)
+                    break
+                except Exception:
+                    await asyncio.sleep(0.2)
+        async with asyncio.timeout(30):
+            while len(seen) < len(ids):
+                await asyncio.sleep(0.1)
+        assert seen == list(range(1, len(ids) + 1))
+        for job_id in ids:
+            assert await store.get_job(job_id) is not None
     finally:
         await store.close()

@@ -271,8 +271,8 @@ class Batch:
             )  # fmt: skip
         else:
             rows = await self.conn.fetch(
-                f"{SELECT_JOBS} WHERE status='active' AND lease_token LIKE $1 "
-                "FOR UPDATE SKIP LOCKED", f"{self.token_prefix}-%",
+                f"{SELECT_JOBS} WHERE status='active' AND starts_with(lease_token, $1) "
+                "FOR UPDATE SKIP LOCKED", f"{self.token_prefix}-",
             )  # fmt: skip
         return [self._save(changes.worker_lost(row_to_job(tuple(r)), now)) for r in rows]
 

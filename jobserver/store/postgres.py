@@ -128,22 +128,15 @@ class PostgresStore:
         self._pruned = int(meta["pruned"])
         # A startup setting, not a SET: the pool resets a connection's settings on release.
         self._pool = await asyncpg.create_pool(
-            self.url, min_size=2, max_size=8, server_settings={"search_path": self.schema}
-        )
+            self.url, min_size=2, max_size=8,
+            server_settings={**self._settings(), "search_path": self.schema},
+        )  # fmt: skip
         self._published = await self._head()
-        self._listener = await asyncpg.connect(self.url)
-        # Held for this node's life: a second live node with the same id cannot start (it
-        # would recover this one's running jobs as its own).
-        held = await self._listener.fetchval(
-            "SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_SPACE, self.node_id
-        )
-        if not held:
-            await self._listener.close()
+        try:
+            await self._listen()
+        except BaseException:
             await self._pool.close()
-            raise ServiceUnavailable(
-                f"another live node uses the node id {self.node_id!r}; give each its own"
-            )
-        await self._listener.add_listener(CHANNEL, self._notified)
+            raise
         self._tasks = [
             asyncio.create_task(self._writer(), name="pg-writer"),
             asyncio.create_task(self._reader(), name="pg-reader"),
@@ -158,10 +151,41 @@ class PostgresStore:
             self._tasks[1].cancel()
             await asyncio.gather(self._tasks[1], return_exceptions=True)
         self._fail_all(ServiceUnavailable("the store is closed"))
-        if self._listener is not None:
+        if self._listener is not None and not self._listener.is_closed():
             await self._listener.close()
         if self._pool is not None:
             await self._pool.close()
+
+    def _settings(self) -> dict[str, str]:
+        # Named in pg_stat_activity, so an operator (or a test) can tell the nodes apart.
+        return {"application_name": f"jobserver:{self.node_id}"[:63]}
+
+    async def _listen(self) -> None:
+        """The node's own connection: it holds the node id's lock for as long as it lives (a
+        second live node with the same id cannot start: it would recover this one's running
+        jobs as its own) and hears other nodes' NOTIFY."""
+        listener = await asyncpg.connect(self.url, server_settings=self._settings())
+        held = await listener.fetchval(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_SPACE, self.node_id
+        )
+        if not held:
+            await listener.close()
+            raise ServiceUnavailable(
+                f"another live node uses the node id {self.node_id!r}; give each its own"
+            )
+        await listener.add_listener(CHANNEL, self._notified)
+        self._listener = listener
+
+    async def _relisten(self) -> None:
+        """After the database restarted or cut this connection: take it up again (meanwhile
+        the reader polls, so nothing is missed)."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        try:
+            await self._listen()
+            self._problem = None
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, JobServerError) as exc:
+            self._problem = f"PostgreSQL connection lost: {exc}"
 
     def _notified(self, *args: Any) -> None:
         self._wake_reader.set()
@@ -213,9 +237,9 @@ class PostgresStore:
                         conn, self.node_id, self._tokens, self._plugin_ops
                     ).run([p.op for p in batch])
                 self._problem = None
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:  # the writer never stops: the next batch may succeed
                 self._problem = f"PostgreSQL write failed: {exc}"
-                log.error("a write batch failed: %s", exc)
+                log.error("a write batch failed: %r", exc)
                 error = ServiceUnavailable(f"the store could not write: {exc}")
                 for pending in batch:
                     self._settle(pending, False, error)
@@ -276,6 +300,7 @@ class PostgresStore:
             except TimeoutError:
                 pass
             self._wake_reader.clear()
+            await self._relisten()
             try:
                 while True:
                     events = await self.events_after(self._published, limit=READ_PAGE)
@@ -289,9 +314,9 @@ class PostgresStore:
                     self._release()
                     if len(events) < READ_PAGE:
                         break
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:  # the reader never stops: the next read may succeed
                 self._problem = f"PostgreSQL read failed: {exc}"
-                log.error("reading new events failed: %s", exc)
+                log.error("reading new events failed: %r", exc)
                 await asyncio.sleep(0.2)
 
     # -- the Store protocol ------------------------------------------------------------------
