@@ -76,7 +76,7 @@ DOCS: tuple[Doc, ...] = (
         running_headers=True),
     Doc("r-intro", R_DOC, "usr/share/R/doc/manual/R-intro.pdf",
         "337ccd0b490b1e66f7e783b45f4588d0599730b4206c0c051edfe1419c568c51", "manual",
-        references=True, running_headers=True),
+        running_headers=True),
     Doc("r-exts", R_DOC, "usr/share/R/doc/manual/R-exts.pdf",
         "792220b273d40e8629664d5dd0d6ae4151419d14f613a949aebe85b8c2a1f85c", "manual",
         running_headers=True),

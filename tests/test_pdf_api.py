@@ -17,7 +17,7 @@ import orjson
 from jobserver.config import Settings
 from jobserver.pdf.files import upload_path
 from jobserver.pdf.job import PDF_NOTES, PdfNotes
-from jobserver.pdf.offline import STOPWORDS
+from jobserver.pdf.language import stopwords
 from jobserver.pdf.owners import add_owner
 from jobserver.store import NewJob
 from jobserver.store.changes import new_job_id
@@ -136,7 +136,7 @@ async def test_upload_answers_202_then_goes_through_every_stage_to_notes(
     assert [s["title"] for s in note["sections"]][:5] == [
         "Introduction", "Hive Design", "Colony Health", "Honey Harvest", "Winter Care"]
     words = {w for k in note["keywords"] for w in k.lower().split()}
-    assert words and not words & STOPWORDS
+    assert words and not words & stopwords("en")
     assert {"honey", "hive", "bee"} & words
 
     status, listed = await api.get("/api/notes")

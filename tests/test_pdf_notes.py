@@ -8,9 +8,10 @@ import pytest
 
 from jobserver.errors import JobError
 from jobserver.pdf.extract import Document, Limits, extract
+from jobserver.pdf.language import stopwords
 from jobserver.pdf.markdown import download_name, to_markdown
 from jobserver.pdf.notes import KeyPoint, Note, NotesContent, Section
-from jobserver.pdf.offline import STOPWORDS, build_notes
+from jobserver.pdf.offline import build_notes
 from tests import pdfs
 from tests.conftest import MakeApi
 
@@ -40,7 +41,7 @@ def test_notes_are_deterministic_and_cover_title_points_sections_keywords() -> N
     assert all(1 <= p.page <= 3 and p.text.endswith(".") for p in notes.key_points)
     assert {p.page for p in notes.key_points} == {1, 2, 3}
     words = [w for k in notes.keywords for w in k.lower().split()]
-    assert not set(words) & STOPWORDS
+    assert not set(words) & stopwords("en")
     assert {"event", "worker", "process"} <= set(words) or "event loop" in notes.keywords
     assert "PDF" in notes.keywords or any("PDF" in k for k in notes.keywords)
     assert "7" not in " ".join(s.title for s in notes.sections)  # page numbers are not headings

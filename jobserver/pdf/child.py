@@ -9,10 +9,12 @@ forwards it the other shares' pages, and an ``abort`` frame if one of them faile
 from __future__ import annotations
 
 import io
+import time
 from typing import Any
 
 from ..errors import PARSE_CRASHED, JobError
 from ..procs.context import ProcessContext
+from . import ocr
 from .extract import (
     Limits,
     PageText,
@@ -20,9 +22,11 @@ from .extract import (
     extract_share,
     page_from_wire,
     page_to_wire,
-    require_text,
 )
 from .offline import build_notes, warm_up_notes
+
+DEFAULT_TIMEOUT = 120.0
+OCR_SHARE = 0.7  # of the parse's time limit, at most, from its start to the end of OCR
 
 
 def warm_up() -> None:
@@ -58,6 +62,7 @@ def extract(ctx: ProcessContext) -> dict[str, Any]:
     shares' pages from its input (the server forwards them as they come) and writes the
     notes at once, with no further round trip.
     """
+    started = time.monotonic()
     request = ctx.payload
     limits = Limits(int(request["maxPages"]), int(request["maxTextChars"]))
     texts: dict[int, PageText] = {}
@@ -75,6 +80,8 @@ def extract(ctx: ProcessContext) -> dict[str, Any]:
         _others(ctx, texts, share.pages)
         ctx.send({"type": "generating"})
         doc = assemble(share, texts)
-        require_text(doc)
+        # OCR of image-only pages may use most of what is left of the parse's time limit.
+        deadline = started + OCR_SHARE * float(request.get("timeout") or DEFAULT_TIMEOUT)
+        doc = ocr.with_text(str(request["path"]), doc, deadline)
         answer["notes"] = build_notes(doc).to_wire()
     return answer

@@ -183,11 +183,15 @@ def has_text(doc: Document) -> bool:
     return False
 
 
-def require_text(doc: Document) -> None:
-    """NO_TEXT unless the document has some letters or digits: a scan has none."""
-    if has_text(doc):
-        return
-    raise JobError(
+def no_text(doc: Document, *, ocr: bool = False) -> JobError:
+    if ocr:
+        return JobError(
+            NO_TEXT,
+            f"No text found in the PDF's {len(doc.pages)} page(s), and text recognition (OCR) "
+            "read none either: it looks like scanned images or pictures without legible text",
+            recoverable=False,
+        )
+    return JobError(
         NO_TEXT,
         f"No text found in the PDF's {len(doc.pages)} page(s): it looks like scanned images or "
         "pictures only. Run it through OCR (text recognition) first, then upload it again",
@@ -195,14 +199,26 @@ def require_text(doc: Document) -> None:
     )
 
 
-def extract(path: str, limits: Limits, report: Callable[[int, int], None]) -> Document:
-    """The whole document in this process, calling ``report(page, pages)`` after each page."""
+def require_text(doc: Document) -> None:
+    """NO_TEXT unless the document has some letters or digits: a scan has none."""
+    if not has_text(doc):
+        raise no_text(doc)
+
+
+def read_all(path: str, limits: Limits, report: Callable[[int, int], None]) -> Document:
+    """The whole document in this process, calling ``report(page, pages)`` after each page;
+    it may have no text (see ``require_text`` and ``ocr.with_text``)."""
     texts: dict[int, PageText] = {}
 
     def keep(page: PageText) -> None:
         texts[page.page] = page
         report(page.page, page.pages)
 
-    doc = assemble(extract_share(path, limits, keep), texts)
+    return assemble(extract_share(path, limits, keep), texts)
+
+
+def extract(path: str, limits: Limits, report: Callable[[int, int], None]) -> Document:
+    """``read_all``, then NO_TEXT unless the document has a text layer."""
+    doc = read_all(path, limits, report)
     require_text(doc)
     return doc

@@ -210,7 +210,8 @@ class ParsePool:
         def ask(call_id: int, offset: int, notes: bool) -> Message:
             return {"id": call_id, "target": EXTRACT, "memoryMb": self.memory_mb,
                     "payload": {"path": str(request.path), "stride": stride, "offset": offset,
-                                "notes": notes, "maxPages": request.limits.max_pages,
+                                "notes": notes, "timeout": self.timeout,
+                                "maxPages": request.limits.max_pages,
                                 "maxTextChars": request.limits.max_text_chars}}  # fmt: skip
 
         def forward(message: Message) -> None:
