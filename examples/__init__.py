@@ -1,0 +1,1 @@
+"""Worked examples of jobserver job types (see docs/job-types.md)."""
