@@ -121,6 +121,13 @@ class UploadNotFound(NotFound):
     code = "UPLOAD_MISSING"
 
 
+class StorageFull(ServiceUnavailable):
+    """The disk (or the user's quota) is full: nothing can be written until room is made."""
+
+    code = "STORAGE_FULL"
+    status = 507
+
+
 class DatabaseDamaged(ServiceUnavailable):
     """The database file is empty or fails SQLite's integrity check; nothing is served from it."""
 

@@ -158,9 +158,11 @@ class Registry:
         try:
             return self._types[name]
         except KeyError:
-            raise UnknownJobType(
-                f"unknown job type {name!r}; this server runs: {', '.join(self.names())}"
-            ) from None
+            names = self.names()
+            message = f"unknown job type {name!r}; this server runs: {', '.join(names)}"
+            if not any(n.startswith("demo.") for n in names):
+                message += " (start it with --demo-jobs for demo.sleep and demo.fail)"
+            raise UnknownJobType(message) from None
 
     def stages_of(self, name: str) -> Mapping[str, str]:
         """The stages a handler of type ``name`` may report, by id."""

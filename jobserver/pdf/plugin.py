@@ -8,6 +8,7 @@ that makes its jobs, a hook that starts a parse as a job is queued, its cleanup 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 from ..plugins import Plugin, Server
@@ -17,7 +18,9 @@ from .files import uploads_dir
 from .job import PdfNotes, job_type
 from .pool import WARM_UP
 from .routes import routes
-from .uploads import check_upload_owner, create_pdf_job, prefetcher
+from .uploads import check_upload_owner, create_pdf_job, prefetcher, sweep_incoming
+
+log = logging.getLogger(__name__)
 
 
 def setup(plugin: Plugin) -> None:
@@ -32,7 +35,10 @@ def setup(plugin: Plugin) -> None:
     plugin.use_processes(warm_up=WARM_UP, memory_mb=plugin.settings.pdf_memory_mb)
 
     async def parsers(server: Server) -> AsyncIterator[None]:
-        """Parses run in the server's worker processes; they outlive the workers."""
+        """Parses run in the server's worker processes; they outlive the workers. Uploads a
+        crash cut short are removed first (the store's lock says no other server writes here)."""
+        if swept := sweep_incoming(server.settings.data_dir):
+            log.info("removed %d upload(s) cut short by an earlier stop", swept)
         handler.start(server.store, server.processes)
         server.add_tap(handler.on_event)  # a cancelled job stops the work begun for it
         yield

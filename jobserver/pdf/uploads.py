@@ -8,6 +8,7 @@ renamed to ``<sha256>.pdf``. A refused upload leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -21,7 +22,14 @@ from urllib.parse import unquote
 from aiohttp import BodyPartReader, web
 
 from ..datadir import create_private, private_dir
-from ..errors import InBatch, InvalidPayload, JobServerError, NotAPdf, UploadNotFound
+from ..errors import (
+    InBatch,
+    InvalidPayload,
+    JobServerError,
+    NotAPdf,
+    StorageFull,
+    UploadNotFound,
+)
 from ..models import Job
 from ..plugins import Server
 from ..store import NewJob
@@ -45,6 +53,7 @@ class StoredUpload:
     sha256: str
     size: int
     filename: str
+    created: bool  # this request stored the file (it was not there before)
 
 
 def clean_filename(name: str | None) -> str:
@@ -85,17 +94,30 @@ async def receive_pdf(part: BodyPartReader, data_dir: Path, limit: int) -> Store
             raise _not_a_pdf()
         sha = digest.hexdigest()
         final = upload_path(data_dir, sha)
-        if final.exists():
+        created = not final.exists()
+        if created:
+            os.replace(temp, final)
+        else:
             temp.unlink()  # the same content is stored already
             # Fresh again: retention keeps young files, and this one's job is not enqueued yet.
             os.utime(final)
-        else:
-            os.replace(temp, final)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull("the server's disk is full: the file could not be stored") from None
         raise
-    return StoredUpload(sha, size, clean_filename(part.filename))
+    return StoredUpload(sha, size, clean_filename(part.filename), created)
+
+
+def sweep_incoming(data_dir: Path) -> int:
+    """Remove uploads cut short by a crash (``.incoming-*``): at start, while nothing writes."""
+    removed = 0
+    for temp in uploads_dir(data_dir).glob(".incoming-*"):
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+            removed += 1
+    return removed
 
 
 async def _field(part: BodyPartReader) -> str:
@@ -115,29 +137,36 @@ async def create_pdf_job(request: web.Request) -> list[NewJob]:
     settings = request.app[SETTINGS]
     stored: list[StoredUpload] = []
     fields: dict[str, str] = {}
-    async for part in multipart_parts(request, settings):
-        if part.name == "file":
-            if len(stored) >= MAX_FILES:
-                raise InvalidPayload(f"send at most {MAX_FILES} files per upload")
-            try:
-                upload = await receive_pdf(part, settings.data_dir, settings.max_upload_bytes)
-            except JobServerError as exc:
-                raise (InBatch(len(stored), exc) if stored else exc) from None
-            stored.append(upload)
-        elif part.name in FIELDS:
-            fields[part.name] = await _field(part)
-        else:
-            await skip_part(request, part, settings)
-    if not stored:
-        raise InvalidPayload("send the PDF as a multipart form part named file")
+    try:
+        async for part in multipart_parts(request, settings):
+            if part.name == "file":
+                if len(stored) >= MAX_FILES:
+                    raise InvalidPayload(f"send at most {MAX_FILES} files per upload")
+                try:
+                    upload = await receive_pdf(part, settings.data_dir, settings.max_upload_bytes)
+                except JobServerError as exc:
+                    raise (InBatch(len(stored), exc) if stored else exc) from None
+                stored.append(upload)
+            elif part.name in FIELDS:
+                fields[part.name] = await _field(part)
+            else:
+                await skip_part(request, part, settings)
+        if not stored:
+            raise InvalidPayload("send the PDF as a multipart form part named file")
+        key = fields.get("idempotencyKey") or None
+        if key is not None and len(key) > 200:
+            raise InvalidPayload("idempotencyKey must be at most 200 characters")
+        max_attempts = whole_number(
+            fields.get("maxAttempts"), "maxAttempts", 1, 100, job_type.options.max_attempts
+        )
+    except BaseException:
+        for upload in stored:  # refused: the files it brought go now (not ones kept before)
+            if upload.created:
+                with contextlib.suppress(FileNotFoundError):
+                    upload_path(settings.data_dir, upload.sha256).unlink()
+        raise
     for upload in stored:
         add_owner(settings.data_dir, upload.sha256, user_of(request))
-    key = fields.get("idempotencyKey") or None
-    if key is not None and len(key) > 200:
-        raise InvalidPayload("idempotencyKey must be at most 200 characters")
-    max_attempts = whole_number(
-        fields.get("maxAttempts"), "maxAttempts", 1, 100, job_type.options.max_attempts
-    )
     return [
         NewJob(
             type=PDF_NOTES,

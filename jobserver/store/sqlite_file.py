@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 SQLITE_CORRUPT = 11
 SQLITE_NOTADB = 26
 SQLITE_INTERRUPT = 9
+SQLITE_FULL = 13
 CHECK_ERRORS = 5  # quick_check stops after this many problems; the first ones say enough
 # meta key the writer sets to "1" when it stops cleanly (end of its pipe) and "0" on start.
 CLEAN_STOP = "clean_stop"

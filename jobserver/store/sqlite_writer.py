@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from .. import gctune
-from ..errors import JobServerError, ServiceUnavailable
+from ..errors import JobServerError, ServiceUnavailable, StorageFull
 from ..models import ErrorDict, Job, JobStatus, ResultDict, encode_event, iso
 from ..tables import Tables, WriteOp, declared_in
 from . import changes, frames, sqlite_file
@@ -205,7 +205,7 @@ class Writer:
             self._events, self._written = [], 0
             if len(ops) == 1:
                 log.exception("store write failed")
-                return [(False, ServiceUnavailable(f"the store could not write: {exc}"))], []
+                return [(False, write_failed(exc))], []
         # Something unexpected broke the batch: run each op alone so only its own caller fails.
         outcomes: list[Outcome] = []
         published: list[EventRow] = []
@@ -530,6 +530,13 @@ def _keyed(op: Op) -> bool:
     if op[0] == "enqueue":
         return op[1][frames.IDEMPOTENCY_KEY] is not None
     return op[0] == "enqueue_many" and any(f[frames.IDEMPOTENCY_KEY] is not None for f in op[1])
+
+
+def write_failed(exc: Exception) -> ServiceUnavailable:
+    """What a write that SQLite refused answers: 507 STORAGE_FULL for a full disk."""
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite_file.SQLITE_FULL:
+        return StorageFull(f"the store could not write: the disk is full ({exc})")
+    return ServiceUnavailable(f"the store could not write: {exc}")
 
 
 def _foreground(request: list[Op]) -> bool:

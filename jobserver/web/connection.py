@@ -21,7 +21,15 @@ from aiohttp.abc import AbstractStreamWriter
 from ..bus import Mailbox
 from ..errors import Forbidden
 from ..models import Event
-from .gateway import CLOSE_INTERNAL, CLOSE_RESUME, CLOSE_TIMEOUT, Gateway, Target, text_frame
+from .gateway import (
+    CLOSE_INTERNAL,
+    CLOSE_LINGER,
+    CLOSE_RESUME,
+    CLOSE_TIMEOUT,
+    Gateway,
+    Target,
+    text_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,7 @@ class Connection:
     """
 
     __slots__ = (
+        "close_code",
         "closer",
         "dedup_until",
         "flusher",
@@ -93,6 +102,7 @@ class Connection:
         self.queue: Mailbox | None = None  # set: someone else owns the socket, events wait
         self.flusher: asyncio.Task[None] | None = None
         self.closer: asyncio.Future[None] | None = None
+        self.close_code: int | None = None  # the code this server closed the socket with
         self.dedup_until = 0  # live events up to here may already have gone out in a backlog
         self.heard = True  # anything (a pong, a message) came in since the last heartbeat
 
@@ -312,6 +322,7 @@ class Connection:
 
     async def _close(self, code: int, reason: str) -> None:
         assert self.closer is not None
+        self.close_code = code
         if self.queue is not None:
             self.queue.close()
         if self.flusher is not None:
@@ -328,7 +339,15 @@ class Connection:
         except Exception:
             log.debug("closing a WebSocket failed", exc_info=True)
         finally:
-            if self.transport.get_write_buffer_size():
+            if not self.transport.get_write_buffer_size():
+                pass
+            elif code == CLOSE_RESUME:
+                # Too far behind, it may be a peer that stopped reading for a while: what is
+                # buffered, 4000 last, stays for it to read (it holds at most a high-water
+                # mark of bytes, the queue was dropped) until CLOSE_LINGER; then cut off.
+                self.transport.close()
+                asyncio.get_running_loop().call_later(CLOSE_LINGER, self.transport.abort)
+            else:
                 self.transport.abort()
             if not self.closer.done():
                 self.closer.set_result(None)

@@ -22,6 +22,7 @@ from ..errors import InvalidPayload, JobNotFound, NotFound
 from ..metrics import Metrics
 from ..models import Event
 from ..store import Store
+from .numbers import BIGGEST, whole
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,9 @@ CLOSE_INTERNAL: Final = 1011  # a server fault
 CLOSE_TRY_LATER: Final = 1013  # the user already holds ws_max_connections_per_user sockets
 CLOSE_RESUME: Final = 4000  # too far behind: reconnect and subscribe with since=<last seq>
 CLOSE_TIMEOUT: Final = 5.0  # how long a closing handshake and its last bytes may take
+# A socket closed with 4000 whose peer is not reading keeps its last bytes (the close frame
+# last) this long, so a peer that reads again in time learns to resume.
+CLOSE_LINGER: Final = 30.0
 
 Kind = Literal["userId", "jobId"]
 
@@ -80,11 +84,7 @@ def parse_since(value: object) -> int | None:
     """A cursor: a whole number >= 0 (a numeric string is accepted for query strings)."""
     if value is None:
         return None
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidPayload("since must be a whole number >= 0", code="INVALID_MESSAGE")
-    return value
+    return whole(value, "since", 0, BIGGEST, code="INVALID_MESSAGE")
 
 
 def text_frame(payload: bytes) -> bytes:

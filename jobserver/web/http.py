@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..auth import verify_token
 from ..errors import (
@@ -19,6 +20,7 @@ from ..errors import (
     Unauthorized,
 )
 from .keys import SECRET, SETTINGS, USER
+from .numbers import whole
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +69,7 @@ MAX_PAGE = 200  # most items a list route returns at once
 
 def whole_number(value: Any, name: str, low: int, high: int, default: int) -> int:
     """A whole number from a query string or a JSON body, within bounds; ``default`` if absent."""
-    if value is None:
-        return default
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidPayload(f"{name} must be a whole number from {low} to {high}")
-    return value
+    return default if value is None else whole(value, name, low, high)
 
 
 def page_of(request: web.Request) -> tuple[int, int]:
@@ -105,6 +101,22 @@ def user_of(request: web.Request) -> str:
     return user
 
 
+def _malformed(detail: str) -> web.Response:
+    return error_response(400, "MALFORMED_REQUEST", f"the request is malformed: {detail}"[:300])
+
+
+def sent_wrong(exc: Exception) -> bool:
+    """``exc`` was raised by aiohttp's multipart reader: the body's framing is broken (no
+    boundary, a bad part header, a bad encoding), which is the sender's fault, not ours."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    origin = "" if tb is None else str(tb.tb_frame.f_globals.get("__name__", ""))
+    return origin == "aiohttp.multipart" and isinstance(
+        exc, ValueError | RuntimeError | TypeError | AssertionError
+    )
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every error into {"error": {code, message}} with its status; never a traceback."""
@@ -122,7 +134,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status == 405:
             response.headers["Allow"] = exc.headers.get("Allow", "")
         return response
-    except Exception:
+    except HttpProcessingError as exc:  # a body aiohttp could not read (its framing, chunks)
+        return _malformed(str(exc.message))
+    except Exception as exc:
+        if sent_wrong(exc):
+            return _malformed(str(exc))
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "INTERNAL_ERROR", "something went wrong on the server")
 

@@ -207,5 +207,6 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     finally:
         conn.detach()
         gateway.release(conn)
-        metrics.ws_closed(ws.close_code)
+        # The code this server sent says why (4000: overflow), whatever the peer answered.
+        metrics.ws_closed(conn.close_code if conn.close_code is not None else ws.close_code)
     return ws
