@@ -130,3 +130,35 @@ async def test_every_file_of_pypdfs_resources_ends_with_notes_or_a_code(
     await asyncio.sleep(0)  # the server is still serving: a last plain request
     status, _ = await api.get("/api/jobs")
     assert status == 200
+
+
+async def test_a_scanned_pdf_gets_notes_from_ocr_in_the_parser_process(
+    make_api: MakeApi, paths: dict[str, Path]
+) -> None:
+    api = await make_api(pdf_workers=1)
+    form = aiohttp.FormData()
+    form.add_field("file", io.BytesIO(paths["francais"].read_bytes()), filename="scan.pdf",
+                   content_type="application/pdf")  # fmt: skip
+    status, job = await api.post("/api/jobs", data=form)
+    assert status == 202, job
+    done = await finished(api, job["jobId"], timeout=120)
+    assert done["status"] == "completed", done["error"]
+    _, note = await api.get(f"/api/notes/{done['result']['noteId']}")
+    assert "whisky" in note["summary"] and note["title"] != "Adobe Photoshop PDF"
+    assert note["keywords"] and note["pageCount"] == 1
+
+
+async def test_a_500_page_pdf_gets_its_notes_inside_the_default_limits(
+    make_api: MakeApi,
+) -> None:
+    from tests import pdfs
+
+    api = await make_api()
+    form = aiohttp.FormData()
+    form.add_field("file", io.BytesIO(pdfs.many_pages_pdf(500)), filename="long.pdf",
+                   content_type="application/pdf")  # fmt: skip
+    status, job = await api.post("/api/jobs", data=form)
+    assert status == 202, job
+    done = await finished(api, job["jobId"], timeout=120)
+    assert done["status"] == "completed", done["error"]
+    assert done["result"]["pageCount"] == 500
