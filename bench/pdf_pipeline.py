@@ -466,7 +466,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "versions": {
             "python": platform.python_version(),
             "pypdf": pypdf.__version__,
-            "pypdfium2": pdfium.PYPDFIUM_INFO,
+            "pypdfium2": str(pdfium.PYPDFIUM_INFO),
             "aiohttp": aiohttp.__version__,
             "cpus": os.cpu_count(),
         },
