@@ -20,7 +20,7 @@ import pytest
 
 from jobserver.errors import InvalidPayload, LeaseLost, ServiceUnavailable
 from jobserver.models import Event, Job, JobStage, JobStatus
-from jobserver.store import NewJob, ProgressUpdate
+from jobserver.store import NewJob, ProgressUpdate, sqlite_link
 from jobserver.store import sqlite as sqlite_module
 from jobserver.store.frames import HEADER, Link, job_fields, new_job, new_job_fields, pack
 from jobserver.store.sqlite import SqliteStore
@@ -94,7 +94,7 @@ async def test_events_committed_but_never_reported_are_published_after_a_restart
     for _ in range(3):
         await s.enqueue(NewJob(type="t", user_id="u1"))
     # As if the reply for the last two never came:
-    s._durable = 1
+    s._link.durable = 1
     del published[1:]
     pid = s.writer_pid
     assert pid is not None
@@ -315,7 +315,7 @@ async def test_a_writer_that_cannot_be_started_again_fails_writes_instead_of_han
     store: tuple[SqliteStore, list[Event]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s, _ = store
-    monkeypatch.setattr(sqlite_module, "RESTART_PAUSE_SECONDS", 0.01)
+    monkeypatch.setattr(sqlite_link, "RESTART_PAUSE_SECONDS", 0.01)
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # e.g. a venv rebuilt
     pid = s.writer_pid
     assert pid is not None

@@ -9,8 +9,8 @@ it needs to skip re-reading: the running jobs, the rows a batch changed. ``main`
 ``SqliteStore`` over stdin/stdout with ``frames``; the parent holds the data dir's lock and
 this process inherits it, so it outlives a killed server only until it reads end-of-file.
 
-An op is ``(kind, *args)``; its result goes back with each event as its ``seq`` (the events
-themselves go back once, as rows), so nothing is pickled twice.
+An op is a tuple ``(kind, *fields)`` of a type in ``sqlite_ops``; its result goes back with each
+event as its ``seq`` (the events themselves go back once, as rows), so nothing is pickled twice.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -35,6 +35,7 @@ from ..errors import JobServerError, ServiceUnavailable, StorageFull
 from ..models import ErrorDict, Job, JobStatus, ResultDict, encode_event, iso
 from ..tables import Tables, WriteOp, declared_in
 from . import changes, frames, sqlite_file
+from . import sqlite_ops as ops
 from .migrations import migrate
 from .protocol import ProgressUpdate, Pruned
 from .schema import (
@@ -50,7 +51,6 @@ from .sqlite_file import CLEAN_STOP
 
 log = logging.getLogger(__name__)
 
-Op = tuple[Any, ...]
 EventRow = tuple[int, str, str, str, bytes]  # seq, type, job_id, user_id, data: Event's fields
 Outcome = tuple[bool, Any]  # (True, result) or (False, the error)
 
@@ -92,9 +92,9 @@ class Writer:
         self._tables: list[Tables] = [CORE]
         self._plugin_ops: dict[str, WriteOp] = {}
         for name in storage:
-            tables, ops = declared_in(importlib.import_module(name))
+            tables, writes = declared_in(importlib.import_module(name))
             self._tables += tables
-            self._plugin_ops.update(ops)
+            self._plugin_ops.update(writes)
         self.seq = 0  # the last seq handed out
         self.durable = 0  # the last seq committed
         self.pruned = 0
@@ -110,7 +110,7 @@ class Writer:
         # Lease tokens only need to be unique: a random prefix per writer, then a counter.
         self._token_prefix = secrets.token_hex(8) + "-"
         self._tokens = itertools.count(1)
-        self._ops: dict[str, Callable[..., Any]] = {
+        handlers: ops.Handlers = {
             "enqueue": self.enqueue,
             "enqueue_many": self.enqueue_many,
             "claim": self.claim,
@@ -128,6 +128,8 @@ class Writer:
             "settings": self.settings,
             "stopping": self.stopping,
         }
+        # The same table, looked up by an op's kind at run time.
+        self._ops = cast(dict[str, Callable[[Any], Any]], handlers)
 
     def open(self) -> tuple[str, int, int]:
         """Set the file up (schema, a new epoch when new); returns (epoch, pruned, head)."""
@@ -150,42 +152,44 @@ class Writer:
 
     # -- batches ----------------------------------------------------------------------------
 
-    def run(self, ops: list[Op]) -> tuple[list[Outcome], list[EventRow]]:
-        """Run ``ops`` in order: one transaction, except that a checkpoint runs between two.
+    def run(self, batch: list[ops.Op]) -> tuple[list[Outcome], list[EventRow]]:
+        """Run ``batch`` in order: one transaction, except that a checkpoint runs between two.
 
         Returns each op's outcome and the events committed, in seq order.
         """
         outcomes: list[Outcome] = []
         committed: list[EventRow] = []
         start = 0
-        for i, op in enumerate(ops):
+        for i, op in enumerate(batch):
             if op[0] == "checkpoint":
-                self._run_part(ops[start:i], outcomes, committed)
+                self._run_part(batch[start:i], outcomes, committed)
                 outcomes.append(self._checkpoint())
                 start = i + 1
-        self._run_part(ops[start:], outcomes, committed)
+        self._run_part(batch[start:], outcomes, committed)
         return outcomes, committed
 
-    def _run_part(self, ops: list[Op], outcomes: list[Outcome], committed: list[EventRow]) -> None:
-        if ops:
-            results, events = self.run_batch(ops)
+    def _run_part(
+        self, part: list[ops.Op], outcomes: list[Outcome], committed: list[EventRow]
+    ) -> None:
+        if part:
+            results, events = self.run_batch(part)
             outcomes += results
             committed += events
 
-    def run_batch(self, ops: list[Op]) -> tuple[list[Outcome], list[EventRow]]:
-        """All ``ops`` in one transaction; one op's domain error is its own."""
+    def run_batch(self, batch: list[ops.Op]) -> tuple[list[Outcome], list[EventRow]]:
+        """All of ``batch`` in one transaction; one op's domain error is its own."""
         conn = self.conn
         seq = self.seq
         self._stamp = iso(time.time()) or ""
         results: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for op in ops:
+            for op in batch:
                 kind = op[0]
                 if kind in READING or _keyed(op):
                     self._flush()
                 try:
-                    results.append((True, self._ops[kind](*op[1:])))
+                    results.append((True, self._ops[kind](op)))
                 except JobServerError as exc:  # raised before the op wrote anything
                     results.append((False, exc))
             self._flush()
@@ -203,13 +207,13 @@ class Writer:
             self._new.clear()
             self._moved.clear()
             self._events, self._written = [], 0
-            if len(ops) == 1:
+            if len(batch) == 1:
                 log.exception("store write failed")
                 return [(False, write_failed(exc))], []
         # Something unexpected broke the batch: run each op alone so only its own caller fails.
         outcomes: list[Outcome] = []
         published: list[EventRow] = []
-        for single in ops:
+        for single in batch:
             result, events = self.run_batch([single])
             outcomes += result
             published += events
@@ -271,17 +275,15 @@ class Writer:
 
     # -- ops: each returns what the store hands back, with events as their seq --------------
 
-    def enqueue(self, fields: frames.NewJobFields) -> tuple[frames.JobFields, list[int]]:
-        return self.enqueue_many([fields])[0]
+    def enqueue(self, op: ops.Enqueue) -> ops.JobAndSeqs:
+        return self.enqueue_many(("enqueue_many", [op[1]]))[0]
 
-    def enqueue_many(
-        self, many: list[frames.NewJobFields]
-    ) -> list[tuple[frames.JobFields, list[int]]]:
+    def enqueue_many(self, op: ops.EnqueueMany) -> list[ops.JobAndSeqs]:
         """Every job made (or found by its idempotency key) before any is staged, so a job
         that cannot be made leaves the batch's transaction as it was."""
         now = time.time()
         made: list[changes.Change | Job] = []
-        for fields in many:
+        for fields in op[1]:
             new = frames.new_job(fields)
             if new.idempotency_key is not None:
                 row = self.conn.execute(
@@ -292,7 +294,7 @@ class Writer:
                     made.append(row_to_job(row))
                     continue
             made.append(changes.new_job(new, now))
-        out: list[tuple[frames.JobFields, list[int]]] = []
+        out: list[ops.JobAndSeqs] = []
         for item in made:
             if isinstance(item, Job):
                 out.append((frames.job_fields(item), []))
@@ -301,12 +303,11 @@ class Writer:
                 out.append((frames.job_fields(item[0]), [seq]))
         return out
 
-    def claim(
-        self, limit: int, lease_seconds: float, caps: dict[str, int] | None = None
-    ) -> list[tuple[frames.JobFields, int]]:
+    def claim(self, op: ops.Claim) -> list[ops.JobAndSeq]:
+        _, limit, lease_seconds, caps = op
         now = time.time()
         left = dict(caps or {})
-        out: list[tuple[frames.JobFields, int]] = []
+        out: list[ops.JobAndSeq] = []
         while len(out) < limit:
             full = [t for t, n in left.items() if n <= 0]
             skip = f" AND type NOT IN ({','.join('?' * len(full))})" if full else ""
@@ -334,47 +335,43 @@ class Writer:
     def _leased(self, job_id: str, token: str) -> Job:
         return changes.leased(self._load(job_id), job_id, token)
 
-    def progress(
-        self,
-        job_id: str,
-        token: str,
-        stage: str,
-        progress: float,
-        message: str,
-        metadata: bytes | None,
-        label: str | None,
-    ) -> int:
+    def progress(self, op: ops.Progress) -> ops.Seq:
+        _, job_id, token, stage, progress, message, metadata, label = op
         data = None if metadata is None else orjson.loads(metadata)
         update = ProgressUpdate(stage, progress, message, data, label)
         job = self._leased(job_id, token)
         return self._save(changes.progressed(job, update), progressed=True)
 
-    def complete(self, job_id: str, token: str, result: bytes) -> int:
+    def complete(self, op: ops.Complete) -> ops.Seq:
+        _, job_id, token, result = op
         done: ResultDict = orjson.loads(result)
         return self._save(changes.completed(self._leased(job_id, token), done, time.time()))
 
-    def fail(self, job_id: str, token: str, error: bytes, retry_at: float | None) -> int:
+    def fail(self, op: ops.Fail) -> ops.Seq:
+        _, job_id, token, error, retry_at = op
         job = self._leased(job_id, token)
         failure: ErrorDict = orjson.loads(error)
         return self._save(changes.failed(job, failure, retry_at, time.time()))
 
-    def requeue(self, job_id: str, token: str, message: str) -> int:
+    def requeue(self, op: ops.Requeue) -> ops.Seq:
+        _, job_id, token, message = op
         return self._save(changes.requeued(self._leased(job_id, token), message, time.time()))
 
     def _owned(
         self, job_id: str, user_id: str | None, apply: Callable[[Job, float], changes.Change]
-    ) -> tuple[frames.JobFields, int]:
+    ) -> ops.JobAndSeq:
         change = apply(changes.owned(self._load(job_id), job_id, user_id), time.time())
         seq = self._save(change)
         return frames.job_fields(change[0]), seq
 
-    def cancel(self, job_id: str, user_id: str | None) -> tuple[frames.JobFields, int]:
-        return self._owned(job_id, user_id, changes.cancelled)
+    def cancel(self, op: ops.Cancel) -> ops.JobAndSeq:
+        return self._owned(op[1], op[2], changes.cancelled)
 
-    def retry(self, job_id: str, user_id: str | None) -> tuple[frames.JobFields, int]:
-        return self._owned(job_id, user_id, changes.retried)
+    def retry(self, op: ops.Retry) -> ops.JobAndSeq:
+        return self._owned(op[1], op[2], changes.retried)
 
-    def renew(self, leases: Mapping[str, str], lease_seconds: float) -> set[str]:
+    def renew(self, op: ops.Renew) -> set[str]:
+        _, leases, lease_seconds = op
         expires = time.time() + lease_seconds
         lost = set()
         for job_id, token in leases.items():
@@ -389,7 +386,8 @@ class Writer:
                 self._active[job_id].lease_expires_at = expires
         return lost
 
-    def recover(self, expired_only: bool) -> list[int]:
+    def recover(self, op: ops.Recover) -> list[ops.Seq]:
+        expired_only = op[1]
         now = time.time()
         sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE status='active'"
         params: tuple[Any, ...] = ()
@@ -399,21 +397,23 @@ class Writer:
         rows = self.conn.execute(sql, params).fetchall()
         return [self._save(changes.worker_lost(row_to_job(row), now)) for row in rows]
 
-    def plugin_op(self, name: str, args: tuple[Any, ...]) -> Any:
+    def plugin_op(self, op: ops.PluginOp) -> Any:
         """A plugin's write op, in this batch's transaction. It may read and write its own
         tables; the jobs and events this batch changed are written first (see READING)."""
+        _, name, args = op
         try:
-            op = self._plugin_ops[name]
+            run = self._plugin_ops[name]
         except KeyError:
             raise JobServerError(f"no write op {name!r}") from None
-        return op(self.conn, *args)
+        return run(self.conn, *args)
 
-    def ping(self) -> None:
+    def ping(self, op: ops.Ping) -> None:
         self.conn.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('ping', ?)", (repr(time.time()),)
         )
 
-    def prune(self, before: float, limit: int) -> Pruned:
+    def prune(self, op: ops.Prune) -> Pruned:
+        _, before, limit = op
         conn = self.conn
         ids = [
             str(r[0])
@@ -437,11 +437,11 @@ class Writer:
             conn.execute("UPDATE meta SET value=? WHERE key='pruned'", (str(through),))
         return Pruned(len(ids), events, self.pruned, tuple(ids))
 
-    def stopping(self) -> None:
+    def stopping(self, op: ops.Stopping) -> None:
         """The server is closing the store (its last write): the next start need not check."""
         self.conn.execute("UPDATE meta SET value='1' WHERE key=?", (CLEAN_STOP,))
 
-    def settings(self) -> dict[str, int | str]:
+    def settings(self, op: ops.Settings) -> dict[str, int | str]:
         """The connection's durability settings, for tests and diagnostics."""
         conn = self.conn
         return {
@@ -461,7 +461,13 @@ class Writer:
                 conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except sqlite3.Error as exc:
             return False, ServiceUnavailable(f"the WAL checkpoint failed: {exc}")
-        return True, (int(busy), int(pages), int(done))
+        # Measured here, before the next batch appends to the WAL again.
+        file = conn.execute("PRAGMA database_list").fetchone()[2]
+        try:
+            size = os.stat(file + "-wal").st_size
+        except FileNotFoundError:
+            size = 0
+        return True, (int(busy), int(pages), int(done), size)
 
 
 def serve(
@@ -525,7 +531,7 @@ def serve(
         conn.close()
 
 
-def _keyed(op: Op) -> bool:
+def _keyed(op: ops.Op) -> bool:
     """An enqueue that looks up an idempotency key: the rows staged so far are written first."""
     if op[0] == "enqueue":
         return op[1][frames.IDEMPOTENCY_KEY] is not None
@@ -539,11 +545,11 @@ def write_failed(exc: Exception) -> ServiceUnavailable:
     return ServiceUnavailable(f"the store could not write: {exc}")
 
 
-def _foreground(request: list[Op]) -> bool:
+def _foreground(request: list[ops.Op]) -> bool:
     return request is not frames.UNREADABLE and any(op[0] in FOREGROUND for op in request)
 
 
-def _answer(writer: Writer, link: frames.Link, requests: list[list[Op]]) -> None:
+def _answer(writer: Writer, link: frames.Link, requests: list[list[ops.Op]]) -> None:
     if requests:
         outcomes, events = writer.run([op for request in requests for op in request])
         link.send((len(requests), outcomes, events, writer.durable))

@@ -22,8 +22,7 @@ import aiohttp
 import pytest
 
 from jobserver.errors import DatabaseDamaged, ServiceUnavailable
-from jobserver.store import NewJob
-from jobserver.store import sqlite as sqlite_module
+from jobserver.store import NewJob, sqlite_link
 from jobserver.store.sqlite import SqliteStore
 from tests.liveserver import ROOT, SECRET, LiveServer, make_pdf
 
@@ -183,7 +182,7 @@ async def test_writes_fail_at_once_while_no_writer_starts_and_work_again_once_on
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The store never gives up: today's gave up after 5 failed starts, for good."""
-    monkeypatch.setattr(sqlite_module, "RESTART_MAX_PAUSE_SECONDS", 0.2)
+    monkeypatch.setattr(sqlite_link, "RESTART_MAX_PAUSE_SECONDS", 0.2)
     store = SqliteStore(tmp_path / "s.db")
     await store.open()
     try:

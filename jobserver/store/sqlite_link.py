@@ -1,0 +1,448 @@
+"""The server's end of the SQLite writer process: starts it (again, if it dies), sends it ops,
+publishes what its replies say committed, then answers each op's caller.
+
+Whatever was submitted during one turn of the event loop goes as one frame (or sooner, once
+``SEND_EARLY`` ops wait), and the writer commits every frame that is waiting in one
+transaction. Replies come back in order; each names how many frames it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import DatabaseDamaged, ServiceUnavailable
+from ..models import Event
+from . import frames, sqlite_ops
+from .sqlite_writer import BOOT, MAX_BATCH, PLUGIN_PATH
+
+log = logging.getLogger(__name__)
+
+Done = Callable[[Any, BaseException | None], None]
+# Turns an op's result as the writer sends it (events as their seq) into what the caller gets.
+Decode = Callable[[Any, list[Event], int], Any]
+ReadAfter = Callable[[int], Awaitable[list[Event]]]
+
+OPEN_TIMEOUT_SECONDS = 60.0
+CLOSE_TIMEOUT_SECONDS = 30.0
+# A writer that dies is started again forever: first at once, then after pauses that double
+# from RESTART_PAUSE_SECONDS up to RESTART_MAX_PAUSE_SECONDS (half jittered), so writes come
+# back within about that long once the storage does.
+RESTART_PAUSE_SECONDS = 0.1
+RESTART_MAX_PAUSE_SECONDS = 2.0
+# Writes submitted while a writer is being started again wait for it this long at most; then
+# they, and every write until a writer runs, fail at once with UNAVAILABLE.
+RESTART_QUEUE_SECONDS = 2.0
+RESTART_LOG_EVERY_SECONDS = 30.0  # a writer that keeps failing to start is logged this often
+# Ops are sent once per turn of the event loop, or as soon as this many are waiting: the
+# writer starts on the first ones while the loop is still making the rest (a closed loop of
+# workers otherwise waits for a whole batch, then the writer for a whole turn).
+SEND_EARLY = 128
+PUBLISH_SLICE = 128  # events published per turn of the loop
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def _ignore(value: Any, error: BaseException | None) -> None:
+    pass
+
+
+@dataclass(slots=True)
+class _Pending:
+    op: sqlite_ops.Op
+    decode: Decode | None
+    future: asyncio.Future[Any] | None = None
+    done: Done | None = None  # called instead of a future, with (result, None) or (None, error)
+    settled: bool = False
+
+
+class WriterLink:
+    """The writer process, its pipe and the writes in flight.
+
+    Args:
+        path: the SQLite file the writer opens.
+        storage: plugins' storage modules the writer imports (their tables and write ops).
+        read_after: committed events after a seq, read from the file: after a writer dies,
+            what it committed but never reported is published from there.
+        started: called with the hello's pruned mark whenever a writer has started.
+        check_seconds: how long the first writer may spend checking the file after an
+            unclean stop (SQLite's ``quick_check``; 0 skips it).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        storage: Sequence[str],
+        read_after: ReadAfter,
+        started: Callable[[int], None],
+        check_seconds: float,
+    ) -> None:
+        self.path = path
+        self.storage = tuple(storage)
+        self.check_seconds = check_seconds
+        self._read_after = read_after
+        self._started = started
+        self.epoch = ""
+        self.durable = 0  # the last seq committed, as the writer last said
+        self.publish: Callable[[list[Event]], None] = lambda events: None
+        self._restarting = False
+        self._pending: list[_Pending] = []  # submitted, not yet sent
+        self._in_flight: deque[list[_Pending]] = deque()  # sent, one list per frame
+        self._send_soon = False
+        self._proc: asyncio.subprocess.Process | None = None
+        self._replies_task: asyncio.Task[None] | None = None
+        self._lock_fd: int | None = None
+        self._closing = False
+        self._broken: ServiceUnavailable | None = None
+        # No writer runs and none could be started for a while: writes fail at once with it.
+        self._down: ServiceUnavailable | None = None
+        self._down_timer: asyncio.TimerHandle | None = None
+        self._writer_lost_at: float | None = None  # monotonic; while no writer runs
+        self._start_failure = ""  # why the last start of a writer failed
+        self._write_failure = ""  # why the last write failed, until one succeeds
+        self.writer_restarts = 0  # writers started after one died
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The writer process's pid while one runs."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def problem(self) -> str | None:
+        """Why writes cannot be made right now, in words; None when they can."""
+        if self._closing or self._broken is not None:
+            return "the store is closed"
+        if self._writer_lost_at is not None:
+            down = time.monotonic() - self._writer_lost_at
+            return (
+                f"no writer process for {down:.0f}s, starting one again "
+                f"({self._start_failure})"
+            )
+        if self._write_failure:
+            return f"writes fail: {self._write_failure}"
+        return None
+
+    async def open(self, lock_fd: int) -> None:
+        """Start the writer (it inherits ``lock_fd``, the data dir's lock) and serve it."""
+        self._lock_fd = lock_fd
+        await self._start_writer(first=True)
+        self._loop = asyncio.get_running_loop()
+        self._replies_task = asyncio.create_task(self._serve_replies(), name="sqlite-replies")
+
+    async def _start_writer(self, *, first: bool = False) -> None:
+        """Start the writer process and wait for its hello (the file's epoch and heads);
+        ServiceUnavailable (DatabaseDamaged for a bad file) if it cannot be had.
+
+        ``first``: the server is starting: the writer may make the file and checks it.
+        """
+        assert self._lock_fd is not None
+        proc: asyncio.subprocess.Process | None = None
+        args = (str(self.path), "first" if first else "again", repr(self.check_seconds))
+        try:
+            # The writer inherits the lock: the file stays owned until both processes are
+            # gone. -P: nothing from the working directory is imported.
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-P", "-c", BOOT.format(root=PACKAGE_ROOT), *args,
+                *self.storage, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                pass_fds=(self._lock_fd,),
+                env={**os.environ, PLUGIN_PATH: os.pathsep.join(p for p in sys.path if p)},
+            )  # fmt: skip
+            assert proc.stdout is not None
+            timeout = OPEN_TIMEOUT_SECONDS + (self.check_seconds if first else 0)
+            hello = await asyncio.wait_for(frames.read(proc.stdout), timeout)
+        except Exception as exc:
+            hello = ("error", f"the writer process did not start: {exc!r}")
+        except BaseException:  # cancelled: leave no writer holding the lock
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+            raise
+        if not (isinstance(hello, tuple) and hello[0] == "hello"):
+            if proc is not None:
+                if proc.returncode is None:
+                    proc.kill()
+                await proc.wait()
+            if not isinstance(hello, tuple):
+                raise ServiceUnavailable("the writer process did not say hello")
+            if hello[2:] == (DatabaseDamaged.code,):
+                raise DatabaseDamaged(str(hello[1]))
+            raise ServiceUnavailable(str(hello[1]))
+        _, self.epoch, pruned, self.durable = hello
+        self._started(pruned)
+        self._proc = proc
+
+    async def close(self) -> None:
+        """Let the writer answer what it was sent and stop; fail every write after that."""
+        if not self._closing and self._proc is not None:
+            # The last write: a writer that stops without it (killed with the server, say)
+            # leaves the file to be checked at the next start.
+            self.submit(("stopping",), done=_ignore)
+        self._closing = True
+        self._send()
+        proc = self._proc
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()  # the writer answers what it has, then sees the end
+        elif self._replies_task is not None:
+            self._replies_task.cancel()  # no writer: stop trying to start one
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replies_task
+            self._replies_task = None
+        if self._down_timer is not None:
+            self._down_timer.cancel()
+        try:
+            if self._replies_task is not None:
+                await asyncio.wait_for(self._replies_task, CLOSE_TIMEOUT_SECONDS)
+            if self._proc is not None:
+                await asyncio.wait_for(self._proc.wait(), CLOSE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.error("the store's writer process did not stop; killing it")
+            if self._proc is not None and self._proc.returncode is None:
+                self._proc.kill()
+                await self._proc.wait()
+        self._proc = self._replies_task = None
+        self._fail_all(ServiceUnavailable("the store is closed"))
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def submit(
+        self, op: sqlite_ops.Op, decode: Decode | None = None, *, done: Done | None = None
+    ) -> asyncio.Future[Any] | None:
+        """Queue ``op`` now; ops commit in the order they were submitted.
+
+        With ``done``, no future is made: ``done`` is called once the op committed or failed.
+        """
+        loop = self._loop
+        if self._closing or self._broken or self._down or loop is None:
+            error = self._broken or self._down or ServiceUnavailable("the store is closed")
+            if done is not None:
+                done(None, error)
+                return None
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(error)
+            return failed
+        future: asyncio.Future[Any] | None = None if done is not None else loop.create_future()
+        self._pending.append(_Pending(op, decode, future, done))
+        if len(self._pending) >= SEND_EARLY:
+            self._send()
+        elif not self._send_soon:
+            self._send_soon = True
+            loop.call_soon(self._send)
+        return future
+
+    async def write(self, op: sqlite_ops.Op, decode: Decode | None = None) -> Any:
+        """``op``'s result, once committed (and its events published)."""
+        future = self.submit(op, decode)
+        assert future is not None
+        return await future
+
+    def _send(self) -> None:
+        """Send what this turn of the loop submitted, as frames of at most MAX_BATCH ops."""
+        self._send_soon = False
+        proc = self._proc
+        if self._restarting or proc is None or proc.stdin is None or proc.stdin.is_closing():
+            return
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                frame = frames.pack([p.op for p in batch])
+            except Exception as exc:  # ops hold plain data; this would be a bug, not input
+                log.exception("a batch of writes could not be encoded")
+                error = ServiceUnavailable(f"the write could not be encoded: {exc}")
+                for pending in batch:  # later, so no caller's callback runs inside _send
+                    asyncio.get_running_loop().call_soon(self._settle, pending, False, error)
+                continue
+            proc.stdin.write(frame)
+            self._in_flight.append(batch)
+
+    # -- replies ----------------------------------------------------------------------------
+
+    async def _serve_replies(self) -> None:
+        """Hand out the writer's replies; start a new writer if this one dies."""
+        while self._proc is not None:
+            proc = self._proc
+            assert proc.stdout is not None
+            await self._replies(proc)
+            if self._closing:
+                return
+            code = await proc.wait()
+            self._proc = None
+            log.critical("the store's writer process stopped (exit code %s); starting anew", code)
+            self._writer_lost(f"the last one stopped with exit code {code}")
+            # Its last batch may or may not have committed: those callers cannot be told.
+            self._fail_in_flight(ServiceUnavailable("the store's writer stopped"))
+            await self._restart()
+
+    def _writer_lost(self, why: str) -> None:
+        """No writer runs: writes wait for the next one, RESTART_QUEUE_SECONDS at most."""
+        self._writer_lost_at = time.monotonic()
+        self._start_failure = why
+        assert self._loop is not None
+        self._down_timer = self._loop.call_later(RESTART_QUEUE_SECONDS, self._refuse_writes)
+
+    def _refuse_writes(self) -> None:
+        """Still no writer: fail the writes waiting for one, and every write until one runs."""
+        self._down_timer = None
+        if self._proc is not None or self._closing:
+            return
+        self._down = ServiceUnavailable(
+            "the store cannot write at the moment (its writer process is being started "
+            "again); try again shortly"
+        )
+        waiting, self._pending = self._pending, []
+        for pending in waiting:
+            self._settle(pending, False, self._down)
+
+    def _writer_back(self, failures: int) -> None:
+        if self._down_timer is not None:
+            self._down_timer.cancel()
+            self._down_timer = None
+        if failures and self._writer_lost_at is not None:
+            log.warning(
+                "the store's writer runs again, after %.1fs and %d failed starts",
+                time.monotonic() - self._writer_lost_at, failures,
+            )  # fmt: skip
+        self._down = None
+        self._writer_lost_at = None
+        self._start_failure = ""
+
+    async def _replies(self, proc: asyncio.subprocess.Process) -> None:
+        """Publish each reply's events (durable now), then answer each caller; until EOF.
+
+        A reply's batches leave ``_in_flight`` only once all of their callers are answered,
+        so whatever ends this early (a writer that died, a cancel at close) leaves the rest
+        where the restart or ``close`` answers them.
+        """
+        assert proc.stdout is not None
+        try:
+            while True:
+                count, outcomes, rows, durable = await frames.read(proc.stdout)
+                batches = [self._in_flight[i] for i in range(count)]
+                self.durable = durable
+                if outcomes is None:  # the writer could not read this request
+                    error = ServiceUnavailable("the store's writer could not read this write")
+                    for pending in batches[0]:
+                        self._settle(pending, False, error)
+                else:
+                    await self._finish(batches, outcomes, rows)
+                for _ in range(count):
+                    self._in_flight.popleft()
+                # Replies already buffered would otherwise be handled in one go: let the
+                # callers just answered (and everything else) run in between.
+                await asyncio.sleep(0)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        except Exception:
+            # A reply this side cannot follow: start over with a writer that has none pending.
+            log.exception("a reply from the store's writer could not be handled")
+            if proc.returncode is None:
+                proc.kill()
+
+    async def _restart(self) -> None:
+        """A new writer on the same file; events the old one committed but never reported
+        are published first, so subscribers still see every seq once, in order."""
+        published = self.durable
+        pause = RESTART_PAUSE_SECONDS
+        failures = 0
+        logged = 0.0
+        while True:  # for as long as it takes: a storage outage ends, a restart of us may not
+            if self._closing:
+                self._fail_all(ServiceUnavailable("the store is closed"))
+                return
+            try:
+                await self._start_writer()
+                break
+            except ServiceUnavailable as exc:
+                failures += 1
+                self._start_failure = exc.message
+                if time.monotonic() - logged >= RESTART_LOG_EVERY_SECONDS:
+                    logged = time.monotonic()
+                    log.error("starting the store's writer again failed (%d times so far; "
+                              "trying on): %s", failures, exc.message)  # fmt: skip
+            await asyncio.sleep(random.uniform(pause / 2, pause))
+            pause = min(RESTART_MAX_PAUSE_SECONDS, pause * 2)
+        self.writer_restarts += 1
+        self._writer_back(failures)
+        head = self.durable
+        self._restarting = True  # nothing new commits until the missed events are out
+        try:
+            while published < head:
+                missed = [e for e in await self._read_after(published) if e.seq <= head]
+                if not missed:
+                    break
+                await self._publish_sliced(missed)
+                published = missed[-1].seq
+        except Exception:
+            log.exception("publishing the events of the stopped writer failed")
+        finally:
+            self._restarting = False
+        if self._closing and self._proc is not None and self._proc.stdin is not None:
+            self._proc.stdin.close()
+        self._send()
+
+    async def _finish(
+        self, batches: list[list[_Pending]], outcomes: list[tuple[bool, Any]], rows: list[Any]
+    ) -> None:
+        """Durable now: publish the events in seq order, a slice per turn of the loop (a big
+        batch's fan-out would hold the loop for milliseconds), then answer each caller."""
+        events = [Event(*row) for row in rows]
+        await self._publish_sliced(events)
+        first = events[0].seq if events else 0
+        results = iter(outcomes)
+        for batch in batches:
+            for pending in batch:
+                ok, value = next(results)
+                if ok:
+                    self._write_failure = ""
+                    if pending.decode is not None:
+                        value = pending.decode(value, events, first)
+                elif isinstance(value, ServiceUnavailable):  # not a domain error: the file
+                    self._write_failure = value.message
+                self._settle(pending, ok, value)
+
+    async def _publish_sliced(self, events: list[Event]) -> None:
+        for start in range(0, len(events), PUBLISH_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            try:
+                self.publish(events[start : start + PUBLISH_SLICE])
+            except Exception:
+                log.exception("publishing committed events failed")
+
+    def _settle(self, pending: _Pending, ok: bool, value: Any) -> None:
+        """Answer ``pending``'s caller, once."""
+        if pending.settled:
+            return
+        pending.settled = True
+        if pending.done is not None:
+            try:
+                pending.done(value, None) if ok else pending.done(None, value)
+            except Exception:
+                log.exception("a write's completion callback failed")
+        elif pending.future is not None and not pending.future.done():
+            if ok:
+                pending.future.set_result(value)
+            else:
+                pending.future.set_exception(value)
+
+    def _fail_in_flight(self, error: ServiceUnavailable) -> None:
+        lost = [p for batch in self._in_flight for p in batch]
+        self._in_flight.clear()
+        for pending in lost:
+            self._settle(pending, False, error)
+
+    def _fail_all(self, error: ServiceUnavailable) -> None:
+        """No more writes: fail every one sent or waiting, and every later one."""
+        self._broken = error
+        self._fail_in_flight(error)
+        waiting, self._pending = self._pending, []
+        for pending in waiting:
+            self._settle(pending, False, error)
