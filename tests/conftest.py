@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -13,9 +15,9 @@ from aiohttp.test_utils import TestClient
 from jobserver.app import create_app
 from jobserver.config import Settings
 from jobserver.handlers import Registry
+from jobserver.store import Store
 from jobserver.store.sqlite import SqliteStore
 
-BACKENDS = ["sqlite"]
 TEST_SECRET = "test-secret-0123456789abcdef0123456789"
 
 
@@ -27,13 +29,89 @@ def settings(tmp_path: Path) -> Settings:
     )  # fmt: skip
 
 
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    """One store per backend; the shared store tests run against each."""
-    s = SqliteStore(tmp_path / "store.db")
-    await s.open()
-    yield s
-    await s.close()
+# -- stores, per backend --------------------------------------------------------------------
+
+
+class Committed(Protocol):
+    """Whether the event ``seq`` has committed, read independently of the store under test."""
+
+    def __call__(self, seq: int) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class SqliteCommitted:
+    """Reads the file on a connection of its own (not the store's)."""
+
+    def __init__(self, store: Store) -> None:
+        assert isinstance(store, SqliteStore)
+        self._conn = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+
+    def __call__(self, seq: int) -> bool:
+        row = self._conn.execute("SELECT 1 FROM events WHERE seq=?", (seq,)).fetchone()
+        return row is not None
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How the store tests make a store of one backend.
+
+    Args:
+        make: ``make(tmp_path, name, **options)``: a new, unopened store; the same name in
+            the same test is the same data (a reopened store), another name a new store.
+        committed: an independent reading of the store's commits.
+    """
+
+    make: Callable[..., Store]
+    committed: Callable[[Store], Committed]
+
+
+BACKENDS: dict[str, Backend] = {
+    "sqlite": Backend(
+        make=lambda root, name, **options: SqliteStore(root / f"{name}.db", **options),
+        committed=SqliteCommitted,
+    ),
+}
+MakeStore = Callable[..., Awaitable[Store]]
+
+
+@pytest.fixture(params=list(BACKENDS))
+def backend_name(request: pytest.FixtureRequest) -> str:
+    """Which backend ``store`` is (a contract test class sets its own)."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def make_store(backend_name: str, tmp_path: Path) -> AsyncIterator[MakeStore]:
+    """``await make_store(name="store", **options)``: an open store of the backend; every one
+    made is closed at the end."""
+    opened: list[Store] = []
+
+    async def make(name: str = "store", **options: Any) -> Store:
+        store = BACKENDS[backend_name].make(tmp_path, name, **options)
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield make
+    for store in reversed(opened):
+        await store.close()
+
+
+@pytest.fixture
+async def store(make_store: MakeStore) -> Store:
+    """One store per backend; the tests that take it run against each."""
+    return await make_store()
+
+
+@pytest.fixture
+def committed(backend_name: str, store: Store) -> Iterator[Committed]:
+    reading = BACKENDS[backend_name].committed(store)
+    yield reading
+    reading.close()
 
 
 class ApiClient:

@@ -1,115 +1,27 @@
-"""The store's publish contract (``Store.on_commit``): durable first, in seq order, each event
-once, and before its writer hears back; and a store that breaks it is caught.
+"""The publish-order checks of the store contract catch a store that breaks the order.
 
-``check_publish_order`` drives a real store with concurrent writes of every kind and checks
-each delivered event against an independent reading of the database at the moment it is
-delivered. A backend's test runs it with that backend's reading of its own database.
+Each double is a real SQLite store broken in one way: the contract's checks
+(``tests/store_contract.py``), run on the contract's workload, fail on it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from jobserver.errors import LeaseLost
-from jobserver.models import Event, EventType, JobStage
-from jobserver.store import NewJob, ProgressUpdate, Store
+from jobserver.models import Event, EventType
 from jobserver.store.sqlite import SqliteStore
-
-Committed = Callable[[int], bool]
-
-
-class Recorder:
-    """A commit listener that checks each event is durable as it is handed over."""
-
-    def __init__(self, committed: Committed) -> None:
-        self.committed = committed
-        self.seqs: list[int] = []
-        self.early: list[int] = []
-
-    def __call__(self, events: list[Event]) -> None:
-        for event in events:
-            if not self.committed(event.seq):
-                self.early.append(event.seq)
-            self.seqs.append(event.seq)
-
-
-async def check_publish_order(store: Store, committed: Committed) -> None:
-    recorder = Recorder(committed)
-    store.on_commit(recorder)
-    heard: list[int] = []
-
-    def answered(seq: int) -> None:
-        # The caller hears back only after its event was handed to the listener.
-        assert seq in recorder.seqs, f"seq {seq} answered before it was published"
-        heard.append(seq)
-
-    async def one(i: int) -> None:
-        _, events = await store.enqueue(NewJob(type="t", user_id=f"u{i % 3}"))
-        answered(events[0].seq)
-
-    await asyncio.gather(*(one(i) for i in range(60)))
-    claimed = await store.claim(60, 30)
-    for _, event in claimed:
-        answered(event.seq)
-    done = asyncio.get_running_loop().create_future()
-    pending = {"n": 0}
-
-    def progressed(event: Event | None, error: BaseException | None) -> None:
-        assert error is None and event is not None
-        answered(event.seq)
-        pending["n"] -= 1
-        if pending["n"] == 0:
-            done.set_result(None)
-
-    for job, _ in claimed:
-        assert job.lease_token is not None
-        for step in range(3):
-            pending["n"] += 1
-            update = ProgressUpdate(JobStage.PROCESSING, step * 30.0)
-            store.progress(job.id, job.lease_token, update, progressed)
-    await done
-
-    async def finish(job_id: str, token: str, n: int) -> None:
-        if n % 2:
-            answered((await store.complete(job_id, token, {"n": n})).seq)
-        else:
-            answered((await store.fail(job_id, token, {"code": "X", "message": "m",
-                                                       "recoverable": False}, None)).seq)
-
-    await asyncio.gather(*(finish(job.id, str(job.lease_token), n)
-                           for n, (job, _) in enumerate(claimed)))  # fmt: skip
-    assert not recorder.early, f"published before they were durable: {recorder.early[:10]}"
-    before = list(recorder.seqs)
-    with pytest.raises(LeaseLost):  # a refused write publishes nothing
-        await store.complete(claimed[0][0].id, "not-the-token", {})
-    assert recorder.seqs == before, "a write that did not commit published an event"
-    assert recorder.seqs == sorted(set(recorder.seqs)), "out of seq order, or published twice"
-    assert sorted(heard) == recorder.seqs  # every event written was published, once
-    assert len(recorder.seqs) == 60 + 60 + 180 + 60
-
-
-def sqlite_committed(path: Path) -> Committed:
-    """Whether an event is in the file, read on a connection of its own (not the store's)."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-
-    def committed(seq: int) -> bool:
-        return conn.execute("SELECT 1 FROM events WHERE seq=?", (seq,)).fetchone() is not None
-
-    return committed
-
-
-async def test_sqlite_publishes_durable_events_in_order_before_answering(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "store.db")
-    await store.open()
-    try:
-        await check_publish_order(store, sqlite_committed(store.path))
-    finally:
-        await store.close()
+from tests.conftest import SqliteCommitted
+from tests.store_contract import (
+    PublishLog,
+    check_only_committed_published,
+    check_published_before_answered,
+    check_seq_order,
+    publish_workload,
+)
 
 
 class PublishesEarly(SqliteStore):
@@ -128,11 +40,49 @@ class PublishesEarly(SqliteStore):
         return await super().complete(job_id, token, result)
 
 
-async def test_a_store_that_publishes_before_commit_fails_the_contract(tmp_path: Path) -> None:
-    store = PublishesEarly(tmp_path / "store.db")
+class PublishesLate(SqliteStore):
+    """A broken backend: it hands events over a little after their writers heard back."""
+
+    def on_commit(self, publish: Callable[[list[Event]], None]) -> None:
+        def later(events: list[Event]) -> None:
+            asyncio.get_running_loop().call_later(0.01, publish, events)
+
+        super().on_commit(later)
+
+
+class PublishesOutOfOrder(SqliteStore):
+    """A broken backend: it hands each batch's events over newest first."""
+
+    def on_commit(self, publish: Callable[[list[Event]], None]) -> None:
+        super().on_commit(lambda events: publish(events[::-1]))
+
+
+async def broken_log(store: SqliteStore) -> PublishLog:
     await store.open()
+    committed = SqliteCommitted(store)
     try:
-        with pytest.raises(AssertionError, match="before they were durable"):
-            await check_publish_order(store, sqlite_committed(store.path))
+        return await publish_workload(store, committed)
     finally:
+        committed.close()
         await store.close()
+
+
+async def test_a_store_that_publishes_before_commit_fails_the_contract(tmp_path: Path) -> None:
+    log = await broken_log(PublishesEarly(tmp_path / "store.db"))
+    with pytest.raises(AssertionError, match="before they were durable"):
+        check_only_committed_published(log)
+
+
+async def test_a_store_that_answers_before_it_publishes_fails_the_contract(
+    tmp_path: Path,
+) -> None:
+    log = await broken_log(PublishesLate(tmp_path / "store.db"))
+    with pytest.raises(AssertionError, match="answered before they were published"):
+        check_published_before_answered(log)
+    check_only_committed_published(log)  # late, but nothing early
+
+
+async def test_a_store_that_publishes_out_of_order_fails_the_contract(tmp_path: Path) -> None:
+    log = await broken_log(PublishesOutOfOrder(tmp_path / "store.db"))
+    with pytest.raises(AssertionError, match="out of seq order"):
+        check_seq_order(log)

@@ -12,20 +12,18 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
-import orjson
 import pytest
 
-from jobserver.errors import InvalidPayload, LeaseLost, ServiceUnavailable
+from jobserver.errors import ServiceUnavailable
 from jobserver.models import Event, Job, JobStage, JobStatus
 from jobserver.store import NewJob, ProgressUpdate, sqlite_link
 from jobserver.store import sqlite as sqlite_module
 from jobserver.store.frames import HEADER, Link, job_fields, new_job, new_job_fields, pack
 from jobserver.store.sqlite import SqliteStore
-from jobserver.store.sqlite_writer import _foreground, serve
-from tests.test_store import claim_one, progress
+from jobserver.store.sqlite_writer import Writer, _foreground, serve
+from tests.store_contract import claim_one, progress
 
 
 @pytest.fixture
@@ -104,29 +102,6 @@ async def test_events_committed_but_never_reported_are_published_after_a_restart
     await new_writer(s, pid)
     await asyncio.gather(*later)
     assert [e.seq for e in published] == list(range(1, 24))
-
-
-async def test_a_value_that_cannot_cross_to_the_writer_fails_only_its_own_write(
-    store: tuple[SqliteStore, list[Event]],
-) -> None:
-    s, _ = store
-    job_id, token = await running(s)
-    odd: dict[str, Any] = {"callback": lambda: None}  # not JSON, cannot be pickled either
-    bad = progress(s, job_id, token, ProgressUpdate(JobStage.PROCESSING, 10, "x", odd))
-    good = progress(s, job_id, token, ProgressUpdate(JobStage.PROCESSING, 20, "y"))
-    results = await asyncio.gather(bad, good, return_exceptions=True)
-    assert isinstance(results[0], InvalidPayload)
-    assert isinstance(results[1], Event) and results[1].seq == 3
-
-
-async def test_errors_keep_their_code_across_the_pipe(
-    store: tuple[SqliteStore, list[Event]],
-) -> None:
-    s, _ = store
-    job_id, _ = await running(s)
-    with pytest.raises(LeaseLost) as caught:
-        await s.complete(job_id, "not-the-token", {})
-    assert caught.value.code == "LEASE_LOST" and "no longer leased" in caught.value.message
 
 
 HOLDER = """
@@ -349,32 +324,6 @@ async def test_a_reply_this_side_cannot_handle_answers_its_callers_and_a_new_wri
     assert event.seq == 2  # the first one committed; its caller was told the outcome is unknown
 
 
-async def test_metadata_may_be_any_mapping_and_messages_any_str(
-    store: tuple[SqliteStore, list[Event]],
-) -> None:
-    """Values of the caller's own types cross as plain ones (a class from the server's
-    __main__ could not even be pickled, and would fail every write made with it)."""
-    s, _ = store
-    odd_str = type("OddStr", (str,), {"__module__": "__main__"})
-    for _ in range(3):
-        await s.enqueue(NewJob(type="t", user_id="u1"))
-    claimed = [await claim_one(s) for _ in range(3)]
-    updates = [
-        ProgressUpdate(JobStage.PROCESSING, 10, odd_str("odd"), MappingProxyType({"a": 1})),
-        ProgressUpdate(JobStage.PROCESSING, 20, "plain", {"b": 2}),
-        ProgressUpdate(JobStage.PROCESSING, 30, odd_str("odd too")),
-    ]
-    events = await asyncio.gather(
-        *(
-            progress(s, job_id, token, u)
-            for (job_id, token), u in zip(claimed, updates, strict=True)
-        )
-    )
-    bodies = [orjson.loads(e.data) for e in events]
-    assert [b["message"] for b in bodies] == ["odd", "plain", "odd too"]
-    assert bodies[0]["metadata"] == {"a": 1}
-
-
 async def test_the_writer_runs_the_servers_own_package_when_another_copy_comes_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -392,3 +341,34 @@ async def test_the_writer_runs_the_servers_own_package_when_another_copy_comes_f
     _, [event] = await s.enqueue(NewJob(type="t", user_id="u1"))
     assert event.seq == 1
     await s.close()
+
+
+def test_a_commit_that_fails_never_leaves_its_seq_as_the_head(tmp_path: Path) -> None:
+    """GET /api/meta gives clients head_seq() as their first cursor: it must never name a seq
+    whose commit then fails and which the next event gets (that event would be skipped).
+    The store's head is what its writer reports as durable after each batch."""
+    real = sqlite3.connect(tmp_path / "w.db", isolation_level=None)
+    failing = False
+
+    class FailingCommit:  # the disk fails the next COMMIT
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if sql == "COMMIT" and failing:
+                raise sqlite3.OperationalError("disk I/O error")
+            return real.execute(sql, *args)
+
+    enqueue = ("enqueue", new_job_fields(NewJob(type="t", user_id="u1")))
+    writer = Writer(FailingCommit())  # type: ignore[arg-type]
+    writer.open()
+    writer.run([enqueue])
+    before = writer.durable
+    failing = True
+    [(ok, error)], events = writer.run([enqueue])
+    assert not ok and isinstance(error, ServiceUnavailable) and "disk I/O error" in str(error)
+    assert events == [] and writer.durable == before
+    failing = False
+    [(ok, (_, [seq]))], [row] = writer.run([enqueue])
+    assert ok and seq == row[0] == before + 1 == writer.durable
+    real.close()
