@@ -7,8 +7,8 @@ committed. The fixtures ``store``, ``make_store`` and ``committed`` then come fr
 The publish order (``Store.on_commit``, which ``queue.JobQueue`` relies on) is checked on
 one workload of concurrent writes of every kind: each event handed over once, in seq order;
 none before it is durable and none that did not commit; and every write's caller hears
-back only after its event was handed over. ``tests/test_sqlite_store.py`` runs the same
-checks on a store that publishes before it commits, and they fail.
+back only after its event was handed over. ``tests/test_publish_order.py`` runs the same
+checks on stores that break the order, and they fail.
 """
 
 from __future__ import annotations
