@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import psycopg
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -16,8 +18,10 @@ from jobserver.app import create_app
 from jobserver.config import Settings
 from jobserver.handlers import Registry
 from jobserver.store import Store
+from jobserver.store.postgres import PostgresStore
 from jobserver.store.sqlite import SqliteStore
 
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TEST_SECRET = "test-secret-0123456789abcdef0123456789"
 
 
@@ -38,6 +42,32 @@ class Committed(Protocol):
     def __call__(self, seq: int) -> bool: ...
 
     def close(self) -> None: ...
+
+
+class PostgresCommitted:
+    """Reads the events table on a connection of its own (psycopg, not the store's asyncpg)."""
+
+    def __init__(self, store: Store) -> None:
+        assert isinstance(store, PostgresStore)
+        options = f"-c search_path={store.schema}"
+        self._conn = psycopg.connect(PG_URL, autocommit=True, options=options)
+
+    def __call__(self, seq: int) -> bool:
+        row = self._conn.execute("SELECT 1 FROM events WHERE seq=%s", (seq,)).fetchone()
+        return row is not None
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def pg_schema(root: Path, name: str) -> str:
+    """A schema of its own per test and store name (the test's tmp_path tells tests apart)."""
+    return "t_" + hashlib.sha256(f"{root}/{name}".encode()).hexdigest()[:16]
+
+
+def drop_pg_schema(root: Path, name: str) -> None:
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{pg_schema(root, name)}" CASCADE')
 
 
 class SqliteCommitted:
@@ -63,16 +93,26 @@ class Backend:
         make: ``make(tmp_path, name, **options)``: a new, unopened store; the same name in
             the same test is the same data (a reopened store), another name a new store.
         committed: an independent reading of the store's commits.
+        drop: ``drop(tmp_path, name)`` removes what a store kept outside tmp_path.
     """
 
     make: Callable[..., Store]
     committed: Callable[[Store], Committed]
+    drop: Callable[[Path, str], None] = lambda root, name: None
 
 
+# The backends the ``store`` fixture runs each test on; a contract class names its own.
 BACKENDS: dict[str, Backend] = {
     "sqlite": Backend(
         make=lambda root, name, **options: SqliteStore(root / f"{name}.db", **options),
         committed=SqliteCommitted,
+    ),
+    "postgres": Backend(
+        make=lambda root, name, **options: PostgresStore(
+            PG_URL, node_id=options.pop("node_id", "n1"), schema=pg_schema(root, name), **options
+        ),
+        committed=PostgresCommitted,
+        drop=drop_pg_schema,
     ),
 }
 MakeStore = Callable[..., Awaitable[Store]]
@@ -89,9 +129,12 @@ async def make_store(backend_name: str, tmp_path: Path) -> AsyncIterator[MakeSto
     """``await make_store(name="store", **options)``: an open store of the backend; every one
     made is closed at the end."""
     opened: list[Store] = []
+    names: set[str] = set()
+    backend = BACKENDS[backend_name]
 
     async def make(name: str = "store", **options: Any) -> Store:
-        store = BACKENDS[backend_name].make(tmp_path, name, **options)
+        names.add(name)
+        store = backend.make(tmp_path, name, **options)
         await store.open()
         opened.append(store)
         return store
@@ -99,6 +142,8 @@ async def make_store(backend_name: str, tmp_path: Path) -> AsyncIterator[MakeSto
     yield make
     for store in reversed(opened):
         await store.close()
+    for name in names:
+        backend.drop(tmp_path, name)
 
 
 @pytest.fixture

@@ -29,6 +29,15 @@ async def test_one_process_owns_the_file(tmp_path: Path) -> None:
     await second.close()
 
 
+async def test_a_checkpoint_fails_once_closed(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "s.db")
+    await s.open()
+    await s.checkpoint()
+    await s.close()
+    with pytest.raises(ServiceUnavailable):
+        await s.checkpoint()
+
+
 async def test_sqlite_pragmas_are_durable(tmp_path: Path) -> None:
     s = SqliteStore(tmp_path / "s.db")
     await s.open()

@@ -7,3 +7,7 @@ from tests.store_contract import StoreContract
 
 class TestSqliteStore(StoreContract):
     backend = "sqlite"
+
+
+class TestPostgresStore(StoreContract):
+    backend = "postgres"
