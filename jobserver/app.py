@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import joblog
+from . import joblog, userdata
 from .auth import load_secret
 from .bus import EventBus
 from .config import Settings
@@ -21,23 +21,29 @@ from .plugins import CleanupContext, Plugins, Server, load
 from .procs.pool import ChildConfig, ProcessPool
 from .procs.runner import ProcessRunner
 from .queue import JobQueue
+from .quotas import JobQuota
 from .retention import DAY, Retention
 from .store import Store
 from .store.postgres import PostgresStore, node_id
 from .store.sqlite import SqliteStore
+from .throttle import RateLimiter
 from .web import jobs, ops, session
 from .web.crosssite import cross_site_middleware
 from .web.debug import setup_debug
 from .web.guard import ConnectionGuard, handler_args
 from .web.http import auth_middleware, errors_middleware
+from .web.identity import open_identity
 from .web.keys import (
     BUS,
     GUARD,
+    IDENTITY,
     METRICS,
     PLUGINS,
     POOL,
     PROCESSES,
     QUEUE,
+    QUOTA,
+    RATE_LIMITER,
     REGISTRY,
     RETENTION,
     SECRET,
@@ -47,12 +53,21 @@ from .web.keys import (
 )
 from .web.limits import limits_middleware
 from .web.live import setup_live
+from .web.ratelimit import rate_limit_middleware
 from .web.refusals import Refusals
 from .worker import WorkerPool
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
+
+
+async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
+    """First: a server without a usable sign-in method refuses to start (signin.py)."""
+    identity = await open_identity(app[SETTINGS], app[SECRET])
+    app[IDENTITY] = identity
+    yield
+    await identity.sessions.close()
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -80,6 +95,8 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
             bus.add_tap(tap)
     for hook in plugins.queued_hooks:
         queue.on_queued(functools.partial(hook, server))
+    await app[QUOTA].load(store)  # before anything is published
+    bus.add_tap(app[QUOTA].on_event)
     yield
     await store.close()
 
@@ -162,6 +179,14 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     await pool.stop()
 
 
+async def _report_user_ids(app: web.Application) -> None:
+    """Once the store is open: say which stored user ids normalisation left apart."""
+    try:
+        await asyncio.to_thread(userdata.report, app[SETTINGS].db_path)
+    except Exception:
+        log.exception("could not check the stored user ids")
+
+
 def create_app(
     settings: Settings, registry: Registry | None = None, plugins: Plugins | None = None
 ) -> web.Application:
@@ -180,6 +205,7 @@ def create_app(
             limits_middleware(settings, guard),
             cross_site_middleware(settings),
             auth_middleware,
+            rate_limit_middleware,
         ],
         client_max_size=settings.max_body_bytes,
         handler_args=handler_args(settings),
@@ -191,6 +217,11 @@ def create_app(
     app[METRICS] = metrics
     app[PROCESSES] = _worker_processes(settings, plugins)
     app[GUARD] = guard  # cli.serve gives it the connections (web/guard.py)
+    app[QUOTA] = JobQuota(settings.max_jobs_per_user)
+    app[RATE_LIMITER] = RateLimiter(
+        settings.requests_per_second_per_user, settings.request_burst_per_user
+    )
+    app.cleanup_ctx.append(_identity_ctx)
     app.cleanup_ctx.append(_store_ctx)
     setup_live(app)  # the gateway starts before workers publish
     app.cleanup_ctx.append(_ops_ctx)
@@ -198,6 +229,7 @@ def create_app(
     for plugin in plugins:
         app.cleanup_ctx.extend(_plugin_ctx(c) for c in plugin.contexts)
     app.cleanup_ctx.append(_pool_ctx)
+    app.on_startup.append(_report_user_ids)
     setup_debug(app)
     app.add_routes(ops.routes)
     app.add_routes(session.routes)

@@ -1,20 +1,31 @@
-"""Identity: HS256 tokens whose ``sub`` is the user id, and the server secret that signs them."""
+"""Identity: the tokens this server issues and accepts, and the server secret that signs them.
+
+A sign-in starts a session (``authdb.py``) and gets two HS256 tokens naming it (``sid``): a
+short access token and a refresh token (``typ: refresh``) that lives as long as the session.
+Tokens an application mints with the shared secret, and RS256/ES256 tokens of an identity
+provider (``jwks.py``), are accepted too; a revoked session or token id (``sid`` or ``jti``)
+is refused. User ids are normalised on the way in (``userids.py``).
+"""
 
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 
+from .authdb import SessionStore
 from .datadir import private_dir
 from .errors import InvalidPayload, Unauthorized
+from .jwks import ALGORITHMS, JwksKeys
+from .userids import check_user_id
 
 ALGORITHM = "HS256"
-USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+REFRESH = "refresh"
 
 
 def load_secret(configured: str, data_dir: Path) -> str:
@@ -34,28 +45,128 @@ def load_secret(configured: str, data_dir: Path) -> str:
     return value
 
 
-def check_user_id(user_id: object) -> str:
-    if not isinstance(user_id, str) or not USER_ID.match(user_id):
-        raise InvalidPayload(
-            "userId must be 1-64 characters: letters, digits, '.', '_', '@' or '-'"
-        )
-    return user_id
-
-
-def issue_token(secret: str, user_id: str, ttl_seconds: int) -> str:
+def issue_token(
+    secret: str, user_id: str, ttl_seconds: float, *, sid: str | None = None, kind: str = ""
+) -> str:
+    """An HS256 token for ``user_id``; with ``sid`` it belongs to that session."""
     now = int(time.time())
-    claims = {"sub": check_user_id(user_id), "iat": now, "exp": now + ttl_seconds}
+    claims: dict[str, Any] = {"sub": check_user_id(user_id), "iat": now,
+                              "exp": now + int(ttl_seconds)}  # fmt: skip
+    if sid is not None:
+        claims["sid"] = sid
+    if kind:
+        claims["typ"] = kind
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def verify_token(secret: str, token: str) -> str:
-    """The user id a valid, unexpired token names; Unauthorized otherwise."""
-    try:
-        claims = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
-        )
-    except jwt.ExpiredSignatureError:
-        raise Unauthorized("the token has expired; sign in again", code="TOKEN_EXPIRED") from None
-    except jwt.PyJWTError:
-        raise Unauthorized("the token is not valid", code="INVALID_TOKEN") from None
-    return check_user_id(claims["sub"])
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a valid token says the caller is.
+
+    Args:
+        user_id: the normalised user id.
+        token_id: what signing out revokes: the session (``sid``) or the token (``jti``).
+        session: whether ``token_id`` is a session of this server.
+        expires_at: when the token expires (epoch seconds).
+    """
+
+    user_id: str
+    token_id: str | None
+    session: bool
+    expires_at: float
+
+
+def _invalid(message: str = "the token is not valid") -> Unauthorized:
+    return Unauthorized(message, code="INVALID_TOKEN")
+
+
+class Authenticator:
+    """Verifies every token a request or a socket presents.
+
+    Args:
+        secret: the HS256 key (this server's sessions and applications' tokens).
+        sessions: where revoked sessions and tokens are known.
+        jwks: an identity provider's keys, when ``jwks_url`` is set.
+        audience: the ``aud`` a JWKS-verified token must carry (empty: not checked).
+        issuer: the ``iss`` a JWKS-verified token must carry (empty: not checked).
+        user_claim: the claim of a JWKS-verified token that names the user.
+    """
+
+    def __init__(
+        self,
+        secret: str,
+        sessions: SessionStore,
+        jwks: JwksKeys | None = None,
+        *,
+        audience: str = "",
+        issuer: str = "",
+        user_claim: str = "sub",
+    ) -> None:
+        self.secret = secret
+        self.sessions = sessions
+        self.jwks = jwks
+        self.audience = audience
+        self.issuer = issuer
+        self.user_claim = user_claim
+
+    async def verify(self, token: str) -> Principal:
+        """The caller an access token names; Unauthorized when it is not valid."""
+        claims, user_claim = await self._decode(token)
+        if claims.get("typ") == REFRESH:
+            raise _invalid("a refresh token only refreshes: send it to /api/session/refresh")
+        return self._principal(claims, user_claim)
+
+    async def verify_refresh(self, token: str) -> Principal:
+        """The session a refresh token names, if it is still open."""
+        claims, user_claim = await self._decode(token)
+        sid = claims.get("sid")
+        if claims.get("typ") != REFRESH or not isinstance(sid, str):
+            raise _invalid("this is not a refresh token")
+        principal = self._principal(claims, user_claim)
+        session = await self.sessions.get(sid)
+        if session is None or session.user_id != principal.user_id:
+            raise Unauthorized("the session has ended; sign in again", code="TOKEN_REVOKED")
+        return principal
+
+    async def _decode(self, token: str) -> tuple[dict[str, Any], str]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise _invalid() from None
+        alg = header.get("alg")
+        options: Any = {"require": ["exp"]}
+        try:
+            if alg == ALGORITHM:
+                claims = jwt.decode(token, self.secret, algorithms=[ALGORITHM], options=options)
+                return claims, "sub"
+            if alg in ALGORITHMS and self.jwks is not None:
+                kid = header.get("kid")
+                key = await self.jwks.key(kid if isinstance(kid, str) else None)
+                if self.audience:
+                    options["require"].append("aud")
+                if self.issuer:
+                    options["require"].append("iss")
+                options["verify_aud"] = bool(self.audience)
+                claims = jwt.decode(
+                    token, key, algorithms=list(ALGORITHMS), options=options,
+                    audience=self.audience or None, issuer=self.issuer or None,
+                )  # fmt: skip
+                return claims, self.user_claim
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized(
+                "the token has expired; sign in again", code="TOKEN_EXPIRED"
+            ) from None
+        except jwt.PyJWTError:
+            raise _invalid() from None
+        raise _invalid()
+
+    def _principal(self, claims: dict[str, Any], user_claim: str) -> Principal:
+        try:
+            user_id = check_user_id(claims.get(user_claim), user_claim)
+        except InvalidPayload as exc:
+            raise _invalid(f"the token's {exc.message}") from None
+        sid, jti = claims.get("sid"), claims.get("jti")
+        token_id = sid if isinstance(sid, str) else jti if isinstance(jti, str) else None
+        if token_id is not None and self.sessions.is_revoked(token_id):
+            raise Unauthorized("this session was signed out; sign in again", code="TOKEN_REVOKED")
+        return Principal(user_id, token_id, isinstance(sid, str), float(claims["exp"]))

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import datadir, gctune, logs
+from . import datadir, gctune, logs, usercli
 from .app import create_app
 from .auth import issue_token, load_secret
 from .config import PREFIX, Settings, convert, field_docs, is_secret
@@ -49,11 +49,11 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
         help="wait for running jobs at shutdown (JOBSERVER_SHUTDOWN_GRACE_SECONDS)",
     )
     parser.add_argument(
-        "--no-open-signin",
-        dest="open_signin",
-        action="store_false",
+        "--open-signin",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="turn off sign-in by name (JOBSERVER_OPEN_SIGNIN=0)",
+        help="sign-in by name alone, so anyone can be anyone (JOBSERVER_OPEN_SIGNIN; default: "
+        "only while the server is local-only and has no accounts or JWKS; see docs/security.md)",
     )
 
 
@@ -130,6 +130,7 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("user")
     token.add_argument("--data-dir", type=Path)
     _submit_args(sub.add_parser("submit", help="upload PDFs and follow their jobs to the notes"))
+    usercli.add_parser(sub)
     return root
 
 
@@ -151,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "user":
+        return usercli.run(args, settings, sys.stdin, sys.stdout)
     if args.command == "token":
         secret = load_secret(settings.secret, settings.data_dir)
         print(issue_token(secret, args.user, settings.token_ttl_seconds))

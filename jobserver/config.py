@@ -52,9 +52,27 @@ class Settings:
         lease_seconds: how long a claimed job's lease lasts without a heartbeat.
         shutdown_grace_seconds: how long shutdown waits for running jobs before requeueing them.
         max_body_bytes: largest JSON request body.
-        secret: HS256 key for tokens; generated and kept in the data dir when empty.
-        open_signin: allow ``POST /api/session`` to sign in by name alone.
-        token_ttl_seconds: lifetime of issued tokens.
+        secret: HS256 key for tokens; generated and kept in the data dir when empty. Set it to
+            share it with an application that mints its own tokens (a sign-in method).
+        open_signin: allow ``POST /api/session`` to sign in by name alone, so anyone can be
+            anyone. Unset: on only while the server is local-only (listening on a loopback
+            address, no ``allowed_hosts``, not ``behind_proxy``) and has no accounts or
+            ``jwks_url``. Every start warns when it is on beyond this machine.
+        token_ttl_seconds: lifetime of issued access tokens (refresh them with
+            ``POST /api/session/refresh`` while the session lasts).
+        session_ttl_seconds: how long a sign-in lasts: its refresh token's lifetime.
+        behind_proxy: the server is reached through a reverse proxy, so a loopback address
+            does not mean that only this machine can reach it.
+        jwks_url: a JSON Web Key Set (an identity provider's ``jwks_uri``); RS256 and ES256
+            tokens signed by its keys are accepted.
+        jwt_audience: the ``aud`` claim JWKS-verified tokens must carry (empty: not checked).
+        jwt_issuer: the ``iss`` claim JWKS-verified tokens must carry (empty: not checked).
+        jwt_user_claim: the claim of a JWKS-verified token that names the user.
+        signin_failures_per_account: failed password sign-ins to one account within
+            ``signin_failure_window_seconds`` before it is refused (429) for the rest of it.
+        signin_failures_per_address: failed password sign-ins from one address within the
+            window before that address is refused (429).
+        signin_failure_window_seconds: how long a failed sign-in counts against the limits.
         allowed_origins: Origins (``scheme://host[:port]``) besides the server's own whose pages
             may send cookie-authenticated writes and open the WebSocket; ``*`` lets any page
             open the WebSocket, but never with the cookie (it must send a token).
@@ -107,6 +125,16 @@ class Settings:
         pdf_max_text_chars: most characters of text one PDF may yield (TEXT_TOO_LARGE).
         pdf_memory_mb: address-space cap of each parsing process (PARSE_MEMORY above it).
         pdf_timeout_seconds: wall-clock limit of one parse (PARSE_TIMEOUT above it).
+        max_jobs_per_user: queued and running jobs one user may have at once (429 QUOTA_JOBS
+            above it).
+        max_parsers_per_user: PDF parser processes one user's documents may hold at once (0:
+            all of them). A user who holds none while all are busy gets an extra one started.
+        max_stored_bytes_per_user: bytes of uploads one user's jobs may hold on the server (429
+            QUOTA_BYTES above it; pruning old jobs frees them).
+        requests_per_second_per_user: API requests one user (or, before signing in, one address)
+            may make per second on average (429 RATE_LIMITED above it).
+        request_burst_per_user: API requests one user may make at once after a quiet spell.
+        max_attempts_limit: the largest ``maxAttempts`` a job may ask for (400 above it).
         llm_url: an OpenAI-compatible API (e.g. ``http://127.0.0.1:8000/v1``); when set, notes
             are written by its chat completions, falling back to the offline generator.
         llm_model: the model named in each chat-completions request.
@@ -128,8 +156,17 @@ class Settings:
     shutdown_grace_seconds: float = 10.0
     max_body_bytes: int = 1024 * 1024
     secret: str = field(default="", repr=False)
-    open_signin: bool = True
+    open_signin: bool | None = None
     token_ttl_seconds: int = 7 * 24 * 3600
+    session_ttl_seconds: int = 30 * 24 * 3600
+    behind_proxy: bool = False
+    jwks_url: str = ""
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    jwt_user_claim: str = "sub"
+    signin_failures_per_account: int = 5
+    signin_failures_per_address: int = 20
+    signin_failure_window_seconds: float = 300.0
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     max_connections: int = 0
@@ -160,7 +197,13 @@ class Settings:
     pdf_max_pages: int = 500
     pdf_max_text_chars: int = 4_000_000
     pdf_memory_mb: int = 1024
-    pdf_timeout_seconds: float = 120.0
+    pdf_timeout_seconds: float = 60.0
+    max_jobs_per_user: int = 10_000
+    max_parsers_per_user: int = 0
+    max_stored_bytes_per_user: int = 10 * 1024**3
+    requests_per_second_per_user: float = 2500.0
+    request_burst_per_user: int = 5000
+    max_attempts_limit: int = 10
     llm_url: str = ""
     llm_model: str = "default"
     llm_api_key: str = field(default="", repr=False)
@@ -175,6 +218,16 @@ class Settings:
             raise ValueError("lease_seconds must be positive, shutdown_grace_seconds not negative")
         if self.secret and len(self.secret.encode()) < 32:
             raise ValueError("secret must be at least 32 bytes long (HS256)")
+        if self.token_ttl_seconds < 1 or self.session_ttl_seconds < self.token_ttl_seconds:
+            raise ValueError("token_ttl_seconds must be >= 1 and <= session_ttl_seconds")
+        if self.signin_failures_per_account < 1 or self.signin_failures_per_address < 1:
+            raise ValueError("signin_failures_per_account and _per_address must be >= 1")
+        if self.signin_failure_window_seconds <= 0:
+            raise ValueError("signin_failure_window_seconds must be positive")
+        if self.jwks_url and not self.jwks_url.startswith(("https://", "http://")):
+            raise ValueError("jwks_url must be an http(s) URL")
+        if not self.jwt_user_claim:
+            raise ValueError("jwt_user_claim must not be empty")
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
         if self.ws_max_message_bytes < 1024 or self.ws_queue_size < 2:
@@ -204,6 +257,16 @@ class Settings:
                              "start)")  # fmt: skip
         if self.pdf_memory_mb < 128:
             raise ValueError("pdf_memory_mb must be at least 128 (a parser needs room to start)")
+        if self.max_jobs_per_user < 1 or min(self.max_parsers_per_user,
+                                             self.max_stored_bytes_per_user) < 0:  # fmt: skip
+            raise ValueError("max_jobs_per_user must be >= 1, max_parsers_per_user and "
+                             "max_stored_bytes_per_user not negative")  # fmt: skip
+        if self.requests_per_second_per_user <= 0 or self.request_burst_per_user < 1:
+            raise ValueError(
+                "requests_per_second_per_user must be > 0 and request_burst_per_user >= 1"
+            )
+        if not 1 <= self.max_attempts_limit <= 100:
+            raise ValueError("max_attempts_limit must be from 1 to 100")
         if self.pdf_timeout_seconds <= 0 or self.llm_timeout_seconds <= 0:
             raise ValueError("pdf_timeout_seconds and llm_timeout_seconds must be positive")
 
@@ -249,6 +312,8 @@ def convert(name: str, raw: str) -> Any:
     kind = {f.name: f.type for f in dataclasses.fields(Settings)}[name]
     if kind == "bool":
         return _bool(raw)
+    if kind == "bool | None":
+        return None if raw.strip().lower() == "auto" else _bool(raw)
     if kind == "int":
         return int(raw)
     if kind == "int | None":

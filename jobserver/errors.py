@@ -110,6 +110,23 @@ class LeaseLost(JobServerError):
     status = 409
 
 
+class TooManyRequests(JobServerError):
+    """A limit on how much or how often was reached; ``retry_after`` says when to try again.
+
+    Args:
+        message: what went wrong, in words a person understands.
+        code: overrides the class default code.
+        retry_after: seconds until a new attempt may succeed (the ``Retry-After`` header).
+    """
+
+    code = "RATE_LIMITED"
+    status = 429
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: float = 1.0):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
 class ServiceUnavailable(JobServerError):
     code = "UNAVAILABLE"
     status = 503

@@ -1,4 +1,4 @@
-// The jobserver page: sign in by name, upload PDFs, watch each job live, read its notes.
+// The jobserver page: sign in (by name, password or token), upload PDFs, watch each job live, read its notes.
 // All network traffic goes through jobclient.js; errors become words only in describeError.
 import { createJobClient, describeError, STATE } from './jobclient.js';
 
@@ -15,7 +15,7 @@ const CONNECTION_LABELS = {
   [STATE.POLLING]: 'Polling',
   [STATE.OFFLINE]: 'Offline',
 };
-const SESSION_ENDED = new Set(['UNAUTHORIZED', 'TOKEN_EXPIRED', 'INVALID_TOKEN']);
+const SESSION_ENDED = new Set(['UNAUTHORIZED', 'TOKEN_EXPIRED', 'INVALID_TOKEN', 'TOKEN_REVOKED']);
 
 const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -33,11 +33,36 @@ const page = {
 async function boot() {
   const session = createJobClient({ storageKey: 'jobclient:session' });
   try {
-    const me = await session.api.whoAmI();
+    const me = await session.api.whoAmI().catch(async (err) => {
+      // A short-lived access token ran out: the session may still be open.
+      if (describeError(err).code !== 'TOKEN_EXPIRED') throw err;
+      return session.api.refreshSession();
+    });
     await start(me.userId);
   } catch (err) {
     showSignIn(describeError(err).code === 'NETWORK' ? describeError(err).message : '');
   }
+}
+
+// The sign-in methods this server has on (GET /api/session/methods); the form offers those.
+let signInMethods = null;
+
+async function loadSignInMethods() {
+  if (!signInMethods) {
+    const session = createJobClient({ storageKey: 'jobclient:session' });
+    try {
+      signInMethods = await session.api.signInMethods();
+    } catch {
+      return; // the form as it is; signing in says what went wrong
+    }
+  }
+  const on = new Set(signInMethods.methods);
+  const byName = on.has('open') || on.has('password');
+  $('#signin-form').hidden = !byName;
+  $('#signin-open-note').hidden = !on.has('open');
+  $('#signin-password-field').hidden = !on.has('password');
+  $('#signin-token-form-wrap').hidden = !(on.has('token') || on.has('jwks'));
+  $('#signin-none').hidden = on.size > 0;
 }
 
 function showSignIn(message = '') {
@@ -45,27 +70,61 @@ function showSignIn(message = '') {
   $('#app').hidden = true;
   $('#account').hidden = true;
   $('#signin').hidden = false;
+  $('#signin-password').value = '';
   showError($('#signin-error'), message);
   $('#signin-name').focus();
+  loadSignInMethods();
 }
 
 async function signIn(event) {
   event.preventDefault();
   const name = $('#signin-name').value.trim();
+  const passwordShown = !$('#signin-password-field').hidden;
+  const password = $('#signin-password').value;
   const button = $('#signin-form button[type="submit"]');
   if (!name) {
     showError($('#signin-error'), 'Enter your name to sign in.');
     $('#signin-name').focus();
     return;
   }
+  const openToo = signInMethods && signInMethods.openSignin;
+  if (passwordShown && !password && !openToo) {
+    showError($('#signin-error'), 'Enter your password to sign in.');
+    $('#signin-password').focus();
+    return;
+  }
   button.disabled = true;
   try {
     const session = createJobClient({ storageKey: 'jobclient:session' });
-    const me = await session.api.signIn(name);
+    const me = await session.api.signIn(name, passwordShown && password ? password : undefined);
+    $('#signin-password').value = '';
     await start(me.userId);
   } catch (err) {
     showError($('#signin-error'), describeError(err).message);
-    $('#signin-name').focus();
+    (passwordShown ? $('#signin-password') : $('#signin-name')).focus();
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function signInWithToken(event) {
+  event.preventDefault();
+  const token = $('#signin-token').value.trim();
+  const button = $('#signin-token-form button[type="submit"]');
+  if (!token) {
+    showError($('#signin-token-error'), 'Paste the token your application gave you.');
+    $('#signin-token').focus();
+    return;
+  }
+  button.disabled = true;
+  try {
+    const session = createJobClient({ storageKey: 'jobclient:session' });
+    const me = await session.api.signInWithToken(token);
+    $('#signin-token').value = '';
+    await start(me.userId);
+  } catch (err) {
+    showError($('#signin-token-error'), describeError(err).message);
+    $('#signin-token').focus();
   } finally {
     button.disabled = false;
   }
@@ -506,6 +565,7 @@ function parseTime(value) {
 }
 
 $('#signin-form').addEventListener('submit', signIn);
+$('#signin-token-form').addEventListener('submit', signInWithToken);
 $('#sign-out').addEventListener('click', signOut);
 $('#notes-back').addEventListener('click', (event) => {
   event.preventDefault();

@@ -400,7 +400,14 @@ export class JobClient {
     return {
       request: (method, path, init) => net.request(method, path, init),
       url: (path, query) => net.url(path, query),
-      signIn: (userId) => net.request('POST', '/api/session', { json: { userId } }),
+      // Open sign-in by name, or with a password when one is given.
+      signIn: (userId, password) => net.request('POST', '/api/session', {
+        json: password === undefined ? { userId } : { userId, password },
+      }),
+      // A token the page's own application (or identity provider) issued, for a session here.
+      signInWithToken: (token) => net.request('POST', '/api/session', { json: { token } }),
+      signInMethods: () => net.request('GET', '/api/session/methods'),
+      refreshSession: () => net.request('POST', '/api/session/refresh', { json: {} }),
       whoAmI: () => net.request('GET', '/api/session'),
       signOut: () => net.request('DELETE', '/api/session'),
       meta: () => net.request('GET', '/api/meta'),

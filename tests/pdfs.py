@@ -210,5 +210,24 @@ def slow_pdf(megabytes: int = 32) -> bytes:
     ])  # fmt: skip
 
 
+def slow_pages_pdf(pages: int = 4, megabytes: int = 4) -> bytes:
+    """Like ``slow_pdf`` with ``pages`` such pages: every parser sharing it stays busy."""
+    ops = b"BT /F1 12 Tf 10 10 Td (a) Tj ET\n" * (megabytes * 1024 * 1024 // 32)
+    packed = zlib.compress(ops, 9)
+    kids = b" ".join(b"%d 0 R" % (4 + i) for i in range(pages))
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, pages),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    for i in range(pages):
+        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
+                       b"/Resources << /Font << /F1 3 0 R >> >> >>" % (4 + pages + i))
+    for _ in range(pages):
+        objects.append(b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed
+                       + b"\nendstream")
+    return _assemble(objects)
+
+
 def not_a_pdf() -> bytes:
     return b"\x89PNG\r\n\x1a\n" + b"this is a picture, not a document" * 40

@@ -150,7 +150,17 @@ async def exercise_jobs(c: Checked) -> None:
     assert status == 400
     assert (await c.call("GET", "/api/session"))[0] == 200
     assert (await c.call("GET", "/api/session", token=False))[0] == 401
-    assert (await c.call("DELETE", "/api/session"))[0] == 200
+    status, methods = await c.call("GET", "/api/session/methods", token=False)
+    assert status == 200 and "open" in methods["methods"]
+    status, bob = await c.call("POST", "/api/session", body={"userId": "bob"}, token=False)
+    refresh = {"refreshToken": bob["refreshToken"]}
+    assert (await c.call("POST", "/api/session/refresh", body=refresh, token=False))[0] == 200
+    status, _ = await c.call("POST", "/api/session", body={"userId": "bob", "password": "x" * 9},
+                             token=False)  # fmt: skip
+    assert status == 403  # this server has no accounts
+    # Without a token it still answers (and clears the cookies); the client keeps its token.
+    assert (await c.call("DELETE", "/api/session", token=False))[0] == 200
+    assert (await c.call("POST", "/api/session/refresh", body={}, token=False))[0] == 401
     assert (await c.call("GET", "/api/meta"))[0] == 200
     # Jobs: created, deduplicated, refused.
     new = {"type": "demo.sleep", "payload": {"seconds": 0, "steps": 1}, "idempotencyKey": "k"}

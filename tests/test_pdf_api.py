@@ -553,9 +553,9 @@ async def test_the_jobs_route_prefetches_a_due_pdf_job_and_not_a_delayed_one(
     asked: list[tuple[str, str, int]] = []
     prefetch_soon = handler.prefetch_soon
 
-    def recording(sha: str, job_id: str, free_slots: int) -> None:
+    def recording(sha: str, job_id: str, free_slots: int, user: str = "") -> None:
         asked.append((sha, job_id, free_slots))
-        prefetch_soon(sha, job_id, free_slots)
+        prefetch_soon(sha, job_id, free_slots, user)
 
     handler.prefetch_soon = recording  # type: ignore[method-assign]
     payload = stored_upload(api, pdfs.text_pdf(2, seed=21))

@@ -93,7 +93,8 @@ class PdfNotes:
         self.settings = settings
         self.limits = Limits(settings.pdf_max_pages, settings.pdf_max_text_chars)
         self.generator = make_generator(settings)
-        self.pool = ParsePool(settings.pdf_memory_mb, settings.pdf_timeout_seconds)
+        self.pool = ParsePool(settings.pdf_memory_mb, settings.pdf_timeout_seconds,
+                              per_owner=settings.max_parsers_per_user)  # fmt: skip
         self.flights: dict[str, Flight] = {}
         self._store: Store | None = None
         self._closing = False
@@ -133,7 +134,7 @@ class PdfNotes:
         own = flight is not None and flight.owner == ctx.job.id  # prefetched for this job
         joined = flight is not None and not own
         if flight is None:
-            flight = self._take_off(sha)
+            flight = self._take_off(sha, user=ctx.job.user_id)
         follower = flight.join()
         if own:
             flight.owner = None
@@ -195,11 +196,12 @@ class PdfNotes:
             return flight
         return None
 
-    def prefetch_soon(self, sha: str, job_id: str, free_slots: int) -> None:
+    def prefetch_soon(self, sha: str, job_id: str, free_slots: int, user: str = "") -> None:
         """``prefetch`` in the background; stopping the handler cancels it."""
         if self._closing:
             return
-        task = asyncio.create_task(self.prefetch(sha, job_id, free_slots), name="pdf-prefetch")
+        task = asyncio.create_task(self.prefetch(sha, job_id, free_slots, user),
+                                   name="pdf-prefetch")  # fmt: skip
         self._prefetching.add(task)
         task.add_done_callback(self._prefetched)
 
@@ -208,7 +210,7 @@ class PdfNotes:
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("prefetching an upload failed", exc_info=error)
 
-    async def prefetch(self, sha: str, job_id: str, free_slots: int) -> None:
+    async def prefetch(self, sha: str, job_id: str, free_slots: int, user: str = "") -> None:
         """Start reading an upload as soon as its job is queued, when a worker slot and a
         parser are free: the job, claimed a moment later, joins this flight instead of
         taking off after its claim and progress commits (about a quarter of a small PDF's
@@ -219,11 +221,13 @@ class PdfNotes:
         if await storage.cached_notes(self.store, sha, self.generator.name) is not None:
             return
         if not self._closing and sha not in self.flights and self.pool.idle > 0:
-            self._take_off(sha, owner=job_id)
+            self._take_off(sha, owner=job_id, user=user)
 
-    def _take_off(self, sha: str, owner: str | None = None) -> Flight:
+    def _take_off(self, sha: str, owner: str | None = None, user: str = "") -> Flight:
+        """Start the work on ``sha``; its parse counts against ``user``'s parser share."""
+
         async def work(flight: Flight) -> None:
-            await self._produce(flight, sha)
+            await self._produce(flight, sha, user)
 
         flight = Flight(work, owner)
         flight.abandoned = lambda: self._land(sha, flight)  # a new job must not join it
@@ -253,7 +257,7 @@ class PdfNotes:
         if self.flights.get(sha) is flight:
             del self.flights[sha]
 
-    async def _produce(self, flight: Flight, sha: str) -> None:
+    async def _produce(self, flight: Flight, sha: str, user: str) -> None:
         flight.report(Update(DOWNLOADING, READ_START, "Reading the uploaded file"))
         path = upload_path(self.settings.data_dir, sha)
         try:
@@ -271,6 +275,7 @@ class PdfNotes:
         parsed = await self.pool.parse(
             ParseRequest(path, self.limits, include_text=self.generator.needs_text),
             _PageListener(flight, self.generator.label),
+            owner=user,
         )
         notes = await self.generator.generate(parsed.notes, parsed.document)
         flight.notes_ready(notes)

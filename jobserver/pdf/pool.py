@@ -11,6 +11,11 @@ a call of ``pdf/child.py``'s ``extract`` in them. The event loop only reads fram
 processes' pipes, so it never waits on parsing. A parse that runs past its wall-clock limit,
 is cancelled, or takes a process down (memory cap, crash) costs only the processes it used:
 they are killed and fresh ones take their place.
+
+Fairness between users: each parse holds its processes as its user's (``owner``), at most
+``per_owner`` of them, and a user who holds none while every process is busy gets an extra one
+started (``ProcessPool.acquire(extra=True)``). So a document that runs to its time limit on
+every process delays another user's small one only by the start of a process.
 """
 
 from __future__ import annotations
@@ -116,11 +121,13 @@ class ParsePool:
     Args:
         memory_mb: address-space cap of a process while it parses.
         timeout: wall-clock seconds one parse may take.
+        per_owner: processes one owner's (user's) parses may hold at once (0: all of them).
     """
 
-    def __init__(self, memory_mb: int, timeout: float) -> None:
+    def __init__(self, memory_mb: int, timeout: float, per_owner: int = 0) -> None:
         self.memory_mb = memory_mb
         self.timeout = timeout
+        self.per_owner = per_owner
         self.parses = 0
         self.shared = 0  # parses read by more than one process
         self._processes: ProcessPool | None = None
@@ -162,17 +169,29 @@ class ParsePool:
         """Processes that have started and warmed up."""
         return self.processes.ready
 
-    async def parse(self, request: ParseRequest, listener: ParseListener) -> ParseResult:
-        """Parse one PDF into notes; JobError with the failure's code otherwise."""
+    @property
+    def extras(self) -> int:
+        """Extra processes started so far for users who had none (see the docstring)."""
+        return self.processes.extras
+
+    def held(self, owner: str) -> int:
+        """Processes ``owner``'s parses hold now."""
+        return self.processes.held(_kind(owner))
+
+    async def parse(
+        self, request: ParseRequest, listener: ParseListener, owner: str = ""
+    ) -> ParseResult:
+        """Parse one PDF into notes for ``owner``; JobError with the failure's code otherwise."""
         processes = self.processes
-        first = await processes.acquire(KIND)
+        kind, limit = _kind(owner), self.per_owner or None
+        first = await processes.acquire(kind, limit, extra=True)
         try:
             # Startup is not parse time: a fresh process may still be importing the engine.
             await first.until_ready()
         except BaseException:
             await asyncio.shield(processes.release(first))
             raise
-        helpers = processes.take_idle(KIND, processes.size)
+        helpers = processes.take_idle(kind, processes.size, limit)
         self.parses += 1
         self.shared += bool(helpers)
         pages = _Pages(request.limits, listener)
@@ -252,6 +271,11 @@ class ParsePool:
         if not isinstance(answer, dict):
             raise JobError(PARSE_CRASHED, "The parser gave no answer", recoverable=True)
         return answer
+
+
+def _kind(owner: str) -> str:
+    """The kind of work one user's parses hold processes as."""
+    return f"{KIND}:{owner}"
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

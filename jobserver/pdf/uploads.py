@@ -157,7 +157,8 @@ async def create_pdf_job(request: web.Request) -> list[NewJob]:
         if key is not None and len(key) > 200:
             raise InvalidPayload("idempotencyKey must be at most 200 characters")
         max_attempts = whole_number(
-            fields.get("maxAttempts"), "maxAttempts", 1, 100, job_type.options.max_attempts
+            fields.get("maxAttempts"), "maxAttempts", 1, settings.max_attempts_limit,
+            job_type.options.max_attempts,
         )
     except BaseException:
         for upload in stored:  # refused: the files it brought go now (not ones kept before)
@@ -201,6 +202,7 @@ def prefetcher(handler: PdfNotes) -> Callable[[Server, Job], None]:
     def prefetch(server: Server, job: Job) -> None:
         if job.type != PDF_NOTES or job.run_at > time.time():  # not due yet: no hurry
             return
-        handler.prefetch_soon(str(job.payload["sha256"]), job.id, server.free_slots)
+        handler.prefetch_soon(str(job.payload["sha256"]), job.id, server.free_slots,
+                              job.user_id)
 
     return prefetch

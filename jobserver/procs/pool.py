@@ -3,6 +3,9 @@
 A fixed number of long-lived processes (``procs/child.py``), started warm. Work borrows one
 (``acquire``, in the order asked, at most ``limit`` per kind of work at once) or takes those
 that are idle (``take_idle``, the PDF parser's page sharing) and gives it back (``release``).
+Work that may not wait behind other kinds (``extra``: a user whose PDF would wait for another
+user's) gets a process started for it when it holds none and none is idle: at most ``size``
+such extras live at once, and each stops when given back.
 A process that broke a limit, crashed, or was stopped mid-call is killed and a fresh one takes
 its place, so a failure costs only the processes it used. The event loop only reads frames
 from the pipes: it never waits on the work.
@@ -91,6 +94,7 @@ class Child:
         self.call: _Call | None = None
         self.healthy = True
         self.kind: str | None = None  # the kind of work holding it
+        self.extra = False  # started beyond the pool's size (see ProcessPool.acquire)
         self.reader = asyncio.create_task(self._read(), name=f"worker-process-{proc.pid}")
 
     @property
@@ -259,6 +263,8 @@ class ProcessPool:
         self.config = config or ChildConfig()
         self.replaced = 0
         self.started = False
+        self.extras = 0  # extra processes started so far
+        self._extra = 0  # extra processes alive now
         self._idle: deque[Child] = deque()
         self._waiters: deque[_Waiter] = deque()
         self._held: dict[str, int] = {}
@@ -326,12 +332,26 @@ class ProcessPool:
         self._held[kind] = self._held.get(kind, 0) + 1
         return child
 
-    async def acquire(self, kind: str, limit: int | None = None) -> Child:
+    async def acquire(self, kind: str, limit: int | None = None, *, extra: bool = False) -> Child:
         """A process for ``kind`` of work, once one is free and ``kind`` holds fewer than
         ``limit``; callers are served in the order they asked (one at its limit waits
-        without holding up the others). It may still be warming up: see ``until_ready``."""
+        without holding up the others). It may still be warming up: see ``until_ready``.
+
+        With ``extra``, a ``kind`` that holds no process while none is idle does not wait:
+        a process is started for it beyond ``size`` (at most ``size`` of them at once).
+        """
         if not self.started:
             raise JobServerError("the worker processes have not been started")
+        if extra and not self._idle and self.held(kind) == 0 and self._extra < self.size:
+            self._extra += 1
+            self.extras += 1
+            try:
+                child = await self._spawn()
+            except BaseException:
+                self._extra -= 1
+                raise
+            child.extra = True
+            return self._take(child, kind)
         waiter = _Waiter(kind, limit, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
         self._hand_out()
@@ -376,10 +396,17 @@ class ProcessPool:
         if child.healthy and not self._closed:
             self._idle.append(child)
             self._hand_out()
+            if child.extra and child in self._idle:  # nobody waited for it: it stops
+                self._idle.remove(child)
+                self._all.discard(child)
+                self._extra -= 1
+                await child.close()
             return
         await child.kill()
         self._all.discard(child)
-        if not self._closed:
+        if child.extra:
+            self._extra -= 1
+        elif not self._closed:
             self.replaced += 1
             log.info("worker process %d replaced", child.pid)
             self._idle.append(await self._spawn())

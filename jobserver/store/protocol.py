@@ -176,6 +176,14 @@ class Store(Protocol):
 
     async def count_by_status(self) -> dict[JobStatus, int]: ...
 
+    async def open_jobs_by_user(self) -> dict[str, int]:
+        """Queued and active jobs per user (the job quota's starting point)."""
+        ...
+
+    async def payload_total(self, user_id: str, key: str) -> int:
+        """The sum of the numbers ``payload[key]`` over ``user_id``'s kept jobs."""
+        ...
+
     # -- plugins' own tables (declared with ``tables.Tables`` and ``tables.write_op``) ------
 
     async def write(self, op: str, *args: Any) -> Any:

@@ -14,11 +14,11 @@ from aiohttp import web
 
 from .. import joblog
 from ..bus import Mailbox
-from ..errors import InvalidPayload
+from ..errors import InvalidPayload, Unauthorized
 from ..models import Event
 from .gateway import Target, parse_since, parse_target
 from .http import json_response, user_of
-from .keys import GATEWAY, METRICS
+from .keys import GATEWAY, IDENTITY, METRICS, PRINCIPAL
 
 routes = web.RouteTableDef()
 
@@ -77,6 +77,8 @@ async def poll(request: web.Request) -> web.Response:
     bus = gateway.bus
     bus.subscribe(box, user_id=target.user_id, job_id=target.job_id)
     gateway.pollers.add(box)
+    identity, token_id = request.app[IDENTITY], request[PRINCIPAL].token_id
+    identity.track(token_id, box.close)  # signing out answers this poll at once
     try:
         if since >= gateway.published:
             # Nothing after the cursor has been published yet, and anything published from
@@ -96,6 +98,9 @@ async def poll(request: web.Request) -> web.Response:
         if waited:
             with request.app[METRICS].longpoll_waiting():
                 await box.wait(timeout)
+            if token_id is not None and identity.sessions.is_revoked(token_id):
+                raise Unauthorized("this session was signed out; sign in again",
+                                   code="TOKEN_REVOKED")  # fmt: skip
         if len(events) < PAGE and not box.overflowed:
             last = events[-1].seq if events else since
             live = [e for e in box.drain() if e.seq > last]
@@ -105,4 +110,5 @@ async def poll(request: web.Request) -> web.Response:
     finally:
         bus.unsubscribe(box, user_id=target.user_id, job_id=target.job_id)
         gateway.pollers.discard(box)
+        identity.untrack(token_id, box.close)
     return _answer(events, events[-1].seq if events else since, gateway.epoch)

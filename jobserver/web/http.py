@@ -10,23 +10,31 @@ import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..auth import verify_token
 from ..errors import (
     BodyTooLarge,
     InBatch,
     InvalidJson,
     InvalidPayload,
     JobServerError,
+    TooManyRequests,
     Unauthorized,
 )
-from .keys import SECRET, SETTINGS, USER
+from ..throttle import retry_after_header
+from .keys import IDENTITY, PRINCIPAL, SETTINGS, USER
 from .numbers import whole
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 COOKIE = "jobserver_token"
-PUBLIC = frozenset({("POST", "/api/session"), ("GET", "/api/openapi.json")})
+REFRESH_COOKIE = "jobserver_refresh"  # sent only to /api/session
+PUBLIC = frozenset({
+    ("POST", "/api/session"),
+    ("POST", "/api/session/refresh"),
+    ("DELETE", "/api/session"),  # signs out whatever it can find, even an expired session
+    ("GET", "/api/session/methods"),
+    ("GET", "/api/openapi.json"),
+})  # fmt: skip
 
 HTTP_CODES = {
     400: "BAD_REQUEST",
@@ -125,7 +133,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except InBatch as exc:
         return error_response(exc.status, exc.code, exc.message, index=exc.index)
     except JobServerError as exc:
-        return error_response(exc.status, exc.code, exc.message)
+        response = error_response(exc.status, exc.code, exc.message)
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = retry_after_header(exc.retry_after)
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -150,5 +161,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         token = request_token(request)
         if not token:
             raise Unauthorized("sign in first: send a bearer token or the session cookie")
-        request[USER] = verify_token(request.app[SECRET], token)
+        principal = await request.app[IDENTITY].auth.verify(token)
+        request[PRINCIPAL] = principal
+        request[USER] = principal.user_id
     return await handler(request)

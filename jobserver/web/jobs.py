@@ -10,9 +10,10 @@ from aiohttp import web
 from ..errors import DuplicateKey, InBatch, InvalidPayload, JobNotFound, JobServerError
 from ..jobtypes import check_label
 from ..models import Job, JobStatus
+from ..quotas import check_bytes
 from ..store import NewJob
 from .http import json_body, json_response, page_of, paged, user_of, whole_number
-from .keys import PLUGINS, QUEUE, REGISTRY, SERVER, STORE
+from .keys import PLUGINS, QUEUE, QUOTA, REGISTRY, SERVER, SETTINGS, STORE
 
 routes = web.RouteTableDef()
 MAX_BATCH = 1000  # most jobs one POST /api/jobs may carry (JSON "jobs", or multipart files)
@@ -28,7 +29,8 @@ def _optional_str(value: Any, name: str, max_len: int = 200) -> str | None:
 
 async def submit(request: web.Request, new: NewJob) -> web.Response:
     """Enqueue ``new`` and answer 202 with the job (200 when an idempotency key matched)."""
-    job, created = await request.app[QUEUE].enqueue(new)
+    with request.app[QUOTA].reserve(new.user_id):
+        job, created = await request.app[QUEUE].enqueue(new)
     return json_response(job.to_wire(), 202 if created else 200)
 
 
@@ -41,7 +43,8 @@ async def submit_many(request: web.Request, news: Sequence[NewJob]) -> web.Respo
         if key is not None and seen.setdefault(key, index) != index:
             raise InBatch(index, DuplicateKey(
                 f"idempotencyKey {key!r} is also the key of jobs[{seen[key]}]"))  # fmt: skip
-    results = await request.app[QUEUE].enqueue_many(news)
+    with request.app[QUOTA].reserve(news[0].user_id, len(news)):
+        results = await request.app[QUEUE].enqueue_many(news)
     jobs = [{**job.to_wire(), "created": created} for job, created in results]
     return json_response({"jobs": jobs}, 202 if any(c for _, c in results) else 200)
 
@@ -82,7 +85,8 @@ def new_job(request: web.Request, body: Any) -> NewJob:
         payload=payload,
         label=label,
         max_attempts=whole_number(
-            body.get("maxAttempts"), "maxAttempts", 1, 100, job_type.options.max_attempts
+            body.get("maxAttempts"), "maxAttempts", 1, request.app[SETTINGS].max_attempts_limit,
+            job_type.options.max_attempts,
         ),
         delay_seconds=float(delay),
         idempotency_key=_optional_str(body.get("idempotencyKey"), "idempotencyKey"),
@@ -108,6 +112,10 @@ def batch_of(request: web.Request, items: Any) -> list[NewJob]:
 @routes.post("/api/jobs")
 async def create_job(request: web.Request) -> web.Response:
     if request.content_type == "multipart/form-data":
+        settings = request.app[SETTINGS]
+        incoming = min(request.content_length or 0, settings.max_upload_bytes)
+        await check_bytes(request.app[STORE], user_of(request), incoming,
+                          settings.max_stored_bytes_per_user)  # fmt: skip
         news = await multipart_jobs(request)
         return await (submit(request, news[0]) if len(news) == 1 else submit_many(request, news))
     body = await json_body(request)
@@ -153,5 +161,7 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 @routes.post("/api/jobs/{job_id}/retry")
 async def retry_job(request: web.Request) -> web.Response:
-    job = await request.app[QUEUE].retry(request.match_info["job_id"], user_of(request))
+    user_id = user_of(request)
+    with request.app[QUOTA].reserve(user_id):
+        job = await request.app[QUEUE].retry(request.match_info["job_id"], user_id)
     return json_response(job.to_wire())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..auth import Principal
 from ..bus import EventBus
 from ..config import Settings
 from ..handlers import Registry
@@ -11,11 +12,14 @@ from ..metrics import Metrics
 from ..plugins import Plugins, Server
 from ..procs.pool import ProcessPool
 from ..queue import JobQueue
+from ..quotas import JobQuota
 from ..retention import Retention
 from ..store import Store
+from ..throttle import RateLimiter
 from ..worker import WorkerPool
 from .gateway import Gateway
 from .guard import ConnectionGuard
+from .identity import Identity
 
 SETTINGS = web.AppKey("settings", Settings)
 SECRET = web.AppKey("secret", str)
@@ -31,4 +35,8 @@ GATEWAY = web.AppKey("gateway", Gateway)
 PLUGINS = web.AppKey("plugins", Plugins)
 SERVER = web.AppKey("server", Server)  # what plugins see of the running server
 GUARD = web.AppKey("guard", ConnectionGuard)
+IDENTITY = web.AppKey("identity", Identity)
+QUOTA = web.AppKey("quota", JobQuota)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 USER = web.RequestKey("user", str)  # set by the auth middleware
+PRINCIPAL = web.RequestKey("principal", Principal)  # set with USER

@@ -98,7 +98,8 @@ SCHEMAS: dict[str, Schema] = {
         "payload": {**OBJECT, "description": "input for the job type"},
         "idempotencyKey": {**STRING, "minLength": 1, "maxLength": 200,
                            "description": "a second request with the same key gets the same job"},
-        "maxAttempts": {**INT, "minimum": 1, "maximum": 100},
+        "maxAttempts": {**INT, "minimum": 1, "maximum": 100,
+                        "description": "at most max_attempts_limit (10 unless set)"},
         "delaySeconds": {**NUMBER, "minimum": 0, "maximum": 86400},
     }, closed=False),
     "NewJobs": obj(["jobs"], {
@@ -116,6 +117,19 @@ SCHEMAS: dict[str, Schema] = {
         "offset": INT,
         "nextOffset": nullable(INT),
     }),
+    "SignInMethods": obj(["methods", "openSignin"], {
+        "methods": {"type": "array", "items": {"enum": ["open", "password", "token", "jwks"]}},
+        "openSignin": {"type": "boolean",
+                       "description": "anyone can sign in under any name (say so to people)"},
+        "userIdRule": STRING,
+    }),
+    "Session": obj(["userId", "token", "refreshToken", "expiresAt", "method"], {
+        "userId": STRING,
+        "token": {**STRING, "description": "the access token (Authorization: Bearer)"},
+        "refreshToken": {**STRING, "description": "for POST /api/session/refresh"},
+        "expiresAt": {**INT, "description": "when the access token expires (epoch seconds)"},
+        "method": {"enum": ["open", "password", "token", "jwks"]},
+    }),
     "Meta": obj(["stages", "stageNames", "statuses", "eventTypes", "jobTypes", "epoch", "seq"], {
         "stages": {"type": "array", "items": obj(["id", "name"], {
             "id": STAGE, "name": STRING})},
@@ -132,6 +146,7 @@ SCHEMAS: dict[str, Schema] = {
                       "acceptsUpload": {"type": "boolean"}})},
         "epoch": {**STRING, "description": "changes only when the store is created anew"},
         "seq": {**INT, "description": "the newest event's seq"},
+        "signin": ref("SignInMethods"),
     }, closed=False),
     "Event": obj(
         ["seq", "type", *(n for n in EVENT_WIRE if n not in ("result", "error")), "timestamp"],
@@ -168,18 +183,29 @@ PUBLIC: Final[list[Any]] = []
 PATHS: dict[str, Schema] = {
     "/api/session": {
         "post": {
-            "summary": "Sign in by name (open sign-in) and get a token",
+            "summary": "Sign in: by name (open sign-in), name and password, or a token",
+            "description": "GET /api/session/methods says which are on. Each starts a session: "
+            "a short access token (also an HttpOnly cookie) and a refresh token (also a cookie "
+            "sent only to /api/session). Password sign-in is throttled per account and per "
+            "address (429 SIGNIN_THROTTLED with Retry-After).",
             "operationId": "signIn",
             "security": PUBLIC,
             "requestBody": {"required": True, "content": {"application/json": {
-                "schema": obj(["userId"], {"userId": {**STRING, "pattern":
-                    "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"}}, closed=False)}}},
+                "schema": obj([], {
+                    "userId": {**STRING, "description": "normalised (NFKC, case-folded) to "
+                               "1-64 of a-z, 0-9, '.', '_', '@', '-'"},
+                    "password": {**STRING, "minLength": 8, "maxLength": 1024},
+                    "token": {**STRING, "description": "an HS256 token of the shared secret "
+                              "or an RS256/ES256 token of the JWKS provider"},
+                }, closed=False)}}},
             "responses": {
-                "200": json_body(obj(["userId", "token"], {"userId": STRING, "token": STRING}),
-                                 "signed in; the token is also set as an HttpOnly cookie"),
-                "400": error("INVALID_JSON or INVALID_PAYLOAD (a bad userId)"),
-                "403": error("SIGNIN_DISABLED: open sign-in is turned off; ORIGIN_NOT_ALLOWED: "
-                             "sent by another origin's page"),
+                "200": json_body(ref("Session"),
+                                 "signed in; the tokens are also set as HttpOnly cookies"),
+                "400": error("INVALID_JSON or INVALID_PAYLOAD (a bad userId or password)"),
+                "401": error("BAD_CREDENTIALS, INVALID_TOKEN, TOKEN_EXPIRED or TOKEN_REVOKED"),
+                "403": error("SIGNIN_DISABLED: that way of signing in is turned off; "
+                             "ORIGIN_NOT_ALLOWED: sent by another origin's page"),
+                "429": error("SIGNIN_THROTTLED or RATE_LIMITED (see Retry-After)"),
             },
         },
         "get": {
@@ -187,15 +213,48 @@ PATHS: dict[str, Schema] = {
             "operationId": "whoAmI",
             "responses": {
                 "200": json_body(obj(["userId"], {"userId": STRING}), "the signed-in user"),
-                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+                "401": error("UNAUTHORIZED, INVALID_TOKEN, TOKEN_EXPIRED or TOKEN_REVOKED"),
             },
         },
         "delete": {
-            "summary": "Sign out (clears the cookie; tokens stay valid until they expire)",
+            "summary": "Sign out: revoke the session (or the token's jti) on the server, close "
+            "its WebSockets and long-polls, clear the cookies",
             "operationId": "signOut",
+            "security": PUBLIC,
             "responses": {
-                "200": json_body(obj(["signedOut"], {"signedOut": {"const": True}}), "done"),
-                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+                "200": json_body(obj(["signedOut"], {
+                    "signedOut": {"const": True},
+                    "revoked": {"type": "boolean",
+                                "description": "a session or token id was revoked"},
+                    "closed": {**INT, "description": "live connections that were ended"},
+                }), "done (also with no valid token: the cookies are cleared)"),
+            },
+        },
+    },
+    "/api/session/refresh": {
+        "post": {
+            "summary": "A new access token for the session a refresh token names",
+            "operationId": "refreshSession",
+            "security": PUBLIC,
+            "requestBody": {"required": False, "content": {"application/json": {
+                "schema": obj([], {"refreshToken": {
+                    **STRING, "description": "else the refresh cookie is used"}})}}},
+            "responses": {
+                "200": json_body(obj(["userId", "token", "expiresAt"], {
+                    "userId": STRING, "token": STRING, "expiresAt": INT,
+                }), "the new access token (also set as the cookie)"),
+                "400": error("INVALID_JSON or INVALID_PAYLOAD"),
+                "401": error("UNAUTHORIZED, INVALID_TOKEN, TOKEN_EXPIRED or TOKEN_REVOKED"),
+            },
+        },
+    },
+    "/api/session/methods": {
+        "get": {
+            "summary": "The sign-in methods this server has on (asked before signing in)",
+            "operationId": "signInMethods",
+            "security": PUBLIC,
+            "responses": {
+                "200": json_body(ref("SignInMethods"), "what the sign-in form offers"),
             },
         },
     },
@@ -404,6 +463,28 @@ long-polling; settings are listed in docs/settings.md.
 """
 
 
+# Every /api route may answer 429: requests per second per user (docs/security.md).
+RATE_LIMITED: Final = error("RATE_LIMITED: too many requests per second (see Retry-After)")
+QUOTA_CODES: Final = {
+    ("post", "/api/jobs"): "QUOTA_JOBS (too many queued or running jobs), QUOTA_BYTES "
+    "(uploads kept) or RATE_LIMITED (see Retry-After)",
+    ("post", "/api/jobs/{jobId}/retry"): "QUOTA_JOBS or RATE_LIMITED (see Retry-After)",
+}
+
+
+def _with_limits(paths: dict[str, Schema]) -> dict[str, Schema]:
+    out: dict[str, Schema] = {}
+    for path, item in paths.items():
+        out[path] = {}
+        for method, operation in item.items():
+            responses = dict(operation.get("responses", {}))
+            if path.startswith("/api/") and "429" not in responses:
+                quota = QUOTA_CODES.get((method, path))
+                responses["429"] = error(quota) if quota else RATE_LIMITED
+            out[path][method] = {**operation, "responses": responses}
+    return out
+
+
 def document(
     extra_paths: dict[str, Schema] | None = None, extra_schemas: dict[str, Schema] | None = None
 ) -> Schema:
@@ -413,7 +494,7 @@ def document(
         "info": {"title": "jobserver", "version": __version__, "description": DESCRIPTION},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"cookie": []}],
-        "paths": {**PATHS, **(extra_paths or {})},
+        "paths": _with_limits({**PATHS, **(extra_paths or {})}),
         "components": {
             "schemas": {**SCHEMAS, **(extra_schemas or {})},
             "securitySchemes": {

@@ -14,7 +14,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from .. import joblog
-from ..auth import verify_token
+from ..auth import Authenticator, Principal
 from ..errors import (
     BadRequest,
     Forbidden,
@@ -36,7 +36,7 @@ from .gateway import (
     parse_target,
 )
 from .http import COOKIE
-from .keys import GATEWAY, METRICS, SECRET, SETTINGS
+from .keys import GATEWAY, IDENTITY, METRICS, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +66,14 @@ def _header_token(request: web.Request, *, cookie: bool) -> str | None:
     return morsel.value if morsel is not None else None
 
 
-def _user_from_headers(request: web.Request, *, cookie: bool) -> str | None:
-    """The user a bearer header names, or the cookie when ``cookie`` (the page's Origin may
-    use it)."""
+async def _user_from_headers(request: web.Request, *, cookie: bool) -> Principal | None:
+    """Who a bearer header names, or the cookie when ``cookie`` (the page's Origin may use
+    it)."""
     token = _header_token(request, cookie=cookie)
     if not token:
         return None
     try:
-        return verify_token(request.app[SECRET], token)
+        return await request.app[IDENTITY].auth.verify(token)
     except Unauthorized:
         return None  # a stale cookie: the client may still authenticate by message
 
@@ -90,7 +90,9 @@ def _parse(data: str | bytes) -> dict[str, Any]:
     return message
 
 
-async def _authenticate(ws: web.WebSocketResponse, secret: str, timeout: float) -> str:
+async def _authenticate(
+    ws: web.WebSocketResponse, auth: Authenticator, timeout: float
+) -> Principal:
     """The user named by the first message, ``{"type": "auth", "token"}``; Unauthorized else."""
     try:
         async with asyncio.timeout(timeout):
@@ -108,7 +110,7 @@ async def _authenticate(ws: web.WebSocketResponse, secret: str, timeout: float) 
     token = message.get("token")
     if message["type"] != "auth" or not isinstance(token, str):
         raise Unauthorized('the first message must be {"type": "auth", "token": ...}')
-    return verify_token(secret, token)
+    return await auth.verify(token)
 
 
 def _error(exc: JobServerError, target: Target | None = None) -> dict[str, Any]:
@@ -116,7 +118,7 @@ def _error(exc: JobServerError, target: Target | None = None) -> dict[str, Any]:
     return {"type": "error", "code": exc.code, "message": exc.message, **extra}
 
 
-async def _handle(conn: Connection, data: str | bytes, secret: str) -> None:
+async def _handle(conn: Connection, data: str | bytes, auth: Authenticator) -> None:
     """Act on one client message; a JobServerError becomes an ``error`` reply."""
     message = _parse(data)
     kind = message["type"]
@@ -139,7 +141,7 @@ async def _handle(conn: Connection, data: str | bytes, secret: str) -> None:
         conn.unsubscribe(target)
     elif kind == "auth":
         token = message.get("token")
-        user_id = verify_token(secret, token if isinstance(token, str) else "")
+        user_id = (await auth.verify(token if isinstance(token, str) else "")).user_id
         if user_id != conn.user_id:
             raise Forbidden("this connection is signed in as another user", code="AUTH_MISMATCH")
         conn.send({"type": "authenticated", "userId": user_id})
@@ -157,7 +159,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     cookie = origin_allowed(request, settings.allowed_origins, credentials=True)
     if gateway.closing:
         raise ServiceUnavailable("the server is shutting down")
-    user_id = _user_from_headers(request, cookie=cookie)
+    identity = app[IDENTITY]
+    principal = await _user_from_headers(request, cookie=cookie)
     ws = web.WebSocketResponse(
         timeout=CLOSE_TIMEOUT,
         autoping=False,  # pings are answered below, pongs mark the peer alive (gateway.py)
@@ -175,26 +178,34 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     gateway.add(conn)
     metrics = app[METRICS]
     metrics.ws_opened()
+
+    def ender() -> None:  # signed out: this socket's token is no longer valid
+        gateway.spawn(conn.close(CLOSE_POLICY, "signed out"))
+
     # One coroutine for the socket's whole life (no helper frames): it is what an idle
     # connection costs, and there may be tens of thousands.
     try:
-        if user_id is None:
+        if principal is None:
             try:
-                user_id = await _authenticate(ws, app[SECRET], settings.ws_auth_timeout_seconds)
+                principal = await _authenticate(
+                    ws, identity.auth, settings.ws_auth_timeout_seconds
+                )
             except Unauthorized as exc:
                 await conn.close(CLOSE_POLICY, exc.message)
                 return ws
+        user_id = principal.user_id
         if not gateway.admit(conn, user_id):
             limit = settings.ws_max_connections_per_user
             await conn.close(CLOSE_TRY_LATER, f"at most {limit} connections per user")
             return ws
+        identity.track(principal.token_id, ender)
         conn.send({"type": "authenticated", "userId": user_id})
         while True:
             msg = await ws.receive()
             conn.heard = True
             if msg.type in DATA:
                 try:
-                    await _handle(conn, msg.data, app[SECRET])
+                    await _handle(conn, msg.data, identity.auth)
                 except JobServerError as exc:
                     conn.send(_error(exc))
             elif msg.type is WSMsgType.PING:
@@ -205,6 +216,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         log.exception("WebSocket handler failed")
         await conn.close(CLOSE_INTERNAL, "server error")
     finally:
+        if principal is not None:
+            identity.untrack(principal.token_id, ender)
         conn.detach()
         gateway.release(conn)
         # The code this server sent says why (4000: overflow), whatever the peer answered.

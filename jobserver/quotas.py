@@ -1,0 +1,87 @@
+"""Per-user quotas at the enqueue entry point: unfinished jobs, and upload bytes kept.
+
+The count of each user's queued and active jobs is kept in memory from the bus (a job is
+counted from its ``job.queued`` event to its completion, failure or cancellation), loaded from
+the store at start. An enqueue in flight holds a reservation, so concurrent requests cannot
+overshoot the limit between the check and the event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .errors import TooManyRequests
+from .models import Event, EventType
+from .store import Store
+
+FINISHED = frozenset({EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED})
+JOBS_RETRY_AFTER = 5.0  # seconds a client is told to wait when it has too many jobs
+BYTES_RETRY_AFTER = 3600.0  # kept bytes are freed by pruning, not soon
+
+
+class JobQuota:
+    """At most ``max_jobs`` queued or running jobs per user.
+
+    Args:
+        max_jobs: the limit per user.
+    """
+
+    def __init__(self, max_jobs: int) -> None:
+        self.max_jobs = max_jobs
+        self._open: dict[str, int] = {}
+        self._pending: dict[str, int] = {}
+
+    async def load(self, store: Store) -> None:
+        """Start from the store's counts; call before anything is published."""
+        self._open = await store.open_jobs_by_user()
+
+    def on_event(self, event: Event) -> None:
+        """A bus tap."""
+        if event.type is EventType.QUEUED:
+            self._open[event.user_id] = self._open.get(event.user_id, 0) + 1
+        elif event.type in FINISHED:
+            left = self._open.get(event.user_id, 0) - 1
+            if left > 0:
+                self._open[event.user_id] = left
+            else:
+                self._open.pop(event.user_id, None)
+
+    def open_jobs(self, user_id: str) -> int:
+        return self._open.get(user_id, 0)
+
+    @contextmanager
+    def reserve(self, user_id: str) -> Iterator[None]:
+        """Hold a place for one more job of ``user_id`` while it is enqueued; 429 when full.
+
+        The job's ``job.queued`` event is published before the enqueue returns, so it is
+        counted by the time the reservation ends.
+        """
+        pending = self._pending.get(user_id, 0)
+        if self.open_jobs(user_id) + pending >= self.max_jobs:
+            raise TooManyRequests(
+                f"you have {self.max_jobs} jobs queued or running, the most allowed: "
+                "wait for some to finish",
+                code="QUOTA_JOBS", retry_after=JOBS_RETRY_AFTER,
+            )  # fmt: skip
+        self._pending[user_id] = pending + 1
+        try:
+            yield
+        finally:
+            left = self._pending[user_id] - 1
+            if left:
+                self._pending[user_id] = left
+            else:
+                del self._pending[user_id]
+
+
+async def check_bytes(store: Store, user_id: str, incoming: int, limit: int) -> None:
+    """Refuse (429 QUOTA_BYTES) an upload of up to ``incoming`` bytes that would take
+    ``user_id``'s kept uploads past ``limit``, before it is read."""
+    used = await store.payload_total(user_id, "size")
+    if used + incoming > limit:
+        raise TooManyRequests(
+            f"your jobs keep {used} bytes of uploads; this upload would pass the "
+            f"{limit} allowed (old jobs are pruned after the retention period)",
+            code="QUOTA_BYTES", retry_after=BYTES_RETRY_AFTER,
+        )  # fmt: skip
