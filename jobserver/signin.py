@@ -59,10 +59,7 @@ def is_loopback(host: str) -> bool:
 
 def local_only(settings: Settings) -> bool:
     """Only this machine can reach the server directly, and no proxy relays others to it."""
-    # allowed_hosts is the Host-check setting of issue 13's cross-site defences; read softly
-    # so that this rule holds before and after it exists.
-    allowed_hosts = getattr(settings, "allowed_hosts", ())
-    return is_loopback(settings.host) and not allowed_hosts and not settings.behind_proxy
+    return is_loopback(settings.host) and not settings.allowed_hosts and not settings.behind_proxy
 
 
 def decide(settings: Settings, has_accounts: bool) -> Methods:

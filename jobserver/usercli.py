@@ -14,7 +14,7 @@ from .authdb import AuthDb
 from .config import Settings
 from .errors import InvalidPayload
 from .passwords import hash_password
-from .userdata import ServerRunning, has_data, move, owned, stored_ids, unreachable
+from .userdata import ServerRunning, has_data, move, owned, unreachable_in
 from .userids import check_user_id
 
 
@@ -128,17 +128,9 @@ def _list(settings: Settings, db: AuthDb, out: TextIO) -> None:
         changed = time.strftime("%Y-%m-%d %H:%M", time.localtime(account.changed_at))
         sessions = len(db.sessions_of(account.user_id))
         print(f"{account.user_id}\tpassword set {changed}\t{sessions} open session(s)", file=out)
-    if settings.db_path.exists():
-        import sqlite3
-
-        conn = sqlite3.connect(f"file:{settings.db_path}?mode=ro", uri=True)
-        try:
-            found = unreachable(stored_ids(conn))
-        finally:
-            conn.close()
-        for normal, ids in found.items():
-            target = normal or "(not allowed: rename)"
-            print(f"stored users to merge into {target}: {', '.join(ids)}", file=out)
+    for normal, ids in unreachable_in(settings.db_path).items():
+        target = normal or "(not allowed: rename)"
+        print(f"stored users to merge into {target}: {', '.join(ids)}", file=out)
 
 
 def _move(op: str, old: str, new: str, settings: Settings, db: AuthDb, out: TextIO) -> None:

@@ -62,15 +62,20 @@ def unreachable(ids: set[str]) -> dict[str, list[str]]:
     return dict(found)
 
 
-def report(db_path: Path) -> dict[str, list[str]]:
-    """Log the stored ids that normalisation left unreachable; read-only, nothing changes."""
+def unreachable_in(db_path: Path) -> dict[str, list[str]]:
+    """``unreachable`` for the job store at ``db_path``, read-only ({} when there is none)."""
     if not db_path.exists():
         return {}
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        found = unreachable(stored_ids(conn))
+        return unreachable(stored_ids(conn))
     finally:
         conn.close()
+
+
+def report(db_path: Path) -> dict[str, list[str]]:
+    """Log the stored ids that normalisation left unreachable; nothing changes."""
+    found = unreachable_in(db_path)
     for normal, ids in found.items():
         if normal:
             log.warning(
