@@ -201,8 +201,8 @@ class Settings:
     max_jobs_per_user: int = 10_000
     max_parsers_per_user: int = 0
     max_stored_bytes_per_user: int = 10 * 1024**3
-    requests_per_second_per_user: float = 2500.0
-    request_burst_per_user: int = 5000
+    requests_per_second_per_user: float = 5000.0
+    request_burst_per_user: int = 10_000
     max_attempts_limit: int = 10
     llm_url: str = ""
     llm_model: str = "default"

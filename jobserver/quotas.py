@@ -51,24 +51,25 @@ class JobQuota:
         return self._open.get(user_id, 0)
 
     @contextmanager
-    def reserve(self, user_id: str) -> Iterator[None]:
-        """Hold a place for one more job of ``user_id`` while it is enqueued; 429 when full.
+    def reserve(self, user_id: str, count: int = 1) -> Iterator[None]:
+        """Hold places for ``count`` more jobs of ``user_id`` while they are enqueued (a batch
+        takes all or none); 429 when they do not fit.
 
-        The job's ``job.queued`` event is published before the enqueue returns, so it is
+        A job's ``job.queued`` event is published before its enqueue returns, so it is
         counted by the time the reservation ends.
         """
         pending = self._pending.get(user_id, 0)
-        if self.open_jobs(user_id) + pending >= self.max_jobs:
+        if self.open_jobs(user_id) + pending + count > self.max_jobs:
             raise TooManyRequests(
                 f"you have {self.max_jobs} jobs queued or running, the most allowed: "
                 "wait for some to finish",
                 code="QUOTA_JOBS", retry_after=JOBS_RETRY_AFTER,
             )  # fmt: skip
-        self._pending[user_id] = pending + 1
+        self._pending[user_id] = pending + count
         try:
             yield
         finally:
-            left = self._pending[user_id] - 1
+            left = self._pending[user_id] - count
             if left:
                 self._pending[user_id] = left
             else:
