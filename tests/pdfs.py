@@ -210,22 +210,22 @@ def slow_pdf(megabytes: int = 32) -> bytes:
     ])  # fmt: skip
 
 
-def slow_pages_pdf(pages: int = 4, megabytes: int = 4) -> bytes:
-    """Like ``slow_pdf`` with ``pages`` such pages: every parser sharing it stays busy."""
+def slow_pages_pdf(pages: int = 40, megabytes: int = 16) -> bytes:
+    """Like ``slow_pdf`` with ``pages`` pages drawing one shared stream of ``megabytes`` MB:
+    seconds a page (about 2 s for 16 MB here), so every parser sharing it stays busy."""
     ops = b"BT /F1 12 Tf 10 10 Td (a) Tj ET\n" * (megabytes * 1024 * 1024 // 32)
     packed = zlib.compress(ops, 9)
-    kids = b" ".join(b"%d 0 R" % (4 + i) for i in range(pages))
+    kids = b" ".join(b"%d 0 R" % (5 + i) for i in range(pages))
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, pages),
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed
+        + b"\nendstream",
     ]
-    for i in range(pages):
-        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
-                       b"/Resources << /Font << /F1 3 0 R >> >> >>" % (4 + pages + i))
     for _ in range(pages):
-        objects.append(b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed
-                       + b"\nendstream")
+        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+                       b"/Resources << /Font << /F1 3 0 R >> >> >>")
     return _assemble(objects)
 
 
