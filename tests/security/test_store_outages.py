@@ -47,8 +47,9 @@ class Client:
 def server(tmp_path: Path) -> Iterator[LiveServer]:
     # A short lease: a claim whose answer died with a writer is requeued soon after.
     live = LiveServer(
-        tmp_path / "data", "--demo-jobs", "--concurrency", "4", "--lease-seconds", "3"
-    )
+        tmp_path / "data", "--demo-jobs", "--concurrency", "4", "--lease-seconds", "3",
+        "--max-attempts-limit", "50",  # every claim a killed writer loses costs an attempt
+    )  # fmt: skip
     yield live.start()
     live.kill()
 
