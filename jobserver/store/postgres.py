@@ -468,6 +468,21 @@ class PostgresStore:
         )
         return {str(r[0]) for r in rows}
 
+    async def open_jobs_by_user(self) -> dict[str, int]:
+        rows = await self._read(
+            "SELECT user_id, COUNT(*) FROM jobs WHERE status IN ('queued', 'active') "
+            "GROUP BY user_id"
+        )
+        return {str(user): int(n) for user, n in rows}
+
+    async def payload_total(self, user_id: str, key: str) -> int:
+        rows = await self._read(
+            "SELECT COALESCE(SUM((payload::jsonb ->> $1)::numeric), 0) FROM jobs "
+            "WHERE user_id = $2 AND jsonb_typeof(payload::jsonb -> $1) = 'number'",
+            key, user_id,
+        )  # fmt: skip
+        return int(rows[0][0])
+
 
 def node_id(settings: Settings) -> str:
     """The configured node id, else the one kept in the data dir (made on first start)."""

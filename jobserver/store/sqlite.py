@@ -301,18 +301,10 @@ class SqliteStore:
         return await self._reads.payload_values(key)
 
     async def open_jobs_by_user(self) -> dict[str, int]:
-        rows = await self._read(
-            "SELECT user_id, COUNT(*) FROM jobs WHERE status IN ('queued', 'active') "
-            "GROUP BY user_id"
-        )
-        return {str(user): int(n) for user, n in rows}
+        return await self._reads.open_jobs_by_user()
 
     async def payload_total(self, user_id: str, key: str) -> int:
-        rows = await self._read(
-            "SELECT COALESCE(SUM(json_extract(payload, ?)), 0) FROM jobs WHERE user_id=?",
-            (f"$.{key}", user_id),
-        )
-        return int(rows[0][0])
+        return await self._reads.payload_total(user_id, key)
 
     # -- operations: health, retention, the WAL ---------------------------------------------
 

@@ -124,3 +124,17 @@ class SqliteReads:
             (path, path),
         )
         return {str(r[0]) for r in rows}
+
+    async def open_jobs_by_user(self) -> dict[str, int]:
+        rows = await self.read(
+            "SELECT user_id, COUNT(*) FROM jobs WHERE status IN ('queued', 'active') "
+            "GROUP BY user_id"
+        )
+        return {str(user): int(n) for user, n in rows}
+
+    async def payload_total(self, user_id: str, key: str) -> int:
+        rows = await self.read(
+            "SELECT COALESCE(SUM(json_extract(payload, ?)), 0) FROM jobs WHERE user_id=?",
+            (f"$.{key}", user_id),
+        )
+        return int(rows[0][0])
