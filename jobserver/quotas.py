@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .config import Settings
 from .errors import TooManyRequests
 from .models import Event, EventType
 from .store import Store
@@ -76,9 +77,15 @@ class JobQuota:
                 del self._pending[user_id]
 
 
-async def check_bytes(store: Store, user_id: str, incoming: int, limit: int) -> None:
-    """Refuse (429 QUOTA_BYTES) an upload of up to ``incoming`` bytes that would take
-    ``user_id``'s kept uploads past ``limit``, before it is read."""
+async def check_bytes(
+    store: Store, settings: Settings, user_id: str, content_length: int | None
+) -> None:
+    """Refuse (429 QUOTA_BYTES) a file upload that would take ``user_id``'s kept uploads
+    past ``max_stored_bytes_per_user``, before it is read. Its size is bounded by its
+    ``Content-Length`` and the upload limit; the bytes kept are the ``size`` of the files
+    the user's kept jobs name."""
+    incoming = min(content_length or 0, settings.max_upload_bytes)
+    limit = settings.max_stored_bytes_per_user
     used = await store.payload_total(user_id, "size")
     if used + incoming > limit:
         raise TooManyRequests(

@@ -112,10 +112,8 @@ def batch_of(request: web.Request, items: Any) -> list[NewJob]:
 @routes.post("/api/jobs")
 async def create_job(request: web.Request) -> web.Response:
     if request.content_type == "multipart/form-data":
-        settings = request.app[SETTINGS]
-        incoming = min(request.content_length or 0, settings.max_upload_bytes)
-        await check_bytes(request.app[STORE], user_of(request), incoming,
-                          settings.max_stored_bytes_per_user)  # fmt: skip
+        await check_bytes(request.app[STORE], request.app[SETTINGS], user_of(request),
+                          request.content_length)  # fmt: skip
         news = await multipart_jobs(request)
         return await (submit(request, news[0]) if len(news) == 1 else submit_many(request, news))
     body = await json_body(request)
