@@ -28,11 +28,12 @@ _COMBINING = {"\u00b4": "\u0301", "\u02c6": "\u0302", "\u00a8": "\u0308", "\u02d
 _GRAVE = re.compile("`([aeiouAEIOU])")
 
 
-def expand_ligatures(text: str) -> str:
-    """Ligatures as their letters, and accents set apart from their letters put back on them."""
+def expand_ligatures(text: str, *, accents: bool = True) -> str:
+    """Ligatures as their letters, and (``accents``) accents set apart from their letters put
+    back on them."""
     if _LIGATURE_CHAR.search(text):
         text = _LIGATURE_CHAR.sub(lambda m: _LIGATURE_CHARS[m.group()], text)
-    if _SPACING_ACCENT.search(text):
+    if accents and _SPACING_ACCENT.search(text):
         fixed = _SPACING_ACCENT.sub(lambda m: m.group(2) + _COMBINING[m.group(1)], text)
         if fixed.count("\u0301") >= 3:  # a document set this way uses ` for grave accents too
             fixed = _GRAVE.sub(lambda m: m.group(1) + "\u0300", fixed)
@@ -93,7 +94,7 @@ def _running_key(line: str) -> str:
 def plain_text(doc: Document) -> str:
     """The document's text on one line, lower case, ligatures and broken words joined: what
     a key phrase must be found in, as written."""
-    text = expand_ligatures("\n".join(doc.pages))
+    text = expand_ligatures("\n".join(doc.pages), accents=False)  # as written
     text = _BROKEN.sub("", text)
     return " ".join(text.replace(HYPHEN_MARK, "-").split()).lower()
 

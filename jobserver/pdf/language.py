@@ -10,7 +10,7 @@ import yake_rust
 # Languages told apart; YAKE and simplemma's sentence rules know each of them.
 LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "pt")
 DEFAULT = "en"
-SAMPLE_CHARS = 20_000
+SAMPLE_CHARS = 8_000
 _WORD = re.compile(r"[^\W\d_]+")
 
 

@@ -32,7 +32,7 @@ MAX_SINGLE_KEYWORDS = 4
 MAX_HEADINGS = 60
 MAX_TITLE_CHARS = 160
 # YAKE's time grows with its input: it reads at most this much, sampled over the document.
-KEYWORD_INPUT_CHARS = 12_000
+KEYWORD_INPUT_CHARS = 10_000
 KEY_PHRASES = 40
 # Sentences considered for the summary and key points, best first by key-phrase score.
 MAX_CANDIDATES = 400
@@ -285,21 +285,26 @@ def _pick(analysis: _Analysis, phrases: list[str]) -> tuple[list[_Sentence], lis
     per_section: Counter[int] = Counter()
     # Maximal marginal relevance, spread over the sections: each round gives each section at
     # most one more point, best first, none that repeats the summary or a point chosen.
+    # A sentence like one already chosen stays so: it is dropped from later rounds.
+    left = [s for s in ranked if not any(_similar(s, t) for t in summary)]
     for round_ in range(1, MAX_KEY_POINTS + 1):
-        for sentence in ranked:
+        kept: list[_Sentence] = []
+        for sentence in left:
             if len(points) == MAX_KEY_POINTS:
                 break
-            if per_section[sentence.section] >= round_ or per_page[sentence.page] >= (
-                KEY_POINTS_PER_PAGE
-            ):
+            if per_page[sentence.page] >= KEY_POINTS_PER_PAGE:
+                continue  # that page has its share for good
+            if per_section[sentence.section] >= round_:
+                kept.append(sentence)
                 continue
-            if any(_similar(sentence, s) for s in (*summary, *points)):
+            if any(_similar(sentence, s) for s in points):
                 continue
             points.append(sentence)
             per_page[sentence.page] += 1
             per_section[sentence.section] += 1
-        if len(points) == MAX_KEY_POINTS:
+        if len(points) == MAX_KEY_POINTS or not kept:
             break
+        left = kept
     return sorted(summary, key=lambda s: s.order), sorted(points, key=lambda s: s.order)
 
 
