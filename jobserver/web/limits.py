@@ -93,9 +93,10 @@ def limits_middleware(settings: Settings, guard: ConnectionGuard) -> Middleware:
             guard.busy(guarded)
         watch = None
         try:
-            if request.body_exists and not request.content.is_eof():
+            if request.body_exists:
                 _check_length(request, settings)
-                watch = _BodyWatch(request, guard, settings.body_timeout_seconds)
+                if not request.content.is_eof():
+                    watch = _BodyWatch(request, guard, settings.body_timeout_seconds)
             return await handler(request)
         except JobServerError as exc:
             if (reason := CODES.get(exc.code)) is not None:

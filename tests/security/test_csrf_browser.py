@@ -74,6 +74,19 @@ def jobs_of(server: LiveServer, user: str) -> list[Any]:
     return jobs
 
 
+def submit_form_from(
+    context: BrowserContext, evil_site: EvilSite, server: LiveServer, path: str, fields: Any
+) -> Any:
+    """The attacker's page submits a form to ``path`` of the server; the JSON it got back."""
+    evil_site.pages["/form"] = form_page(server.url + path, fields)
+    attacker = context.new_page()
+    with attacker.expect_navigation(url=server.url + path):
+        attacker.goto(evil_site.url + "/form")
+    answer = json.loads(attacker.locator("body").inner_text())
+    attacker.close()
+    return answer
+
+
 def test_a_page_on_another_port_cannot_post_with_the_victims_cookie(
     context: BrowserContext, live: LiveServer, evil_site: EvilSite
 ) -> None:
@@ -84,14 +97,11 @@ def test_a_page_on_another_port_cannot_post_with_the_victims_cookie(
     assert own_page_post(page, "/api/jobs", job) == 202  # the cookie works from its own page
     assert len(jobs_of(live, victim)) == 1
 
-    evil_site.pages["/form"] = form_page(live.url + "/api/jobs", job)
+    answer = submit_form_from(context, evil_site, live, "/api/jobs", job)
+    assert answer["error"]["code"] == "ORIGIN_NOT_ALLOWED"
     evil_site.pages["/fetch"] = FETCH.format(action=live.url + "/api/jobs", body=json.dumps(
         json.dumps(job)))  # fmt: skip
     attacker = context.new_page()
-    with attacker.expect_navigation(url=live.url + "/api/jobs"):
-        attacker.goto(evil_site.url + "/form")
-    answer = json.loads(attacker.locator("body").inner_text())
-    assert answer["error"]["code"] == "ORIGIN_NOT_ALLOWED"
     attacker.goto(evil_site.url + "/fetch")
     attacker.wait_for_function("document.title === 'sent'")
     assert len(jobs_of(live, victim)) == 1  # neither the form nor the fetch made a job
@@ -104,11 +114,7 @@ def test_a_page_on_another_port_cannot_sign_the_browser_in_as_someone_else(
     victim = f"victim-{uuid.uuid4().hex[:8]}"
     page = context.new_page()
     sign_in_on_own_page(page, live, victim)
-    evil_site.pages["/login"] = form_page(live.url + "/api/session", {"userId": "mallory"})
-    attacker = context.new_page()
-    with attacker.expect_navigation(url=live.url + "/api/session"):
-        attacker.goto(evil_site.url + "/login")
-    answer = json.loads(attacker.locator("body").inner_text())
+    answer = submit_form_from(context, evil_site, live, "/api/session", {"userId": "mallory"})
     assert answer["error"]["code"] == "ORIGIN_NOT_ALLOWED"
     assert who_am_i(page) == victim  # still the victim's own session, not mallory's
     # A browser signing in on the server's own page still can.
