@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -57,12 +58,18 @@ def run_side(root: Path, args: argparse.Namespace) -> dict[str, Any]:
            "--progress", str(args.progress), "--concurrency", str(args.concurrency)]  # fmt: skip
     env = {"PYTHONPATH": f"{root / 'bench'}:{root}", "PYTHONUNBUFFERED": "1",
            "PATH": "/usr/bin:/bin"}  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{root}: exit code {proc.returncode}:\n{proc.stderr[-3000:]}")
     result = parse_result(proc.stdout)
     if not result.get("all_durable_and_delivered"):
         raise RuntimeError(f"{root}: not every event was persisted and delivered: {result}")
+    # CPU time of the run's processes (the writer's too: its parent waits for it), which the
+    # other load on a shared machine changes much less than the wall-clock rate.
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result["cpu_ms_per_job"] = cpu * 1000 / args.jobs
     return result
 
 
@@ -97,8 +104,9 @@ def compare(args: argparse.Namespace, made: list[Path]) -> int:
     print(f"base {base_id[:12]} ({base_root})\nnew  {new_name} ({new_root})")
     print(f"{args.jobs} jobs, {args.progress} progress events each, concurrency "
           f"{args.concurrency}, {args.rounds} rounds, order alternating\n")  # fmt: skip
-    print("| round | order | base jobs/s | new jobs/s | new/base |")
-    print("|---|---|---:|---:|---:|")
+    print("| round | order | base jobs/s | new jobs/s | new/base | base CPU ms/job "
+          "| new CPU ms/job |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|")
     started = time.monotonic()
     for n in range(args.rounds):
         order = ("base", "new") if n % 2 == 0 else ("new", "base")
@@ -107,13 +115,17 @@ def compare(args: argparse.Namespace, made: list[Path]) -> int:
             got[side] = run_side(sides[side], args)
             runs[side].append(got[side])
         b, w = got["base"]["jobs_per_s"], got["new"]["jobs_per_s"]
-        print(f"| {n + 1} | {order[0]} first | {fmt(b)} | {fmt(w)} | {fmt(w / b, 2)} |",
-              flush=True)  # fmt: skip
+        cb, cw = got["base"]["cpu_ms_per_job"], got["new"]["cpu_ms_per_job"]
+        print(f"| {n + 1} | {order[0]} first | {fmt(b)} | {fmt(w)} | {fmt(w / b, 2)} | "
+              f"{fmt(cb, 2)} | {fmt(cw, 2)} |", flush=True)  # fmt: skip
     base = statistics.median(r["jobs_per_s"] for r in runs["base"])
     new = statistics.median(r["jobs_per_s"] for r in runs["new"])
     lag = {s: max(r.get("lag_p99_ms", 0.0) for r in runs[s]) for s in runs}
+    cpu = {s: statistics.median(r["cpu_ms_per_job"] for r in runs[s]) for s in runs}
     print(f"\nmedian jobs/s: base {fmt(base)}, new {fmt(new)}; new/base {fmt(new / base, 3)} "
           f"(need >= {args.need}): {'met' if new / base >= args.need else 'NOT met'}")  # fmt: skip
+    print(f"median CPU ms per job: base {fmt(cpu['base'], 2)}, new {fmt(cpu['new'], 2)}; "
+          f"base/new {fmt(cpu['base'] / cpu['new'], 3)} (above 1: the new code costs less)")
     print(f"loop lag p99, worst run: base {fmt(lag['base'], 1)} ms, new {fmt(lag['new'], 1)} ms; "
           f"{time.monotonic() - started:.0f} s in all")  # fmt: skip
     if args.json:
