@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import tracemalloc
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +34,7 @@ from jobserver.client import (
     Unauthorized,
     WaitTimeout,
 )
-from tests.liveserver import LiveServer, make_pdf
+from tests.liveserver import ROOT, SECRET, LiveServer, make_pdf
 from tests.netcut import CutProxy
 
 
@@ -479,3 +484,49 @@ async def test_label_open_session_and_sign_out(server: LiveServer) -> None:
         sync.sign_out()
         with pytest.raises(Unauthorized):
             sync.list()
+
+
+def _add_account(data_dir: Path, name: str, password: str) -> None:
+    subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "user", "add", name, "--data-dir", str(data_dir)],
+        input=password + "\n", text=True, capture_output=True, check=True, timeout=60,
+        cwd=ROOT, env={**os.environ, "JOBSERVER_SECRET": SECRET},
+    )  # fmt: skip
+
+
+async def test_password_sign_in_and_a_refreshed_token(tmp_path: Path) -> None:
+    """Accounts with passwords (issue 13): a wrong password is BAD_CREDENTIALS; the right one
+    gives a short-lived token that the client renews with its refresh token by itself."""
+    data = tmp_path / "data"
+    _add_account(data, "carol", "correct horse battery")
+    live = LiveServer(data, "--demo-jobs", "--token-ttl-seconds", "1").start()
+    try:
+        with pytest.raises(Unauthorized) as wrong:
+            await Client.sign_in(live.url, "carol", password="not her password")
+        assert wrong.value.code == "BAD_CREDENTIALS"
+        async with await Client.sign_in(live.url, "carol", password="correct horse battery") as c:
+            first = c.token
+            assert c.user_id == "carol" and first
+            job = await c.submit("demo.sleep", {"seconds": 0, "steps": 1})
+            deadline = time.monotonic() + 30
+            while _status_with(live, first, job.jobId) != 401:  # until the token has expired
+                assert time.monotonic() < deadline, "the access token never expired"
+                await asyncio.sleep(0.2)
+            assert (await c.wait(job.jobId, timeout=30)).status == "completed"
+            assert c.token != first  # renewed through POST /api/session/refresh
+            await c.sign_out()
+        with SyncClient.sign_in(live.url, "carol", password="correct horse battery") as sync:
+            assert sync.whoami() == "carol"
+    finally:
+        live.stop()
+
+
+def _status_with(live: LiveServer, token: str, job_id: str) -> int:
+    request = urllib.request.Request(
+        f"{live.url}/api/jobs/{job_id}", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
