@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -415,6 +416,13 @@ class Marks:
                 return got
             await asyncio.sleep(0.002)
         raise TimeoutError(f"no {name!r} mark in {self.path} after {timeout:.0f}s")
+
+
+def run_id() -> str:
+    """A name for this run's queues and schemas (``BENCH_RUN_ID`` when the orchestrator set
+    one for a worker and its producer): benches of other people on this machine share the
+    Redis and PostgreSQL, so nothing is flushed, each run only uses names of its own."""
+    return os.environ.get("BENCH_RUN_ID") or uuid.uuid4().hex[:12]
 
 
 def producer_args(description: str | None) -> argparse.ArgumentParser:

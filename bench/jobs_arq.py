@@ -13,9 +13,9 @@ from typing import Any
 from arq import create_pool
 from arq.connections import RedisSettings
 from arq.worker import Worker
-from harness import emit_result, job_args, throughput
+from harness import emit_result, job_args, run_id, throughput
 
-REDIS_DB = 9  # a database of its own, flushed before and after each run
+REDIS_DB = 9  # a database of its own; each run's queue has a name of its own (others bench too)
 
 
 async def noop(ctx: dict[str, Any]) -> None:
@@ -37,8 +37,8 @@ async def run(
     jobs: int, progress: int, max_jobs: int, poll_delay: float, timeout: float
 ) -> dict[str, Any]:
     settings = RedisSettings(host="127.0.0.1", port=6379, database=REDIS_DB)
-    pool = await create_pool(settings)
-    await pool.flushdb()
+    queue = f"bench:{run_id()}"
+    pool = await create_pool(settings, default_queue_name=queue)
     completed = 0
 
     async def after_job_end(ctx: dict[str, Any]) -> None:
@@ -46,6 +46,7 @@ async def run(
         completed += 1
 
     worker = Worker(
+        queue_name=queue,
         functions=[noop, progress10],
         redis_settings=settings,
         burst=True,
@@ -64,7 +65,6 @@ async def run(
         t2 = time.perf_counter()
         await worker.close()
     finally:
-        await pool.flushdb()
         await pool.aclose()
     if completed != jobs:
         raise SystemExit(f"arq: {completed} of {jobs} jobs completed")

@@ -11,10 +11,10 @@ import time
 from typing import Any
 
 import psycopg
-from harness import emit_result, job_args, throughput
+from harness import emit_result, job_args, run_id, throughput
 from procrastinate import App, PsycopgConnector
 
-SCHEMA = "bench_procrastinate"  # a schema of its own in database test, recreated each run
+SCHEMA = f"bench_procrastinate_{run_id()}"  # a schema of its own in database test, per run
 DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 
 

@@ -10,11 +10,10 @@ import asyncio
 import time
 from typing import Any
 
-from harness import emit_result, job_args, throughput
-from redis import asyncio as aioredis
+from harness import emit_result, job_args, run_id, throughput
 from saq import Queue, Worker
 
-REDIS_DB = 9  # a database of its own, flushed before and after each run
+REDIS_DB = 9  # a database of its own; each run's queue has a name of its own (others bench too)
 
 
 async def noop(ctx: dict[str, Any]) -> None:
@@ -29,9 +28,7 @@ async def progress10(ctx: dict[str, Any]) -> None:
 
 async def run(jobs: int, progress: int, concurrency: int, timeout: float) -> dict[str, Any]:
     url = f"redis://127.0.0.1:6379/{REDIS_DB}"
-    admin = aioredis.from_url(url)
-    await admin.flushdb()
-    queue = Queue.from_url(url)
+    queue = Queue.from_url(url, name=f"bench-{run_id()}")
     completed = 0
     done = asyncio.Event()
 
@@ -60,8 +57,6 @@ async def run(jobs: int, progress: int, concurrency: int, timeout: float) -> dic
         await running
     finally:
         await queue.disconnect()
-        await admin.flushdb()
-        await admin.aclose()
     return throughput(
         "saq",
         f"Redis, worker concurrency={concurrency}",

@@ -75,7 +75,49 @@ def section_user(results: dict[str, dict[str, list[dict[str, Any]]]], jobs: int,
                 None if math.isnan(r) else r >= need,
             ))  # fmt: skip
     out += ["", *(f"- {label}: {note}" for label, note in NOTES.items())]
+    out += ["", "Why the figures are what they are:", "", *WHY_USER]
     return out
+
+
+WHY_USER = [
+    "- `jobserver one`: every POST waits for its own commit, a WAL fsync in the writer process, "
+    "and for a round trip through three processes (producer, server, writer, server, "
+    "producer), each hop a process wake-up on 2 cores shared with other agents. A job's claim "
+    "and completion are commits too; the writer now holds them (at most as long as its last "
+    "commit took) for the next POST to share its commit, so about one fsync per job remains. "
+    "Huey's producer writes its SQLite file in its own process (no hop) and, with "
+    "`fsync=off`, never waits for the disk; SAQ and arq make one Redis round trip and no disk "
+    "write at all. A durable enqueue over HTTP cannot cost less than an fsync plus a round "
+    "trip.",
+    "- `jobserver inflight`: 100 POSTs at once share commits (group commit), so the fsync is "
+    "spread over many jobs; what is left is the server's CPU per request and per event (HTTP "
+    "parsing, JSON, the token, the events fanned out to the subscriber), on the same 2 cores "
+    "as the producer, the subscriber and the writer, and the worker pool's default of 8 jobs "
+    "at once.",
+    "- `jobserver batch`: 1,000 jobs per request and per commit make enqueueing nearly free "
+    "(see the enqueue/s column); the figure is then the worker pool's own rate at its "
+    "default concurrency: each job's claim, start and completion events, written, published "
+    "and sent to the subscriber.",
+    "- With 10 progress events each, every one of ours is committed (in batches) and sent to "
+    "the subscriber before the job completes; `huey default` commits each progress write with "
+    "an fsync of its own, `huey fsync=off` none, SAQ and arq write Redis with no disk.",
+    "- `aof` rows: `appendfsync everysec` fsyncs the append-only file once a second in the "
+    "background, so no acknowledgement waits for the disk (a crash may lose the last second); "
+    "it adds only the write of each command to the file.",
+    "- procrastinate: each `defer_async` is a PostgreSQL transaction with synchronous commit "
+    "(an fsync of the WAL), then a NOTIFY that wakes the worker, which takes jobs one query "
+    "at a time.",
+]
+WHY_ENQUEUE = [
+    "Why: a GET reads on a connection of its own (a thread) and never waits for a commit; a "
+    "POST waits for the writer, which, while the load's progress events arrive, is usually "
+    "committing a batch already: the POST waits for that commit, then its own (the hold "
+    "above lets it start at once when it arrives during a hold). So a POST costs a GET plus "
+    "one to two fsyncs of this disk, and the ratio is the fsync's time against the HTTP "
+    "round trip's. At a fixed rate, the POSTs that arrive while a commit runs wait together "
+    "and then share the next commit; the p99 is set by the slowest commits of a disk that "
+    "other agents' tests use too, and by how long the server's loop is busy with the load.",
+]
 
 
 def section_enqueue(runs: list[dict[str, Any]], targets: list[Target]) -> list[str]:
@@ -103,6 +145,7 @@ def section_enqueue(runs: list[dict[str, Any]], targets: list[Target]) -> list[s
             f"{fmt(r['post_p99_ms'], 1)} | {fmt(r['rate'])} | {fmt(r['paced_p50_ms'], 2)} | "
             f"{fmt(r['paced_p99_ms'], 1)} | {fmt(r['paced_max_ms'], 1)} |"
         )
+    out += ["", *WHY_ENQUEUE]
     ratios = metric(ok, "post_over_get_p50")
     p99 = metric(ok, "paced_p99_ms")
     load = metric(ok, "load_events_per_s")

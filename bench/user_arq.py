@@ -16,12 +16,15 @@ from typing import Any
 
 from arq import create_pool
 from arq.connections import RedisSettings
-from harness import Marks, emit_result, produced, producer_args
-from jobs_arq import REDIS_DB, noop, progress10
+from harness import Marks, emit_result, produced, producer_args, run_id
+from jobs_arq import noop, progress10
 
 REDIS = RedisSettings(
-    host="127.0.0.1", port=int(os.environ.get("BENCH_REDIS_PORT", "6379")), database=REDIS_DB
+    host="127.0.0.1",
+    port=int(os.environ.get("BENCH_REDIS_PORT", "6379")),
+    database=int(os.environ.get("BENCH_REDIS_DB", "10")),
 )
+QUEUE = f"bench:{run_id()}"
 _marks: list[Marks] = []
 
 
@@ -34,13 +37,14 @@ async def after_job_end(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     functions = [noop, progress10]
     redis_settings = REDIS
+    queue_name = QUEUE
     poll_delay = 0.01
     max_jobs = 50
     after_job_end = after_job_end
 
 
 async def produce(jobs: int, progress: int, mode: str, timeout: float) -> dict[str, Any]:
-    pool = await create_pool(REDIS)
+    pool = await create_pool(REDIS, default_queue_name=QUEUE)
     name = "progress10" if progress else "noop"
     marks = Marks(os.environ["BENCH_MARKS"])
     try:

@@ -4,7 +4,8 @@ The worker runs as procrastinate's docs run it, ``procrastinate --app=user_procr
 worker --concurrency 10`` (LISTEN/NOTIFY); each task counts its completion into the marks
 file as it returns (procrastinate has no after-job hook). Run as a script it is the
 producer: ``defer_async`` one at a time, or ``batch_defer_async`` 1,000 per call;
-``--reset`` recreates the schema first. Progress is imitated with a committed INSERT.
+``--reset`` makes the run's schema first, ``--drop`` drops it. Progress is imitated with a
+committed INSERT.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import time
 from typing import Any
 
 import psycopg
-from harness import Marks, emit_result, produced, producer_args
+from harness import Marks, emit_result, produced, producer_args, run_id
 from procrastinate import App, PsycopgConnector
 
-SCHEMA = "bench_procrastinate"  # a schema of its own in database test, recreated each run
+SCHEMA = f"bench_procrastinate_{run_id()}"  # a schema of its own in database test, per run
 DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 BATCH = 1000
 app = App(
@@ -50,6 +51,11 @@ async def progress10(context: Any) -> None:
             step=step,
         )
     _done()
+
+
+async def drop() -> None:
+    async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as conn:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
 
 
 async def reset() -> None:
@@ -84,8 +90,8 @@ async def produce(jobs: int, progress: int, mode: str, timeout: float) -> dict[s
 
 
 def main() -> None:
-    if sys.argv[1:] == ["--reset"]:
-        asyncio.run(reset())
+    if sys.argv[1:] in (["--reset"], ["--drop"]):
+        asyncio.run(reset() if sys.argv[1] == "--reset" else drop())
         return
     args = producer_args(__doc__).parse_args()
     emit_result(asyncio.run(produce(args.jobs, args.progress, args.mode, args.timeout)))

@@ -14,11 +14,12 @@ import os
 import time
 from typing import Any
 
-from harness import Marks, emit_result, produced, producer_args
+from harness import Marks, emit_result, produced, producer_args, run_id
 from jobs_saq import noop, progress10
 from saq import Queue
 
-URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
+URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
+QUEUE = f"bench-{run_id()}"
 _marks: list[Marks] = []
 
 
@@ -29,7 +30,7 @@ async def after_process(ctx: dict[str, Any]) -> None:
 
 
 settings = {
-    "queue": Queue.from_url(URL),
+    "queue": Queue.from_url(URL, name=QUEUE),
     "functions": [noop, progress10],
     "concurrency": int(os.environ.get("BENCH_CONCURRENCY", "50")),
     "after_process": after_process,
@@ -37,7 +38,7 @@ settings = {
 
 
 async def produce(jobs: int, progress: int, mode: str, timeout: float) -> dict[str, Any]:
-    queue = Queue.from_url(URL)
+    queue = Queue.from_url(URL, name=QUEUE)
     await queue.connect()
     name = "progress10" if progress else "noop"
     marks = Marks(os.environ["BENCH_MARKS"])

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +38,10 @@ from harness import (
 )
 
 USER = "bench"
+# The Redis database of the user's path (the in-process scripts use 9): earlier versions of
+# these scripts flushed 9 while someone else's bench might be using it.
+REDIS_DB = 10
 PEERS_BIN = PEERS_DIR / "venv" / "bin"
-REDIS_DB = "9"  # the database the Redis peers use (bench/jobs_saq.py, bench/jobs_arq.py)
 
 
 @dataclass(frozen=True)
@@ -220,8 +223,10 @@ def run_peer(system: System, mode: str, progress: int, jobs: int, aof_port: int 
         "BENCH_TOTAL": str(jobs + 1),
         "BENCH_REDIS_URL": f"redis://127.0.0.1:{port}/{REDIS_DB}",
         "BENCH_REDIS_PORT": str(port),
+        "BENCH_REDIS_DB": str(REDIS_DB),
         "BENCH_HUEY_DB": str(workdir / "huey.db"),
         "BENCH_HUEY_FSYNC": "off" if "fsync=off" in system.label else "default",
+        "BENCH_RUN_ID": uuid.uuid4().hex[:12],  # its queue or schema: others run benches too
     }
     module = system.script.removesuffix(".py")
     if module == "user_huey":
@@ -239,8 +244,6 @@ def run_peer(system: System, mode: str, progress: int, jobs: int, aof_port: int 
                "--concurrency", "10", "--delete-jobs", "never"]  # fmt: skip
     else:
         raise ValueError(f"no worker command for {module}")
-    if system.service.startswith("redis"):
-        _redis(port, "-n", REDIS_DB, "flushdb")
     worker = _spawn(cmd, env, workdir / "worker.log")
     try:
         args = ["--jobs", str(jobs), "--progress", str(progress), "--mode", mode]
@@ -254,8 +257,10 @@ def run_peer(system: System, mode: str, progress: int, jobs: int, aof_port: int 
         return _result(system.label, mode, jobs, progress, produced, done)
     finally:
         _stop(worker, signal.SIGINT if module == "user_huey" else signal.SIGTERM)
-        if system.service.startswith("redis"):
-            _redis(port, "-n", REDIS_DB, "flushdb")
+        if module == "user_procrastinate":
+            subprocess.run([str(PEERS_PYTHON), str(ROOT / "bench" / system.script), "--drop"],
+                           capture_output=True, timeout=120, cwd=ROOT,
+                           env={**child_env(), **env})  # fmt: skip
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -43,7 +43,7 @@ def test_bench_quick_runs_every_case(tmp_path: Path) -> None:
     results, skipped = data["results"], data["skipped"]
 
     for case in ("user-0", "user-10"):
-        for mode in ("one", "inflight"):
+        for mode in ("one", "inflight", "batch"):
             assert min(numbers(results, case, f"jobserver {mode}", "jobs_per_s")) > 0
             runs = results[case][f"jobserver {mode}"]
             assert all(r["completed_seen"] == r["jobs"] + 1 for r in runs)
