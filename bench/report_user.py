@@ -11,6 +11,7 @@ from userpath import OURS, PEERS
 
 NOTES = {OURS.label: OURS.note, **{p.label: p.note for p in PEERS}}
 BASELINE = frozenset(p.label for p in PEERS if p.baseline)
+DURABLE = ("huey default", "procrastinate")  # peers whose acknowledgement waits for an fsync
 MODES = {
     "one": "one job per call, awaited before the next",
     "inflight": "100 POSTs in flight at once",
@@ -64,14 +65,21 @@ def section_user(results: dict[str, dict[str, list[dict[str, Any]]]], jobs: int,
                   ("inflight", many, 2.0 if progress == "0" else 5.0, "100 in flight")]  # fmt: skip
         if progress == "0":
             wanted.append(("batch", many, 2.0, "batched, 1,000 per request"))
+        durable = _best([r for r in rows if _system(r.label) in DURABLE])
         for mode, peer, need, what in wanted:
             r = ratio(_median(ours[mode]), _median(peer))
+            also = (
+                f"; against the fastest durable peer, {durable.label} ({fmt(_median(durable))}): "
+                f"{fmt(ratio(_median(ours[mode]), _median(durable)), 2)}x"
+                if durable is not None
+                else ""
+            )
             targets.append(Target(
                 14,
                 f"user's path, {what}, {title}: at least {need:g}x the fastest peer"
                 + ("" if mode == "one" else " (any enqueue API)"),
                 f"jobserver {mode} {fmt(_median(ours[mode]))} jobs/s = {fmt(r, 2)}x "
-                f"{peer.label if peer else '?'} ({fmt(_median(peer))})",
+                f"{peer.label if peer else '?'} ({fmt(_median(peer))}){also}",
                 None if math.isnan(r) else r >= need,
             ))  # fmt: skip
     out += ["", *(f"- {label}: {note}" for label, note in NOTES.items())]
@@ -150,18 +158,26 @@ def section_enqueue(runs: list[dict[str, Any]], targets: list[Target]) -> list[s
     p99 = metric(ok, "paced_p99_ms")
     load = metric(ok, "load_events_per_s")
     rate = ok[0]["rate"] if ok else math.nan
+    asked = ok[0].get("events_per_s_asked", 1000.0) if ok else 1000.0
+    short = (
+        f" (the load reached {fmt(load['median'])} of the {fmt(asked)} events/s asked: this "
+        "machine produced no more beside the rest)"
+        if load["median"] < 0.9 * asked
+        else ""
+    )
     targets.append(Target(
         14,
         "POST /api/jobs p50 at most 2x GET /api/jobs/{id} p50, while other jobs report 1,000 "
         "progress events/s",
         f"{fmt(ratios['median'], 2)}x (median of {ratios['n']} runs, worst "
-        f"{fmt(ratios['max'], 2)}x) at {fmt(load['median'])} load events/s",
+        f"{fmt(ratios['max'], 2)}x) at {fmt(load['median'])} load events/s{short}",
         None if math.isnan(ratios["median"]) else ratios["median"] <= 2.0,
     ))  # fmt: skip
     targets.append(Target(
         14,
         f"POST /api/jobs p99 under 10 ms at {fmt(rate)} enqueues/s, under the same load",
-        f"{fmt(p99['median'], 1)} ms (median of {p99['n']} runs, worst {fmt(p99['max'], 1)} ms)",
+        f"{fmt(p99['median'], 1)} ms (median of {p99['n']} runs, worst {fmt(p99['max'], 1)} ms)"
+        + short,
         None if math.isnan(p99["median"]) else p99["median"] < 10.0,
     ))  # fmt: skip
     return out

@@ -410,6 +410,8 @@ def best(rows: list[Row], key: str, prefix: str, exclude: bool = False) -> Row |
 
 
 def section_throughput(ctx: Context, targets: list[Target]) -> list[str]:
+    if not any(case.startswith("throughput") for case in ctx.results):
+        return []  # not run (--cases)
     notes = {label: note for label, _, _, _, note in PEER_VARIANTS}
     for conc in OURS_CONCURRENCY:
         notes[f"jobserver c={conc}"] = (
@@ -496,6 +498,8 @@ def section_throughput(ctx: Context, targets: list[Target]) -> list[str]:
 
 
 def section_fanout(ctx: Context, targets: list[Target]) -> list[str]:
+    if not any(case.startswith(("fanout", "latency")) for case in ctx.results):
+        return []  # not run (--cases)
     out = ["## 4. Fan-out over WebSocket", ""]
     out.append(
         "One event stream sent flat out to every subscriber; deliveries/s = events received by "
@@ -572,6 +576,8 @@ def received(row: Row) -> str:
 
 
 def section_connections(ctx: Context, targets: list[Target]) -> list[str]:
+    if not any(case.startswith("connections") for case in ctx.results):
+        return []  # not run (--cases)
     out = ["## 5. Memory per idle WebSocket connection", ""]
     out.append(
         "Server RSS after N idle sockets minus RSS before them (after 50 warm-up sockets came "
@@ -634,6 +640,8 @@ def section_longpoll(ctx: Context, targets: list[Target]) -> list[str]:
 
 
 def section_pdf(ctx: Context, targets: list[Target]) -> list[str]:
+    if "pdf" not in ctx.results and "pdf" not in ctx.skipped:
+        return []  # not run (--cases)
     out = ["## 7. PDF pipeline", ""]
     if "pdf" in ctx.skipped:
         out.append(f"Not measured: {ctx.skipped['pdf']}.")

@@ -182,6 +182,7 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
         "get_p99_ms": percentile(gs, 99),
         "post_over_get_p50": percentile(ms, 50) / percentile(gs, 50),
         "rate": args.rate,
+        "events_per_s_asked": args.events_per_s,
         "paced": count,
         "paced_p50_ms": percentile(ps, 50),
         "paced_p99_ms": percentile(ps, 99),
