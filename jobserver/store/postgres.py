@@ -31,6 +31,7 @@ from ..config import Settings
 from ..errors import InvalidPayload, JobServerError, ServiceUnavailable
 from ..models import ErrorDict, Event, EventType, Job, JobStatus, ResultDict
 from ..tables import Tables, WriteOp, declared_in
+from .answer import answer
 from .pg_schema import LOCK_SPACE, migrate, placeholders
 from .pg_writer import Batch, Op
 from .protocol import NewJob, ProgressUpdate, Pruned
@@ -271,16 +272,7 @@ class PostgresStore:
         self._settle(pending, ok, value)
 
     def _settle(self, pending: _Pending, ok: bool, value: Any) -> None:
-        if pending.done is not None:
-            try:
-                pending.done(value, None) if ok else pending.done(None, value)
-            except Exception:
-                log.exception("a write's completion callback failed")
-        elif pending.future is not None and not pending.future.done():
-            if ok:
-                pending.future.set_result(value)
-            else:
-                pending.future.set_exception(value)
+        answer(pending.done, pending.future, ok, value)
 
     def _fail_all(self, error: JobServerError) -> None:
         for _, pending, _, _ in self._waiting:

@@ -24,6 +24,7 @@ from typing import Any
 from ..errors import DatabaseDamaged, ServiceUnavailable
 from ..models import Event
 from . import frames, sqlite_ops
+from .answer import answer
 from .sqlite_writer import BOOT, MAX_BATCH, PLUGIN_PATH
 
 log = logging.getLogger(__name__)
@@ -422,16 +423,7 @@ class WriterLink:
         if pending.settled:
             return
         pending.settled = True
-        if pending.done is not None:
-            try:
-                pending.done(value, None) if ok else pending.done(None, value)
-            except Exception:
-                log.exception("a write's completion callback failed")
-        elif pending.future is not None and not pending.future.done():
-            if ok:
-                pending.future.set_result(value)
-            else:
-                pending.future.set_exception(value)
+        answer(pending.done, pending.future, ok, value)
 
     def _fail_in_flight(self, error: ServiceUnavailable) -> None:
         lost = [p for batch in self._in_flight for p in batch]
