@@ -66,6 +66,7 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
     """First: a server without a usable sign-in method refuses to start (signin.py)."""
     identity = await open_identity(app[SETTINGS], app[SECRET])
     app[IDENTITY] = identity
+    app[SECRET] = identity.auth.secret  # on PostgreSQL, the one every node shares
     yield
     await identity.sessions.close()
 
@@ -211,7 +212,9 @@ def create_app(
         handler_args=handler_args(settings),
     )
     app[SETTINGS] = settings
-    app[SECRET] = load_secret(settings.secret, settings.data_dir)
+    # On PostgreSQL the secret is the database's unless configured (read at start-up).
+    app[SECRET] = (settings.secret if settings.database_url
+                   else load_secret(settings.secret, settings.data_dir))  # fmt: skip
     app[PLUGINS] = plugins
     app[REGISTRY] = plugins.registry
     app[METRICS] = metrics

@@ -221,10 +221,19 @@ class AuthDb:
 
 
 class SessionStore(Protocol):
-    """Where sessions live. Today ``auth.db`` in the data dir; a cluster shares one (issue 17).
+    """Where sessions live: ``auth.db`` in the data dir (``LocalSessions``), or PostgreSQL
+    shared by every node (``authpg.PgSessions``).
 
     ``is_revoked`` is asked on every request, so it must answer from memory.
     """
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def has_accounts(self) -> bool: ...
+
+    async def password_hash(self, user_id: str) -> str | None: ...
 
     async def start(self, user_id: str, method: str, expires_at: float) -> Session: ...
 

@@ -17,6 +17,7 @@ from aiohttp import web
 from . import datadir, gctune, logs, usercli
 from .app import create_app
 from .auth import issue_token, load_secret
+from .authpg import blocking_secret
 from .config import PREFIX, Settings, convert, field_docs, is_secret
 from .errors import JobServerError
 from .plugins import StartupError
@@ -143,6 +144,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings.from_env(os.environ, **overrides)
 
 
+def token_secret(settings: Settings) -> str:
+    """The configured secret, else the database's (PostgreSQL: every node's) or the data
+    dir's."""
+    if settings.database_url and not settings.secret:
+        return blocking_secret(settings.database_url, settings.database_schema)
+    return load_secret(settings.secret, settings.data_dir)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "submit":
@@ -155,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "user":
         return usercli.run(args, settings, sys.stdin, sys.stdout)
     if args.command == "token":
-        secret = load_secret(settings.secret, settings.data_dir)
+        secret = token_secret(settings)
         print(issue_token(secret, args.user, settings.token_ttl_seconds))
         return 0
     try:
@@ -163,7 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JobServerError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
-    secret = load_secret(settings.secret, settings.data_dir)
+    try:
+        secret = token_secret(settings)
+    except JobServerError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     hidden = [secret, *(str(getattr(settings, f.name)) for f in dataclasses.fields(Settings)
                         if is_secret(f.name))]  # fmt: skip
     logs.configure(settings.log_format, settings.log_level, hidden)

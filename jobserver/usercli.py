@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import TextIO
 
 from .authdb import AuthDb
+from .authpg import BlockingPgAuth
 from .config import Settings
-from .errors import InvalidPayload
+from .errors import InvalidPayload, JobServerError
 from .passwords import hash_password
 from .userdata import ServerRunning, has_data, move, owned, unreachable_in
 from .userids import check_user_id
@@ -78,7 +79,13 @@ def _hash(stdin: TextIO) -> str:
 
 def run(args: argparse.Namespace, settings: Settings, stdin: TextIO, out: TextIO) -> int:
     """Carry out ``server.py user OP``; 0 when done, 1 (with a message on stderr) if refused."""
-    db = AuthDb(settings.data_dir)
+    db: AuthDb | BlockingPgAuth
+    try:
+        db = (BlockingPgAuth(settings.database_url, settings.database_schema)
+              if settings.database_url else AuthDb(settings.data_dir))  # fmt: skip
+    except JobServerError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     try:
         _run(args, settings, db, stdin, out)
     except (Refused, ServerRunning) as exc:
@@ -89,8 +96,8 @@ def run(args: argparse.Namespace, settings: Settings, stdin: TextIO, out: TextIO
     return 0
 
 
-def _run(args: argparse.Namespace, settings: Settings, db: AuthDb, stdin: TextIO,
-         out: TextIO) -> None:  # fmt: skip
+def _run(args: argparse.Namespace, settings: Settings, db: AuthDb | BlockingPgAuth,
+         stdin: TextIO, out: TextIO) -> None:  # fmt: skip
     op = args.op
     if op == "add":
         name = _name(args.name)
@@ -120,7 +127,7 @@ def _run(args: argparse.Namespace, settings: Settings, db: AuthDb, stdin: TextIO
         _move(op, args.old, _name(args.new), settings, db, out)
 
 
-def _list(settings: Settings, db: AuthDb, out: TextIO) -> None:
+def _list(settings: Settings, db: AuthDb | BlockingPgAuth, out: TextIO) -> None:
     accounts = db.accounts()
     if not accounts:
         print("no accounts (python server.py user add NAME makes one)", file=out)
@@ -128,14 +135,19 @@ def _list(settings: Settings, db: AuthDb, out: TextIO) -> None:
         changed = time.strftime("%Y-%m-%d %H:%M", time.localtime(account.changed_at))
         sessions = len(db.sessions_of(account.user_id))
         print(f"{account.user_id}\tpassword set {changed}\t{sessions} open session(s)", file=out)
+    if settings.database_url:
+        return  # stored user ids to merge: checked on a SQLite data dir only
     for normal, ids in unreachable_in(settings.db_path).items():
         target = normal or "(not allowed: rename)"
         print(f"stored users to merge into {target}: {', '.join(ids)}", file=out)
 
 
-def _move(op: str, old: str, new: str, settings: Settings, db: AuthDb, out: TextIO) -> None:
+def _move(op: str, old: str, new: str, settings: Settings, db: AuthDb | BlockingPgAuth,
+          out: TextIO) -> None:  # fmt: skip
     if old == new:
         raise Refused(f"{old} is {new} already")
+    if settings.database_url:
+        raise Refused(f"user {op} works on a SQLite data dir only, not on PostgreSQL yet")
     if not settings.db_path.exists():
         raise Refused(f"there is no job store at {settings.db_path}")
     with owned(settings.db_path) as conn:

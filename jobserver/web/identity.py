@@ -12,11 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..auth import Authenticator
-from ..authdb import AuthDb, LocalSessions
+from ..authdb import AuthDb, LocalSessions, SessionStore
+from ..authpg import PgSessions
 from ..config import Settings
 from ..jwks import JwksKeys
 from ..passwords import Verifier
 from ..signin import Methods, decide, warn
+from ..store.postgres import node_id
 from ..throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ class Identity:
     """
 
     methods: Methods
-    sessions: LocalSessions
+    sessions: SessionStore
     auth: Authenticator
     verifier: Verifier
     per_account: FailureThrottle
@@ -71,14 +73,25 @@ class Identity:
 
 
 async def open_identity(settings: Settings, secret: str) -> Identity:
-    """Open ``auth.db`` and decide the methods; SignInNotConfigured when there is none."""
-    sessions = LocalSessions(AuthDb(settings.data_dir))
+    """Open the sign-in database (``auth.db``, or PostgreSQL's tables when the store is
+    there) and decide the methods; SignInNotConfigured when there is none.
+
+    On PostgreSQL an empty ``secret`` means the one kept in the database for every node.
+    """
+    sessions: SessionStore
+    if settings.database_url:
+        shared = PgSessions(settings.database_url, settings.database_schema, node_id(settings))
+        sessions = shared
+    else:
+        sessions = LocalSessions(AuthDb(settings.data_dir))
     try:
-        methods = decide(settings, await sessions.has_accounts())
         await sessions.open()
+        methods = decide(settings, await sessions.has_accounts())
     except BaseException:
         await sessions.close()
         raise
+    if settings.database_url:
+        secret = secret or shared.secret
     warn(settings, methods)
     jwks = JwksKeys(settings.jwks_url) if settings.jwks_url else None
     auth = Authenticator(
@@ -86,8 +99,11 @@ async def open_identity(settings: Settings, secret: str) -> Identity:
         user_claim=settings.jwt_user_claim,
     )  # fmt: skip
     window = settings.signin_failure_window_seconds
-    return Identity(
+    identity = Identity(
         methods, sessions, auth, Verifier(),
         FailureThrottle(settings.signin_failures_per_account, window),
         FailureThrottle(settings.signin_failures_per_address, window),
     )  # fmt: skip
+    if isinstance(sessions, PgSessions):  # signed out on another node: end it here too
+        sessions.revoked_elsewhere = identity.end
+    return identity
