@@ -18,7 +18,6 @@ import pytest
 
 from tests.conftest import PG_URL
 from tests.liveserver import LiveServer
-from tests.pdfs import text_pdf
 
 pytestmark = pytest.mark.timeout(120)
 
