@@ -350,6 +350,9 @@ def run_latency(pairs: int, rate: float, paced_seconds: float, events_per_s: flo
         shutil.rmtree(workdir, ignore_errors=True)
     # Progress events/s over the whole measurement, whole seconds inside it only.
     start, end = result["windows"][0][0], result["windows"][1][1]
-    inside = [n for sec, n in watched["progress_per_second"] if start < sec and sec + 1 < end]
+    per_second = watched["progress_per_second"]
+    inside = [n for sec, n in per_second if start < sec and sec + 1 < end]
+    if not inside:  # a window shorter than two seconds: the seconds it touches
+        inside = [n for sec, n in per_second if start < sec + 1 and sec < end]
     result["load_events_per_s"] = sum(inside) / len(inside) if inside else float("nan")
     return result

@@ -1,7 +1,9 @@
-"""The bench harness keeps working: `bench/run.py --quick` runs every case small.
+"""The bench harness keeps working: `bench/run.py --quick --no-peers` runs every case small.
 
-Our own cases must produce numbers; the peers (Huey, SAQ, arq, procrastinate, socketio) are
-checked only when their environment could be built and their services answer.
+Our own cases and their in-run baselines (bare aiohttp, sqlite3) must produce numbers. The peers
+(Huey, SAQ, arq, procrastinate, socketio) are left out here: building their environment and
+running them tripled this test's time (about 200 s against 60 s), and the benchmark run that
+docs/benchmarks.md records exercises them in full.
 """
 
 from __future__ import annotations
@@ -28,15 +30,16 @@ def numbers(results: dict[str, Any], case: str, label: str, key: str) -> list[fl
     return values
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(400)
 def test_bench_quick_runs_every_case(tmp_path: Path) -> None:
     out, raw = tmp_path / "benchmarks.md", tmp_path / "results.json"
+    cmd = ["bench/run.py", "--quick", "--no-peers", "--out", str(out), "--json", str(raw)]
     proc = subprocess.run(
-        [sys.executable, "bench/run.py", "--quick", "--out", str(out), "--json", str(raw)],
+        [sys.executable, *cmd],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=580,
+        timeout=380,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     data = json.loads(raw.read_text())
@@ -60,11 +63,10 @@ def test_bench_quick_runs_every_case(tmp_path: Path) -> None:
     numbers(results, "connections-200", "bare", "bytes_per_connection")
     assert all(r["woken"] == r["clients"] for r in results["longpoll"]["ours"])
     assert min(numbers(results, "sqlite", "sqlite3", "single_rows_per_s")) > 0
+    pipeline = results["pdf"]["pdf_pipeline"]
+    assert pipeline and all("ratio pipeline / pypdf" in r["markdown"] for r in pipeline)
 
-    if "peers" not in skipped and "huey default" in results["throughput-0"]:
-        assert min(numbers(results, "throughput-0", "huey default", "jobs_per_s")) > 0
-        numbers(results, "fanout-100", "socketio", "deliveries_per_s")
-        numbers(results, "user-0", "huey default one", "jobs_per_s")
+    assert skipped.get("peers") == "--no-peers"
 
     report = out.read_text()
     assert "## Targets (issues 2, 3, 4, 14)" in report
