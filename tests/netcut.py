@@ -4,6 +4,8 @@ It stands between a client and the real server, as a flaky network would: ``cut(
 every open connection (both sides see the connection reset, as when a path breaks), and
 ``block_websockets`` refuses WebSocket upgrades (any request line ``GET /ws``) while it is
 set, the way a proxy that does not pass WebSockets would, so a client must long-poll.
+``refusing`` drops every new connection at once while it is set, as an unreachable host
+would.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class CutProxy:
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.block_websockets = False
+        self.refusing = False
         self.cuts = 0
         self.refused_upgrades = 0
         self.url = ""
@@ -51,6 +54,9 @@ class CutProxy:
         return len(pairs)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError:
