@@ -40,6 +40,7 @@ def make_node(root: Path, schema: str, name: str, *args: str, url: str = URL,
               env: dict[str, str] | None = None) -> LiveServer:  # fmt: skip
     """A node (not started): its own data dir under ``root``, node id ``<schema>-<name>``."""
     node_env = {"JOBSERVER_DATABASE_URL": url, "JOBSERVER_DATABASE_SCHEMA": schema,
+                "JOBSERVER_SECRET": "",  # the database's token secret, shared by every node
                 "TEST_NODE_NAME": name, **(env or {})}  # fmt: skip
     return LiveServer(root / name, "--jobs", JOBS, "--node-id", f"{schema}-{name}", *args,
                       env=node_env)  # fmt: skip
