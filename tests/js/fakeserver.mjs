@@ -95,6 +95,7 @@ export function makeServer({ epoch = 'epoch-1', clock = new Clock() } = {}) {
       if (this.readyState !== 1) throw new Error('not open');
       const msg = JSON.parse(text);
       this.sent.push(msg);
+      if (this.stalled) return; // lost on the way
       const sub = msg.userId ? { userId: msg.userId } : { jobId: msg.jobId };
       if (msg.type === 'subscribe') {
         const stale = (msg.epoch != null && msg.epoch !== server.epoch)
@@ -127,6 +128,11 @@ export function makeServer({ epoch = 'epoch-1', clock = new Clock() } = {}) {
       this._close(code);
     }
 
+    /** The path stalls: the socket stays open, but no frame gets through either way. */
+    stall() {
+      this.stalled = true;
+    }
+
     /** The server (or the path to it) drops this connection. */
     drop(code = 1006) {
       this._close(code);
@@ -140,6 +146,7 @@ export function makeServer({ epoch = 'epoch-1', clock = new Clock() } = {}) {
 
     _push(obj) {
       const data = JSON.stringify(obj);
+      if (this.stalled) return;
       queueMicrotask(() => {
         if (this.readyState === 1 && this.onmessage) this.onmessage({ data });
       });
@@ -263,6 +270,7 @@ export function clientOptions(server, extra = {}) {
     storage: memoryStorage(),
     setTimeout: server.clock.setTimeout,
     clearTimeout: server.clock.clearTimeout,
+    now: () => server.clock.now,
     random: () => 0.5,
     network: null,
     ...extra,

@@ -487,3 +487,100 @@ test('submit_many: one request enqueues the batch; a refused one names the job a
   );
   assert.equal(server.jobs.size, 2); // nothing of the refused batch
 });
+
+// ---- a stalled socket (open, but nothing gets through) ----------------------------------------
+
+test('a stalled socket is given up on within 5 s: polling, nothing lost, then live again', async () => {
+  const server = makeServer();
+  server.addJob('j1');
+  const { client, seen } = await liveClient(server);
+  const changes = [];
+  client.on({ onConnectionChange: (state) => changes.push([state, server.clock.now]) });
+  server.publish('j1');
+  await server.clock.advance(10);
+  const stalledAt = server.clock.now;
+  const stalled = server.openSockets()[0];
+  stalled.stall();
+  server.publish('j1'); // sent into the stalled path: lost there
+  server.publish('j1');
+  await server.clock.advance(5000);
+  const polling = changes.find(([state]) => state === STATE.POLLING);
+  assert.ok(polling, `no switch to polling: ${JSON.stringify(changes)}`);
+  assert.ok(polling[1] - stalledAt <= 5000, `polling after ${polling[1] - stalledAt} ms`);
+  assert.equal(client.stats.stalls, 1);
+  assert.equal(stalled.closedWith, 4902);
+  // The long-poll picked up the events the stalled socket swallowed.
+  assert.deepEqual(seen.events.map((e) => e.seq), [1, 2, 3]);
+  // ...and the socket is tried again (a new connection) and goes live from the last seq.
+  await server.clock.advance(2000);
+  assert.equal(client.connectionState(), STATE.LIVE);
+  assert.equal(server.openSockets().at(-1).sent.find((m) => m.type === 'subscribe').since, 3);
+  server.publish('j1', 'job.completed');
+  await server.clock.advance(10);
+  assert.deepEqual(seen.events.map((e) => e.seq), [1, 2, 3, 4]);
+  assertOncePerJobInOrder(seen.events);
+  client.disconnect();
+});
+
+test('ping only a quiet socket: a busy one sends none, an idle one one per 2 s', async () => {
+  const server = makeServer();
+  server.addJob('j1');
+  const { client } = await liveClient(server);
+  const socket = server.openSockets()[0];
+  const pings = () => socket.sent.filter((m) => m.type === 'ping').length;
+  for (let i = 0; i < 20; i += 1) { // an event every 500 ms for 10 s
+    server.publish('j1');
+    await server.clock.advance(500);
+  }
+  assert.equal(pings(), 0, 'a socket that delivers events was pinged');
+  await server.clock.advance(10000);
+  assert.ok(pings() >= 4 && pings() <= 5, `${pings()} pings in 10 quiet seconds`);
+  assert.equal(client.isConnected(), true, 'an answered ping must keep the socket');
+  assert.equal(client.stats.stalls, 0);
+  client.disconnect();
+});
+
+// ---- removed jobs and event types the client does not know ------------------------------------
+
+test('job.removed stops tracking the job; an unknown event type is delivered, not fatal', async () => {
+  const server = makeServer();
+  server.addJob('j1');
+  server.addJob('j2');
+  const { client, seen } = await liveClient(server);
+  const removed = [];
+  client.on({ onJobRemoved: (e) => removed.push(e.jobId) });
+  client.trackJob('j1');
+  await server.clock.advance(10);
+  assert.deepEqual(client.trackedJobs(), ['j1']);
+  server.publish('j2', 'job.someday', { note: 'a type from a newer server' });
+  server.publish('j1', 'job.removed');
+  await server.clock.advance(10);
+  assert.deepEqual(removed, ['j1']);
+  assert.deepEqual(client.trackedJobs(), []);
+  assert.equal(client.getSubscriptionCount(), 1); // the user's stream goes on
+  assert.deepEqual(seen.events.map((e) => e.type), ['job.someday', 'job.removed']);
+  server.publish('j2', 'job.completed');
+  await server.clock.advance(10);
+  assert.equal(seen.events.at(-1).type, 'job.completed');
+  assert.equal(client.isConnected(), true);
+  client.disconnect();
+});
+
+// ---- the modules ------------------------------------------------------------------------------
+
+test('one import gives the public API; each module loads on its own', async () => {
+  const api = await import('../../static/jobclient.js');
+  assert.deepEqual(Object.keys(api).sort(), ['DEFAULTS', 'JobClient', 'JobClientError', 'STATE',
+    'TRANSPORTS', 'backoffDelay', 'createJobClient', 'describeError']);
+  const net = await import('../../static/jobclient/net.js');
+  const cursors = await import('../../static/jobclient/cursors.js');
+  const client = await import('../../static/jobclient/client.js');
+  assert.equal(api.JobClient, client.JobClient);
+  assert.equal(api.describeError, net.describeError);
+  assert.equal(api.DEFAULTS.pingIntervalMs + api.DEFAULTS.pongTimeoutMs, 5000);
+  const c = new cursors.Cursors(cursors.memoryStorage(), 'k');
+  c.add('user:u');
+  assert.equal(c.accept({ seq: 3, jobId: 'a', userId: 'u' }), true);
+  assert.equal(c.accept({ seq: 3, jobId: 'a', userId: 'u' }), false);
+  assert.equal(c.since('user:u'), 3);
+});
