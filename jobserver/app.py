@@ -28,6 +28,7 @@ from .store.postgres import PostgresStore, node_id
 from .store.sqlite import SqliteStore
 from .throttle import RateLimiter
 from .web import jobs, ops, session
+from .web.cors import cors_middleware, setup_cors
 from .web.crosssite import cross_site_middleware
 from .web.debug import setup_debug
 from .web.guard import ConnectionGuard, handler_args
@@ -205,6 +206,7 @@ def create_app(
             errors_middleware,
             limits_middleware(settings, guard),
             cross_site_middleware(settings),
+            cors_middleware(settings),
             auth_middleware,
             rate_limit_middleware,
         ],
@@ -212,6 +214,7 @@ def create_app(
         handler_args=handler_args(settings),
     )
     app[SETTINGS] = settings
+    setup_cors(app, settings)
     # On PostgreSQL the secret is the database's unless configured (read at start-up).
     app[SECRET] = (settings.secret if settings.database_url
                    else load_secret(settings.secret, settings.data_dir))  # fmt: skip

@@ -74,8 +74,9 @@ class Settings:
             window before that address is refused (429).
         signin_failure_window_seconds: how long a failed sign-in counts against the limits.
         allowed_origins: Origins (``scheme://host[:port]``) besides the server's own whose pages
-            may send cookie-authenticated writes and open the WebSocket; ``*`` lets any page
-            open the WebSocket, but never with the cookie (it must send a token).
+            may send cookie-authenticated writes, open the WebSocket and call the JSON API
+            (CORS); ``*`` lets any page open the WebSocket and call the API, but never with
+            the cookie or CORS credentials (it must send a token).
         allowed_hosts: ``Host`` names the server answers besides the IP address a connection
             arrived on (421 ``HOST_NOT_ALLOWED`` for others); empty means localhost, 127.0.0.1,
             [::1] and ``host``. ``*.example.com`` is a domain and its subdomains; ``*``
