@@ -43,6 +43,8 @@ class Settings:
         database_schema: the PostgreSQL schema the tables live in (made when missing).
         node_id: this node's stable id on PostgreSQL (made once and kept in the data dir when
             empty); two live nodes never share one.
+        upload_dir: a folder for uploads that every node mounts (a shared file system).
+            Empty: the data dir's ``uploads`` folder on SQLite, the database on PostgreSQL.
         concurrency: how many jobs run at once in this process.
         demo_jobs: register the ``demo.*`` job types.
         jobs: modules (or ``jobserver.job_types`` entry points) whose job types to load; the
@@ -149,6 +151,7 @@ class Settings:
     database_url: str = field(default="", repr=False)
     database_schema: str = "public"
     node_id: str = ""
+    upload_dir: str = ""
     concurrency: int = 8
     demo_jobs: bool = False
     jobs: tuple[str, ...] = ()

@@ -42,7 +42,7 @@ CleanupContext = Callable[["Server"], AsyncIterator[None]]
 QueuedHook = Callable[["Server", Job], None]
 RetentionStep = Callable[["Server", float], Awaitable[int]]
 MultipartJob = Callable[["web.Request"], Awaitable[NewJob | Sequence[NewJob]]]
-SubmitCheck = Callable[["Server", NewJob], None]
+SubmitCheck = Callable[["Server", NewJob], Awaitable[None] | None]
 
 
 class StartupError(Exception):
@@ -155,7 +155,8 @@ class Plugin:
     def check_submit(self, job_type: str, check: SubmitCheck) -> None:
         """``check(server, new)`` runs before a ``job_type`` job submitted as JSON is created,
         with its submitter in ``new.user_id``; it raises a ``JobServerError`` to refuse it
-        (for what a payload check cannot know: who may name what)."""
+        (for what a payload check cannot know: who may name what). It may be a coroutine
+        function (to ask a database)."""
         self.submit_checks.setdefault(job_type, []).append(check)
 
     def accept_multipart(self, job_type: str, make: MultipartJob) -> None:

@@ -17,8 +17,14 @@ def uploads_dir(data_dir: Path) -> Path:
     return data_dir / UPLOADS
 
 
-def upload_path(data_dir: Path, sha256: str) -> Path:
-    """The stored file with content hash ``sha256`` (a job's payload names only the hash)."""
+def stored_name(sha256: str, suffix: str = ".pdf") -> str:
+    """The name of the file kept for content hash ``sha256`` (a job's payload names only the
+    hash, never a path)."""
     if not is_sha256(sha256):
         raise ValueError("not a sha256 hex digest")
-    return uploads_dir(data_dir) / f"{sha256}.pdf"
+    return sha256 + suffix
+
+
+def upload_path(data_dir: Path, sha256: str) -> Path:
+    """The stored file with content hash ``sha256`` in the data dir's uploads folder."""
+    return uploads_dir(data_dir) / stored_name(sha256)

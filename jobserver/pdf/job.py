@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,13 +17,14 @@ from ..procs.pool import ProcessPool
 from ..store import Store
 from . import storage
 from .extract import Limits
-from .files import is_sha256, upload_path
+from .files import is_sha256
 from .flights import Flight, Update
 from .generate import NotesGenerator, OfflineGenerator
 from .llm import LlmGenerator
 from .notes import Note, NotesContent
 from .pool import ParsePool, ParseRequest
 from .stages import DOWNLOADING, EXTRACTING, GENERATING, SAVING, STAGES
+from .upload_store import UploadStore
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +99,14 @@ class PdfNotes:
                               per_owner=settings.max_parsers_per_user)  # fmt: skip
         self.flights: dict[str, Flight] = {}
         self._store: Store | None = None
+        self._uploads: UploadStore | None = None
         self._closing = False
         self._prefetching: set[asyncio.Task[None]] = set()
 
-    def start(self, store: Store, processes: ProcessPool | None) -> None:
-        """Work with ``store``, parsing in the server's worker ``processes``."""
+    def start(self, store: Store, processes: ProcessPool | None, uploads: UploadStore) -> None:
+        """Work with ``store`` and ``uploads``, parsing in the server's worker ``processes``."""
         self._store = store
+        self._uploads = uploads
         self.pool.start(processes)
 
     async def stop(self) -> None:
@@ -121,6 +125,12 @@ class PdfNotes:
         if self._store is None:
             raise JobServerError("the pdf-notes job type has not been started")
         return self._store
+
+    @property
+    def uploads(self) -> UploadStore:
+        if self._uploads is None:
+            raise JobServerError("the pdf-notes job type has not been started")
+        return self._uploads
 
     async def __call__(self, ctx: JobContext) -> Mapping[str, Any]:
         sha = str(ctx.payload["sha256"])
@@ -259,24 +269,24 @@ class PdfNotes:
 
     async def _produce(self, flight: Flight, sha: str, user: str) -> None:
         flight.report(Update(DOWNLOADING, READ_START, "Reading the uploaded file"))
-        path = upload_path(self.settings.data_dir, sha)
         try:
-            size = path.stat().st_size
+            async with self.uploads.local_copy(sha) as path:  # the parser reads a local file
+                size = os.stat(path).st_size
+                message = f"Read {size / 1e6:.1f} MB"
+                if self.pool.idle == 0:
+                    message += "; waiting for a free parser"
+                flight.report(Update(DOWNLOADING, READ_DONE, message, {"bytes": size}))
+                parsed = await self.pool.parse(
+                    ParseRequest(path, self.limits, include_text=self.generator.needs_text),
+                    _PageListener(flight, self.generator.label),
+                    owner=user,
+                )
         except FileNotFoundError:
             raise JobError(
                 UPLOAD_MISSING,
                 "The uploaded file is no longer on the server; upload it again",
                 recoverable=False,
             ) from None
-        message = f"Read {size / 1e6:.1f} MB"
-        if self.pool.idle == 0:
-            message += "; waiting for a free parser"
-        flight.report(Update(DOWNLOADING, READ_DONE, message, {"bytes": size}))
-        parsed = await self.pool.parse(
-            ParseRequest(path, self.limits, include_text=self.generator.needs_text),
-            _PageListener(flight, self.generator.label),
-            owner=user,
-        )
         notes = await self.generator.generate(parsed.notes, parsed.document)
         flight.notes_ready(notes)
         try:

@@ -10,17 +10,32 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+from ..config import Settings
 from ..plugins import Plugin, Server
-from ..retention import PRUNE_BATCH, file_pruner
+from ..retention import PRUNE_BATCH
 from . import openapi, storage
 from .files import uploads_dir
 from .job import PdfNotes, job_type
+from .pg_uploads import PgUploads
 from .pool import WARM_UP
 from .routes import routes
-from .uploads import check_upload_owner, create_pdf_job, prefetcher, sweep_incoming
+from .upload_store import UPLOADS, FolderUploads, UploadStore
+from .uploads import check_upload_owner, create_pdf_job, prefetcher
 
 log = logging.getLogger(__name__)
+
+
+def upload_store(settings: Settings) -> UploadStore:
+    """A folder every node mounts when ``upload_dir`` is set; else PostgreSQL when the store
+    is there; else the data dir's ``uploads`` (one node, as before)."""
+    if settings.upload_dir:
+        return FolderUploads(Path(settings.upload_dir), shared=True)
+    if settings.database_url:
+        return PgUploads(settings.database_url, settings.database_schema,
+                         uploads_dir(settings.data_dir))  # fmt: skip
+    return FolderUploads(uploads_dir(settings.data_dir))
 
 
 def setup(plugin: Plugin) -> None:
@@ -35,20 +50,23 @@ def setup(plugin: Plugin) -> None:
     plugin.use_processes(warm_up=WARM_UP, memory_mb=plugin.settings.pdf_memory_mb)
 
     async def parsers(server: Server) -> AsyncIterator[None]:
-        """Parses run in the server's worker processes; they outlive the workers. Uploads a
-        crash cut short are removed first (the store's lock says no other server writes here)."""
-        if swept := sweep_incoming(server.settings.data_dir):
-            log.info("removed %d upload(s) cut short by an earlier stop", swept)
-        handler.start(server.store, server.processes)
+        """Parses run in the server's worker processes; they outlive the workers. The upload
+        store opens first (uploads a crash cut short are removed)."""
+        uploads = upload_store(server.settings)
+        await uploads.open()
+        server.app[UPLOADS] = uploads
+        handler.start(server.store, server.processes, uploads)
         server.add_tap(handler.on_event)  # a cancelled job stops the work begun for it
-        yield
-        await handler.stop()
+        try:
+            yield
+        finally:
+            await handler.stop()
+            await uploads.close()
 
     plugin.add_cleanup_context(parsers)
 
     async def prune_files(server: Server, cutoff: float) -> int:
-        folder = uploads_dir(server.settings.data_dir)
-        return await file_pruner(server.store, folder, "sha256")(cutoff)
+        return await server.app[UPLOADS].prune(server.store, cutoff)
 
     async def prune_cache(server: Server, cutoff: float) -> int:
         total = 0

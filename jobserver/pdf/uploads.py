@@ -1,8 +1,9 @@
 """PDF uploads: ``POST /api/jobs`` as multipart, streamed to disk, counted, checked and hashed.
 
-The file part is written to a temporary file under the uploads folder while it arrives, with
-our own byte count (the app's small JSON body limit does not apply to a streamed part), then
-renamed to ``<sha256>.pdf``. A refused upload leaves nothing behind.
+The file part is written to a temporary file in the upload store's folder while it arrives,
+with our own byte count (the app's small JSON body limit does not apply to a streamed part),
+then kept by the upload store (``upload_store.py``: renamed to ``<sha256>.pdf``, or copied
+into PostgreSQL). A refused upload leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
-from ..datadir import create_private, private_dir
+from ..datadir import create_private
 from ..errors import (
     InBatch,
     InvalidPayload,
@@ -36,9 +36,8 @@ from ..store import NewJob
 from ..web.http import user_of, whole_number
 from ..web.keys import REGISTRY, SETTINGS
 from ..web.limits import multipart_parts, skip_part, too_large
-from .files import upload_path, uploads_dir
 from .job import PDF_NOTES, PdfNotes
-from .owners import add_owner, owns
+from .upload_store import UPLOADS, UploadStore
 
 CHUNK = 256 * 1024
 # The PDF header may follow a little junk; readers look for it in the first kilobyte.
@@ -71,10 +70,9 @@ def _not_a_pdf() -> NotAPdf:
     return NotAPdf("The file is not a PDF (it does not start with the %PDF- header)")
 
 
-async def receive_pdf(part: BodyPartReader, data_dir: Path, limit: int) -> StoredUpload:
-    """Stream ``part`` to disk: count, check the header, hash; keep it as ``<sha256>.pdf``."""
-    folder = private_dir(uploads_dir(data_dir))
-    temp = folder / f".incoming-{uuid.uuid4().hex}"
+async def receive_pdf(part: BodyPartReader, uploads: UploadStore, limit: int) -> StoredUpload:
+    """Stream ``part`` to disk: count, check the header, hash; keep it as its ``sha256``."""
+    temp = uploads.folder / f".incoming-{uuid.uuid4().hex}"
     digest = hashlib.sha256()
     size = 0
     head = b""
@@ -93,14 +91,7 @@ async def receive_pdf(part: BodyPartReader, data_dir: Path, limit: int) -> Store
         if b"%PDF-" not in head:
             raise _not_a_pdf()
         sha = digest.hexdigest()
-        final = upload_path(data_dir, sha)
-        created = not final.exists()
-        if created:
-            os.replace(temp, final)
-        else:
-            temp.unlink()  # the same content is stored already
-            # Fresh again: retention keeps young files, and this one's job is not enqueued yet.
-            os.utime(final)
+        created = await uploads.keep(temp, sha)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
@@ -108,16 +99,6 @@ async def receive_pdf(part: BodyPartReader, data_dir: Path, limit: int) -> Store
             raise StorageFull("the server's disk is full: the file could not be stored") from None
         raise
     return StoredUpload(sha, size, clean_filename(part.filename), created)
-
-
-def sweep_incoming(data_dir: Path) -> int:
-    """Remove uploads cut short by a crash (``.incoming-*``): at start, while nothing writes."""
-    removed = 0
-    for temp in uploads_dir(data_dir).glob(".incoming-*"):
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-            removed += 1
-    return removed
 
 
 async def _field(part: BodyPartReader) -> str:
@@ -135,6 +116,7 @@ async def create_pdf_job(request: web.Request) -> list[NewJob]:
     the n-th file's job as ``<key>.<n>``, from 0)."""
     job_type = request.app[REGISTRY].get(PDF_NOTES)
     settings = request.app[SETTINGS]
+    uploads = request.app[UPLOADS]
     stored: list[StoredUpload] = []
     fields: dict[str, str] = {}
     try:
@@ -143,7 +125,7 @@ async def create_pdf_job(request: web.Request) -> list[NewJob]:
                 if len(stored) >= MAX_FILES:
                     raise InvalidPayload(f"send at most {MAX_FILES} files per upload")
                 try:
-                    upload = await receive_pdf(part, settings.data_dir, settings.max_upload_bytes)
+                    upload = await receive_pdf(part, uploads, settings.max_upload_bytes)
                 except JobServerError as exc:
                     raise (InBatch(len(stored), exc) if stored else exc) from None
                 stored.append(upload)
@@ -163,11 +145,10 @@ async def create_pdf_job(request: web.Request) -> list[NewJob]:
     except BaseException:
         for upload in stored:  # refused: the files it brought go now (not ones kept before)
             if upload.created:
-                with contextlib.suppress(FileNotFoundError):
-                    upload_path(settings.data_dir, upload.sha256).unlink()
+                await uploads.remove(upload.sha256)
         raise
     for upload in stored:
-        add_owner(settings.data_dir, upload.sha256, user_of(request))
+        await uploads.add_owner(upload.sha256, user_of(request))
     return [
         NewJob(
             type=PDF_NOTES,
@@ -182,13 +163,13 @@ async def create_pdf_job(request: web.Request) -> list[NewJob]:
     ]
 
 
-def check_upload_owner(server: Server, new: NewJob) -> None:
+async def check_upload_owner(server: Server, new: NewJob) -> None:
     """A pdf-notes job sent as JSON names its file by hash: only a file its user uploaded.
 
     An unknown hash and another user's get the same answer, so the answer never tells
     whether a file is on the server.
     """
-    if not owns(server.settings.data_dir, str(new.payload["sha256"]), new.user_id):
+    if not await server.app[UPLOADS].owns(str(new.payload["sha256"]), new.user_id):
         raise UploadNotFound(
             "you have no upload with this sha256; upload the file (multipart POST /api/jobs)"
         )

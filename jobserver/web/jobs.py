@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,7 +66,7 @@ async def multipart_jobs(request: web.Request) -> list[NewJob]:
     return [made] if isinstance(made, NewJob) else list(made)
 
 
-def new_job(request: web.Request, body: Any) -> NewJob:
+async def new_job(request: web.Request, body: Any) -> NewJob:
     """The job a JSON object describes (``POST /api/jobs``, or one of its ``jobs``)."""
     if not isinstance(body, dict):
         raise InvalidPayload("a job must be a JSON object")
@@ -92,18 +93,20 @@ def new_job(request: web.Request, body: Any) -> NewJob:
         idempotency_key=_optional_str(body.get("idempotencyKey"), "idempotencyKey"),
     )
     for check in request.app[PLUGINS].submit_checks.get(new.type, ()):
-        check(request.app[SERVER], new)  # e.g. who may name which stored file
+        checked = check(request.app[SERVER], new)  # e.g. who may name which stored file
+        if inspect.isawaitable(checked):
+            await checked
     return new
 
 
-def batch_of(request: web.Request, items: Any) -> list[NewJob]:
+async def batch_of(request: web.Request, items: Any) -> list[NewJob]:
     """Every job of a ``{"jobs": [...]}`` body; the first refused one refuses the batch."""
     if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
         raise InvalidPayload(f"jobs must be a list of 1 to {MAX_BATCH} jobs")
     news = []
     for index, item in enumerate(items):
         try:
-            news.append(new_job(request, item))
+            news.append(await new_job(request, item))
         except JobServerError as exc:
             raise InBatch(index, exc) from None
     return news
@@ -118,8 +121,8 @@ async def create_job(request: web.Request) -> web.Response:
         return await (submit(request, news[0]) if len(news) == 1 else submit_many(request, news))
     body = await json_body(request)
     if "jobs" in body:
-        return await submit_many(request, batch_of(request, body["jobs"]))
-    return await submit(request, new_job(request, body))
+        return await submit_many(request, await batch_of(request, body["jobs"]))
+    return await submit(request, await new_job(request, body))
 
 
 async def own_job(request: web.Request) -> Job:

@@ -1,0 +1,127 @@
+"""Where uploaded PDFs and their owners are kept: a folder, or PostgreSQL (``pg_uploads.py``).
+
+Uploads are named by content hash. A folder is the data dir's ``uploads`` (one node, as
+always) or ``upload_dir``, a folder every node mounts; on PostgreSQL, with no ``upload_dir``,
+they are in the database, so every node can read what any node received. The parser always
+reads a local file: ``local_copy`` gives one for as long as it is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Protocol
+
+from aiohttp import web
+
+from ..datadir import private_dir
+from ..retention import file_pruner
+from ..store import Store
+from .files import stored_name
+from .owners import add_owner_in, owns_in
+
+log = logging.getLogger(__name__)
+
+SHARED_SWEEP_SECONDS = 3600.0  # a shared folder's ``.incoming-*`` this old was cut short
+
+
+class UploadStore(Protocol):
+    folder: Path  # where a file part is written while it arrives (``.incoming-*``)
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def keep(self, temp: Path, sha256: str) -> bool:
+        """Keep the received file ``temp`` (gone afterwards) as ``sha256``; False when that
+        content was kept already (it is fresh again: retention keeps young uploads)."""
+        ...
+
+    async def remove(self, sha256: str) -> None: ...
+
+    def local_copy(self, sha256: str) -> contextlib.AbstractAsyncContextManager[Path]:
+        """A local file with the content, while the context lasts; FileNotFoundError when
+        there is no such upload."""
+        ...
+
+    async def add_owner(self, sha256: str, user_id: str) -> None: ...
+
+    async def owns(self, sha256: str, user_id: str) -> bool: ...
+
+    async def prune(self, store: Store, cutoff: float) -> int:
+        """Remove uploads kept since before ``cutoff`` that no kept job names."""
+        ...
+
+
+# The plugin's upload store, set while the server runs.
+UPLOADS = web.AppKey("pdf-uploads", UploadStore)
+
+
+class FolderUploads:
+    """Uploads as ``<sha256>.pdf`` files, with their ``<sha256>.owners``, in ``folder``.
+
+    Args:
+        folder: the data dir's ``uploads``, or ``upload_dir``, a folder every node mounts.
+        shared: other nodes write there too (a start sweeps only old ``.incoming-*`` files).
+    """
+
+    def __init__(self, folder: Path, shared: bool = False) -> None:
+        self.folder = folder
+        self.shared = shared
+
+    def path(self, sha256: str) -> Path:
+        return self.folder / stored_name(sha256)
+
+    async def open(self) -> None:
+        private_dir(self.folder)
+        if swept := sweep_incoming(self.folder, SHARED_SWEEP_SECONDS if self.shared else 0):
+            log.info("removed %d upload(s) cut short by an earlier stop", swept)
+
+    async def close(self) -> None:
+        pass
+
+    async def keep(self, temp: Path, sha256: str) -> bool:
+        final = self.path(sha256)
+        if not final.exists():
+            os.replace(temp, final)
+            return True
+        os.unlink(temp)  # the same content is stored already
+        os.utime(final)  # fresh again: retention keeps young files, its job is not queued yet
+        return False
+
+    async def remove(self, sha256: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path(sha256).unlink()
+
+    @contextlib.asynccontextmanager
+    async def local_copy(self, sha256: str) -> AsyncIterator[Path]:
+        path = self.path(sha256)
+        path.stat()  # FileNotFoundError when it is gone
+        yield path
+
+    async def add_owner(self, sha256: str, user_id: str) -> None:
+        add_owner_in(self.folder, sha256, user_id)
+
+    async def owns(self, sha256: str, user_id: str) -> bool:
+        return owns_in(self.folder, sha256, user_id)
+
+    async def prune(self, store: Store, cutoff: float) -> int:
+        return await file_pruner(store, self.folder, "sha256")(cutoff)
+
+
+def sweep_incoming(folder: Path, older_than: float = 0.0) -> int:
+    """Remove uploads cut short by a crash (``.incoming-*``) written more than
+    ``older_than`` seconds ago (in a shared folder another node may be receiving one now)."""
+    removed = 0
+    cutoff = time.time() - older_than
+    for temp in folder.glob(".incoming-*"):
+        with contextlib.suppress(FileNotFoundError):
+            if older_than and temp.stat().st_mtime > cutoff:
+                continue
+            temp.unlink()
+            removed += 1
+    return removed
