@@ -17,7 +17,8 @@ import psycopg
 import pytest
 
 from tests.conftest import PG_URL
-from tests.liveserver import LiveServer
+from tests.liveserver import LiveServer, LlmGate
+from tests.pdfs import text_pdf
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -83,13 +84,22 @@ def node(root: Path, name: str, schema: str, *args: str) -> LiveServer:
 
 
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory: pytest.TempPathFactory, schema: str) -> Iterator[tuple[LiveServer,
-                                                                                   LiveServer]]:
-    """A runs one job at a time; B starts once A's slot is taken by a long sleep, so what is
-    submitted on A afterwards runs on B."""
+def gate() -> Iterator[LlmGate]:
+    gate = LlmGate()
+    yield gate
+    gate.close()
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory, schema: str,
+          gate: LlmGate) -> Iterator[tuple[LiveServer, LiveServer]]:  # fmt: skip
+    """Each runs one job at a time; B starts once A's slot is taken by a long sleep, so what
+    is submitted on A afterwards runs on B. Notes are asked of the gate (held by a test that
+    needs a job to stay in its generating stage), then made offline."""
     root = tmp_path_factory.mktemp("pgshared")
-    a = node(root, "a", schema, "--concurrency", "1").start()
-    b = node(root, "b", schema)
+    args = ("--concurrency", "1", "--llm-url", gate.url)
+    a = node(root, "a", schema, *args).start()
+    b = node(root, "b", schema, *args)
     try:
         token = a.token("blocker")
         status, job = call(a, "POST", "/api/jobs", token,
@@ -127,3 +137,80 @@ def test_signing_out_on_one_node_refuses_the_token_on_the_other(
     started = time.monotonic()
     wait_for(refused, "B to refuse the signed-out token", timeout=3)
     assert time.monotonic() - started < 2  # a notification, or at worst the 1 s reload
+
+
+def test_an_upload_on_one_node_is_parsed_on_the_other_and_its_notes_read_on_both(
+    nodes: tuple[LiveServer, LiveServer], schema: str,
+) -> None:
+    a, b = nodes
+    token = a.token("uma")
+    pdf = text_pdf(pages=3, title="Shared Upload")
+    status, job = upload(a, token, pdf)
+    assert status == 202, job
+    done = wait_for(lambda: (j := job_of(b, token, job["jobId"]))["status"] in
+                    ("completed", "failed") and j, "the job to finish")  # fmt: skip
+    assert done["status"] == "completed", done
+    # A's only slot is taken by the sleep: B ran it, from the database's copy of the file.
+    assert job_of(a, a.token("blocker"), _blocker(a))["status"] == "active"
+    note_id = done["result"]["noteId"]
+    for server in (a, b):
+        status, note = call(server, "GET", f"/api/notes/{note_id}", token)
+        assert status == 200, note
+        assert note["filename"] == "doc.pdf"
+    with psycopg.connect(PG_URL, options=f"-c search_path={schema}") as conn:
+        stored = conn.execute("SELECT size FROM upload_files WHERE sha256=%s",
+                              (done["payload"]["sha256"],)).fetchone()  # fmt: skip
+        chunks = conn.execute("SELECT count(*) FROM upload_chunks").fetchone()
+        parses = conn.execute("SELECT count(*) FROM pdf_parses").fetchone()
+    assert stored == (len(pdf),) and chunks and chunks[0] >= 1
+    assert parses == (0,)  # B let go of the parse once the notes were cached
+    assert not list((a.data_dir / "uploads").glob("*.pdf"))  # no node keeps it on disk
+    # The same file again, on B, by another user, who may then name it by hash on A.
+    other = b.token("vic")
+    status, again = upload(b, other, pdf)
+    assert status == 202
+    wait_for(lambda: job_of(a, other, again["jobId"])["status"] == "completed", "the second")
+    status, named = call(a, "POST", "/api/jobs", other,
+                         {"type": "pdf-notes", "payload": {"sha256": done["payload"]["sha256"]}})
+    assert status == 202, named
+    wait_for(lambda: job_of(a, other, named["jobId"])["status"] == "completed", "the third")
+    status, refused = call(a, "POST", "/api/jobs", a.token("eve"),
+                           {"type": "pdf-notes", "payload": {"sha256": done["payload"]["sha256"]}})
+    assert status == 404 and refused["error"]["code"] == "UPLOAD_MISSING"
+
+
+def _blocker(a: LiveServer) -> str:
+    status, page = call(a, "GET", "/api/jobs?status=active", a.token("blocker"))
+    assert status == 200 and page["jobs"], page
+    return str(page["jobs"][0]["jobId"])
+
+
+def test_a_job_on_one_node_joins_the_parse_of_its_file_on_the_other(
+    nodes: tuple[LiveServer, LiveServer], gate: LlmGate,
+) -> None:
+    """Last in this file: it frees A's slot. B parses a file and is held in its generating
+    stage; a job for the same file then runs on A (B's one slot is busy) and waits for B's
+    notes instead of parsing again."""
+    a, b = nodes
+    token = a.token("wes")
+    before = gate.calls
+    gate.hold()
+    try:
+        status, first = upload(a, token, text_pdf(pages=2, title="Joined Across Nodes"))
+        assert status == 202, first
+        gate.wait_held()
+        assert job_of(a, token, first["jobId"])["status"] == "active"
+        assert call(a, "POST", f"/api/jobs/{_blocker(a)}/cancel", a.token("blocker"))[0] == 200
+        status, second = call(a, "POST", "/api/jobs", token,
+                              {"type": "pdf-notes", "payload": first["payload"]})  # fmt: skip
+        assert status == 202, second
+        wait_for(lambda: "another server" in job_of(a, token, second["jobId"])["message"],
+                 "the second job to join B's parse")  # fmt: skip
+        assert gate.calls == before + 1
+    finally:
+        gate.release()
+    done = [wait_for(lambda j=j: (r := job_of(b, token, j["jobId"]))["status"] == "completed"
+                     and r, "both jobs") for j in (first, second)]  # fmt: skip
+    assert done[1]["result"]["joined"] is True and done[1]["result"]["cacheHit"] is False
+    assert done[0]["result"]["noteId"] != done[1]["result"]["noteId"]
+    assert gate.calls == before + 1  # one parse, one call for notes

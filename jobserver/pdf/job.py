@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +40,11 @@ SAVING_AT = 95.0
 # A prefetched flight that landed waits this long for its job before it is forgotten (its
 # notes are in the cache by then anyway).
 PREFETCH_HOLD_SECONDS = 60.0
+# Another node parsing the same file: how often its notes are looked for, and how often a
+# parsing node says it is still at it (pg_uploads.PARSE_STALE_SECONDS is the limit).
+ELSEWHERE_POLL_SECONDS = 0.2
+BEAT_SECONDS = 5.0
+CLOCK_SLACK_SECONDS = 60.0
 
 
 def check_payload(payload: dict[str, Any]) -> dict[str, Any]:
@@ -139,6 +145,9 @@ class PdfNotes:
             cached = await storage.cached_notes(self.store, sha, self.generator.name)
             if cached is not None:
                 return await self._from_cache(ctx, cached)
+            remote = await self._parsed_elsewhere(ctx, sha)
+            if remote is not None:
+                return await self._save(ctx, remote, cache_hit=False, joined=True)
         # No wait between this lookup and taking off (or joining): one file, one flight.
         flight = self._flight_for(sha, ctx.job.id)
         own = flight is not None and flight.owner == ctx.job.id  # prefetched for this job
@@ -165,6 +174,27 @@ class PdfNotes:
 
         notes = await flight.follow(follower, report)
         return await self._save(ctx, notes, cache_hit=False, joined=joined)
+
+    async def _parsed_elsewhere(self, ctx: JobContext, sha: str) -> NotesContent | None:
+        """While another node parses this file, wait for its notes (they land in the shared
+        cache); None once this node holds the file's parse (the other node's ended without
+        notes, or there was none)."""
+        told = False
+        since = time.time() - CLOCK_SLACK_SECONDS  # the other node's clock stamps its notes
+        while not await self.uploads.claim_parse(sha):
+            if not told:
+                await ctx.progress(DOWNLOADING, READ_START, "The same file is being read on "
+                                   "another server: joining that work")  # fmt: skip
+                told = True
+            await asyncio.sleep(ELSEWHERE_POLL_SECONDS)
+            cached = await storage.notes_made_since(self.store, sha, since)
+            if cached is not None:
+                return cached
+        # Taken: the other node may have cached its notes and let go just now.
+        cached = await storage.notes_made_since(self.store, sha, since) if told else None
+        if cached is not None and self._flight_for(sha, ctx.job.id) is None:
+            await self.uploads.end_parse(sha)
+        return cached
 
     async def _from_cache(self, ctx: JobContext, notes: NotesContent) -> Mapping[str, Any]:
         pages = {"pages": notes.page_count}
@@ -230,8 +260,12 @@ class PdfNotes:
             return
         if await storage.cached_notes(self.store, sha, self.generator.name) is not None:
             return
+        if not await self.uploads.claim_parse(sha):
+            return  # another node parses it: the job will wait for those notes
         if not self._closing and sha not in self.flights and self.pool.idle > 0:
             self._take_off(sha, owner=job_id, user=user)
+        elif sha not in self.flights:
+            await self.uploads.end_parse(sha)
 
     def _take_off(self, sha: str, owner: str | None = None, user: str = "") -> Flight:
         """Start the work on ``sha``; its parse counts against ``user``'s parser share."""
@@ -268,6 +302,26 @@ class PdfNotes:
             del self.flights[sha]
 
     async def _produce(self, flight: Flight, sha: str, user: str) -> None:
+        beat = asyncio.create_task(self._beat(sha), name="pdf-parse-beat")
+        try:
+            await self._read_and_parse(flight, sha, user)
+        finally:
+            beat.cancel()
+            try:
+                await self.uploads.end_parse(sha)  # after the notes are cached (or not made)
+            except JobServerError:
+                log.warning("could not let go of the parse of %s (it goes stale)", sha)
+
+    async def _beat(self, sha: str) -> None:
+        """Say this node is still parsing ``sha`` (another node's job for it waits)."""
+        while True:
+            await asyncio.sleep(BEAT_SECONDS)
+            try:
+                await self.uploads.beat_parse(sha)
+            except JobServerError:
+                log.warning("could not renew the parse of %s", sha)
+
+    async def _read_and_parse(self, flight: Flight, sha: str, user: str) -> None:
         flight.report(Update(DOWNLOADING, READ_START, "Reading the uploaded file"))
         try:
             async with self.uploads.local_copy(sha) as path:  # the parser reads a local file

@@ -53,11 +53,18 @@ CREATE TABLE IF NOT EXISTS upload_owners (
     kept_at REAL NOT NULL,
     PRIMARY KEY (sha256, user_id)
 );
+CREATE TABLE IF NOT EXISTS pdf_parses (
+    sha256 TEXT PRIMARY KEY,
+    node TEXT NOT NULL,
+    beat_at REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS upload_files_age ON upload_files (kept_at);
 CREATE INDEX IF NOT EXISTS upload_owners_age ON upload_owners (kept_at)
 """,
 )
 _ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# A parse whose node has not said it is alive for this long is taken over.
+PARSE_STALE_SECONDS = 15.0
 
 
 class PgUploads:
@@ -74,6 +81,7 @@ class PgUploads:
         self.schema = schema
         self.folder = folder
         self._pool: asyncpg.Pool | None = None
+        self.node = f"{uuid.uuid4().hex[:12]}"  # this process, for its parse claims
 
     async def open(self) -> None:
         private_dir(self.folder)
@@ -158,12 +166,39 @@ class PgUploads:
         )  # fmt: skip
 
     async def owns(self, sha256: str, user_id: str) -> bool:
-        try:
-            found = await self.pool.fetchval(
-                "SELECT 1 FROM upload_owners WHERE sha256=$1 AND user_id=$2", sha256, user_id
-            )
-        except _ERRORS as exc:
-            raise ServiceUnavailable(f"could not read the upload owners: {exc}") from None
+        found = await self._fetchval(
+            "SELECT 1 FROM upload_owners WHERE sha256=$1 AND user_id=$2", sha256, user_id
+        )
+        return found is not None
+
+    # -- one parse per file across the nodes ---------------------------------------------
+
+    async def claim_parse(self, sha256: str) -> bool:
+        """Take the parse of ``sha256`` for this node; False while another node's is alive."""
+        node = await self._fetchval(
+            "INSERT INTO pdf_parses (sha256, node, beat_at) VALUES ($1, $2, $3) "
+            "ON CONFLICT (sha256) DO UPDATE SET node = excluded.node, beat_at = excluded.beat_at "
+            "WHERE pdf_parses.node = excluded.node OR pdf_parses.beat_at < $4 RETURNING node",
+            sha256, self.node, time.time(), time.time() - PARSE_STALE_SECONDS,
+        )  # fmt: skip
+        return node is not None
+
+    async def beat_parse(self, sha256: str) -> None:
+        await self._execute(
+            "UPDATE pdf_parses SET beat_at=$1 WHERE sha256=$2 AND node=$3",
+            time.time(), sha256, self.node,
+        )  # fmt: skip
+
+    async def end_parse(self, sha256: str) -> None:
+        await self._execute(
+            "DELETE FROM pdf_parses WHERE sha256=$1 AND node=$2", sha256, self.node
+        )
+
+    async def parsing_elsewhere(self, sha256: str) -> bool:
+        found = await self._fetchval(
+            "SELECT 1 FROM pdf_parses WHERE sha256=$1 AND node<>$2 AND beat_at >= $3",
+            sha256, self.node, time.time() - PARSE_STALE_SECONDS,
+        )  # fmt: skip
         return found is not None
 
     async def prune(self, store: Store, cutoff: float) -> int:
@@ -182,5 +217,11 @@ class PgUploads:
     async def _execute(self, sql: str, *args: object) -> str:
         try:
             return str(await self.pool.execute(sql, *args))
+        except _ERRORS as exc:
+            raise ServiceUnavailable(f"the upload store failed: {exc}") from None
+
+    async def _fetchval(self, sql: str, *args: object) -> object:
+        try:
+            return await self.pool.fetchval(sql, *args)
         except _ERRORS as exc:
             raise ServiceUnavailable(f"the upload store failed: {exc}") from None

@@ -129,6 +129,17 @@ async def cached_notes(store: Store, content_hash: str, generator: str) -> Notes
     return NotesContent.from_wire(orjson.loads(rows[0][0])) if rows else None
 
 
+async def notes_made_since(store: Store, content_hash: str, since: float) -> NotesContent | None:
+    """The newest notes any generator made from the file ``content_hash`` since ``since``
+    (what a parse on another node made, whichever generator it ended with)."""
+    rows = await store.fetch(
+        "SELECT content FROM notes_cache WHERE content_hash=? AND created_at>=? "
+        "ORDER BY created_at DESC LIMIT 1",
+        (content_hash, since),
+    )
+    return NotesContent.from_wire(orjson.loads(rows[0][0])) if rows else None
+
+
 async def prune_cache(store: Store, before: float, *, limit: int = 1000) -> int:
     """Forget up to ``limit`` cached notes made before ``before``; how many went. Saved notes
     are the users' and stay: a file uploaded again after that is only read again."""

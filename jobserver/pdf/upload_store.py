@@ -56,6 +56,19 @@ class UploadStore(Protocol):
         """Remove uploads kept since before ``cutoff`` that no kept job names."""
         ...
 
+    # One parse per file across nodes: a node takes a file's parse before it starts one and
+    # says it is alive while it runs; another node's job for that file waits for its notes.
+
+    async def claim_parse(self, sha256: str) -> bool:
+        """Take the parse of ``sha256``; False while another node's is alive."""
+        ...
+
+    async def beat_parse(self, sha256: str) -> None: ...
+
+    async def end_parse(self, sha256: str) -> None: ...
+
+    async def parsing_elsewhere(self, sha256: str) -> bool: ...
+
 
 # The plugin's upload store, set while the server runs.
 UPLOADS = web.AppKey("pdf-uploads", UploadStore)
@@ -111,6 +124,20 @@ class FolderUploads:
 
     async def prune(self, store: Store, cutoff: float) -> int:
         return await file_pruner(store, self.folder, "sha256")(cutoff)
+
+    # Parses are this process's alone (its flights): a shared folder does not share them.
+
+    async def claim_parse(self, sha256: str) -> bool:
+        return True
+
+    async def beat_parse(self, sha256: str) -> None:
+        pass
+
+    async def end_parse(self, sha256: str) -> None:
+        pass
+
+    async def parsing_elsewhere(self, sha256: str) -> bool:
+        return False
 
 
 def sweep_incoming(folder: Path, older_than: float = 0.0) -> int:
