@@ -97,6 +97,8 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
             bus.add_tap(tap)
     for hook in plugins.queued_hooks:
         queue.on_queued(functools.partial(hook, server))
+    if isinstance(store, PostgresStore):
+        app[QUOTA].count = store.open_jobs_of  # every node's jobs count
     await app[QUOTA].load(store)  # before anything is published
     bus.add_tap(app[QUOTA].on_event)
     yield
@@ -116,6 +118,7 @@ async def _ops_ctx(app: web.Application) -> AsyncIterator[None]:
         checkpoint_interval=settings.checkpoint_interval_seconds,
         steps=[(name, functools.partial(step, server))
                for name, step in app[PLUGINS].retention_steps],
+        duty=store.duty if isinstance(store := app[STORE], PostgresStore) else None,
     )  # fmt: skip
     app[RETENTION] = retention
     tasks = [

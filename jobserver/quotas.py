@@ -1,15 +1,18 @@
 """Per-user quotas at the enqueue entry point: unfinished jobs, and upload bytes kept.
 
-The count of each user's queued and active jobs is kept in memory from the bus (a job is
-counted from its ``job.queued`` event to its completion, failure or cancellation), loaded from
-the store at start. An enqueue in flight holds a reservation, so concurrent requests cannot
-overshoot the limit between the check and the event.
+On SQLite (one server) the count of each user's queued and active jobs is kept in memory from
+the bus (a job is counted from its ``job.queued`` event to its completion, failure or
+cancellation), loaded from the store at start. On PostgreSQL several nodes take jobs for the
+same user, so the count is the database's, read at each check (``count``). An enqueue in
+flight holds a reservation, so concurrent requests to one node cannot overshoot the limit
+between the check and the event; requests in flight at once on other nodes can, by at most
+their number.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 from .config import Settings
 from .errors import TooManyRequests
@@ -26,10 +29,15 @@ class JobQuota:
 
     Args:
         max_jobs: the limit per user.
+        count: a user's open jobs as the database counts them (several nodes share it);
+            None: counted here, from the bus.
     """
 
-    def __init__(self, max_jobs: int) -> None:
+    def __init__(
+        self, max_jobs: int, count: Callable[[str], Awaitable[int]] | None = None
+    ) -> None:
         self.max_jobs = max_jobs
+        self.count = count
         self._open: dict[str, int] = {}
         self._pending: dict[str, int] = {}
 
@@ -51,16 +59,17 @@ class JobQuota:
     def open_jobs(self, user_id: str) -> int:
         return self._open.get(user_id, 0)
 
-    @contextmanager
-    def reserve(self, user_id: str, count: int = 1) -> Iterator[None]:
+    @asynccontextmanager
+    async def reserve(self, user_id: str, count: int = 1) -> AsyncIterator[None]:
         """Hold places for ``count`` more jobs of ``user_id`` while they are enqueued (a batch
         takes all or none); 429 when they do not fit.
 
         A job's ``job.queued`` event is published before its enqueue returns, so it is
         counted by the time the reservation ends.
         """
+        counted = self.open_jobs(user_id) if self.count is None else await self.count(user_id)
         pending = self._pending.get(user_id, 0)
-        if self.open_jobs(user_id) + pending + count > self.max_jobs:
+        if counted + pending + count > self.max_jobs:
             raise TooManyRequests(
                 f"you have {self.max_jobs} jobs queued or running, the most allowed: "
                 "wait for some to finish",

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from .store import Store
@@ -18,6 +19,8 @@ DAY = 86400.0
 
 # Called after jobs are pruned, with the cutoff; returns how many things it removed.
 Step = Callable[[float], Awaitable[int]]
+# ``duty(name, every)``: whether this node should do cluster-wide work now (PostgresStore).
+Duty = Callable[[str, float], AbstractAsyncContextManager[bool]]
 
 
 class Retention:
@@ -34,6 +37,8 @@ class Retention:
         prune_interval: seconds between two prunes (the first runs at start).
         checkpoint_interval: seconds between two WAL checkpoints.
         steps: ``(name, step)`` pairs run after the jobs went; ``pruned[name]`` counts them.
+        duty: with several nodes on one database, who prunes: one node at a time, once per
+            ``prune_interval`` across them all (the others skip their turn).
     """
 
     def __init__(
@@ -44,12 +49,15 @@ class Retention:
         prune_interval: float,
         checkpoint_interval: float,
         steps: Sequence[tuple[str, Step]] = (),
+        duty: Duty | None = None,
     ) -> None:
         self.store = store
         self.max_age_seconds = max_age_seconds
         self.prune_interval = prune_interval
         self.checkpoint_interval = checkpoint_interval
         self.steps = list(steps)
+        self.duty = duty
+        self.skipped = 0  # turns another node took (or had just taken)
         self.pruned_jobs = 0
         self.pruned_events = 0
         self.pruned: dict[str, int] = {name: 0 for name, _ in self.steps}
@@ -60,6 +68,15 @@ class Retention:
         """Delete what is older than the retention age; returns how many jobs went."""
         if self.max_age_seconds <= 0:
             return 0
+        if self.duty is None:
+            return await self._prune(now)
+        async with self.duty("retention", self.prune_interval) as mine:
+            if mine:
+                return await self._prune(now)
+        self.skipped += 1
+        return 0
+
+    async def _prune(self, now: float | None) -> int:
         cutoff = (time.time() if now is None else now) - self.max_age_seconds
         jobs = events = 0
         while True:

@@ -179,6 +179,27 @@ def test_an_upload_on_one_node_is_parsed_on_the_other_and_its_notes_read_on_both
     assert status == 404 and refused["error"]["code"] == "UPLOAD_MISSING"
 
 
+def test_the_job_quota_counts_a_users_jobs_on_every_node(
+    nodes: tuple[LiveServer, LiveServer],
+) -> None:
+    """At most 3 queued or running jobs per user (the nodes' setting), wherever submitted."""
+    a, b = nodes
+    token = a.token("quin")
+    later = {"type": "demo.sleep", "payload": {"seconds": 1}, "delaySeconds": 3600}
+    ids = []
+    for server in (a, b, a):
+        status, job = call(server, "POST", "/api/jobs", token, later)
+        assert status == 202, job
+        ids.append(job["jobId"])
+    for server in (a, b):
+        status, refused = call(server, "POST", "/api/jobs", token, later)
+        assert status == 429 and refused["error"]["code"] == "QUOTA_JOBS", refused
+    assert call(b, "POST", f"/api/jobs/{ids[0]}/cancel", token)[0] == 200
+    status, job = call(a, "POST", "/api/jobs", token, later)
+    assert status == 202, job
+    for job_id in [*ids[1:], job["jobId"]]:
+        assert call(a, "POST", f"/api/jobs/{job_id}/cancel", token)[0] == 200
+
 def _blocker(a: LiveServer) -> str:
     status, page = call(a, "GET", "/api/jobs?status=active", a.token("blocker"))
     assert status == 200 and page["jobs"], page

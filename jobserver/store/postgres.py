@@ -20,7 +20,7 @@ import importlib
 import itertools
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,9 @@ MAX_BATCH = 512
 POLL_SECONDS = 1.0
 READ_PAGE = 1000
 CHANNEL = "jobserver_events"
+DUTY_SPACE = LOCK_SPACE + 1  # advisory locks of cluster-wide duties, by name
+DUTY_SLACK = 0.9  # a duty done by another node this share of its interval ago is not due
+DB_NOW = "extract(epoch from clock_timestamp())"
 Done = Callable[[Any, BaseException | None], None]
 
 
@@ -396,6 +399,37 @@ class PostgresStore:
     async def checkpoint(self) -> int:
         return 0  # PostgreSQL manages its own journal
 
+    @contextlib.asynccontextmanager
+    async def duty(self, name: str, every: float) -> AsyncIterator[bool]:
+        """Cluster-wide work (retention): True for the one node that should do it now. It
+        holds the duty's advisory lock (another node doing it now gets False) and finds that
+        no node did it in the last ``every`` seconds (by the database's clock); once the
+        block ends without an error, it is recorded as done."""
+        if self._pool is None:
+            raise ServiceUnavailable("the store is closed")
+        key = f"duty:{name}"
+        async with self._pool.acquire() as conn:
+            if not await conn.fetchval(
+                "SELECT pg_try_advisory_lock($1, hashtext($2))", DUTY_SPACE, name
+            ):  # fmt: skip
+                yield False
+                return
+            try:
+                last = await conn.fetchval(
+                    f"SELECT {DB_NOW} - value::double precision FROM meta WHERE key=$1", key
+                )
+                due = last is None or last >= every * DUTY_SLACK
+                yield due
+                if due:
+                    await conn.execute(
+                        f"INSERT INTO meta (key, value) VALUES ($1, {DB_NOW}::text) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value", key,
+                    )  # fmt: skip
+            finally:
+                await conn.execute(
+                    "SELECT pg_advisory_unlock($1, hashtext($2))", DUTY_SPACE, name
+                )
+
     # -- reads -------------------------------------------------------------------------------
 
     async def _read(self, sql: str, *params: Any) -> list[Any]:
@@ -466,6 +500,14 @@ class PostgresStore:
             "GROUP BY user_id"
         )
         return {str(user): int(n) for user, n in rows}
+
+    async def open_jobs_of(self, user_id: str) -> int:
+        """``user_id``'s queued and active jobs, on every node (the job quota's count)."""
+        rows = await self._read(
+            "SELECT COUNT(*) FROM jobs WHERE user_id = $1 AND status IN ('queued', 'active')",
+            user_id,
+        )
+        return int(rows[0][0])
 
     async def payload_total(self, user_id: str, key: str) -> int:
         rows = await self._read(

@@ -30,7 +30,7 @@ def _optional_str(value: Any, name: str, max_len: int = 200) -> str | None:
 
 async def submit(request: web.Request, new: NewJob) -> web.Response:
     """Enqueue ``new`` and answer 202 with the job (200 when an idempotency key matched)."""
-    with request.app[QUOTA].reserve(new.user_id):
+    async with request.app[QUOTA].reserve(new.user_id):
         job, created = await request.app[QUEUE].enqueue(new)
     return json_response(job.to_wire(), 202 if created else 200)
 
@@ -44,7 +44,7 @@ async def submit_many(request: web.Request, news: Sequence[NewJob]) -> web.Respo
         if key is not None and seen.setdefault(key, index) != index:
             raise InBatch(index, DuplicateKey(
                 f"idempotencyKey {key!r} is also the key of jobs[{seen[key]}]"))  # fmt: skip
-    with request.app[QUOTA].reserve(news[0].user_id, len(news)):
+    async with request.app[QUOTA].reserve(news[0].user_id, len(news)):
         results = await request.app[QUEUE].enqueue_many(news)
     jobs = [{**job.to_wire(), "created": created} for job, created in results]
     return json_response({"jobs": jobs}, 202 if any(c for _, c in results) else 200)
@@ -163,6 +163,6 @@ async def cancel_job(request: web.Request) -> web.Response:
 @routes.post("/api/jobs/{job_id}/retry")
 async def retry_job(request: web.Request) -> web.Response:
     user_id = user_of(request)
-    with request.app[QUOTA].reserve(user_id):
+    async with request.app[QUOTA].reserve(user_id):
         job = await request.app[QUEUE].retry(request.match_info["job_id"], user_id)
     return json_response(job.to_wire())
