@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from typing import Any
 
 
 class CutProxy:
@@ -27,6 +29,8 @@ class CutProxy:
         self.refusing = False
         self.cuts = 0
         self.refused_upgrades = 0
+        self.dropped = 0  # bytes read from stalled connections and thrown away
+        self._stalled: set[asyncio.StreamWriter] = set()
         self.url = ""
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
@@ -53,6 +57,12 @@ class CutProxy:
         self.cuts += 1
         return len(pairs)
 
+    def stall(self) -> int:
+        """Stall every connection open now (both directions); how many there were."""
+        for client, upstream in self._pairs:
+            self._stalled.update((client, upstream))
+        return len(self._pairs)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.refusing:
             writer.transport.abort()
@@ -70,6 +80,7 @@ class CutProxy:
             )
         finally:
             self._pairs.discard(pair)
+            self._stalled.difference_update(pair)
             writer.transport.abort()
             up_writer.transport.abort()
 
@@ -83,6 +94,39 @@ class CutProxy:
                     self.refused_upgrades += 1
                     writer.transport.abort()
                     return
+                if writer in self._stalled:
+                    self.dropped += len(data)
+                    continue
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()
+
+
+class BackgroundProxy:
+    """A ``CutProxy`` on its own event loop and thread; ``call`` runs one of its methods there.
+
+    Args:
+        upstream_port: the real server's port.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.proxy = self._run(CutProxy(upstream_port).start())
+        self.url = self.proxy.url
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
+
+    def call(self, name: str) -> Any:
+        async def run() -> Any:
+            return getattr(self.proxy, name)()
+
+        return self._run(run())
+
+    def close(self) -> None:
+        self._run(self.proxy.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
