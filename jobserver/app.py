@@ -27,7 +27,7 @@ from .store import Store
 from .store.postgres import PostgresStore, node_id
 from .store.sqlite import SqliteStore
 from .throttle import RateLimiter
-from .web import jobs, ops, session
+from .web import jobs, manage, ops, session
 from .web.cors import cors_middleware, setup_cors
 from .web.crosssite import cross_site_middleware
 from .web.debug import setup_debug
@@ -243,6 +243,7 @@ def create_app(
     app.add_routes(ops.routes)
     app.add_routes(session.routes)
     app.add_routes(jobs.routes)
+    app.add_routes(manage.routes)
     for plugin in plugins:
         app.add_routes(plugin.route_defs)
     if STATIC.is_dir():

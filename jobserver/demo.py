@@ -49,13 +49,19 @@ def check_fail(payload: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(recoverable, bool):
         raise InvalidPayload("payload.recoverable must be true or false")
     seconds = _number(payload, "seconds", 0.0, 0.0, 3600.0)
-    return {**payload, "code": code, "recoverable": recoverable, "seconds": seconds}
+    attempts = int(_number(payload, "failAttempts", 1000, 1, 1000))
+    return {**payload, "code": code, "recoverable": recoverable, "seconds": seconds,
+            "failAttempts": attempts}  # fmt: skip
 
 
 @job_type("demo.fail", display_name="Fail (demo)", max_attempts=1, backoff=0.2, backoff_max=2.0,
           payload=check_fail, label=lambda p: f"Fail with {p['code']}")  # fmt: skip
 async def fail(ctx: JobContext) -> Mapping[str, Any]:
-    """Fail with ``code`` (recoverable or not), after ``seconds``."""
+    """Fail with ``code`` (recoverable or not), after ``seconds``; only in the first
+    ``failAttempts`` attempts (all unless given), succeeding after them."""
+    if ctx.attempt > int(ctx.payload.get("failAttempts", 1000)):
+        await ctx.progress(JobStage.PROCESSING, 100.0, "Worked this time")
+        return {"title": f"Succeeded on attempt {ctx.attempt}"}
     await ctx.progress(JobStage.PROCESSING, 50.0, "About to fail")
     await asyncio.sleep(float(ctx.payload["seconds"]))
     raise JobError(

@@ -79,6 +79,7 @@ class EventType(StrEnum):
     FAILED = "job.failed"
     RETRYING = "job.retrying"
     CANCELLED = "job.cancelled"
+    REMOVED = "job.removed"  # a finished job soft-deleted by its owner: gone from lists
 
 
 # Status changes, results and errors: a slow client may never lose these (progress may coalesce).
@@ -89,6 +90,7 @@ STATUS_EVENT_TYPES: Final = frozenset(
         EventType.FAILED,
         EventType.RETRYING,
         EventType.CANCELLED,
+        EventType.REMOVED,
     }
 )
 
@@ -191,6 +193,8 @@ class Job:
     idempotency_key: str | None = column("TEXT", wire=("idempotencyKey",), default=None)
     lease_token: str | None = column("TEXT", wire=(), default=None)
     lease_expires_at: float | None = column("REAL", wire=(), default=None)
+    # Set when its owner removed the finished job (a soft delete: retention deletes it later).
+    removed_at: float | None = column("REAL", wire=("removedAt",), kind="time", default=None)
 
     if TYPE_CHECKING:
 

@@ -19,11 +19,11 @@ import asyncio
 import heapq
 import itertools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from .bus import EventBus
-from .models import ErrorDict, Event, Job, ResultDict
+from .models import ErrorDict, Event, Job, JobStatus, ResultDict
 from .store import NewJob, ProgressUpdate, Store
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,28 @@ class JobQueue:
         job, event = await self.store.retry(job_id, user_id)
         await self._answer(event.seq)
         return job
+
+    async def remove(self, job_id: str, user_id: str | None) -> Job:
+        """Soft-delete a finished job (``job.removed``)."""
+        job, event = await self.store.remove(job_id, user_id)
+        await self._answer(event.seq)
+        return job
+
+    async def remove_finished(
+        self, user_id: str, statuses: Collection[JobStatus], *, batch: int = 500,
+        most: int = 100_000,
+    ) -> int:  # fmt: skip
+        """Remove ``user_id``'s jobs in ``statuses`` (finished ones), ``batch`` per commit,
+        at most ``most``; how many went."""
+        removed = 0
+        while removed < most:
+            events = await self.store.remove_finished(user_id, statuses, min(batch, most - removed))
+            if events:
+                await self._answer(events[-1].seq)
+            removed += len(events)
+            if len(events) < batch:
+                break
+        return removed
 
     async def requeue(self, job_id: str, token: str, message: str) -> Event:
         event = await self.store.requeue(job_id, token, message)

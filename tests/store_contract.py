@@ -419,6 +419,69 @@ class StoreContract:
         cancelled = await store.list_jobs("u1", JobStatus.CANCELLED, 10, 0)
         assert [j.id for j in cancelled] == [first.id]
 
+    async def test_search_and_counts_agree_per_user(self, store: Store) -> None:
+        bees, _ = await store.enqueue(new(label="Bees of Europe.pdf"))
+        await store.enqueue(new(label="wasps.pdf"))
+        other, _ = await store.enqueue(NewJob(type="demo.sleep", user_id="u1"))
+        await store.enqueue(new(user="u2", label="bees too"))
+        await store.cancel(bees.id, None)
+        found = await store.list_jobs("u1", None, 10, 0, query="BEES")
+        assert [j.id for j in found] == [bees.id]
+        assert [j.id for j in await store.list_jobs("u1", None, 10, 0, query="demo.")] == [
+            other.id
+        ]
+        assert await store.list_jobs("u1", JobStatus.QUEUED, 10, 0, query="bees") == []
+        counts = await store.job_counts("u1", "bees")
+        assert counts[JobStatus.CANCELLED] == 1 and sum(counts.values()) == 1
+        everything = await store.job_counts("u1")
+        assert everything[JobStatus.QUEUED] == 2 and everything[JobStatus.CANCELLED] == 1
+        assert sum((await store.job_counts("u2")).values()) == 1
+
+    async def test_removed_job_leaves_lists_and_counts_but_keeps_its_events(
+        self, store: Store
+    ) -> None:
+        done = await finish(store)
+        waiting, _ = await store.enqueue(new())
+        with pytest.raises(IllegalTransition):
+            await store.remove(waiting.id, "u1")  # not finished
+        with pytest.raises(JobNotFound):
+            await store.remove(done, "u2")  # another user's
+        before = await store.events_after(0, job_id=done)
+        job, event = await store.remove(done, "u1")
+        assert event.type is EventType.REMOVED and job.removed_at is not None
+        body = orjson.loads(event.data)
+        assert body["status"] == "completed" and body["stage"] == "completed"
+        assert job.last_seq == event.seq == await store.head_seq()
+        assert [j.id for j in await store.list_jobs("u1", None, 10, 0)] == [waiting.id]
+        assert sum((await store.job_counts("u1")).values()) == 1
+        stored = await store.get_job(done)
+        assert stored is not None and stored.removed_at is not None
+        assert await store.events_after(0, job_id=done) == [*before, event]
+        for again in (store.remove, store.retry, store.cancel):
+            with pytest.raises(JobNotFound):
+                await again(done, "u1")
+
+    async def test_remove_finished_takes_only_the_statuses_asked(self, store: Store) -> None:
+        completed = [await finish(store) for _ in range(3)]
+        failed = await finish(store, fail=True)
+        theirs = await finish(store, user="u2")
+        mine_later, _ = await store.enqueue(new())
+        events = await store.remove_finished("u1", [JobStatus.COMPLETED], 2)
+        assert [e.job_id for e in events] == completed[:2]
+        assert all(e.type is EventType.REMOVED for e in events)
+        events = await store.remove_finished("u1", [JobStatus.COMPLETED, JobStatus.FAILED], 10)
+        assert [e.job_id for e in events] == [completed[2], failed]
+        assert [j.id for j in await store.list_jobs("u1", None, 10, 0)] == [mine_later.id]
+        assert await store.remove_finished("u1", [JobStatus.COMPLETED], 10) == []
+        assert [j.id for j in await store.list_jobs("u2", None, 10, 0)] == [theirs]
+
+    async def test_first_event_carries_the_new_jobs_metadata(self, store: Store) -> None:
+        job, [queued] = await store.enqueue(new(metadata={"fileName": "a.pdf"}))
+        assert job.metadata == {"fileName": "a.pdf"}
+        assert orjson.loads(queued.data)["metadata"] == {"fileName": "a.pdf"}
+        [(_, started)] = await store.claim(1, 30)
+        assert orjson.loads(started.data)["metadata"] == {"fileName": "a.pdf"}
+
     # -- heads, epochs, reopening ---------------------------------------------------------------
 
     async def test_epoch_and_head_survive_reopen(self, make_store: MakeStore) -> None:

@@ -9,6 +9,7 @@ from jobserver.client import (
     JobEvent,
     JobFailed,
     JobProgress,
+    JobRemoved,
     Meta,
     ProtocolError,
     event_from_wire,
@@ -59,6 +60,16 @@ def test_a_job_follows_its_newer_events_only() -> None:
     assert done.finished and done.result == {"ok": 1}
     with pytest.raises(ProtocolError):
         Job.from_wire({"status": "queued"})
+
+
+def test_a_removed_event_ends_a_followed_job_and_marks_it_removed() -> None:
+    done = Job.from_wire({"jobId": "j1", "status": "completed", "lastSeq": 9})
+    assert not done.removed
+    event = event_from_wire({**EVENT, "seq": 10, "type": "job.removed", "status": "completed",
+                             "stage": "completed", "message": "Removed"})  # fmt: skip
+    assert type(event) is JobRemoved and event.terminal
+    gone = done.with_event(event)
+    assert gone.removed and gone.removedAt == EVENT["timestamp"] and gone.status == "completed"
 
 
 def test_meta_defaults_to_the_protocols_terminal_statuses() -> None:

@@ -35,6 +35,7 @@ def test_the_python_client_s_copy_of_the_statuses_matches_the_server() -> None:
     from jobserver.models import STATUS_EVENT_TYPES, TERMINAL, EventType
 
     assert {s.value for s in TERMINAL} == client.TERMINAL_STATUSES
-    finishing = {EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED}
+    # job.removed follows one of the others (only a finished job is removed).
+    finishing = {EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED, EventType.REMOVED}
     assert {t.value for t in finishing} == client.TERMINAL_EVENT_TYPES
     assert finishing <= STATUS_EVENT_TYPES

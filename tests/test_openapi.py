@@ -195,6 +195,27 @@ async def exercise_jobs(c: Checked) -> None:
     await wait_status(c.api, failed["jobId"], "failed")
     status, body = await c.call("GET", f"/api/jobs/{failed['jobId']}")
     assert body["error"]["code"] == "DEMO_FAILURE"
+    # The dashboard's routes: a job's events, search and counts, bulk, removal.
+    status, events = await c.call("GET", f"/api/jobs/{job['jobId']}/events?limit=1")
+    assert status == 200 and events["events"][0]["type"] == "job.queued" and events["nextAfter"]
+    assert (await c.call("GET", "/api/jobs/nope/events"))[0] == 404
+    assert (await c.call("GET", f"/api/jobs/{job['jobId']}/events?limit=0",
+                         valid_request=False))[0] == 400  # fmt: skip
+    status, page = await c.call("GET", "/api/jobs?q=demo.fail")
+    assert status == 200 and page["total"] == page["counts"]["all"] == 1
+    status, bulk = await c.call("POST", "/api/jobs/bulk",
+                                body={"action": "remove", "ids": [failed["jobId"], "nope"]})
+    assert status == 200 and [r["ok"] for r in bulk["results"]] == [True, False]
+    assert (await c.call("POST", "/api/jobs/bulk", body={"action": "x", "ids": ["a"]},
+                         valid_request=False))[0] == 400  # fmt: skip
+    assert (await c.call("DELETE", f"/api/jobs/{job['jobId']}"))[0] == 200
+    assert (await c.call("DELETE", f"/api/jobs/{job['jobId']}"))[0] == 404
+    _, waiting = await c.call("POST", "/api/jobs", body={"type": "demo.sleep", "delaySeconds": 60})
+    assert (await c.call("DELETE", f"/api/jobs/{waiting['jobId']}"))[0] == 409
+    assert (await c.call("POST", f"/api/jobs/{waiting['jobId']}/cancel"))[0] == 200
+    status, removed = await c.call("DELETE", "/api/jobs?status=cancelled")
+    assert status == 200 and removed["removed"] >= 1
+    assert (await c.call("DELETE", "/api/jobs?status=queued", valid_request=False))[0] == 400
 
 
 async def exercise_pdfs_notes_and_events(c: Checked) -> None:

@@ -382,6 +382,8 @@ class Client:
                         return job
                     continue
                 job = job.with_event(item)
+                if job.removed:
+                    return job  # the server would answer 404 now
                 if job.finished:
                     latest = await self.get(job_id)
                     return latest if latest.finished else job

@@ -16,7 +16,10 @@ from typing import Any, Final, Literal, TypeVar
 from .errors import ProtocolError
 
 TERMINAL_STATUSES: Final = frozenset({"completed", "failed", "cancelled"})
-TERMINAL_EVENT_TYPES: Final = frozenset({"job.completed", "job.failed", "job.cancelled"})
+# job.removed comes only after one of the others (only a finished job can be removed).
+TERMINAL_EVENT_TYPES: Final = frozenset(
+    {"job.completed", "job.failed", "job.cancelled", "job.removed"}
+)
 
 _T = TypeVar("_T")
 
@@ -89,6 +92,7 @@ class Job:
     runAt: str | None = None
     lastSeq: int = 0
     idempotencyKey: str | None = None
+    removedAt: str | None = None
     created: bool | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -103,12 +107,19 @@ class Job:
         """Completed, failed or cancelled (a failed or cancelled job may still be retried)."""
         return self.status in TERMINAL_STATUSES
 
+    @property
+    def removed(self) -> bool:
+        """Its owner removed it (``job.removed``): the server lists it no more."""
+        return self.removedAt is not None
+
     def with_event(self, event: JobEvent) -> Job:
         """This job as ``event`` left it (an older event changes nothing)."""
         if event.jobId != self.jobId or event.seq <= self.lastSeq:
             return self
         raw = {**self.raw, **{k: v for k, v in event.raw.items() if k in _JOB_FIELDS_OF_EVENT}}
         raw.update(attempts=event.attempt, lastSeq=event.seq)
+        if event.type == "job.removed":
+            raw["removedAt"] = event.timestamp or None
         raw.pop("created", None)
         if "attempt" in self.raw:
             raw["attempt"] = event.attempt
@@ -144,7 +155,8 @@ class JobEvent:
     """One event of a job (docs/websocket.md, "Events, seq and epoch"); the wire fields.
 
     ``type`` is one of ``job.queued``, ``job.progress``, ``job.completed`` (with ``result``),
-    ``job.failed`` and ``job.retrying`` (with ``error``), ``job.cancelled``; each has its own
+    ``job.failed`` and ``job.retrying`` (with ``error``), ``job.cancelled``, ``job.removed``
+    (a finished job its owner removed); each has its own
     subclass below (a type this client does not know yet arrives as a plain ``JobEvent``).
     ``seq`` orders every event of the server; ``timestamp`` is ISO 8601 UTC text.
     ``attempts`` (the job's name for ``attempt``) and ``label`` come from servers that send
@@ -172,7 +184,8 @@ class JobEvent:
 
     @property
     def terminal(self) -> bool:
-        """The job finished with this event (completed, failed or cancelled)."""
+        """The job finished with this event (completed, failed or cancelled), or was removed
+        (after it finished)."""
         return self.type in TERMINAL_EVENT_TYPES
 
 
@@ -218,7 +231,15 @@ class JobCancelled(JobEvent):
     type: Literal["job.cancelled"] = "job.cancelled"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobRemoved(JobEvent):
+    """``job.removed``: its owner removed the finished job (status and stage unchanged)."""
+
+    type: Literal["job.removed"] = "job.removed"
+
+
 _EVENT_CLASSES: Final[dict[str, type[JobEvent]]] = {
+    "job.removed": JobRemoved,
     "job.queued": JobQueued,
     "job.progress": JobProgress,
     "job.completed": JobCompleted,

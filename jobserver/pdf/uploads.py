@@ -158,6 +158,7 @@ async def create_pdf_job(request: web.Request) -> list[NewJob]:
             max_attempts=max_attempts,
             idempotency_key=key if key is None or len(stored) == 1 else f"{key}.{n}",
             message=f"Queued {up.filename}",
+            metadata={"fileName": up.filename},
         )
         for n, up in enumerate(stored)
     ]

@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import IllegalTransition, InvalidPayload, JobNotFound, LeaseLost
 from ..models import (
     SERVER_STAGES,
+    TERMINAL,
     ErrorDict,
     EventType,
     Job,
@@ -59,6 +60,7 @@ def new_job(new: NewJob, now: float) -> Change:
         payload=dict(new.payload),
         label=new.label,
         message=new.message,
+        metadata=dict(new.metadata),
         max_attempts=new.max_attempts,
         created_at=now,
         run_at=now + new.delay_seconds,
@@ -68,8 +70,13 @@ def new_job(new: NewJob, now: float) -> Change:
 
 
 def owned(job: Job | None, job_id: str, user_id: str | None) -> Job:
-    """The job, if it exists and (when ``user_id`` is given) belongs to that user."""
-    if job is None or (user_id is not None and job.user_id != user_id):
+    """The job, if it exists, was not removed and (when ``user_id`` is given) belongs to that
+    user."""
+    if (
+        job is None
+        or job.removed_at is not None
+        or (user_id is not None and job.user_id != user_id)
+    ):
         raise JobNotFound(f"no job {job_id}")
     return job
 
@@ -187,6 +194,14 @@ def retried(job: Job, now: float) -> Change:
         finished_at=None,
         run_at=now,
     ), EventType.QUEUED
+
+
+def removed(job: Job, now: float) -> Change:
+    """A finished job its owner removed: kept (its events too) until retention prunes it, but
+    gone from lists and counts. Its status and stage stay what they were."""
+    if job.status not in TERMINAL:
+        raise IllegalTransition(f"only a finished job can be removed, not a {job.status} one")
+    return job.evolve(removed_at=now, message="Removed"), EventType.REMOVED
 
 
 def worker_lost(job: Job, now: float) -> Change:

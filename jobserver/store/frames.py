@@ -56,6 +56,7 @@ def new_job_fields(new: NewJob) -> NewJobFields:
         str(new.type), str(new.user_id), json_bytes(new.payload, "the payload"),
         int(new.max_attempts), float(new.delay_seconds), _text(new.idempotency_key),
         _text(new.job_id), str(new.message), str(new.label),
+        json_bytes(new.metadata, "the metadata"),
     )  # fmt: skip
 
 
@@ -68,7 +69,10 @@ IDEMPOTENCY_KEY = 5  # where new_job_fields puts it (the writer checks it before
 
 def new_job(fields: NewJobFields) -> NewJob:
     payload = orjson.loads(fields[2])
-    return NewJob(fields[0], fields[1], payload, *fields[3:])
+    return NewJob(
+        fields[0], fields[1], payload, fields[3], fields[4], fields[5], fields[6], fields[7],
+        fields[8], orjson.loads(fields[9]),
+    )  # fmt: skip
 
 
 def pack(value: Any) -> bytes:

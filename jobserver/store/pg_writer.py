@@ -36,7 +36,7 @@ INSERT_EVENT = "INSERT INTO events (seq, type, job_id, user_id, data) VALUES ($1
 SELECT_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs"
 TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 # Ops that read the tables themselves: the rows the batch changed are written first.
-READING = frozenset({"claim", "renew", "recover", "prune", "op"})
+READING = frozenset({"claim", "renew", "recover", "prune", "op", "remove_finished"})
 
 
 class PgTx:
@@ -99,6 +99,7 @@ class Batch:
             "progress": self.progress,
             "complete": self.complete, "fail": self.fail, "requeue": self.requeue,
             "cancel": self.cancel, "retry": self.retry, "renew": self.renew,
+            "remove": self.remove, "remove_finished": self.remove_finished,
             "recover": self.recover, "op": self.plugin_op, "ping": self.ping,
             "prune": self.prune,
         }  # fmt: skip
@@ -248,6 +249,17 @@ class Batch:
 
     async def retry(self, job_id: str, user_id: str | None) -> tuple[Job, int]:
         return await self._owned(job_id, user_id, changes.retried)
+
+    async def remove(self, job_id: str, user_id: str | None) -> tuple[Job, int]:
+        return await self._owned(job_id, user_id, changes.removed)
+
+    async def remove_finished(self, user_id: str, statuses: list[str], limit: int) -> list[int]:
+        now = time.time()
+        rows = await self.conn.fetch(
+            f"{SELECT_JOBS} WHERE user_id=$1 AND removed_at IS NULL AND status = ANY($2) "
+            "ORDER BY created_at, id LIMIT $3 FOR UPDATE", user_id, statuses, limit,
+        )  # fmt: skip
+        return [self._save(changes.removed(row_to_job(tuple(r)), now)) for r in rows]
 
     async def renew(self, leases: Mapping[str, str], lease_seconds: float) -> set[str]:
         expires = time.time() + lease_seconds

@@ -20,7 +20,7 @@ import importlib
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -378,6 +378,17 @@ class PostgresStore:
         result: tuple[Job, Event] = await self._write(("retry", job_id, user_id))
         return result
 
+    async def remove(self, job_id: str, user_id: str | None) -> tuple[Job, Event]:
+        result: tuple[Job, Event] = await self._write(("remove", job_id, user_id))
+        return result
+
+    async def remove_finished(
+        self, user_id: str, statuses: Collection[JobStatus], limit: int
+    ) -> list[Event]:
+        values = [JobStatus(s).value for s in statuses]
+        events: list[Event] = await self._write(("remove_finished", user_id, values, limit))
+        return events
+
     async def renew(self, leases: Mapping[str, str], lease_seconds: float) -> set[str]:
         lost: set[str] = await self._write(("renew", dict(leases), lease_seconds))
         return lost
@@ -448,19 +459,24 @@ class PostgresStore:
         return row_to_job(tuple(rows[0])) if rows else None
 
     async def list_jobs(self, user_id: str, status: JobStatus | None, limit: int,
-                        offset: int) -> list[Job]:  # fmt: skip
-        if status is None:
-            rows = await self._read(
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE user_id=$1 "
-                "ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3", user_id, limit, offset,
-            )  # fmt: skip
-        else:
-            rows = await self._read(
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE user_id=$1 AND status=$2 "
-                "ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4",
-                user_id, status.value, limit, offset,
-            )  # fmt: skip
+                        offset: int, *, query: str | None = None) -> list[Job]:  # fmt: skip
+        where, params = _visible(user_id, query)
+        if status is not None:
+            params.append(status.value)
+            where += f" AND status=${len(params)}"
+        rows = await self._read(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE {where} ORDER BY created_at DESC, id DESC "
+            f"LIMIT ${len(params) + 1} OFFSET ${len(params) + 2}", *params, limit, offset,
+        )  # fmt: skip
         return [row_to_job(tuple(r)) for r in rows]
+
+    async def job_counts(self, user_id: str, query: str | None = None) -> dict[JobStatus, int]:
+        where, params = _visible(user_id, query)
+        counts = dict.fromkeys(JobStatus, 0)
+        sql = f"SELECT status, COUNT(*) FROM jobs WHERE {where} GROUP BY status"
+        for status, n in await self._read(sql, *params):
+            counts[JobStatus(status)] = int(n)
+        return counts
 
     async def events_after(
         self, since: int, *, user_id: str | None = None, job_id: str | None = None,
@@ -543,13 +559,22 @@ def _decoded(kind: str, ok: bool, value: Any, events: Mapping[int, Event]) -> An
         return value[0], [events[s] for s in value[1]]
     if kind == "enqueue_many":
         return [(job, [events[s] for s in seqs]) for job, seqs in value]
-    if kind in ("cancel", "retry"):
+    if kind in ("cancel", "retry", "remove"):
         return value[0], events[value[1]]
     if kind == "claim":
         return [(job, events[seq]) for job, seq in value]
-    if kind == "recover":
+    if kind in ("recover", "remove_finished"):
         return [events[s] for s in value]
     return value
+
+
+def _visible(user_id: str, query: str | None) -> tuple[str, list[Any]]:
+    """As ``sqlite_reads._visible``: a user's jobs not removed, matching ``query`` if given."""
+    where = "user_id=$1 AND removed_at IS NULL"
+    if not query:
+        return where, [user_id]
+    return (where + " AND (strpos(lower(label), $2) > 0 OR strpos(lower(type), $2) > 0)",
+            [user_id, query.lower()])  # fmt: skip
 
 
 def _check_json(value: Any, what: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -23,6 +23,7 @@ class NewJob:
         job_id: a chosen id, else one is generated.
         message: the first event's message.
         label: a short human title (a file's name, say), for lists and searches.
+        metadata: the first event's metadata (e.g. the name of the file a job reads).
     """
 
     type: str
@@ -34,6 +35,7 @@ class NewJob:
     job_id: str | None = None
     message: str = "Queued"
     label: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class ProgressUpdate(NamedTuple):
@@ -147,6 +149,18 @@ class Store(Protocol):
         """Queue a failed or cancelled job again with a fresh set of attempts."""
         ...
 
+    async def remove(self, job_id: str, user_id: str | None) -> tuple[Job, Event]:
+        """Soft-delete a finished job (``job.removed``): gone from ``list_jobs`` and
+        ``job_counts``, still read by ``get_job`` (``removed_at`` set) until pruned."""
+        ...
+
+    async def remove_finished(
+        self, user_id: str, statuses: Collection[JobStatus], limit: int
+    ) -> list[Event]:
+        """``remove`` up to ``limit`` of ``user_id``'s jobs in ``statuses`` (finished ones),
+        oldest first, in one transaction."""
+        ...
+
     async def renew(self, leases: Mapping[str, str], lease_seconds: float) -> set[str]:
         """Extend the given ``{job_id: token}`` leases; return the ids whose lease was lost."""
         ...
@@ -158,8 +172,17 @@ class Store(Protocol):
     async def get_job(self, job_id: str) -> Job | None: ...
 
     async def list_jobs(
-        self, user_id: str, status: JobStatus | None, limit: int, offset: int
-    ) -> list[Job]: ...
+        self, user_id: str, status: JobStatus | None, limit: int, offset: int,
+        *, query: str | None = None,
+    ) -> list[Job]:
+        """``user_id``'s jobs that were not removed, newest first; ``query``: only those
+        whose label or type contains it (case-insensitive)."""
+        ...
+
+    async def job_counts(self, user_id: str, query: str | None = None) -> dict[JobStatus, int]:
+        """How many of ``user_id``'s jobs (not removed, matching ``query`` as in
+        ``list_jobs``) are in each status."""
+        ...
 
     async def events_after(
         self,

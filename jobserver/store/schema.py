@@ -21,7 +21,7 @@ JOBS_TABLE = "CREATE TABLE IF NOT EXISTS jobs (\n    {}\n)".format(
 # CORE.migrations (store/migrations.py runs them).
 CORE = Tables(
     name="core",
-    version=2,
+    version=3,
     legacy_table="jobs",  # release 0.1.0 kept no version
     create=f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,6 +44,8 @@ CREATE INDEX IF NOT EXISTS events_user ON events (user_id, seq);
     migrations={
         # 0.1.0 -> 0.2: a job's label (set by its submitter, its type or its handler).
         2: "ALTER TABLE jobs ADD COLUMN label TEXT NOT NULL DEFAULT ''",
+        # 0.2 -> 0.3: a finished job its owner removed (soft delete, job.removed).
+        3: "ALTER TABLE jobs ADD COLUMN removed_at REAL",
     },
 )
 

@@ -13,7 +13,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +248,19 @@ class SqliteStore:
         result: tuple[Job, Event] = await self._link.write(("retry", job_id, user_id), _job_event)
         return result
 
+    async def remove(self, job_id: str, user_id: str | None) -> tuple[Job, Event]:
+        result: tuple[Job, Event] = await self._link.write(("remove", job_id, user_id), _job_event)
+        return result
+
+    async def remove_finished(
+        self, user_id: str, statuses: Collection[JobStatus], limit: int
+    ) -> list[Event]:
+        op: sqlite_ops.RemoveFinished = (
+            "remove_finished", user_id, [JobStatus(s).value for s in statuses], limit
+        )
+        events: list[Event] = await self._link.write(op, _events)
+        return events
+
     async def renew(self, leases: Mapping[str, str], lease_seconds: float) -> set[str]:
         lost: set[str] = await self._link.write(("renew", dict(leases), lease_seconds))
         return lost
@@ -277,9 +290,13 @@ class SqliteStore:
         return await self._reads.get_job(job_id)
 
     async def list_jobs(
-        self, user_id: str, status: JobStatus | None, limit: int, offset: int
-    ) -> list[Job]:
-        return await self._reads.list_jobs(user_id, status, limit, offset)
+        self, user_id: str, status: JobStatus | None, limit: int, offset: int,
+        *, query: str | None = None,
+    ) -> list[Job]:  # fmt: skip
+        return await self._reads.list_jobs(user_id, status, limit, offset, query=query)
+
+    async def job_counts(self, user_id: str, query: str | None = None) -> dict[JobStatus, int]:
+        return await self._reads.job_counts(user_id, query)
 
     async def events_after(
         self,

@@ -40,6 +40,9 @@ Requeue = tuple[Literal["requeue"], str, str, str]
 # job_id, user_id (None: any owner)
 Cancel = tuple[Literal["cancel"], str, str | None]
 Retry = tuple[Literal["retry"], str, str | None]
+Remove = tuple[Literal["remove"], str, str | None]
+# user_id, statuses, limit
+RemoveFinished = tuple[Literal["remove_finished"], str, list[str], int]
 # {job_id: token}, lease_seconds
 Renew = tuple[Literal["renew"], dict[str, str], float]
 # expired_only
@@ -57,7 +60,8 @@ Checkpoint = tuple[Literal["checkpoint"]]
 
 Op = (
     Enqueue | EnqueueMany | Claim | Progress | Complete | Fail | Requeue | Cancel | Retry
-    | Renew | Recover | PluginOp | Ping | Prune | Settings | Stopping | Checkpoint
+    | Remove | RemoveFinished | Renew | Recover | PluginOp | Ping | Prune | Settings | Stopping
+    | Checkpoint
 )  # fmt: skip
 
 # -- their results: each event written comes back as its seq ----------------------------------
@@ -81,6 +85,8 @@ class Handlers(TypedDict):
     requeue: Callable[[Requeue], Seq]
     cancel: Callable[[Cancel], JobAndSeq]
     retry: Callable[[Retry], JobAndSeq]
+    remove: Callable[[Remove], JobAndSeq]
+    remove_finished: Callable[[RemoveFinished], list[Seq]]
     renew: Callable[[Renew], set[str]]
     recover: Callable[[Recover], list[Seq]]
     op: Callable[[PluginOp], Any]

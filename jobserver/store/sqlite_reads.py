@@ -69,15 +69,24 @@ class SqliteReads:
         return self._seen(row_to_job(rows[0])) if rows else None
 
     async def list_jobs(
-        self, user_id: str, status: JobStatus | None, limit: int, offset: int
-    ) -> list[Job]:
-        sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE user_id=?"
-        params: tuple[Any, ...] = (user_id,)
+        self, user_id: str, status: JobStatus | None, limit: int, offset: int,
+        *, query: str | None = None,
+    ) -> list[Job]:  # fmt: skip
+        where, params = _visible(user_id, query)
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE {where}"
         if status is not None:
             sql += " AND status=?"
             params += (status.value,)
         sql += " ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?"
         return [self._seen(row_to_job(r)) for r in await self.read(sql, (*params, limit, offset))]
+
+    async def job_counts(self, user_id: str, query: str | None = None) -> dict[JobStatus, int]:
+        where, params = _visible(user_id, query)
+        rows = await self.read(f"SELECT status, COUNT(*) FROM jobs WHERE {where} GROUP BY status",
+                               params)  # fmt: skip
+        counts = dict.fromkeys(JobStatus, 0)
+        counts.update({JobStatus(status): int(n) for status, n in rows})
+        return counts
 
     async def events_after(
         self,
@@ -138,3 +147,14 @@ class SqliteReads:
             (f"$.{key}", user_id),
         )
         return int(rows[0][0])
+
+
+def _visible(user_id: str, query: str | None) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE clause of a user's jobs that were not removed, and match ``query`` if given
+    (a substring of the label or the type, case-insensitive)."""
+    where = "user_id=? AND removed_at IS NULL"
+    if not query:
+        return where, (user_id,)
+    needle = query.lower()
+    return (f"{where} AND (instr(lower(label), ?) > 0 OR instr(lower(type), ?) > 0)",
+            (user_id, needle, needle))  # fmt: skip

@@ -67,13 +67,13 @@ WAL_SIZE_LIMIT = 64 * 1024 * 1024
 CHECKPOINT_BUSY_MS = 50
 TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 # Ops that run SQL of their own over jobs or events: rows the batch changed are written first.
-READING = frozenset({"claim", "renew", "recover", "prune", "op"})
+READING = frozenset({"claim", "renew", "recover", "prune", "op", "remove_finished"})
 # Ops an HTTP request waits on. Soon after one, a batch of other ops (a claim, a completion,
 # progress: nobody waits on their reply) is held up to as long as the last batch took, until
 # the next such op comes to share its commit: a client that enqueues one job at a time then
 # waits for one fsync per job instead of two (its job's claim or completion committing alone
 # while its next request waits behind it).
-FOREGROUND = frozenset({"enqueue", "enqueue_many", "cancel", "retry"})
+FOREGROUND = frozenset({"enqueue", "enqueue_many", "cancel", "retry", "remove", "remove_finished"})
 HOLD_SECONDS = 0.005  # the longest hold
 HOLD_RECENT_SECONDS = 0.05  # holds happen this soon after a foreground op only
 HOLD_MAX_OPS = 64  # and only while fewer ops than this wait: a backlog commits at once
@@ -120,6 +120,8 @@ class Writer:
             "requeue": self.requeue,
             "cancel": self.cancel,
             "retry": self.retry,
+            "remove": self.remove,
+            "remove_finished": self.remove_finished,
             "renew": self.renew,
             "recover": self.recover,
             "op": self.plugin_op,
@@ -369,6 +371,19 @@ class Writer:
 
     def retry(self, op: ops.Retry) -> ops.JobAndSeq:
         return self._owned(op[1], op[2], changes.retried)
+
+    def remove(self, op: ops.Remove) -> ops.JobAndSeq:
+        return self._owned(op[1], op[2], changes.removed)
+
+    def remove_finished(self, op: ops.RemoveFinished) -> list[ops.Seq]:
+        _, user_id, statuses, limit = op
+        now = time.time()
+        rows = self.conn.execute(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE user_id=? AND removed_at IS NULL "
+            f"AND status IN ({','.join('?' * len(statuses))}) ORDER BY created_at, rowid LIMIT ?",
+            (user_id, *statuses, limit),
+        ).fetchall()
+        return [self._save(changes.removed(row_to_job(row), now)) for row in rows]
 
     def renew(self, op: ops.Renew) -> set[str]:
         _, leases, lease_seconds = op

@@ -87,14 +87,19 @@ def page_of(request: web.Request) -> tuple[int, int]:
     return limit, whole_number(query.get("offset"), "offset", 0, 10**9, 0)
 
 
-def paged(key: str, items: list[Any], limit: int, offset: int) -> web.Response:
+def page_body(key: str, items: list[Any], limit: int, offset: int) -> dict[str, Any]:
     """One page of a list fetched with ``limit + 1`` rows, so the extra row says more exist."""
-    return json_response({
+    return {
         key: items[:limit],
         "limit": limit,
         "offset": offset,
         "nextOffset": offset + limit if len(items) > limit else None,
-    })  # fmt: skip
+    }
+
+
+def paged(key: str, items: list[Any], limit: int, offset: int) -> web.Response:
+    """``page_body`` as the response."""
+    return json_response(page_body(key, items, limit, offset))
 
 
 def request_token(request: web.Request) -> str | None:

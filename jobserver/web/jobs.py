@@ -1,7 +1,8 @@
-"""The JSON API for jobs: create, read, list, cancel, retry."""
+"""The JSON API for jobs: create, read, list (with search and counts), cancel, retry."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Sequence
 from typing import Any
@@ -13,7 +14,7 @@ from ..jobtypes import check_label
 from ..models import Job, JobStatus
 from ..quotas import check_bytes
 from ..store import NewJob
-from .http import json_body, json_response, page_of, paged, user_of, whole_number
+from .http import json_body, json_response, page_body, page_of, user_of, whole_number
 from .keys import PLUGINS, QUEUE, QUOTA, REGISTRY, SERVER, SETTINGS, STORE
 
 routes = web.RouteTableDef()
@@ -129,7 +130,7 @@ async def own_job(request: web.Request) -> Job:
     """The job named in the path, if it belongs to the caller (another user's is a 404)."""
     job_id = request.match_info["job_id"]
     job = await request.app[STORE].get_job(job_id)
-    if job is None or job.user_id != user_of(request):
+    if job is None or job.user_id != user_of(request) or job.removed_at is not None:
         raise JobNotFound(f"no job {job_id}")
     return job
 
@@ -150,8 +151,17 @@ async def list_jobs(request: web.Request) -> web.Response:
             allowed = ", ".join(s.value for s in JobStatus)
             raise InvalidPayload(f"status must be one of {allowed}") from None
     limit, offset = page_of(request)
-    jobs = await request.app[STORE].list_jobs(user_of(request), status, limit + 1, offset)
-    return paged("jobs", [job.to_wire() for job in jobs], limit, offset)
+    search = _optional_str(query.get("q") or None, "q")
+    store, user_id = request.app[STORE], user_of(request)
+    jobs, counts = await asyncio.gather(
+        store.list_jobs(user_id, status, limit + 1, offset, query=search),
+        store.job_counts(user_id, search),
+    )
+    page = page_body("jobs", [job.to_wire() for job in jobs], limit, offset)
+    by_status = {s.value: n for s, n in counts.items()}
+    page["counts"] = {**by_status, "all": sum(by_status.values())}
+    page["total"] = page["counts"][status.value if status else "all"]
+    return json_response(page)
 
 
 @routes.post("/api/jobs/{job_id}/cancel")

@@ -11,7 +11,7 @@ from typing import Any, Final
 import orjson
 
 from .. import __version__
-from ..models import JOB_FIELDS, EventType, JobStatus
+from ..models import JOB_FIELDS, TERMINAL, EventType, JobStatus
 
 Schema = dict[str, Any]
 
@@ -71,6 +71,8 @@ _FIELD_SCHEMAS: dict[str, Schema] = {
     "run_at": TIME,
     "last_seq": {**INT, "description": "seq of this job's newest event"},
     "idempotency_key": nullable(STRING),
+    "removed_at": {**nullable(TIME), "description": "set once its owner removed it (then it is "
+                   "gone from lists; GET answers 404)"},
 }
 # On an event, result and error are present only when the job has them.
 _ON_EVENT = {"result": OBJECT, "error": ref("JobError")}
@@ -116,6 +118,25 @@ SCHEMAS: dict[str, Schema] = {
         "limit": INT,
         "offset": INT,
         "nextOffset": nullable(INT),
+        "total": {**INT, "description": "jobs matching status and q (all pages)"},
+        "counts": {**obj(["all", *(s.value for s in JobStatus)], {
+            "all": INT, **{s.value: INT for s in JobStatus}}),
+            "description": "jobs matching q, per status (removed ones not counted)"},
+    }),
+    "JobEvents": obj(["jobId", "events", "limit", "nextAfter"], {
+        "jobId": STRING,
+        "events": {"type": "array", "items": ref("Event")},
+        "limit": INT,
+        "nextAfter": {**nullable(INT), "description": "pass as after for the next page; null: "
+                      "no more events now"},
+    }),
+    "BulkResult": obj(["action", "results", "done", "refused"], {
+        "action": {"enum": ["cancel", "retry", "remove"]},
+        "results": {"type": "array", "items": obj(["jobId", "ok"], {
+            "jobId": STRING, "ok": {"type": "boolean"}, "job": ref("Job"),
+            "error": ref("ErrorBody")})},
+        "done": INT,
+        "refused": INT,
     }),
     "SignInMethods": obj(["methods", "openSignin"], {
         "methods": {"type": "array", "items": {"enum": ["open", "password", "token", "jwks"]}},
@@ -309,11 +330,69 @@ PATHS: dict[str, Schema] = {
                 {"name": "limit", "in": "query",
                  "schema": {**INT, "minimum": 1, "maximum": 200, "default": 50}},
                 {"name": "offset", "in": "query", "schema": {**INT, "minimum": 0, "default": 0}},
+                {"name": "q", "in": "query", "schema": {**STRING, "maxLength": 200},
+                 "description": "only jobs whose label or type contains this (any case)"},
             ],
             "responses": {
-                "200": json_body(ref("JobPage"), "a page of jobs"),
-                "400": error("INVALID_PAYLOAD (a bad status, limit or offset)"),
+                "200": json_body(ref("JobPage"), "a page of jobs, with the total and the "
+                                 "counts per status"),
+                "400": error("INVALID_PAYLOAD (a bad status, limit, offset or q)"),
                 "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+            },
+        },
+        "delete": {
+            "summary": "Remove your finished jobs (soft delete: a job.removed event each; "
+                       "notes stay, uploads are left to retention)",
+            "operationId": "removeFinishedJobs",
+            "parameters": [{"name": "status", "in": "query", "schema": {
+                "enum": sorted(s.value for s in TERMINAL)},
+                "description": "only these (repeat or comma-separate); all finished if none"}],
+            "responses": {
+                "200": json_body(obj(["removed", "statuses"], {
+                    "removed": INT, "statuses": {"type": "array", "items": STRING}}),
+                    "how many were removed"),
+                "400": error("INVALID_PAYLOAD (a status that is not a finished one)"),
+                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+                "403": error("ORIGIN_NOT_ALLOWED: another origin's page, with the cookie"),
+            },
+        },
+    },
+    "/api/jobs/bulk": {
+        "post": {
+            "summary": "Cancel, retry or remove each job of a selection (each on its own)",
+            "operationId": "bulkJobs",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": obj(["action", "ids"], {
+                    "action": {"enum": ["cancel", "retry", "remove"]},
+                    "ids": {"type": "array", "items": STRING, "minItems": 1, "maxItems": 1000},
+                })}}},
+            "responses": {
+                "200": json_body(ref("BulkResult"), "one result per distinct id, in order "
+                                 "(another user's job: JOB_NOT_FOUND)"),
+                "400": error("INVALID_JSON or INVALID_PAYLOAD (a bad action or ids)"),
+                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+                "403": error("ORIGIN_NOT_ALLOWED: another origin's page, with the cookie"),
+            },
+        },
+    },
+    "/api/jobs/{jobId}/events": {
+        "get": {
+            "summary": "One job's events from the stored log, oldest first (its timeline)",
+            "description": "Kept as long as the job is, whatever the resume floor of "
+                           "GET /api/events.",
+            "operationId": "jobEvents",
+            "parameters": [
+                JOB_ID,
+                {"name": "after", "in": "query", "schema": {**INT, "minimum": 0, "default": 0},
+                 "description": "only events with a larger seq"},
+                {"name": "limit", "in": "query",
+                 "schema": {**INT, "minimum": 1, "maximum": 1000, "default": 200}},
+            ],
+            "responses": {
+                "200": json_body(ref("JobEvents"), "a page of the job's events"),
+                "400": error("INVALID_PAYLOAD (a bad after or limit)"),
+                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+                "404": error("JOB_NOT_FOUND (also for another user's job or a removed one)"),
             },
         },
     },
@@ -325,7 +404,19 @@ PATHS: dict[str, Schema] = {
             "responses": {
                 "200": JOB,
                 "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
-                "404": error("JOB_NOT_FOUND (also for another user's job)"),
+                "404": error("JOB_NOT_FOUND (also for another user's job or a removed one)"),
+            },
+        },
+        "delete": {
+            "summary": "Remove a finished job (soft delete: job.removed; its notes stay)",
+            "operationId": "removeJob",
+            "parameters": [JOB_ID],
+            "responses": {
+                "200": JOB,
+                "401": error("UNAUTHORIZED, INVALID_TOKEN or TOKEN_EXPIRED"),
+                "403": error("ORIGIN_NOT_ALLOWED: another origin's page, with the cookie"),
+                "404": error("JOB_NOT_FOUND (also for another user's job or a removed one)"),
+                "409": error("ILLEGAL_TRANSITION: the job has not finished"),
             },
         },
     },
