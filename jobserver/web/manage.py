@@ -95,7 +95,7 @@ async def bulk(request: web.Request) -> web.Response:
             elif action == "remove":
                 job = await queue.remove(job_id, user_id)
             else:
-                with request.app[QUOTA].reserve(user_id):
+                async with request.app[QUOTA].reserve(user_id):
                     job = await queue.retry(job_id, user_id)
         except JobServerError as exc:
             return {"jobId": job_id, "ok": False,
