@@ -3,7 +3,10 @@
 The file part is written to a temporary file in the upload store's folder while it arrives,
 with our own byte count (the app's small JSON body limit does not apply to a streamed part),
 then kept by the upload store (``upload_store.py``: renamed to ``<sha256>.pdf``, or copied
-into PostgreSQL). A refused upload leaves nothing behind.
+into PostgreSQL). A refused upload leaves nothing behind: its partial file goes whether the
+refusal is ours or the client's (a cancelled upload), and a file it stored goes too, unless
+another request of this process kept the same bytes meanwhile (``Receiving``): that one's job
+needs the file.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
@@ -53,6 +57,39 @@ class StoredUpload:
     size: int
     filename: str
     created: bool  # this request stored the file (it was not there before)
+    mark: int = 0  # how often the file had been kept when this request kept it (Receiving)
+
+
+class Receiving:
+    """Uploads that requests of this process are still receiving: for each, how many such
+    requests hold it and how often it was kept since the first of them began.
+
+    A request that stored a file and is then refused deletes it only if no other request
+    kept the same bytes after it; otherwise that request's job, enqueued meanwhile or soon,
+    would find no file.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[Path, str], list[int]] = {}  # [holders, times kept]
+
+    def enter(self, key: tuple[Path, str]) -> int:
+        entry = self._held.setdefault(key, [0, 0])
+        entry[0] += 1
+        entry[1] += 1
+        return entry[1]
+
+    def kept_since(self, key: tuple[Path, str], mark: int) -> bool:
+        entry = self._held.get(key)
+        return entry is not None and entry[1] > mark
+
+    def leave(self, key: tuple[Path, str]) -> None:
+        entry = self._held[key]
+        entry[0] -= 1
+        if not entry[0]:
+            del self._held[key]
+
+
+RECEIVING = Receiving()
 
 
 def clean_filename(name: str | None) -> str:
@@ -91,14 +128,20 @@ async def receive_pdf(part: BodyPartReader, uploads: UploadStore, limit: int) ->
         if b"%PDF-" not in head:
             raise _not_a_pdf()
         sha = digest.hexdigest()
-        created = await uploads.keep(temp, sha)
+        key = (uploads.folder, sha)
+        mark = RECEIVING.enter(key)  # before keep: a request that keeps it meanwhile counts
+        try:
+            created = await uploads.keep(temp, sha)
+        except BaseException:
+            RECEIVING.leave(key)
+            raise
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFull("the server's disk is full: the file could not be stored") from None
         raise
-    return StoredUpload(sha, size, clean_filename(part.filename), created)
+    return StoredUpload(sha, size, clean_filename(part.filename), created, mark)
 
 
 async def _field(part: BodyPartReader) -> str:
@@ -144,9 +187,13 @@ async def create_pdf_job(request: web.Request) -> list[NewJob]:
         )
     except BaseException:
         for upload in stored:  # refused: the files it brought go now (not ones kept before)
-            if upload.created:
+            if upload.created and not RECEIVING.kept_since((uploads.folder, upload.sha256),
+                                                           upload.mark):  # fmt: skip
                 await uploads.remove(upload.sha256)
         raise
+    finally:
+        for upload in stored:
+            RECEIVING.leave((uploads.folder, upload.sha256))
     for upload in stored:
         await uploads.add_owner(upload.sha256, user_of(request))
     return [

@@ -12,7 +12,10 @@ descriptor and every ``/healthz`` timed out. Here each accepted connection is a
   always gets through a flood of slow ones; when every connection is busy, the new one gets
   a 503 ``TOO_MANY_CONNECTIONS`` and is closed;
 - a new connection has ``header_timeout_seconds`` to send its first request's headers; after a
-  request, aiohttp's keep-alive timeout bounds the wait for the next one.
+  request, aiohttp's keep-alive timeout bounds the wait for the next one;
+- a request aiohttp cannot parse (a bad request line, a NUL in a header, headers past the
+  limits) answers 400 with a JSON error and a code, like every other error, and is counted
+  as a refusal (one summary line a second) instead of an ERROR with a traceback each.
 
 ``web/limits.py`` tells the guard when a request starts and ends.
 """
@@ -27,6 +30,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from yarl import URL
 
 from ..config import Settings
@@ -46,6 +50,18 @@ FULL_RESPONSE = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
     b"Connection: close\r\nRetry-After: 1\r\nContent-Length: %d\r\n\r\n%s" % (len(FULL), FULL)
 )
+
+
+def malformed_response(exc: HttpProcessingError) -> web.Response:
+    """The JSON answer to a request aiohttp's parser refused (it never reaches the app)."""
+    if isinstance(exc, LineTooLong) or "Too many headers" in str(exc.message):
+        code, text = "HEADERS_TOO_LARGE", "the request line or headers are past the server's limits"
+    else:
+        code, text = "MALFORMED_REQUEST", "the request is not valid HTTP/1.1"
+    body = orjson.dumps({"error": {"code": code, "message": text}})
+    response = web.Response(body=body, status=400, content_type="application/json")
+    response.force_close()  # the parser's state is lost: nothing after it can be read
+    return response
 
 
 def handler_args(settings: Settings) -> dict[str, Any]:
@@ -177,6 +193,18 @@ class GuardedHandler(web.RequestHandler):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:  # fmt: skip
+        if not isinstance(exc, HttpProcessingError) or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        # The client's fault, not ours: aiohttp would log an ERROR with a traceback per request.
+        self.answered()
+        self._guard.refusals.count("malformed")
+        log.debug("malformed request from %s: %s", request.remote, exc.message)
+        return malformed_response(exc)
 
     def _headers_too_slow(self) -> None:
         self._header_timer = None

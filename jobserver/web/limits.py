@@ -8,7 +8,9 @@ The ``limits`` middleware runs first after the error middleware:
 - a body that stops arriving for ``body_timeout_seconds`` has its connection closed;
 - it tells the connection guard (``web/guard.py``) when a request is in progress, so only
   idle connections are dropped at the connection cap;
-- every refusal a limit raises is counted by reason (``web/refusals.py``).
+- every refusal a limit raises is counted by reason (``web/refusals.py``);
+- a client that closes its connection mid-request (a cancelled upload) is logged as one INFO
+  line, status 499 in the access log, not as a server error.
 
 ``multipart_parts`` is how an upload handler reads its parts: at most ``max_multipart_parts``,
 the whole body within its limit also when it comes without a length (chunked).
@@ -17,6 +19,7 @@ the whole body within its limit also when it comes without a length (chunked).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import BodyPartReader, web
@@ -27,7 +30,11 @@ from ..errors import BodyTooLarge, FileTooLarge, InvalidPayload, JobServerError,
 from .guard import ConnectionGuard, GuardedHandler
 from .refusals import CODES
 
+log = logging.getLogger(__name__)
+
 MULTIPART = "multipart/form-data"
+# nginx's status for "client closed request": never sent, only seen in the access log.
+CLIENT_CLOSED = 499
 # aiohttp's own chunk size: reading a part in bigger chunks reads past its end and puts the
 # rest back, a copy per part that made many tiny parts slow.
 SKIP_CHUNK = 8192
@@ -107,6 +114,13 @@ def limits_middleware(settings: Settings, guard: ConnectionGuard) -> Middleware:
                 # Closed by the body timeout: the answer reaches no one, but the access log
                 # says what happened.
                 return web.Response(status=408)
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                # The client went away mid-request (a cancelled upload, a closed tab): routine,
+                # not a server error. What the handler stored is removed by its own cleanup.
+                log.info("client closed the connection during %s %s after %d body bytes",
+                         request.method, request.path, request.content.total_bytes)  # fmt: skip
+                return web.Response(status=CLIENT_CLOSED)
             raise
         finally:
             if watch is not None:

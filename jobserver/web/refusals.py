@@ -27,6 +27,7 @@ REASONS = (
     "evicted",  # an idle connection dropped to make room for a new one
     "header_timeout",  # a new connection sent no complete request in time
     "body_timeout",  # a request body stopped arriving
+    "malformed",  # 400 before the app: MALFORMED_REQUEST or HEADERS_TOO_LARGE from the parser
     "body_too_large",  # 413: BODY_TOO_LARGE or FILE_TOO_LARGE
     "too_many_parts",  # 400: TOO_MANY_PARTS
     "host",  # 421: HOST_NOT_ALLOWED
