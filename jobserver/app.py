@@ -175,6 +175,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
         lease_seconds=settings.lease_seconds,
         grace_seconds=settings.shutdown_grace_seconds,
         processes=ProcessRunner(app[PROCESSES], settings.process_memory_mb),
+        max_running_per_user=settings.running_per_user,
     )
     app[POOL] = pool
     await pool.start()

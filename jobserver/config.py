@@ -130,6 +130,9 @@ class Settings:
         pdf_timeout_seconds: wall-clock limit of one parse (PARSE_TIMEOUT above it).
         max_jobs_per_user: queued and running jobs one user may have at once (429 QUOTA_JOBS
             above it).
+        max_running_per_user: jobs of one user running at once in this process's worker pool;
+            0: all but one of its slots (concurrency - 1, at least 1), so another user's job
+            always finds one.
         max_parsers_per_user: PDF parser processes one user's documents may hold at once (0:
             all of them). A user who holds none while all are busy gets an extra one started.
         max_stored_bytes_per_user: bytes of uploads one user's jobs may hold on the server (429
@@ -203,6 +206,7 @@ class Settings:
     pdf_memory_mb: int = 1024
     pdf_timeout_seconds: float = 60.0
     max_jobs_per_user: int = 10_000
+    max_running_per_user: int = 0
     max_parsers_per_user: int = 0
     max_stored_bytes_per_user: int = 10 * 1024**3
     requests_per_second_per_user: float = 5000.0
@@ -262,9 +266,11 @@ class Settings:
         if self.pdf_memory_mb < 128:
             raise ValueError("pdf_memory_mb must be at least 128 (a parser needs room to start)")
         if self.max_jobs_per_user < 1 or min(self.max_parsers_per_user,
-                                             self.max_stored_bytes_per_user) < 0:  # fmt: skip
-            raise ValueError("max_jobs_per_user must be >= 1, max_parsers_per_user and "
-                             "max_stored_bytes_per_user not negative")  # fmt: skip
+                                             self.max_stored_bytes_per_user,
+                                             self.max_running_per_user) < 0:  # fmt: skip
+            raise ValueError("max_jobs_per_user must be >= 1, max_parsers_per_user, "
+                             "max_running_per_user and max_stored_bytes_per_user not "
+                             "negative")  # fmt: skip
         if self.requests_per_second_per_user <= 0 or self.request_burst_per_user < 1:
             raise ValueError(
                 "requests_per_second_per_user must be > 0 and request_burst_per_user >= 1"
@@ -273,6 +279,11 @@ class Settings:
             raise ValueError("max_attempts_limit must be from 1 to 100")
         if self.pdf_timeout_seconds <= 0 or self.llm_timeout_seconds <= 0:
             raise ValueError("pdf_timeout_seconds and llm_timeout_seconds must be positive")
+
+    @property
+    def running_per_user(self) -> int:
+        """``max_running_per_user`` with 0 resolved: all but one of the pool's slots."""
+        return self.max_running_per_user or max(1, self.concurrency - 1)
 
     @property
     def worker_processes(self) -> int:

@@ -25,6 +25,7 @@ from typing import Any
 from .bus import EventBus
 from .models import ErrorDict, Event, Job, JobStatus, ResultDict
 from .store import NewJob, ProgressUpdate, Store
+from .store.claims import PerUser
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +118,10 @@ class JobQueue:
                 log.exception("a queued-job hook failed for job %s", job.id)
 
     async def claim(
-        self, limit: int, lease_seconds: float, caps: Mapping[str, int] | None = None
+        self, limit: int, lease_seconds: float, caps: Mapping[str, int] | None = None,
+        per_user: PerUser | None = None,
     ) -> list[Job]:
-        claimed = await self.store.claim(limit, lease_seconds, caps)
+        claimed = await self.store.claim(limit, lease_seconds, caps, per_user)
         if claimed:
             await self._answer(claimed[-1][1].seq)
         return [job for job, _ in claimed]

@@ -71,6 +71,8 @@ class WorkerPool:
         grace_seconds: how long ``stop`` waits for running jobs before requeueing them.
         processes: runs ``process=True`` job types in the worker processes; each such type
             runs at most as many jobs at once as there are processes.
+        max_running_per_user: most jobs of one user running at once in this pool (0: no
+            limit), so one user's backlog cannot take every slot while another user waits.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class WorkerPool:
         lease_seconds: float,
         grace_seconds: float,
         processes: ProcessRunner | None = None,
+        max_running_per_user: int = 0,
     ) -> None:
         self.events = events
         self.registry = registry
@@ -94,6 +97,8 @@ class WorkerPool:
         self._slot_free = asyncio.Event()
         self._busy = 0  # jobs whose handler is running
         self._busy_by_type: dict[str, int] = {}
+        self.max_running_per_user = max_running_per_user
+        self._busy_by_user: dict[str, int] = {}
         # Types with a concurrency limit of their own: a claim takes no more than they have left.
         self._capped = {t.name: t.options.concurrency for t in registry.types()
                         if t.options.concurrency is not None}  # fmt: skip
@@ -167,7 +172,9 @@ class WorkerPool:
             self._wake.clear()
             try:
                 caps = {t: n - self._busy_by_type.get(t, 0) for t, n in self._capped.items()}
-                jobs = await self.events.claim(free, self.lease_seconds, caps or None)
+                per_user = ((self.max_running_per_user, dict(self._busy_by_user))
+                            if self.max_running_per_user else None)  # fmt: skip
+                jobs = await self.events.claim(free, self.lease_seconds, caps or None, per_user)
                 for job in jobs:
                     self._start(job)
                 if len(jobs) < free:
@@ -225,6 +232,7 @@ class WorkerPool:
         self.running[job.id] = _Running(job, task)
         self._busy += 1
         self._busy_by_type[job.type] = self._busy_by_type.get(job.type, 0) + 1
+        self._busy_by_user[job.user_id] = self._busy_by_user.get(job.user_id, 0) + 1
 
     def _release(self, running: _Running) -> None:
         """The handler is done (or never ran): free its slot, once."""
@@ -232,6 +240,11 @@ class WorkerPool:
             running.in_handler = False
             self._busy -= 1
             self._busy_by_type[running.job.type] -= 1
+            left = self._busy_by_user[running.job.user_id] - 1
+            if left:
+                self._busy_by_user[running.job.user_id] = left
+            else:
+                del self._busy_by_user[running.job.user_id]
             self._slot_free.set()
 
     def _finished(self, job_id: str) -> None:

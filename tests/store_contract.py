@@ -247,6 +247,21 @@ class StoreContract:
         types = sorted(job.type for job, _ in claimed)
         assert types == ["capped", "t", "t"]
 
+    async def test_claim_takes_no_more_of_a_user_than_its_room(self, store: Store) -> None:
+        # u1's backlog comes first, more of it than one page: a limit of 3 running per user,
+        # with 1 of u1's running already, leaves u1 room for 2; u2 and u3 get theirs.
+        for _ in range(12):
+            await store.enqueue(new("u1"))
+        await store.enqueue(new("u2"))
+        await store.enqueue(NewJob(type="capped", user_id="u3"))
+        await store.enqueue(NewJob(type="capped", user_id="u3"))
+        claimed = await store.claim(6, 30, {"capped": 1}, (3, {"u1": 1, "u2": 3}))
+        users = sorted(job.user_id for job, _ in claimed)
+        assert users == ["u1", "u1", "u3"]  # u2 is full; u3's second is over its type's cap
+        again = await store.claim(6, 30, None, (3, {"u1": 3, "u2": 2}))
+        assert sorted(job.user_id for job, _ in again) == ["u2", "u3"]
+        assert len(await store.claim(20, 30)) == 10  # no limit: the rest of u1's
+
     async def test_delayed_job_is_not_claimed_before_its_time(self, store: Store) -> None:
         await store.enqueue(new(delay_seconds=60))
         assert await store.claim(1, 30) == []

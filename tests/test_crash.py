@@ -46,11 +46,15 @@ async def all_jobs(session: aiohttp.ClientSession, url: str, headers: dict[str, 
     return jobs
 
 
+# One user's 200 jobs all running at once (by default one user leaves a slot for others).
+ALL_200 = ("--demo-jobs", "--concurrency", "200", "--max-running-per-user", "200")
+
+
 async def test_kill_9_with_200_running_jobs_loses_nothing(
     tmp_path: Path, servers: list[LiveServer]
 ) -> None:
     data = tmp_path / "data"
-    first = LiveServer(data, "--demo-jobs", "--concurrency", "200")
+    first = LiveServer(data, *ALL_200)
     servers.append(first)
     url = first.start().url
     async with aiohttp.ClientSession() as session:
@@ -69,7 +73,7 @@ async def test_kill_9_with_200_running_jobs_loses_nothing(
                 await asyncio.sleep(0.05)
     first.kill()
 
-    second = LiveServer(data, "--demo-jobs", "--concurrency", "200")
+    second = LiveServer(data, *ALL_200)
     servers.append(second)
     url = second.start().url
     async with aiohttp.ClientSession() as session:

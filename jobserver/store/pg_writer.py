@@ -19,6 +19,7 @@ from ..errors import JobServerError
 from ..models import ErrorDict, Job, ResultDict, encode_event, iso
 from ..tables import WriteOp
 from . import changes
+from .claims import ClaimBudget, PerUser
 from .pg_schema import LOCK_SPACE, SEQ_LOCK, placeholders
 from .protocol import NewJob, ProgressUpdate, Pruned
 from .schema import JOB_COLUMNS, insert_params, row_to_job
@@ -195,29 +196,34 @@ class Batch:
         return out
 
     async def claim(
-        self, limit: int, lease_seconds: float, caps: dict[str, int] | None = None
+        self, limit: int, lease_seconds: float, caps: dict[str, int] | None = None,
+        per_user: PerUser | None = None,
     ) -> list[tuple[Job, int]]:
         now = time.time()
-        left = dict(caps or {})
-        full = [t for t, n in left.items() if n <= 0]
-        rows = await self.conn.fetch(
-            f"{SELECT_JOBS} WHERE status='queued' AND run_at<=$1 AND NOT (type = ANY($2)) "
-            "ORDER BY run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
-            now, full, limit + sum(max(0, n) for n in left.values()) if left else limit,
-        )  # fmt: skip
+        budget = ClaimBudget(caps, per_user)
         out: list[tuple[Job, int]] = []
-        for row in rows:
-            if len(out) >= limit:
-                break
-            job = row_to_job(tuple(row))
-            if job.type in left:
-                if left[job.type] <= 0:
+        seen: list[str] = []  # rows of earlier pages: claimed, or skipped for a full user or type
+        while len(out) < limit:
+            want = limit - len(out)
+            rows = await self.conn.fetch(
+                f"{SELECT_JOBS} WHERE status='queued' AND run_at<=$1 AND NOT (type = ANY($2)) "
+                "AND NOT (user_id = ANY($3)) AND NOT (id = ANY($4)) "
+                "ORDER BY run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED",
+                now, budget.full_types(), budget.full_users(), seen, want,
+            )  # fmt: skip
+            skipped = False
+            for row in rows:
+                job = row_to_job(tuple(row))
+                seen.append(job.id)
+                if not budget.take(job):
+                    skipped = True
                     continue
-                left[job.type] -= 1
-            token = f"{self.token_prefix}-{next(self.tokens):x}"
-            change = changes.claimed(job, token, lease_seconds, now)
-            seq = self._save(change)
-            out.append((change[0], seq))
+                token = f"{self.token_prefix}-{next(self.tokens):x}"
+                change = changes.claimed(job, token, lease_seconds, now)
+                seq = self._save(change)
+                out.append((change[0], seq))
+            if len(rows) < want or not skipped:
+                break
         return out
 
     async def _leased(self, job_id: str, token: str) -> Job:

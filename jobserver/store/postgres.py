@@ -32,6 +32,7 @@ from ..errors import InvalidPayload, JobServerError, ServiceUnavailable
 from ..models import ErrorDict, Event, EventType, Job, JobStatus, ResultDict
 from ..tables import Tables, WriteOp, declared_in
 from .answer import answer
+from .claims import PerUser
 from .pg_schema import LOCK_SPACE, migrate, placeholders
 from .pg_writer import Batch, Op
 from .protocol import NewJob, ProgressUpdate, Pruned
@@ -338,10 +339,11 @@ class PostgresStore:
         return result
 
     async def claim(
-        self, limit: int, lease_seconds: float, caps: Mapping[str, int] | None = None
+        self, limit: int, lease_seconds: float, caps: Mapping[str, int] | None = None,
+        per_user: PerUser | None = None,
     ) -> list[tuple[Job, Event]]:
         result: list[tuple[Job, Event]] = await self._write(
-            ("claim", limit, lease_seconds, None if caps is None else dict(caps))
+            ("claim", limit, lease_seconds, None if caps is None else dict(caps), per_user)
         )
         return result
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from ..models import ErrorDict, Event, Job, JobStatus, ResultDict
+from .claims import PerUser
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +105,14 @@ class Store(Protocol):
         ...
 
     async def claim(
-        self, limit: int, lease_seconds: float, caps: Mapping[str, int] | None = None
+        self, limit: int, lease_seconds: float, caps: Mapping[str, int] | None = None,
+        per_user: PerUser | None = None,
     ) -> list[tuple[Job, Event]]:
         """Atomically take up to ``limit`` due queued jobs, oldest due first, leasing each to
         the caller; of a job type in ``caps``, no more than its number (a type's own
-        concurrency limit, less what already runs)."""
+        concurrency limit, less what already runs); with ``per_user`` (the most jobs one
+        user may run, and what each runs now), no more of a user's jobs than fit
+        (``claims.ClaimBudget``)."""
         ...
 
     def on_commit(self, publish: Callable[[list[Event]], None]) -> None:

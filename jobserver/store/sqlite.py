@@ -21,6 +21,7 @@ from ..datadir import private_dir, tighten
 from ..errors import DataDirUnusable, InvalidPayload, ServiceUnavailable
 from ..models import ErrorDict, Event, Job, JobStatus, ResultDict
 from . import sqlite_ops
+from .claims import PerUser
 from .protocol import NewJob, ProgressUpdate, Pruned
 from .sqlite_link import WriterLink
 from .sqlite_reads import SqliteReads
@@ -204,9 +205,11 @@ class SqliteStore:
         return result
 
     async def claim(
-        self, limit: int, lease_seconds: float, caps: Mapping[str, int] | None = None
+        self, limit: int, lease_seconds: float, caps: Mapping[str, int] | None = None,
+        per_user: PerUser | None = None,
     ) -> list[tuple[Job, Event]]:
-        op: sqlite_ops.Claim = ("claim", limit, lease_seconds, None if caps is None else dict(caps))
+        op: sqlite_ops.Claim = ("claim", limit, lease_seconds,
+                                None if caps is None else dict(caps), per_user)  # fmt: skip
         result: list[tuple[Job, Event]] = await self._link.write(op, _claimed)
         return result
 

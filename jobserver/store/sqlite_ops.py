@@ -18,6 +18,7 @@ from typing import Any, Literal, TypedDict
 
 from ..models import JobStage
 from . import frames
+from .claims import PerUser
 from .frames import JobFields, NewJobFields, json_bytes
 from .protocol import NewJob, ProgressUpdate, Pruned
 
@@ -27,8 +28,8 @@ from .protocol import NewJob, ProgressUpdate, Pruned
 Enqueue = tuple[Literal["enqueue"], NewJobFields]
 # every new job's fields: made in one transaction, all or nothing
 EnqueueMany = tuple[Literal["enqueue_many"], list[NewJobFields]]
-# limit, lease_seconds, caps ({job type: how many more may run})
-Claim = tuple[Literal["claim"], int, float, dict[str, int] | None]
+# limit, lease_seconds, caps ({job type: how many more may run}), per_user (claims.PerUser)
+Claim = tuple[Literal["claim"], int, float, dict[str, int] | None, PerUser | None]
 # job_id, token, stage, progress, message, metadata (JSON), label
 Progress = tuple[Literal["progress"], str, str, str, float, str, bytes | None, str | None]
 # job_id, token, result (JSON)

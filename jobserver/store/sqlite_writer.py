@@ -36,6 +36,7 @@ from ..models import ErrorDict, Job, JobStatus, ResultDict, encode_event, iso
 from ..tables import Tables, WriteOp, declared_in
 from . import changes, frames, sqlite_file
 from . import sqlite_ops as ops
+from .claims import ClaimBudget
 from .migrations import migrate
 from .protocol import ProgressUpdate, Pruned
 from .schema import (
@@ -306,31 +307,32 @@ class Writer:
         return out
 
     def claim(self, op: ops.Claim) -> list[ops.JobAndSeq]:
-        _, limit, lease_seconds, caps = op
+        _, limit, lease_seconds, caps, per_user = op
         now = time.time()
-        left = dict(caps or {})
+        budget = ClaimBudget(caps, per_user)
         out: list[ops.JobAndSeq] = []
         while len(out) < limit:
-            full = [t for t, n in left.items() if n <= 0]
-            skip = f" AND type NOT IN ({','.join('?' * len(full))})" if full else ""
+            types, users = budget.full_types(), budget.full_users()
+            skip = f" AND type NOT IN ({','.join('?' * len(types))})" if types else ""
+            skip += f" AND user_id NOT IN ({','.join('?' * len(users))})" if users else ""
             rows = self.conn.execute(
                 f"SELECT {JOB_COLUMNS} FROM jobs WHERE status='queued' AND run_at<=?{skip} "
                 "ORDER BY run_at, rowid LIMIT ?",
-                (now, *full, limit - len(out)),
+                (now, *types, *users, limit - len(out)),
             ).fetchall()
             taken = len(out)
+            skipped = False
             for row in rows:
                 job = row_to_job(row)
-                if job.type in left:
-                    if left[job.type] <= 0:
-                        continue  # its type filled up in this page: the next page skips it
-                    left[job.type] -= 1
+                if not budget.take(job):
+                    skipped = True  # its type or user filled up in this page: the next skips it
+                    continue
                 token = f"{self._token_prefix}{next(self._tokens):x}"
                 change = changes.claimed(job, token, lease_seconds, now)
                 seq = self._save(change)  # first: it sets the job's last_seq
                 out.append((frames.job_fields(change[0]), seq))
-            if len(rows) < limit - taken or not left:
-                break  # no more due jobs (or none was skipped for its type)
+            if len(rows) < limit - taken or not skipped:
+                break  # no more due jobs (or none was skipped: the page was all taken)
             self._flush()  # the next page must not see these as queued
         return out
 

@@ -82,3 +82,41 @@ async def test_the_defaults_take_a_1000_job_batch_from_one_user(make_api: MakeAp
     api = await demo_only(make_api)("alice")
     answers = await asyncio.gather(*(post_job(api) for _ in range(1000)))
     assert {status for status, _, _ in answers} == {202}
+
+
+async def active_jobs(api: ApiClient) -> int:
+    status, body = await api.get("/api/jobs?status=active")
+    assert status == 200, body
+    return len(body["jobs"])
+
+
+async def test_one_users_backlog_holds_at_most_max_running_per_user_workers(
+    make_api: MakeApi,
+) -> None:
+    # Before: alice's eight long jobs took all four slots and bob's job waited for one of hers.
+    api = await demo_only(make_api)("alice", concurrency=4, max_running_per_user=2)
+    long = {"type": "demo.sleep", "payload": {"seconds": 30, "steps": 1}}
+    for _ in range(8):
+        assert (await post_job(api, long))[0] == 202
+    async with asyncio.timeout(5):
+        while await active_jobs(api) < 2:
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # time enough to claim a third, were it allowed
+    assert await active_jobs(api) == 2
+    bob = await api.as_user("bob")
+    started = asyncio.get_running_loop().time()
+    status, job, _ = await post_job(bob, {"type": "demo.sleep", "payload": {"seconds": 0}})
+    assert status == 202
+    async with asyncio.timeout(5):
+        while (await bob.get(f"/api/jobs/{job['jobId']}"))[1]["status"] != "completed":
+            await asyncio.sleep(0.02)
+    assert asyncio.get_running_loop().time() - started < 2  # at once, not after alice's 30 s
+    assert await active_jobs(api) == 2
+    for item in (await api.get("/api/jobs?limit=100"))[1]["jobs"]:
+        await api.post(f"/api/jobs/{item['jobId']}/cancel")
+
+
+def test_by_default_one_user_may_use_all_but_one_slot() -> None:
+    assert Settings(concurrency=8).running_per_user == 7
+    assert Settings(concurrency=1).running_per_user == 1
+    assert Settings(concurrency=8, max_running_per_user=3).running_per_user == 3
