@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import datadir, gctune, logs, usercli
+from . import datadir, gctune, logs, pgmove, usercli
 from .app import create_app
 from .auth import issue_token, load_secret
 from .authpg import blocking_secret
@@ -132,6 +132,14 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--data-dir", type=Path)
     _submit_args(sub.add_parser("submit", help="upload PDFs and follow their jobs to the notes"))
     usercli.add_parser(sub)
+    move = sub.add_parser(
+        "migrate-to-postgres",
+        help="move a SQLite data dir (jobs, events, accounts, sessions, notes, uploads) into "
+        "the PostgreSQL of JOBSERVER_DATABASE_URL (the server must be stopped)",
+    )
+    move.add_argument("--data-dir", type=Path, help="data folder (JOBSERVER_DATA_DIR, ./data)")
+    move.add_argument("--replace", action="store_true",
+                      help="empty the schema first when it holds data (all of it is lost)")
     return root
 
 
@@ -163,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "user":
         return usercli.run(args, settings, sys.stdin, sys.stdout)
+    if args.command == "migrate-to-postgres":
+        return pgmove.run(settings, args.replace, sys.stdout, sys.stderr)
     if args.command == "token":
         secret = token_secret(settings)
         print(issue_token(secret, args.user, settings.token_ttl_seconds))

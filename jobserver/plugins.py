@@ -43,6 +43,7 @@ QueuedHook = Callable[["Server", Job], None]
 RetentionStep = Callable[["Server", float], Awaitable[int]]
 MultipartJob = Callable[["web.Request"], Awaitable[NewJob | Sequence[NewJob]]]
 SubmitCheck = Callable[["Server", NewJob], Awaitable[None] | None]
+MoveStep = Callable[[Settings], Awaitable[int]]
 
 
 class StartupError(Exception):
@@ -104,6 +105,7 @@ class Plugin:
     openapi_schemas: dict[str, Any] = field(default_factory=dict)
     process_warm_ups: list[str] = field(default_factory=list)
     process_memory_mb: int = 0
+    move_steps: list[tuple[str, MoveStep]] = field(default_factory=list)
 
     def add_job_type(self, job_type: JobType) -> JobType:
         self.job_types.append(job_type)
@@ -146,6 +148,12 @@ class Plugin:
         """Run by the retention pruner after old jobs went, with the cut-off time; returns
         how many things it removed (counted under ``name``)."""
         self.retention_steps.append((name, step))
+
+    def add_move_step(self, name: str, step: MoveStep) -> None:
+        """Run by ``server.py migrate-to-postgres`` once the store's rows moved, with the
+        settings: it moves what the plugin keeps beside the store (files) and returns how
+        many things it moved."""
+        self.move_steps.append((name, step))
 
     def add_storage(self, module: str) -> None:
         """A module of ``tables.Tables`` and ``@tables.write_op`` functions (by import path:
@@ -203,6 +211,10 @@ class Plugins:
             for job_type, checks in p.submit_checks.items():
                 merged.setdefault(job_type, []).extend(checks)
         return merged
+
+    @property
+    def move_steps(self) -> list[tuple[str, MoveStep]]:
+        return [s for p in self.loaded for s in p.move_steps]
 
     @property
     def process_warm_ups(self) -> list[str]:

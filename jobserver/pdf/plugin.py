@@ -21,7 +21,7 @@ from .job import PdfNotes, job_type
 from .pg_uploads import PgUploads
 from .pool import WARM_UP
 from .routes import routes
-from .upload_store import UPLOADS, FolderUploads, UploadStore
+from .upload_store import UPLOADS, FolderUploads, UploadStore, copy_folder
 from .uploads import check_upload_owner, create_pdf_job, prefetcher
 
 log = logging.getLogger(__name__)
@@ -76,5 +76,17 @@ def setup(plugin: Plugin) -> None:
                 break
         return total
 
+    async def move_uploads(settings: Settings) -> int:
+        """``migrate-to-postgres``: the data dir's uploads into the nodes' upload store."""
+        uploads = upload_store(settings)
+        if isinstance(uploads, FolderUploads) and not uploads.shared:
+            return 0  # no database, no shared folder: they are where they are
+        await uploads.open()
+        try:
+            return await copy_folder(uploads_dir(settings.data_dir), uploads)
+        finally:
+            await uploads.close()
+
+    plugin.add_move_step("uploads", move_uploads)
     plugin.add_retention_step("files", prune_files)
     plugin.add_retention_step("cached notes", prune_cache)

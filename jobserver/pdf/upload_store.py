@@ -8,10 +8,13 @@ reads a local file: ``local_copy`` gives one for as long as it is needed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
@@ -152,3 +155,29 @@ def sweep_incoming(folder: Path, older_than: float = 0.0) -> int:
             temp.unlink()
             removed += 1
     return removed
+
+
+async def copy_folder(source: Path, uploads: UploadStore) -> int:
+    """Every ``<sha256>.pdf`` in ``source``, with its owners, into ``uploads`` (a copy:
+    ``source`` keeps its files); how many files."""
+    copied = 0
+    for path in await asyncio.to_thread(_stored_files, source):
+        sha = path.stem
+        temp = uploads.folder / f".incoming-{uuid.uuid4().hex}"
+        await asyncio.to_thread(shutil.copyfile, path, temp)
+        await uploads.keep(temp, sha)
+        for user_id in await asyncio.to_thread(_owners, path.with_suffix(".owners")):
+            await uploads.add_owner(sha, user_id)
+        copied += 1
+    return copied
+
+
+def _stored_files(source: Path) -> list[Path]:
+    return sorted(source.glob("*.pdf")) if source.is_dir() else []
+
+
+def _owners(path: Path) -> list[str]:
+    try:
+        return [u for u in path.read_text("utf-8").splitlines() if u]
+    except FileNotFoundError:
+        return []
