@@ -7,7 +7,6 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 from aiohttp import web
 
@@ -28,6 +27,7 @@ from .store.postgres import PostgresStore, node_id
 from .store.sqlite import SqliteStore
 from .throttle import RateLimiter
 from .web import jobs, manage, ops, session
+from .web.assets import setup_assets
 from .web.cors import cors_middleware, setup_cors
 from .web.crosssite import cross_site_middleware
 from .web.debug import setup_debug
@@ -59,8 +59,6 @@ from .web.refusals import Refusals
 from .worker import WorkerPool
 
 log = logging.getLogger(__name__)
-
-STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
 async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -247,11 +245,6 @@ def create_app(
     app.add_routes(manage.routes)
     for plugin in plugins:
         app.add_routes(plugin.route_defs)
-    if STATIC.is_dir():
-        app.router.add_get("/", _index)
-        app.router.add_static("/static/", STATIC)
+    setup_assets(app)
     return app
 
-
-async def _index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "index.html")
