@@ -167,6 +167,8 @@ class Authenticator:
             raise _invalid(f"the token's {exc.message}") from None
         sid, jti = claims.get("sid"), claims.get("jti")
         token_id = sid if isinstance(sid, str) else jti if isinstance(jti, str) else None
+        # Asked on every use (a cache of verified tokens too): on PostgreSQL the set follows
+        # the other nodes' sign-outs (authpg.py).
         if token_id is not None and self.sessions.is_revoked(token_id):
             raise Unauthorized("this session was signed out; sign in again", code="TOKEN_REVOKED")
         return Principal(user_id, token_id, isinstance(sid, str), float(claims["exp"]))
