@@ -59,6 +59,7 @@ class _Sentence:
     order: int
     section: int
     words: frozenset[str]
+    spaced: str  # its words, lower case, one space apart and around: for phrase lookups
 
 
 class _Analysis:
@@ -144,7 +145,8 @@ class _Analysis:
             content = frozenset(w for w in words if w not in self.stopwords and len(w) > 2)
             if len(content) < 3:
                 continue
-            item = _Sentence(sentence, block[0].page, len(self.sentences), section, content)
+            spaced = " " + " ".join(words) + " "
+            item = _Sentence(sentence, block[0].page, len(self.sentences), section, content, spaced)
             self.sentences.append(item)
             if abstract:
                 self.abstract.append(item)
@@ -246,12 +248,14 @@ def keywords(phrases: list[str]) -> list[str]:
 def _scores(analysis: _Analysis, phrases: list[str]) -> dict[int, float]:
     """Each sentence's weight: the key phrases it carries (earlier ones weigh more), for its
     length; sentences near the start of the document get a little more."""
-    weighted = [(f" {p.lower()} ", 1.0 / (1.0 + 0.15 * rank)) for rank, p in enumerate(phrases)]
+    weighted = [
+        (" " + " ".join(_WORD.findall(p.lower())) + " ", 1.0 / (1.0 + 0.15 * rank))
+        for rank, p in enumerate(phrases)
+    ]
     n = max(1, len(analysis.sentences))
     scores: dict[int, float] = {}
     for s in analysis.sentences:
-        lower = " " + " ".join(_WORD.findall(s.text.lower())) + " "
-        carried = sum(w for p, w in weighted if p in lower)
+        carried = sum(w for p, w in weighted if p in s.spaced)
         if carried:
             scores[s.order] = carried / math.sqrt(len(s.words)) * (1.0 + 0.3 * (s.order < n / 10))
     return scores
