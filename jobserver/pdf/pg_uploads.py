@@ -150,6 +150,8 @@ class PgUploads:
                             sha256, prefetch=2,
                         ):  # fmt: skip
                             out.write(row[0])
+            except FileNotFoundError:
+                raise  # no such upload (an OSError, but not the database's)
             except _ERRORS as exc:
                 raise ServiceUnavailable(f"could not read the upload: {exc}") from None
             yield copy

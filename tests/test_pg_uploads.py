@@ -1,0 +1,118 @@
+"""Uploads in PostgreSQL (issue 17), on the real server: kept once however many nodes receive
+them, copied out for the parser, pruned when no job names them, and one parse per file."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from jobserver.pdf import pg_uploads
+from jobserver.pdf.pg_uploads import PgUploads
+from jobserver.store import NewJob
+from jobserver.store.postgres import PostgresStore
+from tests.conftest import PG_URL
+
+
+@pytest.fixture
+async def schema() -> AsyncIterator[str]:
+    name = f"t_pgup_{uuid.uuid4().hex[:10]}"
+    yield name
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture
+async def store(schema: str) -> AsyncIterator[PostgresStore]:
+    store = PostgresStore(PG_URL, node_id=f"{schema}-n", schema=schema)
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def nodes(store: PostgresStore, schema: str,
+                tmp_path: Path) -> AsyncIterator[tuple[PgUploads, PgUploads]]:  # fmt: skip
+    made = (PgUploads(PG_URL, schema, tmp_path / "a" / "uploads"),
+            PgUploads(PG_URL, schema, tmp_path / "b" / "uploads"))  # fmt: skip
+    for uploads in made:
+        await uploads.open()
+    yield made
+    for uploads in made:
+        await uploads.close()
+
+
+def arriving(uploads: PgUploads, data: bytes) -> Path:
+    temp = uploads.folder / f".incoming-{uuid.uuid4().hex}"
+    temp.write_bytes(data)
+    return temp
+
+
+async def test_two_nodes_keep_one_content_once_and_either_reads_it(
+    nodes: tuple[PgUploads, PgUploads],
+) -> None:
+    a, b = nodes
+    data = os.urandom(pg_uploads.CHUNK * 2 + 123)  # three chunks
+    sha = hashlib.sha256(data).hexdigest()
+    temps = [arriving(a, data), arriving(b, data)]
+    created = await asyncio.gather(a.keep(temps[0], sha), b.keep(temps[1], sha))
+    assert sorted(created) == [False, True]
+    assert not any(t.exists() for t in temps)
+    async with b.local_copy(sha) as copy:
+        assert copy.read_bytes() == data and copy.parent == b.folder
+    assert not copy.exists()
+    with pytest.raises(FileNotFoundError):
+        async with a.local_copy("0" * 64):
+            pass
+    await a.add_owner(sha, "ann")
+    assert await b.owns(sha, "ann") and not await b.owns(sha, "bob")
+
+
+async def test_old_uploads_no_job_names_are_pruned(
+    nodes: tuple[PgUploads, PgUploads], store: PostgresStore,
+) -> None:
+    a, _ = nodes
+    kept = {}
+    for name in ("named", "orphan", "fresh"):
+        data = name.encode() * 100
+        sha = hashlib.sha256(data).hexdigest()
+        await a.keep(arriving(a, data), sha)
+        await a.add_owner(sha, "ann")
+        kept[name] = sha
+    await store.enqueue(NewJob(type="t", user_id="ann", payload={"sha256": kept["named"]}))
+    cutoff = time.time()
+    data = b"fresh" * 100
+    await a.keep(arriving(a, data), kept["fresh"])  # kept again: fresh again
+    await a.add_owner(kept["fresh"], "ann")
+    assert await a.prune(store, cutoff) == 1
+    with pytest.raises(FileNotFoundError):
+        async with a.local_copy(kept["orphan"]):
+            pass
+    assert not await a.owns(kept["orphan"], "ann")
+    for name in ("named", "fresh"):
+        async with a.local_copy(kept[name]) as copy:
+            assert copy.stat().st_size == 500 if name == "fresh" else copy.exists()
+
+
+async def test_one_node_parses_a_file_and_a_silent_one_is_taken_over(
+    nodes: tuple[PgUploads, PgUploads], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b = nodes
+    sha = "a" * 64
+    assert await a.claim_parse(sha) and await a.claim_parse(sha)  # its own again: yes
+    assert not await b.claim_parse(sha) and await b.parsing_elsewhere(sha)
+    assert not await a.parsing_elsewhere(sha)
+    await a.end_parse(sha)
+    assert await b.claim_parse(sha) and await a.parsing_elsewhere(sha)
+    await b.beat_parse(sha)
+    monkeypatch.setattr(pg_uploads, "PARSE_STALE_SECONDS", 0.05)
+    await asyncio.sleep(0.1)  # b went quiet
+    assert not await a.parsing_elsewhere(sha) and await a.claim_parse(sha)
+    assert not await b.claim_parse(sha)
