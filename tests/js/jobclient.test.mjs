@@ -584,3 +584,19 @@ test('one import gives the public API; each module loads on its own', async () =
   assert.equal(c.accept({ seq: 3, jobId: 'a', userId: 'u' }), false);
   assert.equal(c.since('user:u'), 3);
 });
+
+test('every module export is declared in its .d.ts, and nothing more', async () => {
+  const { readFile } = await import('node:fs/promises');
+  for (const name of ['jobclient/net', 'jobclient/cursors', 'jobclient/client']) {
+    const url = new URL(`../../static/${name}.js`, import.meta.url);
+    const exported = Object.keys(await import(url)).sort();
+    const dts = await readFile(new URL(`../../static/${name}.d.ts`, import.meta.url), 'utf8');
+    const declared = [...dts.matchAll(/^export declare (?:function|class|const) (\w+)/gm)]
+      .map((m) => m[1]).sort();
+    assert.deepEqual(declared, exported, name);
+  }
+  const top = await readFile(new URL('../../static/jobclient.d.ts', import.meta.url), 'utf8');
+  const values = [...top.matchAll(/^export \{([^}]*)\}/gm)].flatMap((m) => m[1].split(','))
+    .map((s) => s.trim()).filter(Boolean).sort();
+  assert.deepEqual(values, Object.keys(await import('../../static/jobclient.js')).sort());
+});
