@@ -53,7 +53,7 @@ async def test_nodes_starting_at_once_migrate_once(schema: str) -> None:
         assert len({s.epoch for s in stores}) == 1
         with psycopg.connect(URL, options=f"-c search_path={schema}") as conn:
             rows = conn.execute("SELECT key, value FROM meta WHERE key LIKE 'schema:%'").fetchall()
-        assert dict(rows) == {"schema:core": str(CORE.version)}
+        assert dict(rows) == {"schema:core": str(CORE.version), "schema:core-pg": "1"}
     finally:
         for s in stores:
             await s.close()

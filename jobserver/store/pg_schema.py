@@ -24,6 +24,14 @@ MIGRATE_LOCK = 1
 SEQ_LOCK = 2  # held by each write transaction: seq order is commit order
 PRUNE_LOCK = 3  # cluster-wide duties run on one node at a time
 
+# PostgreSQL's own additions to the core tables (made after them, versioned the same way).
+PG_CORE = Tables(
+    name="core-pg",
+    # The job quota counts a user's open jobs at every submission, on every node.
+    create="CREATE INDEX IF NOT EXISTS jobs_open_user ON jobs (user_id) "
+    "WHERE status IN ('queued', 'active')",
+)
+
 _TYPES = [
     (re.compile(r"\bINTEGER PRIMARY KEY\b"), "BIGINT PRIMARY KEY"),
     (re.compile(r"\bINTEGER\b"), "BIGINT"),

@@ -33,7 +33,7 @@ from ..models import ErrorDict, Event, EventType, Job, JobStatus, ResultDict
 from ..tables import Tables, WriteOp, declared_in
 from .answer import answer
 from .claims import PerUser
-from .pg_schema import LOCK_SPACE, migrate, placeholders
+from .pg_schema import LOCK_SPACE, PG_CORE, migrate, placeholders
 from .pg_writer import Batch, Op
 from .protocol import NewJob, ProgressUpdate, Pruned
 from .schema import CORE, JOB_COLUMNS, row_to_job
@@ -87,7 +87,7 @@ class PostgresStore:
         self._tasks: list[asyncio.Task[None]] = []
         self._tokens = itertools.count(1)
         self._plugin_ops: dict[str, WriteOp] = {}
-        self._tables: list[Tables] = [CORE]
+        self._tables: list[Tables] = [CORE, PG_CORE]
         self._closing = False
         self._problem: str | None = None
 
