@@ -4,6 +4,7 @@ not a node's."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.error
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psycopg
 import pytest
 
@@ -138,6 +140,21 @@ def test_signing_out_on_one_node_refuses_the_token_on_the_other(
     wait_for(refused, "B to refuse the signed-out token", timeout=3)
     assert time.monotonic() - started < 2  # a notification, or at worst the 1 s reload
 
+
+async def test_signing_out_on_one_node_closes_that_sessions_socket_on_the_other(
+    nodes: tuple[LiveServer, LiveServer],
+) -> None:
+    a, b = nodes
+    token = a.token("wanda")
+    async with aiohttp.ClientSession() as http, http.ws_connect(b.url + "/ws") as ws:
+        await ws.send_json({"type": "auth", "token": token})
+        assert (await ws.receive_json(timeout=10))["type"] == "authenticated"
+        signed_out = await asyncio.to_thread(call, a, "DELETE", "/api/session", token)
+        assert signed_out[0] == 200
+        async with asyncio.timeout(3):  # a notification, or at worst the 1 s reload
+            while (msg := await ws.receive()).type is not aiohttp.WSMsgType.CLOSE:
+                pass
+        assert msg.data == 1008 and msg.extra == "signed out"
 
 def test_an_upload_on_one_node_is_parsed_on_the_other_and_its_notes_read_on_both(
     nodes: tuple[LiveServer, LiveServer], schema: str,
