@@ -225,7 +225,7 @@ class PgSessions:
             await conn.close()
         settings = {"search_path": self.schema,
                     "application_name": f"jobserver-auth:{self.node_id}"[:63]}  # fmt: skip
-        self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=4,
+        self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=2,
                                                server_settings=settings)  # fmt: skip
         self.db = PgAuthDb(self._pool)
         await self.db.prune()

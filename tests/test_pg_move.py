@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import jwt
 import psycopg
 import pytest
 
@@ -167,3 +168,13 @@ def test_the_user_commands_work_on_the_database(tmp_path: Path, schema: str) -> 
     with psycopg.connect(PG_URL, options=f"-c search_path={schema}") as conn:
         assert conn.execute("SELECT user_id FROM accounts").fetchall() == [("bea",)]
     assert not (tmp_path / "node" / "auth.db").exists()  # nothing of it in the data dir
+    token = subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "token", "bea", "--data-dir",
+         str(tmp_path / "node")], env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert token.returncode == 0, token.stderr
+    with psycopg.connect(PG_URL, options=f"-c search_path={schema}") as conn:
+        row = conn.execute("SELECT value FROM meta WHERE key='token_secret'").fetchone()
+    assert row is not None  # signed with the secret every node reads from the database
+    assert jwt.decode(token.stdout.strip(), row[0], algorithms=["HS256"])["sub"] == "bea"
+    assert not (tmp_path / "node" / "secret.key").exists()

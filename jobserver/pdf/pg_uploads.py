@@ -92,7 +92,7 @@ class PgUploads:
         finally:
             await conn.close()
         self._pool = await asyncpg.create_pool(
-            self.url, min_size=1, max_size=3, server_settings={"search_path": self.schema}
+            self.url, min_size=1, max_size=2, server_settings={"search_path": self.schema}
         )
 
     async def close(self) -> None:
