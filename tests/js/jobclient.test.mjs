@@ -587,7 +587,8 @@ test('one import gives the public API; each module loads on its own', async () =
 
 test('every module export is declared in its .d.ts, and nothing more', async () => {
   const { readFile } = await import('node:fs/promises');
-  for (const name of ['jobclient/net', 'jobclient/cursors', 'jobclient/client']) {
+  for (const name of ['jobclient/net', 'jobclient/cursors', 'jobclient/client',
+    'jobclient/tracker']) {
     const url = new URL(`../../static/${name}.js`, import.meta.url);
     const exported = Object.keys(await import(url)).sort();
     const dts = await readFile(new URL(`../../static/${name}.d.ts`, import.meta.url), 'utf8');
@@ -599,4 +600,56 @@ test('every module export is declared in its .d.ts, and nothing more', async () 
   const values = [...top.matchAll(/^export \{([^}]*)\}/gm)].flatMap((m) => m[1].split(','))
     .map((s) => s.trim()).filter(Boolean).sort();
   assert.deepEqual(values, Object.keys(await import('../../static/jobclient.js')).sort());
+});
+
+// ---- the tracker under the React hook and the Vue composable ----------------------------------
+
+test('tracker: snapshots of tracked jobs and the connection; callbacks; removal', async () => {
+  const { createJobTracker } = await import('../../static/jobclient/tracker.js');
+  const server = makeServer();
+  server.addJob('j1');
+  server.addJob('j2');
+  const client = createJobClient(clientOptions(server));
+  const tracker = createJobTracker({ client, userId: 'alice' });
+  const done = [];
+  const failed = [];
+  tracker.callbacks = {
+    onJobCompleted: (noteId) => done.push(noteId),
+    onJobFailed: (message) => failed.push(message),
+  };
+  const snapshots = [];
+  tracker.subscribe((state) => snapshots.push(state));
+  tracker.start();
+  await server.clock.advance(50);
+  assert.equal(tracker.getState().connectionState, STATE.LIVE);
+  assert.equal(tracker.getState().isConnected, true);
+  tracker.trackJob('j1');
+  tracker.trackJob('j2');
+  await server.clock.advance(10);
+  const before = tracker.getState();
+  assert.equal(tracker.getState(), before, 'the same snapshot while nothing changes');
+  server.publish('j1', 'job.progress', { status: 'active', stage: 'processing', progress: 40 });
+  server.publish('j1', 'job.completed', { status: 'completed', stage: 'completed', progress: 100,
+    result: { noteId: 'n1' } });
+  server.publish('j2', 'job.failed', { status: 'failed', stage: 'failed',
+    error: { code: 'CORRUPT_PDF', message: 'unreadable' } });
+  await server.clock.advance(10);
+  const state = tracker.getState();
+  assert.notEqual(state, before);
+  assert.equal(state.jobs.j1.status, 'completed');
+  assert.equal(state.jobs.j1.progress, 100);
+  assert.deepEqual(state.jobs.j2.error, { code: 'CORRUPT_PDF', message: 'unreadable' });
+  assert.equal(state.jobProgress.jobId, 'j2');
+  assert.deepEqual(done, ['n1']);
+  assert.deepEqual(failed, ['unreadable']);
+  assert.ok(Object.isFrozen(state) && Object.isFrozen(state.jobs));
+  server.publish('j1', 'job.removed', { status: 'completed' });
+  await server.clock.advance(10);
+  assert.deepEqual(Object.keys(tracker.getState().jobs), ['j2']);
+  tracker.stopTracking('j2');
+  assert.deepEqual(tracker.getState().jobs, {});
+  assert.deepEqual(client.trackedJobs(), []);
+  tracker.stop();
+  assert.equal(tracker.getState().connectionState, STATE.IDLE);
+  assert.ok(snapshots.length >= 6);
 });
