@@ -8,8 +8,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
@@ -27,17 +25,14 @@ from jobserver.store.sqlite import SqliteStore
 from tests.conftest import PG_URL
 from tests.liveserver import ROOT, SECRET, LiveServer
 from tests.pdfs import text_pdf
+from tests.pgcluster import schema
 from tests.test_pg_shared import call
 
 pytestmark = pytest.mark.timeout(120)
 
+__all__ = ["schema"]  # the fixture: a schema of its own, dropped afterwards
 
-@pytest.fixture
-def schema() -> Iterator[str]:
-    name = f"t_pgmove_{uuid.uuid4().hex[:10]}"
-    yield name
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
 
 
 def move(data_dir: Path, schema: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from jobserver.pdf import pg_uploads
@@ -19,14 +18,9 @@ from jobserver.pdf.pg_uploads import PgUploads
 from jobserver.store import NewJob
 from jobserver.store.postgres import PostgresStore
 from tests.conftest import PG_URL
+from tests.pgcluster import schema
 
-
-@pytest.fixture
-async def schema() -> AsyncIterator[str]:
-    name = f"t_pgup_{uuid.uuid4().hex[:10]}"
-    yield name
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+__all__ = ["schema"]  # the fixture: a schema of its own, dropped afterwards
 
 
 @pytest.fixture
