@@ -38,7 +38,10 @@ def to_markdown(note: Note) -> str:
     return "\n".join(lines)
 
 
-def download_name(note: Note) -> str:
-    """An ASCII file name for the download, from the note's title."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", note.content.title).strip("-").lower()[:80]
-    return f"{slug or 'notes'}.md"
+def download_name(note: Note) -> tuple[str, str]:
+    """The download's file name, after the uploaded file's (two PDFs with the same generated
+    title still download apart): as written (for ``filename*``), and in ASCII."""
+    stem = re.sub(r"\.pdf$", "", note.filename, flags=re.IGNORECASE)
+    stem = re.sub(r'[\x00-\x1f\x7f/\\"]+', "-", stem).strip(" .-")[:120] or "notes"
+    ascii_stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.")[:80] or "notes"
+    return f"{stem}.md", f"{ascii_stem}.md"

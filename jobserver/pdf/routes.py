@@ -34,12 +34,12 @@ async def list_notes(request: web.Request) -> web.Response:
 
 async def _markdown(request: web.Request) -> web.Response:
     note = await own_note(request)
-    name = download_name(note)
+    name, ascii_name = download_name(note)
     return web.Response(
         text=to_markdown(note),
         content_type="text/markdown",
         headers={
-            "Content-Disposition": f'attachment; filename="{name}"; '
+            "Content-Disposition": f'attachment; filename="{ascii_name}"; '
             f"filename*=UTF-8''{quote(name)}"
         },
     )

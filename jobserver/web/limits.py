@@ -45,9 +45,19 @@ def upload_limit(settings: Settings) -> int:
     return settings.max_upload_bytes + settings.multipart_overhead_bytes
 
 
+def human_bytes(n: int) -> str:
+    """A size as people write it: 52428800 -> "50 MB", 200000 -> "195 KB" (1 KB = 1024 B)."""
+    value, unit = float(n), "bytes"
+    for name in ("KB", "MB", "GB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, name
+    return f"{value:.3g} {unit}" if unit != "bytes" else f"{n} bytes"
+
+
 def too_large(max_upload_bytes: int) -> FileTooLarge:
     return FileTooLarge(
-        f"The file is larger than the {max_upload_bytes / 1e6:g} MB this server accepts"
+        f"The file is larger than the {human_bytes(max_upload_bytes)} this server accepts"
     )
 
 

@@ -168,6 +168,7 @@ SCHEMAS: dict[str, Schema] = {
         "epoch": {**STRING, "description": "changes only when the store is created anew"},
         "seq": {**INT, "description": "the newest event's seq"},
         "signin": ref("SignInMethods"),
+        "maxUploadBytes": {**INT, "description": "the largest file an upload may carry"},
     }, closed=False),
     "Event": obj(
         ["seq", "type", *(n for n in EVENT_WIRE if n not in ("result", "error")), "timestamp"],

@@ -193,5 +193,6 @@ async def meta(request: web.Request) -> web.Response:
             "epoch": store.epoch,
             "seq": await store.head_seq(),
             "signin": request.app[IDENTITY].methods.wire(),
+            "maxUploadBytes": request.app[SETTINGS].max_upload_bytes,
         }
     )

@@ -169,9 +169,12 @@ def test_failing_job_shows_its_error(
     shown = row.locator(".job-error")
     expect(shown).to_be_visible()
     expect(shown).to_have_attribute("role", "alert")
-    expect(shown).to_have_text(f"{error['message']} (CORRUPT_PDF)")
+    # In words from the page's table, with what to do; the code stays for support.
+    expect(shown).to_have_text(
+        "This PDF is damaged and could not be read. Choose another file. (CORRUPT_PDF)")
     expect(row.locator(".job-stage")).to_have_text(s.stage_name("failed"))
-    expect(row.get_by_role("button", name="Retry broken.pdf")).to_be_visible()
+    assert error["recoverable"] is False  # so trying again cannot help: no Retry
+    expect(row.get_by_role("button", name="Retry broken.pdf")).to_be_hidden()
     expect(row.get_by_role("button", name="Cancel broken.pdf")).to_be_hidden()
     expect(row.get_by_role("link", name="View notes of broken.pdf")).to_be_hidden()
     expect(s.page.locator("#announcer")).to_contain_text("broken.pdf failed:")
@@ -317,6 +320,10 @@ def test_network_offline_falls_back_and_recovers(
         time.sleep(0.1)
     # The page cannot know yet; it must say so, not pretend, and keep working.
     expect(s.row("offline.pdf")).to_have_attribute("data-status", "active")
+    # Offline is a banner with the reason; running rows wait, actions that need the server rest.
+    expect(s.page.get_by_role("alert").filter(has_text="Offline.")).to_contain_text("offline")
+    expect(s.row("offline.pdf").locator(".job-stage")).to_have_text("Waiting for the server")
+    expect(s.page.locator("#file-input")).to_be_disabled()
     s.upload(make_pdf(tmp_path / "unsent.pdf", "Not Sent", tag=_tag()))
     unsent = s.wait_row("unsent.pdf", "failed")
     expect(unsent.locator(".job-error")).to_contain_text("Cannot reach the server")
