@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 CHANNEL = "jobserver_revoked"
 RELOAD_SECONDS = 1.0  # how late a lost notification can make a sign-out elsewhere
-LOCAL_KEEP_SECONDS = 60.0
+RECENT_SECONDS = 60.0
 NOW = "extract(epoch from clock_timestamp())"
 AUTH_TABLES = Tables(name="auth", create=SCHEMA)
 META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
@@ -209,7 +209,9 @@ class PgSessions:
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._revoked: set[str] = set()
-        self._local: dict[str, float] = {}  # revoked here: when (monotonic)
+        # Ids revoked here or heard of lately (monotonic time): a reload's snapshot may not
+        # have them yet, so it does not drop them.
+        self._recent: dict[str, float] = {}
         self._watcher: asyncio.Task[None] | None = None
         # Told each id revoked by another node (the app ends its live sockets there too).
         self.revoked_elsewhere: Callable[[str], object] | None = None
@@ -252,6 +254,7 @@ class PgSessions:
         if payload in self._revoked:
             return
         self._revoked.add(payload)
+        self._recent[payload] = time.monotonic()
         if self.revoked_elsewhere is not None:
             try:
                 self.revoked_elsewhere(payload)
@@ -272,10 +275,10 @@ class PgSessions:
                 continue
             for token_id in revoked - self._revoked:
                 self._heard(None, 0, CHANNEL, token_id)
-            # What expired goes; what this node revoked a moment ago may not be read yet.
-            young = time.monotonic() - LOCAL_KEEP_SECONDS
-            self._local = {k: t for k, t in self._local.items() if t > young}
-            self._revoked = revoked | self._local.keys()
+            # What expired goes; what was revoked a moment ago may not be in the snapshot.
+            young = time.monotonic() - RECENT_SECONDS
+            self._recent = {k: t for k, t in self._recent.items() if t > young}
+            self._revoked = revoked | self._recent.keys()
 
     async def _run(self, call: Awaitable[T]) -> T:
         try:
@@ -293,7 +296,7 @@ class PgSessions:
 
     def _revoke_here(self, token_id: str) -> None:
         self._revoked.add(token_id)  # at once: the next request with it is refused
-        self._local[token_id] = time.monotonic()
+        self._recent[token_id] = time.monotonic()
 
     async def revoke(self, sid: str) -> None:
         self._revoke_here(sid)
