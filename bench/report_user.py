@@ -35,6 +35,8 @@ def _best(rows: Sequence[Row]) -> Row | None:
 
 def section_user(results: dict[str, dict[str, list[dict[str, Any]]]], jobs: int,
                  targets: list[Target]) -> list[str]:  # fmt: skip
+    if not any(results.get(f"user-{p}") for p in ("0", "10")):
+        return []  # not run (--cases)
     out = ["## 1. The user's path (issue 14)", ""]
     out.append(
         f"Each system run as its users run it: {jobs:,} jobs enqueued by a producer in its own "

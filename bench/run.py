@@ -3,9 +3,11 @@
 Prepares the peers' virtual environment (bench/.peers/venv, from bench/peers.txt), runs every
 case in separate processes, repeats each measurement, and writes Markdown tables (median, min,
 max, ratio to each baseline of the same run) and the verdict on each speed target of issues
-2, 3, 4 and 14 to docs/benchmarks.md (quick runs write to bench/.peers/ unless --out says
+2, 3, 4, 14 and 17 to docs/benchmarks.md (quick runs write to bench/.peers/ unless --out says
 where). The user's path (``user``, ``enqueue``) runs every system as its users run it; the
-in-process ``throughput`` case is the engine's ceiling.
+in-process ``throughput`` case is the engine's ceiling; ``pg`` (issue 17, left out of
+``--quick`` unless named) runs jobserver on PostgreSQL, one node and two, against
+procrastinate and SAQ on the same PostgreSQL.
 """
 
 from __future__ import annotations
@@ -31,14 +33,18 @@ from pathlib import Path
 from typing import Any
 
 import net
+import pgpath
 import userpath
 from harness import BENCH, PEERS_DIR, PEERS_PYTHON, ROOT, run_script
 from report import Row, Target, fmt, metric, ratio, table, targets_table
+from report_pg import section_pg
 from report_user import section_enqueue, section_user
 
 CASES = (
-    "user", "enqueue", "throughput", "fanout", "latency", "connections", "longpoll", "pdf", "sqlite"
+    "user", "enqueue", "throughput", "fanout", "latency", "connections", "longpoll", "pdf",
+    "sqlite", "pg",
 )  # fmt: skip
+NOT_QUICK = frozenset({"pg"})  # --quick leaves these out unless --cases names them
 PEERS_TXT = BENCH / "peers.txt"
 PEERS_STAMP = PEERS_DIR / "installed.txt"
 NOISE = (
@@ -65,10 +71,12 @@ class Plan:
     enqueue_pairs: int = 500  # the enqueue latency case: POST/GET pairs
     enqueue_paced_seconds: float = 5.0  # then POSTs at 200/s for this long
     enqueue_load: float = 1000.0  # progress events/s of other jobs meanwhile
+    pg_jobs: int = 500  # issue 17: the user's path on PostgreSQL, per measurement
+    pg_lag_seconds: float = 20.0  # cross-node emit-to-receive: how long B's client listens
 
 
 FULL = Plan(3, 5, 2000, [(100, 800), (1000, 200)], 1000, 50, [1000, 10_000], 1000, 3.0)
-QUICK = Plan(1, 1, 100, [(100, 40)], 100, 10, [200], 100, 0.3, 40, 40, 2.5, 300.0)
+QUICK = Plan(1, 1, 100, [(100, 40)], 100, 10, [200], 100, 0.3, 40, 40, 2.5, 300.0, 40, 3.0)
 
 
 @dataclass
@@ -283,6 +291,30 @@ def case_enqueue(ctx: Context) -> None:
         plan.enqueue_pairs, 200.0, plan.enqueue_paced_seconds, plan.enqueue_load))  # fmt: skip
 
 
+def case_pg(ctx: Context) -> None:
+    """Issue 17: jobserver on PostgreSQL (one node, two) against procrastinate and SAQ on the
+    same PostgreSQL, one defer at a time; cross-node emit-to-receive at 100 events/s."""
+    if not ctx.postgres:
+        ctx.skipped["pg"] = "no PostgreSQL at 127.0.0.1:5432"
+        return
+    jobs = ctx.plan.pg_jobs
+    for progress in (0, 10):
+        case = f"pg-{progress}"
+        for count in (1, 2):
+            label = f"jobserver {count} node" + ("s" if count > 1 else "")
+            ctx.record(case, label,
+                       lambda n=count, p=progress: pgpath.run_ours(n, p, jobs))  # type: ignore[misc]  # fmt: skip
+        for peer in pgpath.PEERS:
+            why = peer_missing(ctx, peer.service)
+            if why:
+                ctx.skipped[f"{case} {peer.label}"] = why
+                continue
+            ctx.record(case, peer.label,
+                       lambda s=peer, p=progress: userpath.run_peer(s, "one", p, jobs, None))  # type: ignore[misc]  # fmt: skip
+    seconds = ctx.plan.pg_lag_seconds
+    ctx.record("pg-lag", "jobserver 2 nodes", lambda: pgpath.run_lag(100.0, seconds))
+
+
 def peer_missing(ctx: Context, service: str) -> str:
     if not ctx.peers:
         return "the peers' environment could not be built"
@@ -380,6 +412,7 @@ RUNNERS: dict[str, Callable[[Context], None]] = {
     "longpoll": case_longpoll,
     "pdf": case_pdf,
     "sqlite": case_sqlite,
+    "pg": case_pg,
 }
 
 
@@ -820,6 +853,7 @@ def render(ctx: Context, command: str, started: str, elapsed: float, commit: str
     for section in (
         lambda c, t: section_user(c.results, c.plan.user_jobs, t),
         lambda c, t: section_enqueue(c.results.get("enqueue", {}).get("jobserver", []), t),
+        lambda c, t: section_pg(c.results, c.plan.pg_jobs, t),
         section_throughput,
         section_fanout,
         section_connections,
@@ -848,7 +882,7 @@ def render(ctx: Context, command: str, started: str, elapsed: float, commit: str
         "",
         NOISE,
         "",
-        "## Targets (issues 2, 3, 4, 14)",
+        "## Targets (issues 2, 3, 4, 14, 17)",
         "",
         targets_table(targets),
     ]
@@ -879,7 +913,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="every case small, once (< 60 s)")
-    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
+    parser.add_argument(
+        "--cases", nargs="+", choices=CASES,
+        help="cases to run (default: all; --quick leaves out " + ", ".join(sorted(NOT_QUICK)) + ")",
+    )  # fmt: skip
     parser.add_argument("--reps", type=int, help="repetitions per measurement (default 3, quick 1)")
     parser.add_argument(
         "--no-peers", action="store_true", help="skip Huey, SAQ, arq, procrastinate, socketio"
@@ -895,6 +932,8 @@ def main(argv: list[str] | None = None) -> int:
         "--render-from", type=Path, help="only write the report again from a --json file"
     )
     args = parser.parse_args(argv)
+    if args.cases is None:
+        args.cases = [c for c in CASES if not (args.quick and c in NOT_QUICK)]
     plan = QUICK if args.quick else FULL
     if args.reps:
         reps = max(1, args.reps)

@@ -4,7 +4,10 @@
 one keep-alive connection, 100 ``inflight`` at once, or ``batch``es of 1,000 per request);
 ``watch`` subscribes to the user over ``/ws`` and counts ``job.completed`` into the marks
 file (and progress events per second); ``latency`` times ``POST /api/jobs`` against
-``GET /api/jobs/{id}`` while other jobs report progress, then POSTs paced at a fixed rate.
+``GET /api/jobs/{id}`` while other jobs report progress, then POSTs paced at a fixed rate;
+``lag`` (issue 17) subscribes to the user on one node for ``--seconds`` and times each
+progress event from its ``timestamp`` (taken as the writing node made its batch, before the
+commit) to its arrival here.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -124,6 +128,44 @@ async def watch(args: argparse.Namespace) -> dict[str, Any]:
     return {"completed": completed, "progress_per_second": sorted(per_second.items())}
 
 
+async def lag(args: argparse.Namespace) -> dict[str, Any]:
+    """Emit-to-receive of the progress events another node commits, for ``--seconds``."""
+    lags: list[float] = []
+    origin = args.url.rstrip("/")
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(
+            "ws" + origin[4:] + "/ws", headers={"Authorization": f"Bearer {args.token}"},
+            max_msg_size=0,
+        )  # fmt: skip
+        await ws.send_bytes(orjson.dumps({"type": "subscribe", "userId": args.user}))
+        emit_ready({"subscribed": True})
+        t0 = time.time()
+        end = time.monotonic() + args.seconds
+        while (left := end - time.monotonic()) > 0:
+            try:
+                msg = await ws.receive(timeout=left)
+            except TimeoutError:
+                break
+            now = time.time()
+            if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                raise RuntimeError(f"the socket closed: {msg}")
+            event = orjson.loads(msg.data)
+            if event.get("type") == "job.progress":
+                stamp = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+                lags.append((now - stamp.timestamp()) * 1000)
+        took = time.time() - t0
+        await ws.close()
+    if not lags:
+        raise RuntimeError("no progress event arrived")
+    return {
+        "events": len(lags),
+        "events_per_s": len(lags) / took,
+        "lag_p50_ms": percentile(lags, 50),
+        "lag_p99_ms": percentile(lags, 99),
+        "lag_max_ms": max(lags),
+    }
+
+
 async def latency(args: argparse.Namespace) -> dict[str, Any]:
     """Progress load first, then sequential POST/GET pairs, then POSTs paced at ``rate``/s."""
     noop = job(0)
@@ -194,7 +236,7 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = producer_args(__doc__)
-    parser.add_argument("role", choices=("produce", "watch", "latency"))
+    parser.add_argument("role", choices=("produce", "watch", "latency", "lag"))
     parser.add_argument("--url", required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--user", default="bench")
@@ -204,8 +246,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="latency: paced POSTs/s")
     parser.add_argument("--paced-seconds", type=float, default=5.0)
     parser.add_argument("--events-per-s", type=float, default=1000.0, help="latency: load")
+    parser.add_argument("--seconds", type=float, default=10.0, help="lag: how long to listen")
     args = parser.parse_args()
-    role = {"produce": produce, "watch": watch, "latency": latency}[args.role]
+    role = {"produce": produce, "watch": watch, "latency": latency, "lag": lag}[args.role]
     emit_result(asyncio.run(role(args)))
 
 

@@ -23,9 +23,10 @@ from procrastinate import App, PsycopgConnector
 SCHEMA = f"bench_procrastinate_{run_id()}"  # a schema of its own in database test, per run
 DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 BATCH = 1000
+POOL = int(os.environ.get("BENCH_CONCURRENCY", "10")) + 4  # the worker's --concurrency + 4
 app = App(
     connector=PsycopgConnector(
-        conninfo=DSN, kwargs={"options": f"-c search_path={SCHEMA}"}, min_size=2, max_size=14
+        conninfo=DSN, kwargs={"options": f"-c search_path={SCHEMA}"}, min_size=2, max_size=POOL
     )
 )
 _marks: list[Marks] = []

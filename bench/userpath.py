@@ -57,6 +57,7 @@ class System:
             starts), ``postgres`` or nothing.
         baseline: counts for the targets' baseline (False: a reference row only).
         note: its configuration, durability included, as the report states it.
+        concurrency: its worker's concurrency (0: the script's default).
     """
 
     label: str
@@ -65,6 +66,7 @@ class System:
     service: str
     baseline: bool
     note: str
+    concurrency: int = 0
 
 
 OURS = System(
@@ -228,6 +230,8 @@ def run_peer(system: System, mode: str, progress: int, jobs: int, aof_port: int 
         "BENCH_HUEY_FSYNC": "off" if "fsync=off" in system.label else "default",
         "BENCH_RUN_ID": uuid.uuid4().hex[:12],  # its queue or schema: others run benches too
     }
+    if system.concurrency:
+        env["BENCH_CONCURRENCY"] = str(system.concurrency)
     module = system.script.removesuffix(".py")
     if module == "user_huey":
         cmd = [str(PEERS_BIN / "huey_consumer"), f"{module}.huey", "-w", "1", "-k", "thread",
@@ -236,12 +240,14 @@ def run_peer(system: System, mode: str, progress: int, jobs: int, aof_port: int 
         cmd = [str(PEERS_BIN / "saq"), f"{module}.settings", "--quiet"]
     elif module == "user_arq":
         cmd = [str(PEERS_BIN / "arq"), f"{module}.WorkerSettings"]
+    elif module == "user_saq_pg":
+        _schema(system, "--reset", env)
+        cmd = [str(PEERS_BIN / "saq"), f"{module}.settings", "--quiet"]
     elif module == "user_procrastinate":
-        subprocess.run([str(PEERS_PYTHON), str(ROOT / "bench" / system.script), "--reset"],
-                       check=True, capture_output=True, timeout=120, cwd=ROOT,
-                       env={**child_env(), **env})  # fmt: skip
+        _schema(system, "--reset", env)
         cmd = [str(PEERS_BIN / "procrastinate"), f"--app={module}.app", "worker",
-               "--concurrency", "10", "--delete-jobs", "never"]  # fmt: skip
+               "--concurrency", str(system.concurrency or 10),
+               "--delete-jobs", "never"]  # fmt: skip
     else:
         raise ValueError(f"no worker command for {module}")
     worker = _spawn(cmd, env, workdir / "worker.log")
@@ -257,11 +263,16 @@ def run_peer(system: System, mode: str, progress: int, jobs: int, aof_port: int 
         return _result(system.label, mode, jobs, progress, produced, done)
     finally:
         _stop(worker, signal.SIGINT if module == "user_huey" else signal.SIGTERM)
-        if module == "user_procrastinate":
-            subprocess.run([str(PEERS_PYTHON), str(ROOT / "bench" / system.script), "--drop"],
-                           capture_output=True, timeout=120, cwd=ROOT,
-                           env={**child_env(), **env})  # fmt: skip
+        if system.service == "postgres":
+            _schema(system, "--drop", env, check=False)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _schema(system: System, action: str, env: dict[str, str], check: bool = True) -> None:
+    """A PostgreSQL peer's script makes (``--reset``) or drops (``--drop``) its run's schema."""
+    subprocess.run([str(PEERS_PYTHON), str(ROOT / "bench" / system.script), action],
+                   check=check, capture_output=True, timeout=120, cwd=ROOT,
+                   env={**child_env(), **env})  # fmt: skip
 
 
 @contextlib.contextmanager

@@ -67,8 +67,9 @@ def test_bench_quick_runs_every_case(tmp_path: Path) -> None:
     assert pipeline and all("ratio pipeline / pypdf" in r["markdown"] for r in pipeline)
 
     assert skipped.get("peers") == "--no-peers"
+    assert "pg-0" not in results  # issue 17's PostgreSQL case runs only when named
 
     report = out.read_text()
-    assert "## Targets (issues 2, 3, 4, 14)" in report
+    assert "## Targets (issues 2, 3, 4, 14, 17)" in report
     assert "| jobserver one |" in report
     assert "| jobserver c=64 |" in report
