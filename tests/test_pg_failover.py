@@ -39,6 +39,7 @@ __all__ = ["schema"]  # the fixture
 
 TERMINAL = {"completed", "failed", "cancelled"}
 SHORT_LEASE = {"JOBSERVER_LEASE_SECONDS": "2"}  # the sweep runs every third of it
+K_ENV = {**SHORT_LEASE, "JOBSERVER_MAX_RUNNING_PER_USER": "50"}  # one user's 50 jobs at once
 
 
 def active(schema: str, n: int) -> bool:
@@ -69,7 +70,7 @@ def results(schema: str) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.timeout(120)
 def test_kill_9_of_a_node_with_50_running_jobs(schema: str, tmp_path: Path) -> None:
-    k = make_node(tmp_path, schema, "k", "--concurrency", "50", env=SHORT_LEASE)
+    k = make_node(tmp_path, schema, "k", "--concurrency", "50", env=K_ENV)
     others = [make_node(tmp_path, schema, n, env=SHORT_LEASE) for n in "bc"]
     k.start()
     try:
@@ -93,7 +94,7 @@ def test_kill_9_of_a_node_with_50_running_jobs(schema: str, tmp_path: Path) -> N
         # A node restarted after kill -9 takes its own jobs back at once: its leases
         # (60 s here) are nowhere near their end.
         stop_all(others)
-        long = {"JOBSERVER_LEASE_SECONDS": "60"}
+        long = {**K_ENV, "JOBSERVER_LEASE_SECONDS": "60"}
         k = make_node(tmp_path, schema, "k", "--concurrency", "50", env=long).start()
         again = [submit(k, token, {"hold": 60, "steps": 2}) for _ in range(20)]
         wait_for(lambda: active(schema, 20), 30, "20 jobs running on k")
