@@ -9,15 +9,13 @@ import json
 import subprocess
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from threading import Thread
-from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.liveserver import ROOT, LiveServer
+from tests.security.conftest import EvilSite
 
 ESBUILD = ROOT / "node_modules" / ".bin" / "esbuild"
 DEFINES = [
@@ -28,35 +26,6 @@ DEFINES = [
 ENTRIES = {"react": "examples/react/App.jsx", "vue": "examples/vue/App.js"}
 PAGE = """<!doctype html><meta charset="utf-8"><title>{name}</title><div id="root"></div>
 <script>window.jobserverConfig = {config};</script><script src="/{name}.js"></script>"""
-
-
-class AppSite:
-    """Serves the apps' pages and bundles from its own port of 127.0.0.1."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, tuple[str, bytes]] = {}
-        site = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                kind, body = site.files.get(self.path, ("text/plain", b"not here"))
-                self.send_response(200 if self.path in site.files else 404)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +44,14 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def site() -> Iterator[AppSite]:
-    site = AppSite()
+def site() -> Iterator[EvilSite]:
+    site = EvilSite()
     yield site
     site.close()
 
 
 @pytest.fixture(scope="module")
-def demo_server(tmp_path_factory: pytest.TempPathFactory, site: AppSite) -> Iterator[LiveServer]:
+def demo_server(tmp_path_factory: pytest.TempPathFactory, site: EvilSite) -> Iterator[LiveServer]:
     live = LiveServer(
         tmp_path_factory.mktemp("hooks") / "data", "--demo-jobs",
         env={"JOBSERVER_ALLOWED_ORIGINS": site.url},
@@ -92,13 +61,13 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory, site: AppSite) -> Iter
 
 
 def open_example(
-    browser: Browser, server: LiveServer, site: AppSite, bundle: str, name: str
+    browser: Browser, server: LiveServer, site: EvilSite, bundle: str, name: str
 ) -> Page:
     """The example app on its own origin, given the server's address and a user's token."""
     token = server.token(f"{name}-{uuid.uuid4().hex[:6]}")
     config = json.dumps({"baseUrl": server.url, "token": token})
-    site.files[f"/{name}"] = ("text/html", PAGE.format(name=name, config=config).encode())
-    site.files[f"/{name}.js"] = ("text/javascript", bundle.encode())
+    site.pages[f"/{name}"] = PAGE.format(name=name, config=config)
+    site.pages[f"/{name}.js"] = ("text/javascript", bundle.encode())
     context = browser.new_context()
     context.set_default_timeout(20_000)
     page = context.new_page()
@@ -111,7 +80,7 @@ def open_example(
 
 @pytest.mark.parametrize("name", ["react", "vue"])
 def test_the_hook_follows_jobs_to_completion_and_failure(
-    browser: Browser, demo_server: LiveServer, site: AppSite, bundles: dict[str, str], name: str
+    browser: Browser, demo_server: LiveServer, site: EvilSite, bundles: dict[str, str], name: str
 ) -> None:
     page = open_example(browser, demo_server, site, bundles[name], name)
     try:

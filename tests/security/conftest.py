@@ -15,7 +15,9 @@ from threading import Thread
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, BrowserContext, sync_playwright
 
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.liveserver import LiveServer
 
 
@@ -43,17 +45,19 @@ def call(
 
 
 class EvilSite:
-    """Serves whatever HTML a test puts at a path, from its own port of 127.0.0.1."""
+    """Serves whatever a test puts at a path, from its own port of 127.0.0.1: HTML given as a
+    string, anything else as ``(content type, bytes)``. (Also the other origin of an app.)"""
 
     def __init__(self) -> None:
-        self.pages: dict[str, str] = {}
+        self.pages: dict[str, str | tuple[str, bytes]] = {}
         site = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                body = site.pages.get(self.path, "not here").encode()
+                page = site.pages.get(self.path, "not here")
+                kind, body = page if isinstance(page, tuple) else ("text/html", page.encode())
                 self.send_response(200 if self.path in site.pages else 404)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Type", f"{kind}; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -70,6 +74,23 @@ class EvilSite:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium, for the tests that attack (or use) the server from a page."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    context = browser.new_context()
+    context.set_default_timeout(20_000)
+    yield context
+    context.close()
 
 
 @pytest.fixture(scope="module")

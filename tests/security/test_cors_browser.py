@@ -9,9 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, sync_playwright
+from playwright.sync_api import BrowserContext
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.liveserver import LiveServer
 from tests.security.conftest import EvilSite
 
@@ -65,22 +64,6 @@ def server(
     ).start()  # fmt: skip
     yield live
     live.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    context = browser.new_context()
-    context.set_default_timeout(20_000)
-    yield context
-    context.close()
 
 
 @pytest.mark.parametrize("transports", [["websocket", "polling"], ["polling"]])

@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import BrowserContext, Page
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.liveserver import LiveServer
 from tests.security.conftest import EvilSite
 
@@ -26,22 +23,6 @@ fetch("{action}", {{method: "POST", mode: "no-cors", credentials: "include",
   headers: {{"Content-Type": "text/plain"}}, body: {body}}}).finally(() => {{
   document.title = "sent"; }});
 </script>"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    context = browser.new_context()
-    context.set_default_timeout(20_000)
-    yield context
-    context.close()
 
 
 def form_page(action: str, fields: dict[str, Any]) -> str:
