@@ -5,6 +5,11 @@ short access token and a refresh token (``typ: refresh``) that lives as long as 
 Tokens an application mints with the shared secret, and RS256/ES256 tokens of an identity
 provider (``jwks.py``), are accepted too; a revoked session or token id (``sid`` or ``jti``)
 is refused. User ids are normalised on the way in (``userids.py``).
+
+Verifying a token's signature costs more than the rest of a small request, and a client sends
+the same token with every request, so a verified access token is remembered (``TokenCache``):
+the next request with it skips the signature, but is still refused once the token expires and
+at once when its session is signed out (revocations are checked on every request, from memory).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from .userids import check_user_id
 
 ALGORITHM = "HS256"
 REFRESH = "refresh"
+CACHE_SIZE = 4096  # verified tokens remembered (oldest forgotten first)
+CACHE_SECONDS = 300.0  # a remembered token is verified again after this long (JWKS key changes)
 
 
 def load_secret(configured: str, data_dir: Path) -> str:
@@ -76,8 +83,44 @@ class Principal:
     expires_at: float
 
 
+class TokenCache:
+    """Access tokens verified lately, and who each names, until ``CACHE_SECONDS`` or the
+    token's expiry, whichever is sooner; at most ``size`` of them.
+
+    Args:
+        size: most tokens remembered.
+    """
+
+    __slots__ = ("_entries", "size")
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self.size = size
+        self._entries: dict[str, tuple[Principal, float]] = {}
+
+    def get(self, token: str, now: float) -> Principal | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        if now >= entry[1]:
+            del self._entries[token]
+            return None
+        return entry[0]
+
+    def put(self, token: str, principal: Principal, now: float) -> None:
+        if len(self._entries) >= self.size:
+            del self._entries[next(iter(self._entries))]  # the oldest
+        self._entries[token] = (principal, min(principal.expires_at, now + CACHE_SECONDS))
+
+    def forget(self, token: str) -> None:
+        self._entries.pop(token, None)
+
+
 def _invalid(message: str = "the token is not valid") -> Unauthorized:
     return Unauthorized(message, code="INVALID_TOKEN")
+
+
+def _revoked() -> Unauthorized:
+    return Unauthorized("this session was signed out; sign in again", code="TOKEN_REVOKED")
 
 
 class Authenticator:
@@ -108,13 +151,23 @@ class Authenticator:
         self.audience = audience
         self.issuer = issuer
         self.user_claim = user_claim
+        self.cache = TokenCache()
 
     async def verify(self, token: str) -> Principal:
         """The caller an access token names; Unauthorized when it is not valid."""
+        now = time.time()
+        known = self.cache.get(token, now)
+        if known is not None:
+            if known.token_id is not None and self.sessions.is_revoked(known.token_id):
+                self.cache.forget(token)
+                raise _revoked()
+            return known
         claims, user_claim = await self._decode(token)
         if claims.get("typ") == REFRESH:
             raise _invalid("a refresh token only refreshes: send it to /api/session/refresh")
-        return self._principal(claims, user_claim)
+        principal = self._principal(claims, user_claim)
+        self.cache.put(token, principal, now)
+        return principal
 
     async def verify_refresh(self, token: str) -> Principal:
         """The session a refresh token names, if it is still open."""
@@ -170,5 +223,5 @@ class Authenticator:
         # Asked on every use (a cache of verified tokens too): on PostgreSQL the set follows
         # the other nodes' sign-outs (authpg.py).
         if token_id is not None and self.sessions.is_revoked(token_id):
-            raise Unauthorized("this session was signed out; sign in again", code="TOKEN_REVOKED")
+            raise _revoked()
         return Principal(user_id, token_id, isinstance(sid, str), float(claims["exp"]))

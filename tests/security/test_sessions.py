@@ -4,11 +4,15 @@ access tokens can be short-lived and refreshed; user ids have one normal form.""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import aiohttp
+import jwt
 
 from jobserver.app import create_app
+from jobserver.auth import CACHE_SECONDS, Principal, TokenCache
+from jobserver.web.keys import IDENTITY
 from tests.conftest import ApiClient, MakeApi, sign_in
 from tests.wsraw import demo_only
 
@@ -70,6 +74,48 @@ async def test_short_access_tokens_are_refreshed_until_sign_out(make_api: MakeAp
     status, body = await api.post("/api/session/refresh",
                                   json={"refreshToken": first["refreshToken"]})  # fmt: skip
     assert status == 401 and body["error"]["code"] == "TOKEN_REVOKED"
+
+
+async def test_a_remembered_token_is_refused_once_expired_or_signed_out(
+    make_api: MakeApi,
+) -> None:
+    # Verified tokens are remembered (auth.TokenCache), so each of these is a cache hit.
+    api = await make_api("alice", token_ttl_seconds=2)
+    auth = api.client.app[IDENTITY].auth
+    expires = jwt.decode(api.token, options={"verify_signature": False})["exp"]
+    assert (await api.get("/api/jobs"))[0] == 200
+    assert auth.cache.get(api.token, time.time()) is not None
+    assert (await api.get("/api/jobs"))[0] == 200
+    while time.time() < expires:
+        await asyncio.sleep(0.05)
+    status, body = await api.get("/api/jobs")
+    assert status == 401 and body["error"]["code"] == "TOKEN_EXPIRED"
+
+    again = await api.as_user("alice")
+    assert (await again.get("/api/jobs"))[0] == 200
+    assert auth.cache.get(again.token, time.time()) is not None
+    assert (await again.request("DELETE", "/api/session"))[0] == 200
+    status, body = await again.get("/api/jobs")  # at once, from the cache's own check
+    assert status == 401 and body["error"]["code"] == "TOKEN_REVOKED"
+
+    third = await api.as_user("alice")
+    assert (await third.get("/api/jobs"))[0] == 200
+    await auth.sessions.revoke_user("alice")  # as `server.py user signout alice` does
+    status, body = await third.get("/api/jobs")
+    assert status == 401 and body["error"]["code"] == "TOKEN_REVOKED"
+
+
+def test_the_token_cache_is_bounded_and_forgets_the_oldest() -> None:
+    cache = TokenCache(size=3)
+    now = time.time()
+    for n in range(5):
+        cache.put(f"t{n}", Principal(f"u{n}", None, False, now + 60), now)
+    assert [cache.get(f"t{n}", now) is not None for n in range(5)] == [False, False, True,
+                                                                       True, True]  # fmt: skip
+    cache.put("soon", Principal("u", None, False, now + 1), now)
+    assert cache.get("soon", now + 0.5) is not None and cache.get("soon", now + 1) is None
+    cache.put("long", Principal("u", None, False, now + 86400), now)
+    assert cache.get("long", now + CACHE_SECONDS) is None  # verified again after a while
 
 
 async def test_user_ids_have_one_normal_form(make_api: MakeApi) -> None:
