@@ -31,6 +31,9 @@ WAKE_EVENTS = frozenset({EventType.QUEUED, EventType.RETRYING})
 # While the store cannot write, claims and outcomes are tried again after pauses that double
 # from the first to the last of these (seconds): work resumes soon after the store does.
 STORE_RETRY_PAUSES = (0.1, 2.0)
+# The longest the dispatcher sleeps without claiming; also how often it asks the store when
+# the next delayed job is due (jobs queued for later by other nodes, or before this start).
+IDLE_SECONDS = 5.0
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -109,7 +112,16 @@ class WorkerPool:
                                            processes.size)  # fmt: skip
         self._claiming = False
         self._tasks: list[asyncio.Task[None]] = []
+        # The earliest run time of a job queued for later that this pool knows of (queued
+        # here, or read from the store at most every IDLE_SECONDS), so an idle dispatcher
+        # needs no read after every claim.
+        self._next_due: float | None = None
+        self._due_read_at = -IDLE_SECONDS
+        # Whether due jobs may wait for a capped type's or a user's running job to end:
+        # then such an end wakes the dispatcher.
+        self._blocked = False
         events.bus.add_tap(self._on_event)
+        events.on_queued(self._queued)
 
     @property
     def free_slots(self) -> int:
@@ -151,6 +163,20 @@ class WorkerPool:
 
     # -- claiming ---------------------------------------------------------------------------
 
+    def _queued(self, job: Job) -> None:
+        self._later(job.run_at)
+
+    def _later(self, run_at: float) -> None:
+        """A job becomes due at ``run_at``: wake up then, if that is the earliest."""
+        if run_at > time.time() and (self._next_due is None or run_at < self._next_due):
+            self._next_due = run_at
+
+    def _at_a_cap(self) -> bool:
+        if any(self._busy_by_type.get(t, 0) >= n for t, n in self._capped.items()):
+            return True
+        limit = self.max_running_per_user
+        return bool(limit) and any(n >= limit for n in self._busy_by_user.values())
+
     def _on_event(self, event: Event) -> None:
         if event.type in WAKE_EVENTS:
             self._wake.set()
@@ -178,7 +204,9 @@ class WorkerPool:
                 for job in jobs:
                     self._start(job)
                 if len(jobs) < free:
+                    self._blocked = self._at_a_cap()
                     await self._idle()
+                    self._blocked = False
                 pause = STORE_RETRY_PAUSES[0]
             except Exception as exc:  # the dispatcher never dies: the store comes back
                 if pause == STORE_RETRY_PAUSES[0]:  # once per outage, not once per retry
@@ -188,9 +216,19 @@ class WorkerPool:
                 pause = min(STORE_RETRY_PAUSES[1], pause * 2)
 
     async def _idle(self) -> None:
-        """Sleep until woken by a new job or the next delayed job's run time (at most 5 s)."""
-        due = await self.events.store.next_run_at()
-        timeout = 5.0 if due is None else min(5.0, max(0.0, due - time.time()))
+        """Sleep until woken by a new job, the end of a job that held a cap (``_blocked``),
+        or the next delayed job's run time (at most IDLE_SECONDS)."""
+        now = time.time()
+        if self._next_due is not None and self._next_due <= now:
+            self._next_due = None  # it is due: claim it
+            return
+        if now - self._due_read_at >= IDLE_SECONDS:
+            self._due_read_at = now
+            due = await self.events.store.next_run_at(after=now)
+            if due is not None:
+                self._later(due)
+        timeout = IDLE_SECONDS if self._next_due is None else self._next_due - time.time()
+        timeout = min(IDLE_SECONDS, max(0.0, timeout))
         if timeout <= 0:
             return
         with contextlib.suppress(TimeoutError):
@@ -240,6 +278,8 @@ class WorkerPool:
             running.in_handler = False
             self._busy -= 1
             self._busy_by_type[running.job.type] -= 1
+            if self._blocked:  # a due job may have waited for this one's type or user
+                self._wake.set()
             left = self._busy_by_user[running.job.user_id] - 1
             if left:
                 self._busy_by_user[running.job.user_id] = left
@@ -329,6 +369,7 @@ class WorkerPool:
         if recoverable and job.attempts < job.max_attempts:
             opts = job_type.options
             retry_at = time.time() + backoff(job.attempts, opts.backoff_base, opts.backoff_max)
+            self._later(retry_at)
             await _record(lambda: self.events.fail(job.id, token, error, retry_at))
         else:
             await _record(lambda: self.events.fail(job.id, token, error))

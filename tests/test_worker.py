@@ -272,3 +272,81 @@ async def test_a_timeout_that_fires_as_the_handler_returns_has_one_outcome(
         outcomes.add(final["type"])
     assert outcomes == {"job.completed", "job.failed"}  # both sides of the race happened
     assert pool.running == {} and pool._busy == 0  # every slot freed exactly once
+
+
+async def completed(store: SqliteStore, job_id: str) -> bool:
+    job = await store.get_job(job_id)
+    return job is not None and job.status is JobStatus.COMPLETED
+
+
+async def test_a_dispatcher_whose_due_jobs_wait_for_a_cap_sleeps_until_a_job_ends(
+    engine: tuple[SqliteStore, JobQueue, Registry],
+) -> None:
+    # Before: a claim that left due jobs behind for a user's (or a type's) cap was followed
+    # at once by another, and another: the dispatcher spun on the store while slots were free.
+    store, events, registry = engine
+    release = asyncio.Event()
+
+    async def held(ctx: JobContext) -> Mapping[str, Any]:
+        await release.wait()
+        return {}
+
+    registry.register("held", held)
+    claims = 0
+    claim = store.claim
+
+    async def counted(*args: Any) -> Any:
+        nonlocal claims
+        claims += 1
+        return await claim(*args)
+
+    store.claim = counted  # type: ignore[method-assign]
+    pool = WorkerPool(events, registry, concurrency=4, lease_seconds=10, grace_seconds=0.5,
+                      max_running_per_user=1)  # fmt: skip
+    await pool.start()
+    first, _ = await events.enqueue(NewJob(type="held", user_id="u"))
+    second, _ = await events.enqueue(NewJob(type="held", user_id="u"))
+    async with asyncio.timeout(5):
+        while first.id not in pool.running:
+            await asyncio.sleep(0.01)
+    before = claims
+    await asyncio.sleep(0.5)
+    assert claims - before <= 1  # asleep, not claiming in a loop
+    assert second.id not in pool.running
+    release.set()  # the first ends: the second may start now, without waiting 5 s
+    async with asyncio.timeout(2):
+        while not await completed(store, second.id):
+            await asyncio.sleep(0.01)
+    await pool.stop()
+
+
+async def test_a_delayed_job_is_claimed_when_due_without_a_store_read_per_claim(
+    engine: tuple[SqliteStore, JobQueue, Registry],
+) -> None:
+    store, events, registry = engine
+
+    async def quick(ctx: JobContext) -> Mapping[str, Any]:
+        return {}
+
+    registry.register("quick", quick)
+    reads = 0
+    next_run_at = store.next_run_at
+
+    async def counted(after: float | None = None) -> float | None:
+        nonlocal reads
+        reads += 1
+        return await next_run_at(after)
+
+    store.next_run_at = counted  # type: ignore[method-assign]
+    pool = WorkerPool(events, registry, concurrency=2, lease_seconds=10, grace_seconds=0.5)
+    await pool.start()
+    later, _ = await events.enqueue(NewJob(type="quick", user_id="u", delay_seconds=0.6))
+    for _ in range(20):
+        await events.enqueue(NewJob(type="quick", user_id="u"))
+    t0 = time.monotonic()
+    async with asyncio.timeout(5):
+        while not await completed(store, later.id):
+            await asyncio.sleep(0.01)
+    assert 0.4 < time.monotonic() - t0 < 2.0  # when due, not 5 s later
+    assert reads <= 2  # not one per claim
+    await pool.stop()

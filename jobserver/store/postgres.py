@@ -496,8 +496,9 @@ class PostgresStore:
         rows = await self._read(sql + f" ORDER BY seq LIMIT ${len(params)}", *params)
         return [Event(r[0], EventType(r[1]), r[2], r[3], bytes(r[4])) for r in rows]
 
-    async def next_run_at(self) -> float | None:
-        rows = await self._read("SELECT MIN(run_at) FROM jobs WHERE status='queued'")
+    async def next_run_at(self, after: float | None = None) -> float | None:
+        rows = await self._read("SELECT MIN(run_at) FROM jobs WHERE status='queued' AND run_at>$1",
+                                float("-inf") if after is None else after)  # fmt: skip
         return None if rows[0][0] is None else float(rows[0][0])
 
     async def count_by_status(self) -> dict[JobStatus, int]:

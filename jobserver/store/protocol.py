@@ -197,8 +197,9 @@ class Store(Protocol):
         limit: int = 1000,
     ) -> list[Event]: ...
 
-    async def next_run_at(self) -> float | None:
-        """When the earliest queued job becomes due, or None when nothing is queued."""
+    async def next_run_at(self, after: float | None = None) -> float | None:
+        """When the earliest queued job becomes due (of those due after ``after``, when
+        given), or None when there is none."""
         ...
 
     async def count_by_status(self) -> dict[JobStatus, int]: ...

@@ -311,8 +311,8 @@ class SqliteStore:
     ) -> list[Event]:
         return await self._reads.events_after(since, user_id=user_id, job_id=job_id, limit=limit)
 
-    async def next_run_at(self) -> float | None:
-        return await self._reads.next_run_at()
+    async def next_run_at(self, after: float | None = None) -> float | None:
+        return await self._reads.next_run_at(after)
 
     async def count_by_status(self) -> dict[JobStatus, int]:
         return await self._reads.count_by_status()

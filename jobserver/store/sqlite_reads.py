@@ -109,8 +109,9 @@ class SqliteReads:
             self.read_up_to = max(self.read_up_to, rows[-1][0])
         return [Event(r[0], EventType(r[1]), r[2], r[3], bytes(r[4])) for r in rows]
 
-    async def next_run_at(self) -> float | None:
-        rows = await self.read("SELECT MIN(run_at) FROM jobs WHERE status='queued'")
+    async def next_run_at(self, after: float | None = None) -> float | None:
+        rows = await self.read("SELECT MIN(run_at) FROM jobs WHERE status='queued' AND run_at>?",
+                               (float("-inf") if after is None else after,))  # fmt: skip
         value = rows[0][0]
         return None if value is None else float(value)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
@@ -10,6 +12,11 @@ from .keys import USER
 
 class AccessLog(AbstractAccessLogger):
     """Logs method, path, status, duration, peer and user; never the query (it may hold a token)."""
+
+    @property
+    def enabled(self) -> bool:
+        # aiohttp then neither times requests nor calls ``log`` (e.g. at --log-level WARNING).
+        return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         millis = round(time * 1000, 1)
