@@ -347,6 +347,6 @@ async def test_a_delayed_job_is_claimed_when_due_without_a_store_read_per_claim(
     async with asyncio.timeout(5):
         while not await completed(store, later.id):
             await asyncio.sleep(0.01)
-    assert 0.4 < time.monotonic() - t0 < 2.0  # when due, not 5 s later
+    assert 0.4 < time.monotonic() - t0 < 4.0  # when due, not after the 5 s idle limit
     assert reads <= 2  # not one per claim
     await pool.stop()
