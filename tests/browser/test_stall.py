@@ -5,13 +5,16 @@ connections open at that moment while keeping them open."""
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, expect
 
+from tests.browser.conftest import Session
 from tests.liveserver import LiveServer
 from tests.netcut import BackgroundProxy
 
@@ -89,3 +92,16 @@ def test_a_stalled_socket_turns_to_polling_within_5s_and_loses_no_event(
     assert delivered == sorted(set(delivered)) and set(delivered) <= set(all_seqs)
     assert [s for s in delivered if s > snapshot_seq] == [s for s in all_seqs if s > snapshot_seq]
     assert len(all_seqs) >= 42 and all_seqs[-1] in delivered
+
+
+def test_the_pages_indicator_says_polling_within_5s_of_a_stall_then_live_again(
+    make_session: Callable[..., Session], demo_server: LiveServer, proxy: BackgroundProxy
+) -> None:
+    through_proxy = SimpleNamespace(url=proxy.url)  # the page reaches the server via the proxy
+    s = make_session(through_proxy).open()
+    indicator = s.page.locator("#connection")
+    proxy.call("stall")
+    started = time.monotonic()
+    expect(indicator).to_have_attribute("data-state", "polling", timeout=5_000)
+    assert time.monotonic() - started <= 5.0
+    expect(indicator).to_have_attribute("data-state", "live", timeout=20_000)
