@@ -7,6 +7,11 @@ import os
 import time
 from pathlib import Path
 
+from aiohttp import web
+
+from jobserver.bus import EventBus
+from jobserver.config import Settings
+from jobserver.plugins import Server, load
 from jobserver.retention import Retention, file_pruner
 from jobserver.store import NewJob, Store
 
@@ -45,3 +50,14 @@ async def test_retention_prunes_jobs_then_the_uploads_they_named(store: Store, t
     assert await retention.prune(now=time.time() + 120) == 1
     assert not (folder / "f1.pdf").exists()
     assert (retention.pruned_jobs, retention.pruned["files"]) == (1, 1)
+
+
+async def test_the_pdf_file_step_before_the_upload_store_is_open_prunes_nothing(
+    store: Store, settings: Settings
+) -> None:
+    # Retention prunes at once when it starts, before plugins' contexts open the upload
+    # store: that first round logged "pruning failed" with a KeyError traceback.
+    plugins = load(settings)
+    step = dict(plugins.retention_steps)["files"]
+    server = Server(web.Application(), settings, store, EventBus())
+    assert await step(server, time.time()) == 0

@@ -66,7 +66,10 @@ def setup(plugin: Plugin) -> None:
     plugin.add_cleanup_context(parsers)
 
     async def prune_files(server: Server, cutoff: float) -> int:
-        return await server.app[UPLOADS].prune(server.store, cutoff)
+        # Retention starts (and prunes at once) before plugins' contexts: until the upload
+        # store is open there is nothing of it to prune, and the next round does it.
+        uploads = server.app.get(UPLOADS)
+        return 0 if uploads is None else await uploads.prune(server.store, cutoff)
 
     async def prune_cache(server: Server, cutoff: float) -> int:
         total = 0
