@@ -33,13 +33,15 @@ PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PEERS = (
     System(
         "procrastinate", "user_procrastinate.py", ("one",), "postgres", True,
-        "`procrastinate worker --concurrency 10` (async worker, LISTEN/NOTIFY; connection pool "
-        "of 14), `defer_async` one at a time; progress imitated by a committed INSERT",
-        concurrency=10,
+        "`procrastinate worker --concurrency 20` (async worker, LISTEN/NOTIFY; connection pool "
+        "of 24; of 5, 10 and 20 the fastest here on both cases), `defer_async` one at a time; "
+        "progress imitated by a committed INSERT",
+        concurrency=20,
     ),
     System(
         "saq", "user_saq_pg.py", ("one",), "postgres", True,
-        "`saq user_saq_pg.settings`, PostgresQueue, concurrency 50 (pool of 54), "
+        "`saq user_saq_pg.settings`, PostgresQueue, concurrency 50 (pool of 54; 100 was no "
+        "faster here), "
         "`enqueue` one at a time; progress by `job.update` (an UPDATE and a NOTIFY)",
         concurrency=50,
     ),
