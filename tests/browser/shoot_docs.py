@@ -1,15 +1,19 @@
 """Take the README's screenshots of the page: ``python -m tests.browser.shoot_docs``.
 
 Runs a real server (with the LLM gate, to hold a job mid-way) and Debian's chromium, and
-writes docs/screenshot-{uploading,in-progress,notes,failed,polling}.png.
+writes docs/screenshot-{uploading,in-progress,notes,failed,polling}.png, then the dashboard's:
+docs/screenshot-{dashboard,detail,phone,offline}.png (demo jobs: one failed once, then succeeded).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 from playwright.sync_api import Page, Route, WebSocketRoute, sync_playwright
 
@@ -31,7 +35,7 @@ def main() -> int:
     gate = LlmGate()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        server = LiveServer(tmp / "data", "--llm-url", gate.url).start()
+        server = LiveServer(tmp / "data", "--llm-url", gate.url, "--demo-jobs").start()
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -97,11 +101,52 @@ def main() -> int:
                 page.get_by_role("link", name="View notes of lecture-notes.pdf").click()
                 page.wait_for_selector("#notes-points li")
                 shoot(page, "notes", full=True)
+                dashboard(browser, page, server)
                 browser.close()
         finally:
             gate.close()
             server.stop()
     return 0
+
+
+def dashboard(browser: Any, page: Page, server: LiveServer) -> None:
+    """The list with its tabs, a job's detail with its timeline, a phone, the offline banner."""
+    token = server.token("ada")
+    jobs = [{"type": "demo.sleep", "label": f"chapter-{n}.pdf", "payload": {"seconds": 0}}
+            for n in range(1, 4)]
+    jobs += [
+        {"type": "demo.fail", "label": "flaky-upstream.pdf", "maxAttempts": 2,
+         "payload": {"recoverable": True, "failAttempts": 1}},
+        {"type": "demo.sleep", "label": "long-report.pdf", "payload": {"seconds": 600,
+                                                                      "steps": 600}},
+    ]  # fmt: skip
+    request = urllib.request.Request(
+        server.url + "/api/jobs", data=json.dumps({"jobs": jobs}).encode(), method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        made = json.load(resp)["jobs"]
+    page.goto(server.url + "/#/")
+    page.wait_for_selector("li.job[data-status='active']")
+    page.wait_for_selector(f"li.job[data-job-id='{made[3]['jobId']}'][data-status='completed']")
+    page.wait_for_timeout(1500)
+    shoot(page, "dashboard", full=True)
+    page.goto(server.url + f"/#/jobs/{made[3]['jobId']}")
+    page.wait_for_selector("#timeline li[data-type='job.completed']")
+    shoot(page, "detail", full=True)
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+    small = phone.new_page()
+    small.goto(server.url + "/")
+    small.get_by_label("Your name").fill("ada")
+    small.get_by_role("button", name="Sign in").click()
+    small.wait_for_selector("li.job[data-status='active']")
+    shoot(small, "phone")
+    phone.close()
+    page.goto(server.url + "/#/")
+    page.wait_for_selector("li.job[data-status='active']")
+    server.kill()
+    page.wait_for_selector("#offline-banner:not([hidden])", timeout=30_000)
+    shoot(page, "offline", full=True)
 
 
 if __name__ == "__main__":
