@@ -22,10 +22,14 @@ function query(extra) {
 }
 
 /** The first page of the current view, replacing the rows (uploads in flight stay). */
+let loads = 0;
+
 export async function loadJobs() {
   const client = page.client;
   if (!client) return;
   const view = { ...page.view };
+  const load = ++loads;
+  $('#jobs').setAttribute('aria-busy', 'true'); // until the newest load has answered
   try {
     const reply = await client.api.request('GET', '/api/jobs', { query: query({ offset: 0 }) });
     if (page.client !== client || view.status !== page.view.status || view.q !== page.view.q) return;
@@ -40,6 +44,8 @@ export async function loadJobs() {
     showError($('#upload-error'), '');
   } catch (err) {
     showError($('#upload-error'), errorLine(err));
+  } finally {
+    if (load === loads) $('#jobs').setAttribute('aria-busy', 'false');
   }
 }
 

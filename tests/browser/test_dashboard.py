@@ -85,7 +85,7 @@ def test_120_jobs_tabs_load_more_search_bulk_retry_and_removal_seen_live(
          for n in range(100)]
         + [{"type": "demo.sleep", "label": f"later {n}", "delaySeconds": 3600} for n in range(10)]
         + [{"type": "demo.fail", "label": f"flaky {n}",
-            "payload": {"recoverable": True, "seconds": 3}} for n in range(10)]
+            "payload": {"recoverable": True, "seconds": 5}} for n in range(10)]
     )  # fmt: skip
     made = call(demo_server, token, "POST", "/api/jobs", {"jobs": jobs})["jobs"]
     flaky = [j["jobId"] for j in made[-10:]]
@@ -111,11 +111,15 @@ def test_120_jobs_tabs_load_more_search_bulk_retry_and_removal_seen_live(
     expect(done.get_by_role("button", name=re.compile("^Retry"))).to_be_hidden()
     # Search narrows the list and the counts.
     page.get_by_label("Search jobs by name or type").fill("flaky")
+    expect(tab(page, "completed")).to_contain_text("(0)")
+    expect(page.locator("#jobs[aria-busy='false']")).to_have_count(1)
     expect(rows).to_have_count(10)
     expect(tab(page, "")).to_contain_text("(10)")
     expect(tab(page, "completed")).to_contain_text("(0)")
     page.get_by_label("Search jobs by name or type").fill("")
+    expect(tab(page, "")).to_contain_text("(120)")
     tab(page, "failed").click()
+    expect(page.locator("#jobs[aria-busy='false']")).to_have_count(1)
     expect(rows).to_have_count(10)
     failed_row = page.locator("li.job").first
     expect(failed_row.get_by_role("button", name=re.compile("^Retry flaky"))).to_be_visible()
