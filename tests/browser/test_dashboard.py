@@ -16,12 +16,12 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import Session
-from tests.liveserver import LiveServer, make_pdf
+from tests.liveserver import ROOT, LiveServer, make_pdf
 
 MakeSession = Callable[..., Session]
 
-# axe-core from npm (tests/browser/package.json; scripts/test runs `npm ci` there).
-AXE = Path(__file__).parent / "node_modules" / "axe-core" / "axe.min.js"
+# axe-core from npm (package.json; scripts/test runs `npm ci`), not vendored.
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def no_sideways_scroll(page: Page) -> None:
 
 def axe_check(page: Page, what: str) -> None:
     """axe-core (from npm, scripts/test installs it) finds no serious or critical violation."""
-    assert AXE.is_file(), "axe-core is missing: run `npm ci` in tests/browser (scripts/test does)"
+    assert AXE.is_file(), "axe-core is missing: run `npm ci` (scripts/test does)"
     if not page.evaluate("Boolean(window.axe)"):
         page.add_script_tag(path=str(AXE))
     result = page.evaluate("""async () => {
