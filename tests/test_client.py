@@ -181,6 +181,28 @@ async def test_wait_returns_the_terminal_job(server: LiveServer) -> None:
         assert (await client.wait(slow.jobId, timeout=10)).status == "cancelled"
 
 
+async def test_search_counts_timeline_and_removal(server: LiveServer) -> None:
+    async with await Client.sign_in(server.url, _user()) as client:
+        flaky = await client.submit("demo.fail", {"recoverable": True, "failAttempts": 1},
+                                    max_attempts=2, label="flaky report")  # fmt: skip
+        await client.submit("demo.sleep", {"seconds": 0}, label="other")
+        done = await client.wait(flaky.jobId, timeout=30)
+        assert done.status == "completed" and done.attempts == 2
+        page = await client.list(q="REPORT")
+        assert [j.jobId for j in page.jobs] == [flaky.jobId] and page.total == 1
+        assert page.counts["all"] == 1 and page.counts["completed"] == 1
+        events = await client.events(flaky.jobId)
+        assert [e.type for e in events][0] == "job.queued" and events[-1].terminal
+        assert "job.retrying" in [e.type for e in events]
+        removed = await client.remove(flaky.jobId)
+        assert removed.removed and removed.status == "completed"
+        with pytest.raises(NotFound):
+            await client.get(flaky.jobId)
+        await client.wait((await client.list(q="other")).jobs[0].jobId, timeout=30)
+        assert await client.remove_finished(status="completed") == 1
+        assert (await client.list()).total == 0
+
+
 async def test_wait_by_long_poll_alone(server: LiveServer) -> None:
     async with await Client.sign_in(server.url, _user()) as client:
         job = await client.submit("demo.sleep", {"seconds": 0.3, "steps": 2})

@@ -17,7 +17,7 @@ import aiohttp
 from .api import Http, TokenProvider
 from .errors import ProtocolError, WaitTimeout
 from .follow import TRANSPORTS, Follow, Transport
-from .models import Job, JobPage, Meta, Resync
+from .models import Job, JobEvent, JobPage, Meta, Resync, event_from_wire
 
 UPLOAD_TIMEOUT = 300.0  # seconds an upload may take as a whole
 
@@ -279,12 +279,17 @@ class Client:
         return Job.from_wire(await self.http.request("GET", f"/api/jobs/{quote(job_id)}"))
 
     async def list(
-        self, *, status: str | None = None, limit: int = 50, offset: int = 0
-    ) -> JobPage:
-        """One page of your jobs, newest first (``GET /api/jobs``); ``limit`` up to 200."""
+        self, *, status: str | None = None, limit: int = 50, offset: int = 0,
+        q: str | None = None,
+    ) -> JobPage:  # fmt: skip
+        """One page of your jobs, newest first (``GET /api/jobs``); ``limit`` up to 200;
+        ``q``: only those whose label or type contains it (any case). The page carries the
+        ``total`` and the ``counts`` per status."""
         params: dict[str, str | int | float] = {"limit": limit, "offset": offset}
         if status is not None:
             params["status"] = status
+        if q:
+            params["q"] = q
         return JobPage.from_wire(await self.http.request("GET", "/api/jobs", params=params))
 
     async def iter_jobs(
@@ -311,6 +316,31 @@ class Client:
         """Run a failed or cancelled job again; ``Conflict`` for any other job."""
         path = f"/api/jobs/{quote(job_id)}/retry"
         return Job.from_wire(await self.http.request("POST", path))
+
+    async def remove(self, job_id: str) -> Job:
+        """Remove a finished job (``DELETE /api/jobs/{id}``: a ``job.removed`` event; it
+        leaves your lists); ``Conflict`` while it is queued or running."""
+        return Job.from_wire(await self.http.request("DELETE", f"/api/jobs/{quote(job_id)}"))
+
+    async def remove_finished(self, *, status: str | None = None) -> int:
+        """Remove all your finished jobs, or those of ``status`` (completed, failed or
+        cancelled); how many went."""
+        params: dict[str, str | int | float] = {} if status is None else {"status": status}
+        reply = await self.http.request("DELETE", "/api/jobs", params=params)
+        return int(reply["removed"])
+
+    async def events(self, job_id: str) -> builtins.list[JobEvent]:
+        """Every event of one job, oldest first, from the stored log
+        (``GET /api/jobs/{id}/events``, page after page): its timeline, kept as long as it is."""
+        out: builtins.list[JobEvent] = []
+        after: int | None = 0
+        while after is not None:
+            reply = await self.http.request(
+                "GET", f"/api/jobs/{quote(job_id)}/events", params={"after": after, "limit": 1000}
+            )
+            out += [event_from_wire(e) for e in reply["events"]]
+            after = reply["nextAfter"]
+        return out
 
     # ---- following ------------------------------------------------------------------------
 

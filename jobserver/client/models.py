@@ -135,12 +135,18 @@ _JOB_FIELDS_OF_EVENT: Final = frozenset(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobPage:
-    """One page of ``GET /api/jobs``: newest first; ``nextOffset`` is None on the last page."""
+    """One page of ``GET /api/jobs``: newest first; ``nextOffset`` is None on the last page.
+
+    ``total`` counts the jobs of the query (status and search) over all pages, ``counts`` the
+    jobs of the search per status and ``all`` (servers that send them; else None and empty).
+    """
 
     jobs: list[Job]
     limit: int
     offset: int
     nextOffset: int | None = None
+    total: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from .client import Client
 from .follow import TRANSPORTS, Follow, FollowStats, State, Transport
-from .models import FollowItem, Job, JobPage, Meta
+from .models import FollowItem, Job, JobEvent, JobPage, Meta
 
 _T = TypeVar("_T")
 
@@ -240,8 +240,9 @@ class SyncClient:
     def get(self, job_id: str) -> Job:
         return self._loop.run(self.client.get(job_id))
 
-    def list(self, *, status: str | None = None, limit: int = 50, offset: int = 0) -> JobPage:
-        return self._loop.run(self.client.list(status=status, limit=limit, offset=offset))
+    def list(self, *, status: str | None = None, limit: int = 50, offset: int = 0,
+             q: str | None = None) -> JobPage:  # fmt: skip
+        return self._loop.run(self.client.list(status=status, limit=limit, offset=offset, q=q))
 
     def iter_jobs(self, *, status: str | None = None, page_size: int = 100) -> Iterator[Job]:
         pages = self.client.iter_jobs(status=status, page_size=page_size)
@@ -260,6 +261,15 @@ class SyncClient:
 
     def retry(self, job_id: str) -> Job:
         return self._loop.run(self.client.retry(job_id))
+
+    def remove(self, job_id: str) -> Job:
+        return self._loop.run(self.client.remove(job_id))
+
+    def remove_finished(self, *, status: str | None = None) -> int:
+        return self._loop.run(self.client.remove_finished(status=status))
+
+    def events(self, job_id: str) -> builtins.list[JobEvent]:
+        return self._loop.run(self.client.events(job_id))
 
     def wait(
         self,
