@@ -8,6 +8,7 @@ import {
   apply, clearList, loadJobs, refreshCountsSoon, removeRow, renderAll, setUpList, tick,
 } from './page/list.js';
 import { setUpUploads, showUploadState } from './page/uploads.js';
+import { errorLine, SIGNIN_NAME } from './page/words.js';
 import {
   detailEvent, hideDetail, refreshDetail, setUpDetail, showDetail, showingJob,
 } from './page/detail.js';
@@ -96,7 +97,8 @@ async function signIn(event) {
     $('#signin-password').value = '';
     await start(me.userId);
   } catch (err) {
-    showError($('#signin-error'), describeError(err).message);
+    const info = describeError(err);
+    showError($('#signin-error'), info.code === 'INVALID_PAYLOAD' ? SIGNIN_NAME : errorLine(err));
     (passwordShown ? $('#signin-password') : $('#signin-name')).focus();
   } finally {
     button.disabled = false;
@@ -119,7 +121,7 @@ async function signInWithToken(event) {
     $('#signin-token').value = '';
     await start(me.userId);
   } catch (err) {
-    showError($('#signin-token-error'), describeError(err).message);
+    showError($('#signin-token-error'), errorLine(err));
     $('#signin-token').focus();
   } finally {
     button.disabled = false;

@@ -41,7 +41,14 @@ const ERRORS = {
   ILLEGAL_TRANSITION: ['The job changed meanwhile, so that is not possible now.', 'Look at its new state.'],
   UPLOAD_MISSING: ['The uploaded file is gone from the server.', 'Upload it again.'],
   DEMO_FAILURE: ['This demo job fails on purpose.', 'Nothing to do.'],
+  BAD_CREDENTIALS: ['That name and password do not match.', 'Check them and try again.'],
+  SIGNIN_THROTTLED: ['Too many sign-in attempts.', 'Wait a minute, then try again.'],
+  SIGNIN_DISABLED: ['This way of signing in is turned off on this server.', 'Use another way shown here.'],
+  INVALID_TOKEN: ['That sign-in token is not valid.', 'Ask your application for a new one.'],
 };
+
+// On the sign-in form, a refused name is about the name.
+export const SIGNIN_NAME = 'That name cannot be used: use 1 to 64 letters, digits, ".", "_", "@" or "-".';
 
 /** `{code, text, action}` for anything that went wrong: a job's error, an HTTP error... */
 export function humanError(err, { maxUploadBytes } = {}) {
@@ -55,10 +62,14 @@ export function humanError(err, { maxUploadBytes } = {}) {
   return { code: info.code, text, action };
 }
 
-/** One line: the sentence, what to do, and the code for support. */
+// Codes the page itself makes (no server said them): nothing for support to look up.
+const OWN_CODES = new Set(['NETWORK', 'TIMEOUT', 'ABORTED', 'UPLOAD_CANCELLED', 'SERVER_ERROR',
+  'UNKNOWN', 'CONNECTION_CLOSED']);
+
+/** One line: the sentence, what to do, and the server's code for support. */
 export function errorLine(err, options) {
   const { code, text, action } = humanError(err, options);
-  const shownCode = code && code !== 'UNKNOWN' ? ` (${code})` : '';
+  const shownCode = code && !OWN_CODES.has(code) ? ` (${code})` : '';
   return `${text}${action ? ' ' + action : ''}${shownCode}`;
 }
 

@@ -156,6 +156,10 @@ def test_views_pass_axe_and_fit_a_phone(
         signin = context.new_page()
         signin.goto(demo_server.url + "/")
         expect(signin.get_by_label("Your name")).to_be_focused()
+        signin.get_by_label("Your name").fill("no spaces please")
+        signin.get_by_role("button", name="Sign in").click()
+        expect(signin.locator("#signin-error")).to_have_text(
+            'That name cannot be used: use 1 to 64 letters, digits, ".", "_", "@" or "-".')
         axe_check(signin, "the sign-in view")
         no_sideways_scroll(signin)
     finally:

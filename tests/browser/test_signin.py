@@ -36,7 +36,8 @@ def test_password_sign_in_form(
     page.get_by_label("Your name").fill("Dana")
     page.get_by_label("Password").fill("not the password")
     page.get_by_role("button", name="Sign in", exact=True).click()
-    expect(page.locator("#signin-error")).to_have_text("wrong name or password")
+    expect(page.locator("#signin-error")).to_have_text(
+        "That name and password do not match. Check them and try again. (BAD_CREDENTIALS)")
     expect(page.get_by_label("Password")).to_be_focused()
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in", exact=True).click()
