@@ -192,7 +192,7 @@ async def test_search_counts_timeline_and_removal(server: LiveServer) -> None:
         assert [j.jobId for j in page.jobs] == [flaky.jobId] and page.total == 1
         assert page.counts["all"] == 1 and page.counts["completed"] == 1
         events = await client.events(flaky.jobId)
-        assert [e.type for e in events][0] == "job.queued" and events[-1].terminal
+        assert events[0].type == "job.queued" and events[-1].terminal
         assert "job.retrying" in [e.type for e in events]
         removed = await client.remove(flaky.jobId)
         assert removed.removed and removed.status == "completed"
