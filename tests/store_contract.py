@@ -436,6 +436,7 @@ class StoreContract:
 
     async def test_search_and_counts_agree_per_user(self, store: Store) -> None:
         bees, _ = await store.enqueue(new(label="Bees of Europe.pdf"))
+        umlaut, _ = await store.enqueue(new(label="Über Bienen.pdf"))
         await store.enqueue(new(label="wasps.pdf"))
         other, _ = await store.enqueue(NewJob(type="demo.sleep", user_id="u1"))
         await store.enqueue(new(user="u2", label="bees too"))
@@ -446,10 +447,13 @@ class StoreContract:
             other.id
         ]
         assert await store.list_jobs("u1", JobStatus.QUEUED, 10, 0, query="bees") == []
+        assert [j.id for j in await store.list_jobs("u1", None, 10, 0, query="Über")] == [
+            umlaut.id
+        ]
         counts = await store.job_counts("u1", "bees")
         assert counts[JobStatus.CANCELLED] == 1 and sum(counts.values()) == 1
         everything = await store.job_counts("u1")
-        assert everything[JobStatus.QUEUED] == 2 and everything[JobStatus.CANCELLED] == 1
+        assert everything[JobStatus.QUEUED] == 3 and everything[JobStatus.CANCELLED] == 1
         assert sum((await store.job_counts("u2")).values()) == 1
 
     async def test_removed_job_leaves_lists_and_counts_but_keeps_its_events(

@@ -576,8 +576,8 @@ def _visible(user_id: str, query: str | None) -> tuple[str, list[Any]]:
     where = "user_id=$1 AND removed_at IS NULL"
     if not query:
         return where, [user_id]
-    return (where + " AND (strpos(lower(label), $2) > 0 OR strpos(lower(type), $2) > 0)",
-            [user_id, query.lower()])  # fmt: skip
+    return (where + " AND (strpos(lower(label), lower($2)) > 0 "
+            "OR strpos(lower(type), lower($2)) > 0)", [user_id, query])  # fmt: skip
 
 
 def _check_json(value: Any, what: str) -> None:

@@ -152,10 +152,10 @@ class SqliteReads:
 
 def _visible(user_id: str, query: str | None) -> tuple[str, tuple[Any, ...]]:
     """The WHERE clause of a user's jobs that were not removed, and match ``query`` if given
-    (a substring of the label or the type, case-insensitive)."""
+    (a substring of the label or the type; SQLite's lower() folds ASCII letters only, so both
+    sides are folded by it and a query written as the label is always found)."""
     where = "user_id=? AND removed_at IS NULL"
     if not query:
         return where, (user_id,)
-    needle = query.lower()
-    return (f"{where} AND (instr(lower(label), ?) > 0 OR instr(lower(type), ?) > 0)",
-            (user_id, needle, needle))  # fmt: skip
+    return (f"{where} AND (instr(lower(label), lower(?)) > 0 OR instr(lower(type), lower(?)) > 0)",
+            (user_id, query, query))  # fmt: skip
