@@ -1,15 +1,16 @@
 """PostgreSQL backend: several server processes (nodes) on one database.
 
 Writes: whatever a node's loop submitted during one turn goes in one transaction
-(``pg_writer.Batch``), pipelined: the next batch is made while the last one's events are
-being read back. Each transaction takes the seq lock, so seq order is commit order.
+(``pg_writer.Batch``). Each transaction takes the seq lock, so seq order is commit order.
 
-Publishing: a node publishes only what it reads from the events table, in seq order, from its
-own last seq, whoever wrote it. It reads when it committed a batch itself and when another
-node's ``NOTIFY jobserver_events`` arrives, and at least every ``POLL_SECONDS``: a lost or
-coalesced notification loses nothing. A write is answered only once this node has published
-every seq up to the write's own, so no subscriber of this node sees its seq 50 before another
-node's 49 (``Store.on_commit``'s contract, kept across nodes).
+Publishing, in seq order from this node's last published seq, whoever wrote the events: a
+batch this node committed is published from its own rows when nothing below it is unpublished
+(its head, the highest seq committed before it, read under the lock, is at most this node's
+last published seq); otherwise, and when another node's ``NOTIFY jobserver_events`` arrives,
+and at least every ``POLL_SECONDS``, the node reads the events table: a lost or coalesced
+notification loses nothing. A write is answered only once this node has published every seq
+up to the write's own, so no subscriber of this node sees its seq 50 before another node's 49
+(``Store.on_commit``'s contract, kept across nodes).
 """
 
 from __future__ import annotations
@@ -192,8 +193,11 @@ class PostgresStore:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, JobServerError) as exc:
             self._problem = f"PostgreSQL connection lost: {exc}"
 
-    def _notified(self, *args: Any) -> None:
-        self._wake_reader.set()
+    def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        # The payload is the batch's last seq: this node's own batches, published as they
+        # committed, need no reading.
+        if not payload.isdigit() or int(payload) > self._published:
+            self._wake_reader.set()
 
     async def _head(self) -> int:
         assert self._pool is not None
@@ -238,9 +242,8 @@ class PostgresStore:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
                 async with self._pool.acquire() as conn:
-                    outcomes, rows = await Batch(
-                        conn, self.node_id, self._tokens, self._plugin_ops
-                    ).run([p.op for p in batch])
+                    writing = Batch(conn, self.node_id, self._tokens, self._plugin_ops)
+                    outcomes, rows = await writing.run([p.op for p in batch])
                 self._problem = None
             except Exception as exc:  # the writer never stops: the next batch may succeed
                 self._problem = f"PostgreSQL write failed: {exc}"
@@ -257,8 +260,22 @@ class PostgresStore:
             for pending, (ok, value) in zip(batch, outcomes, strict=True):
                 self._waiting.append((last, pending, ok, _decoded(pending.op[0], ok, value,
                                                                   events)))  # fmt: skip
-            self._wake_reader.set()
+            if rows and writing.head <= self._published:
+                # Every seq below the batch is published: its own rows follow them at once.
+                self._deliver([e for e in events.values() if e.seq > self._published])
+            elif rows:
+                self._wake_reader.set()  # another node's events came first: read them
             self._release()
+
+    def _deliver(self, events: list[Event]) -> None:
+        """Publish ``events``: committed, in seq order, each above every seq published."""
+        if not events:
+            return
+        try:
+            self._publish(events)
+        except Exception:
+            log.exception("publishing committed events failed")
+        self._published = events[-1].seq
 
     def _release(self) -> None:
         """Answer the writes whose events this node has published."""
@@ -302,11 +319,8 @@ class PostgresStore:
                     events = await self.events_after(self._published, limit=READ_PAGE)
                     if not events:
                         break
-                    try:
-                        self._publish(events)
-                    except Exception:
-                        log.exception("publishing committed events failed")
-                    self._published = events[-1].seq
+                    # The writer may have published some of them meanwhile.
+                    self._deliver([e for e in events if e.seq > self._published])
                     self._release()
                     if len(events) < READ_PAGE:
                         break
