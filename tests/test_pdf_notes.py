@@ -99,7 +99,9 @@ def test_markdown_lists_everything_and_escapes_markup() -> None:
     assert text.startswith("# Bees \\*and\\* \\#hives\n")
     assert "- First \\[point\\] (p. 2)" in text
     assert "- Top (p. 1)\n  - Child (p. 2)" in text and "bee, hive" in text
-    assert download_name(note) == "bees-and-hives.md"
+    assert download_name(note) == ("bees.md", "bees.md")  # after the file, not the title
+    other = Note("n2", "alice", "n2", "cd" * 32, "Über Bienen.PDF", content)
+    assert download_name(other) == ("Über Bienen.md", "ber-Bienen.md")
 
 
 async def test_loop_lag_probe_samples_on_demand(make_api: MakeApi) -> None:

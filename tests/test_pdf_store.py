@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from jobserver.pdf import storage
 from jobserver.pdf.notes import KeyPoint, Note, NotesContent, Section
@@ -111,7 +112,7 @@ async def test_retention_runs_the_plugins_cache_step_with_its_age(tmp_path: Path
     s = SqliteStore(settings.db_path, storage=plugins.storage_modules)
     await s.open()
     try:
-        server = Server(None, settings, s, None)  # type: ignore[arg-type]
+        server = Server(web.Application(), settings, s, None)  # type: ignore[arg-type]
         steps = [(n, lambda c, step=step: step(server, c)) for n, step in plugins.retention_steps]
         await storage.cache_notes(s, "f1", content(generator="offline"))
         retention = Retention(s, max_age_seconds=60, prune_interval=1, checkpoint_interval=1,
