@@ -79,7 +79,7 @@ export interface JobClientOptions {
   pollTimeoutSeconds?: number;
   /** A socket quiet this long gets a ping (2000). */
   pingIntervalMs?: number;
-  /** A ping unanswered this long gives the socket up for polling (2500). */
+  /** A ping unanswered this long gives the socket up for polling (2000). */
   pongTimeoutMs?: number;
   openTimeoutMs?: number;
   /** Where tracked jobs and cursors are kept (one key per user, say). */

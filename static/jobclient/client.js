@@ -30,11 +30,11 @@ export const DEFAULTS = Object.freeze({
   backoffCapMs: 10000,
   pollTimeoutSeconds: 25,
   // A socket quiet for pingIntervalMs gets a {"type":"ping"}; no word back within
-  // pongTimeoutMs and it is given up on: a stalled socket is noticed 4.5 s after its last
-  // frame (within 5 s, with room for late timers on a busy page). Any frame counts as a sign
+  // pongTimeoutMs and it is given up on: a stalled socket is noticed 4 s after its last
+  // frame (within 5 s, with a second to spare for late timers on a busy page). Any frame counts as a sign
   // of life, so a busy socket sends no pings at all.
   pingIntervalMs: 2000,
-  pongTimeoutMs: 2500,
+  pongTimeoutMs: 2000,
   openTimeoutMs: 10000,
   storageKey: 'jobclient',
 });
