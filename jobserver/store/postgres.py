@@ -85,6 +85,7 @@ class PostgresStore:
         self._published = 0
         self._pruned = 0
         self._waiting: list[tuple[int, _Pending, bool, Any]] = []
+        self._writing: Batch | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._tokens = itertools.count(1)
         self._plugin_ops: dict[str, WriteOp] = {}
@@ -134,7 +135,7 @@ class PostgresStore:
         self._pruned = int(meta["pruned"])
         # A startup setting, not a SET: the pool resets a connection's settings on release.
         self._pool = await asyncpg.create_pool(
-            self.url, min_size=2, max_size=8,
+            self.url, min_size=2, max_size=8, reset=_reuse,
             server_settings={**self._settings(), "search_path": self.schema},
         )  # fmt: skip
         self._published = await self._head()
@@ -194,9 +195,12 @@ class PostgresStore:
             self._problem = f"PostgreSQL connection lost: {exc}"
 
     def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        # The payload is the batch's last seq: this node's own batches, published as they
-        # committed, need no reading.
-        if not payload.isdigit() or int(payload) > self._published:
+        # The payload is the batch's last seq. This node's own batches need no reading: they
+        # are published as they commit (or, after another node's, the writer wakes the
+        # reader), and their NOTIFY may come in before the COMMIT's answer.
+        own = self._published if self._writing is None else max(self._published,
+                                                                 self._writing.seq)  # fmt: skip
+        if not payload.isdigit() or int(payload) > own:
             self._wake_reader.set()
 
     async def _head(self) -> int:
@@ -242,10 +246,13 @@ class PostgresStore:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
                 async with self._pool.acquire() as conn:
-                    writing = Batch(conn, self.node_id, self._tokens, self._plugin_ops)
+                    writing = self._writing = Batch(conn, self.node_id, self._tokens,
+                                                    self._plugin_ops)  # fmt: skip
                     outcomes, rows = await writing.run([p.op for p in batch])
                 self._problem = None
             except Exception as exc:  # the writer never stops: the next batch may succeed
+                self._writing = None
+                self._wake_reader.set()  # in case it skipped a NOTIFY meanwhile
                 self._problem = f"PostgreSQL write failed: {exc}"
                 log.error("a write batch failed: %r", exc)
                 error = ServiceUnavailable(f"the store could not write: {exc}")
@@ -265,6 +272,7 @@ class PostgresStore:
                 self._deliver([e for e in events.values() if e.seq > self._published])
             elif rows:
                 self._wake_reader.set()  # another node's events came first: read them
+            self._writing = None
             self._release()
 
     def _deliver(self, events: list[Event]) -> None:
@@ -453,9 +461,13 @@ class PostgresStore:
                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", key,
                     )  # fmt: skip
             finally:
-                await conn.execute(
-                    "SELECT pg_advisory_unlock($1, hashtext($2))", DUTY_SPACE, name
-                )
+                try:
+                    await conn.execute(
+                        "SELECT pg_advisory_unlock($1, hashtext($2))", DUTY_SPACE, name
+                    )
+                except BaseException:
+                    conn.terminate()  # never back to the pool still holding the lock
+                    raise
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -564,6 +576,12 @@ def node_id(settings: Settings) -> str:
     value = f"node-{uuid.uuid4().hex[:12]}"
     path.write_text(value)
     return value
+
+
+async def _reuse(conn: asyncpg.Connection) -> None:
+    """A connection goes back to the pool as it is (asyncpg still rolls back a transaction
+    left open), without the reset query's round trip on every release: only this store uses
+    its pool, and it changes no session state but the duty locks, which it unlocks."""
 
 
 def _decoded(kind: str, ok: bool, value: Any, events: Mapping[int, Event]) -> Any:
