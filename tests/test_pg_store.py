@@ -223,3 +223,38 @@ async def test_connections_cut_by_the_database_are_made_again(schema: str) -> No
             assert await store.get_job(job_id) is not None
     finally:
         await store.close()
+
+
+async def test_nodes_taking_turns_never_reuse_or_skip_a_seq(schema: str) -> None:
+    """Each write of a node follows another node's, so the head the node expects (its own
+    last seq) is stale every time: its batch is made again with the real head. Each gets
+    the next seq, its answer carries it, and both nodes publish every seq once, in order;
+    also when the stale write is the one before a claim in the same batch."""
+    stores = [node(schema, "a"), node(schema, "b")]
+    seen: list[list[int]] = [[], []]
+    for i, s in enumerate(stores):
+        s.on_commit(lambda events, i=i: seen[i].extend(e.seq for e in events))
+        await s.open()
+    try:
+        answered: list[int] = []
+        for k in range(12):
+            s = stores[k % 2]
+            if k % 3 == 2:  # enqueue and claim in one batch: its write before the claim's
+                (_, queued), claimed = await asyncio.gather(
+                    s.enqueue(NewJob(type="t", user_id="u")), s.claim(1, 30)
+                )
+                answered += [queued[0].seq, *(e.seq for _, e in claimed)]
+            else:
+                _, queued = await s.enqueue(NewJob(type="t", user_id="u"))
+                answered.append(queued[0].seq)
+        assert answered == list(range(1, len(answered) + 1))
+        async with asyncio.timeout(10):
+            while any(len(x) < len(answered) for x in seen):
+                await asyncio.sleep(0.02)
+        assert seen == [answered, answered]
+        made, _ = await stores[1].enqueue(NewJob(type="t", user_id="u"))
+        job = await stores[0].get_job(made.id)
+        assert job is not None and job.last_seq == len(answered) + 1
+    finally:
+        for s in stores:
+            await s.close()

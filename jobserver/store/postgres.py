@@ -86,6 +86,8 @@ class PostgresStore:
         self._pruned = 0
         self._waiting: list[tuple[int, _Pending, bool, Any]] = []
         self._writing: Batch | None = None
+        self._known = 0  # the highest seq this node knows committed
+        self._guessing = True  # whether a batch guesses the head (``pg_writer.Batch``)
         self._tasks: list[asyncio.Task[None]] = []
         self._tokens = itertools.count(1)
         self._plugin_ops: dict[str, WriteOp] = {}
@@ -245,10 +247,17 @@ class PostgresStore:
             await asyncio.sleep(0)  # let the rest of this turn's submissions in
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
+                known = max(self._known, self._published)
                 async with self._pool.acquire() as conn:
-                    writing = self._writing = Batch(conn, self.node_id, self._tokens,
-                                                    self._plugin_ops)  # fmt: skip
+                    writing = self._writing = Batch(
+                        conn, self.node_id, self._tokens, self._plugin_ops,
+                        known if self._guessing else None,
+                    )  # fmt: skip
                     outcomes, rows = await writing.run([p.op for p in batch])
+                # Guess the next head while no other node's write came in between.
+                self._guessing = writing.head == known
+                if rows:
+                    self._known = max(self._known, rows[-1][0])
                 self._problem = None
             except Exception as exc:  # the writer never stops: the next batch may succeed
                 self._writing = None
