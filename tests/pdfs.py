@@ -194,20 +194,11 @@ def text_then_bomb_pdf(expanded_mb: int = 100) -> bytes:
     ])  # fmt: skip
 
 
-def slow_pdf(megabytes: int = 32) -> bytes:
-    """A 80 KB file whose one page draws ``megabytes`` MB of text operations, one letter over
-    another: PDFium needs seconds to read it (about 4 s and 0.5 GB for 32 MB here)."""
-    ops = b"BT /F1 12 Tf 10 10 Td (a) Tj ET\n" * (megabytes * 1024 * 1024 // 32)
-    packed = zlib.compress(ops, 9)
-    return _assemble([
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 5 0 R "
-        b"/Resources << /Font << /F1 4 0 R >> >> >>",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed
-        + b"\nendstream",
-    ])  # fmt: skip
+def slow_pdf(megabytes: int = 32, pages: int = 4) -> bytes:
+    """A small file whose ``pages`` pages each draw one shared stream of ``megabytes`` MB of
+    text operations, one letter over another: PDFium needs over a second a page for 32 MB
+    here (about 0.5 GB while it does), so the whole file takes seconds on a fast machine too."""
+    return slow_pages_pdf(pages, megabytes)
 
 
 def slow_pages_pdf(pages: int = 40, megabytes: int = 16) -> bytes:

@@ -284,7 +284,7 @@ async def test_a_job_whose_upload_is_gone_fails_with_upload_missing(make_api: Ma
 async def test_a_parse_past_its_time_limit_is_killed_and_its_process_replaced(
     make_api: MakeApi,
 ) -> None:
-    api = await make_api(pdf_workers=1, pdf_timeout_seconds=1.5)  # slow_pdf takes about 4 s
+    api = await make_api(pdf_workers=1, pdf_timeout_seconds=1.5)  # slow_pdf takes about 6 s
     handler = pdf_handler(api)
     before = handler.pool.pids
     done = await run(api, pdfs.slow_pdf())
@@ -373,7 +373,7 @@ async def test_the_same_file_again_completes_from_the_cache_for_any_user(
 async def test_a_duplicate_upload_joins_the_work_in_progress(make_api: MakeApi) -> None:
     api = await make_api(pdf_workers=1, pdf_timeout_seconds=2)
     handler = pdf_handler(api)
-    # One parser, kept busy (about 4 s of parsing, cut at 2 s), so both copies of the next file
+    # One parser, kept busy (about 6 s of parsing, cut at 2 s), so both copies of the next file
     # are surely in progress together, on a fast machine too.
     status, blocker = await upload(api, pdfs.slow_pdf())
     assert status == 202
@@ -391,11 +391,7 @@ async def test_a_duplicate_upload_joins_the_work_in_progress(make_api: MakeApi) 
         assert "extracting" in stages_of(evs) and stages_of(evs)[-1] == "completed"
         assert any(ev["message"] == "Extracting page 6 of 6" for ev in evs)
         assert_progress_never_goes_back(evs)
-    # The blocker was cut: by its time limit, or (seen once on a loaded CI machine) with
-    # the part it had read holding no letters.
-    blocked = await finished(api, blocker["jobId"])
-    assert blocked["status"] == "failed"
-    assert blocked["error"]["code"] in {"PARSE_TIMEOUT", "NO_TEXT"}
+    assert (await finished(api, blocker["jobId"]))["error"]["code"] == "PARSE_TIMEOUT"
 
 
 async def all_parsers_ready(api: ApiClient) -> PdfNotes:
@@ -536,7 +532,7 @@ async def test_cancelling_a_job_before_it_claims_its_prefetched_read_stops_it(
 async def test_a_prefetched_read_that_failed_is_not_kept_for_anyone(make_api: MakeApi) -> None:
     """Its job may retry, and another job must not inherit the stale error: a failed read
     leaves at once, so the next job of that file reads it again."""
-    api = await make_api(pdf_workers=1, pdf_timeout_seconds=1.5)  # slow_pdf takes about 4 s
+    api = await make_api(pdf_workers=1, pdf_timeout_seconds=1.5)  # slow_pdf takes about 6 s
     handler = pdf_handler(api)
     payload = stored_upload(api, pdfs.slow_pdf())
     await handler.prefetch(payload["sha256"], "gone-job", free_slots=1)
