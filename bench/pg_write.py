@@ -63,6 +63,8 @@ async def enqueue_one_at_a_time(store: PostgresStore, jobs: int) -> dict[str, An
 
 async def _send_progress(store: PostgresStore, job_id: str, token: str, n: int,
                          slots: asyncio.Semaphore) -> None:  # fmt: skip
+    if n == 0:
+        return
     done = asyncio.Event()
     left = n
 

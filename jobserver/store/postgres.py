@@ -34,6 +34,7 @@ from ..models import ErrorDict, Event, EventType, Job, JobStatus, ResultDict
 from ..tables import Tables, WriteOp, declared_in
 from .answer import answer
 from .claims import PerUser
+from .hold import FOREGROUND, HOLD_MAX_OPS, HOLD_RECENT_SECONDS, HOLD_SECONDS
 from .pg_schema import LOCK_SPACE, PG_CORE, migrate, placeholders
 from .pg_writer import Batch, Op
 from .protocol import NewJob, ProgressUpdate, Pruned
@@ -81,6 +82,7 @@ class PostgresStore:
         self._listener: asyncpg.Connection | None = None
         self._pending: list[_Pending] = []
         self._wake_writer = asyncio.Event()
+        self._held = asyncio.Event()  # a held batch goes: a foreground op, or enough ops
         self._wake_reader = asyncio.Event()
         self._published = 0
         self._pruned = 0
@@ -154,6 +156,7 @@ class PostgresStore:
     async def close(self) -> None:
         self._closing = True
         self._wake_writer.set()
+        self._held.set()
         if self._tasks:
             await asyncio.gather(self._tasks[0], return_exceptions=True)  # writes drain
             self._wake_reader.set()
@@ -227,6 +230,8 @@ class PostgresStore:
         future = None if done is not None else asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(op, future, done))
         self._wake_writer.set()
+        if op[0] in FOREGROUND or len(self._pending) >= HOLD_MAX_OPS:
+            self._held.set()
         return future
 
     async def _write(self, op: Op) -> Any:
@@ -235,8 +240,13 @@ class PostgresStore:
         return await future
 
     async def _writer(self) -> None:
-        """One batch at a time: what was submitted meanwhile goes into the next."""
+        """One batch at a time: what was submitted meanwhile goes into the next. Soon after
+        an op an HTTP request waits on, a batch of others (claims, completions, progress) is
+        held as on SQLite (``hold.py``), for the next such op to share its commit."""
         assert self._pool is not None
+        loop = asyncio.get_running_loop()
+        last_foreground = -HOLD_RECENT_SECONDS
+        took = HOLD_SECONDS  # how long the last batch took to run and commit
         while True:
             if not self._pending:
                 if self._closing:
@@ -245,7 +255,19 @@ class PostgresStore:
                 await self._wake_writer.wait()
                 continue
             await asyncio.sleep(0)  # let the rest of this turn's submissions in
+            started = loop.time()
+            if self._foreground():
+                last_foreground = started
+            elif (started - last_foreground < HOLD_RECENT_SECONDS and not self._closing
+                  and len(self._pending) < HOLD_MAX_OPS):  # fmt: skip
+                self._held.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(HOLD_SECONDS, took)):
+                        await self._held.wait()
+                if self._foreground():
+                    last_foreground = loop.time()
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            began = loop.time()
             try:
                 known = max(self._known, self._published)
                 async with self._pool.acquire() as conn:
@@ -283,6 +305,10 @@ class PostgresStore:
                 self._wake_reader.set()  # another node's events came first: read them
             self._writing = None
             self._release()
+            took = loop.time() - began
+
+    def _foreground(self) -> bool:
+        return any(p.op[0] in FOREGROUND for p in self._pending)
 
     def _deliver(self, events: list[Event]) -> None:
         """Publish ``events``: committed, in seq order, each above every seq published."""

@@ -37,6 +37,7 @@ from ..tables import Tables, WriteOp, declared_in
 from . import changes, frames, sqlite_file
 from . import sqlite_ops as ops
 from .claims import ClaimBudget
+from .hold import FOREGROUND, HOLD_MAX_OPS, HOLD_RECENT_SECONDS, HOLD_SECONDS
 from .migrations import migrate
 from .protocol import ProgressUpdate, Pruned
 from .schema import (
@@ -69,15 +70,6 @@ CHECKPOINT_BUSY_MS = 50
 TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 # Ops that run SQL of their own over jobs or events: rows the batch changed are written first.
 READING = frozenset({"claim", "renew", "recover", "prune", "op", "remove_finished"})
-# Ops an HTTP request waits on. Soon after one, a batch of other ops (a claim, a completion,
-# progress: nobody waits on their reply) is held up to as long as the last batch took, until
-# the next such op comes to share its commit: a client that enqueues one job at a time then
-# waits for one fsync per job instead of two (its job's claim or completion committing alone
-# while its next request waits behind it).
-FOREGROUND = frozenset({"enqueue", "enqueue_many", "cancel", "retry", "remove", "remove_finished"})
-HOLD_SECONDS = 0.005  # the longest hold
-HOLD_RECENT_SECONDS = 0.05  # holds happen this soon after a foreground op only
-HOLD_MAX_OPS = 64  # and only while fewer ops than this wait: a backlog commits at once
 
 
 class Writer:

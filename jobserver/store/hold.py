@@ -1,0 +1,16 @@
+"""When a writer holds a batch back for a moment, so that a request's op shares its commit.
+
+Ops an HTTP request waits on are foreground. Soon after one, a batch of other ops (a claim, a
+completion, progress: nobody waits on their reply) is held up to as long as the last batch
+took, until the next such op comes to share its commit: a client that enqueues one job at a
+time then waits for one commit per job instead of two or three (its job's claim or
+completion committing alone while its next request waits behind it). Both writers
+(``sqlite_writer``, ``postgres``) follow these numbers.
+"""
+
+from __future__ import annotations
+
+FOREGROUND = frozenset({"enqueue", "enqueue_many", "cancel", "retry", "remove", "remove_finished"})
+HOLD_SECONDS = 0.005  # the longest hold
+HOLD_RECENT_SECONDS = 0.05  # holds happen this soon after a foreground op only
+HOLD_MAX_OPS = 64  # and only while fewer ops than this wait: a backlog commits at once
