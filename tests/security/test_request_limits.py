@@ -191,6 +191,9 @@ async def send_body(
                 sent += len(chunk)
                 with contextlib.suppress(ConnectionError):
                     await writer.drain()
+                # drain() returns at once while the server reads as fast as this writes: give
+                # the reader its turn, or the answer is seen only after the whole body.
+                await asyncio.sleep(0)
             return await answer, sent
     finally:
         answer.cancel()
