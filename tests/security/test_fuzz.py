@@ -12,7 +12,7 @@ import pytest
 
 from tests.liveserver import LiveServer
 
-BUDGET_SECONDS = 40  # the suite must stay well under 10 minutes
+BUDGET_SECONDS = 25  # the suite must stay well under 10 minutes
 
 
 @pytest.mark.timeout(300)
