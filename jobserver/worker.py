@@ -200,15 +200,19 @@ class WorkerPool:
                 caps = {t: n - self._busy_by_type.get(t, 0) for t, n in self._capped.items()}
                 per_user = ((self.max_running_per_user, dict(self._busy_by_user))
                             if self.max_running_per_user else None)  # fmt: skip
+                # A job that ends while the claim is out frees room the claim did not see:
+                # its end must wake the next round, or due jobs wait out the idle time.
+                self._blocked = bool(caps) or per_user is not None
                 jobs = await self.events.claim(free, self.lease_seconds, caps or None, per_user)
                 for job in jobs:
                     self._start(job)
                 if len(jobs) < free:
-                    self._blocked = self._at_a_cap()
+                    self._blocked = self._blocked and self._at_a_cap()
                     await self._idle()
-                    self._blocked = False
+                self._blocked = False
                 pause = STORE_RETRY_PAUSES[0]
             except Exception as exc:  # the dispatcher never dies: the store comes back
+                self._blocked = False
                 if pause == STORE_RETRY_PAUSES[0]:  # once per outage, not once per retry
                     log.warning("claiming jobs failed (%s); trying again until it works", exc,
                                 exc_info=not isinstance(exc, ServiceUnavailable))  # fmt: skip
