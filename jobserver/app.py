@@ -96,9 +96,10 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     for hook in plugins.queued_hooks:
         queue.on_queued(functools.partial(hook, server))
     if isinstance(store, PostgresStore):
-        app[QUOTA].count = store.open_jobs_of  # every node's jobs count
-    await app[QUOTA].load(store)  # before anything is published
-    bus.add_tap(app[QUOTA].on_event)
+        app[QUOTA].count = store.open_jobs_of  # every node's jobs count, read at each check
+    else:
+        await app[QUOTA].load(store)  # before anything is published
+        bus.add_tap(app[QUOTA].on_event)
     yield
     await store.close()
 
@@ -184,7 +185,10 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _report_user_ids(app: web.Application) -> None:
-    """Once the store is open: say which stored user ids normalisation left apart."""
+    """Once the store is open: say which stored user ids normalisation left apart (in the
+    SQLite file, which on PostgreSQL is not the store: nothing to read there)."""
+    if app[SETTINGS].database_url:
+        return
     try:
         await asyncio.to_thread(userdata.report, app[SETTINGS].db_path)
     except Exception:
