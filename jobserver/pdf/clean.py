@@ -119,6 +119,13 @@ _MAYBE_LINK = re.compile(r"(?i)https?:|ftp:|www\.|@|10\.\d|\.(?:com|org|net|gov|
 _MAYBE_CITATION = re.compile(r"(?i)\d|\bvol\.|\bno\.|journal of|proceedings of|\bin:")
 
 
+def strip_links(text: str) -> str:
+    """``text`` with its URLs, DOIs and e-mail addresses replaced by spaces."""
+    for pattern in (URL, DOI, EMAIL):
+        text = pattern.sub(" ", text)
+    return text
+
+
 def is_link_or_citation(text: str) -> bool:
     """A URL, DOI, e-mail address or citation string in ``text`` (cheap tests first)."""
     if _MAYBE_LINK.search(text) and (URL.search(text) or DOI.search(text) or EMAIL.search(text)):

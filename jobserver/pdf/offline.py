@@ -178,10 +178,7 @@ def _keyword_input(analysis: _Analysis) -> str:
         if budget >= len(text) or keep == 1.0:
             budget -= len(text)
             out.append(text)
-    joined = "\n".join(out)[: KEYWORD_INPUT_CHARS * 2]
-    for pattern in (clean.URL, clean.DOI, clean.EMAIL):
-        joined = pattern.sub(" ", joined)
-    return joined
+    return clean.strip_links("\n".join(out)[: KEYWORD_INPUT_CHARS * 2])
 
 
 def _key_phrases(analysis: _Analysis) -> list[str]:
@@ -378,10 +375,8 @@ def build_notes(doc: Document) -> NotesContent:
         summary_text = " ".join(s.text for s in summary)
     else:  # no whole prose sentence anywhere (a slide deck of bullets, a form)
         lines = [ln.text for ln in analysis.lines if not ln.references]
-        summary_text = clean.join_lines(lines, set(analysis.vocabulary))[:SUMMARY_MAX_CHARS]
-        for pattern in (clean.URL, clean.DOI, clean.EMAIL):
-            summary_text = pattern.sub("", summary_text)
-        summary_text = " ".join(summary_text.split())
+        summary_text = clean.join_lines(lines, analysis.vocabulary)[:SUMMARY_MAX_CHARS]
+        summary_text = " ".join(clean.strip_links(summary_text).split())
     return NotesContent(
         title=_title(doc, analysis),
         summary=summary_text,
