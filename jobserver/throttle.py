@@ -71,23 +71,18 @@ class RateLimiter:
     def take(self, key: str) -> float:
         """Take a token for ``key``: 0 when granted, else the seconds until one is there."""
         now = time.monotonic()
-        tokens, then = self._buckets.get(key, (self.burst, now))
+        # Popped and put back: the dict stays in order of last use, so at the cap the key
+        # dropped is the one quiet longest (the likeliest to have refilled), in O(1), and
+        # never a busy key whose empty bucket a reset would refill.
+        tokens, then = self._buckets.pop(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - then) * self.rate)
+        if len(self._buckets) >= MAX_KEYS:
+            del self._buckets[next(iter(self._buckets))]
         if tokens >= 1.0:
-            if key not in self._buckets and len(self._buckets) >= MAX_KEYS:
-                self._forget_full(now)
             self._buckets[key] = (tokens - 1.0, now)
             return 0.0
         self._buckets[key] = (tokens, now)
         return (1.0 - tokens) / self.rate
-
-    def _forget_full(self, now: float) -> None:
-        """Drop buckets that have refilled (they behave as new ones), else the oldest one."""
-        full = [k for k, (t, w) in self._buckets.items() if t + (now - w) * self.rate >= self.burst]
-        for key in full:
-            del self._buckets[key]
-        if not full:
-            self._buckets.pop(next(iter(self._buckets)))
 
 
 def retry_after_header(seconds: float) -> str:
