@@ -44,6 +44,14 @@ def test_redactor_blanks_tokens_pairs_and_known_secrets() -> None:
         assert redact(raw) == want, raw
 
 
+def test_a_secret_value_with_no_token_word_near_it_is_still_blanked() -> None:
+    # The redactor first looks for anything it could blank out and keeps other lines as they
+    # are: the configured secret values must be among what it looks for.
+    redact = Redactor(["zq9-plain-value-77"])
+    assert redact("upstream said zq9-plain-value-77 twice") == f"upstream said {REDACTED} twice"
+    assert redact("nothing to hide here") == "nothing to hide here"
+
+
 def test_json_formatter_writes_one_object_per_line_with_extras() -> None:
     fmt = JsonFormatter(Redactor([SECRET]))
     rec = record("job %s: %s", "completed", f"used {JWT}", jobId="j1", userId="alice",
