@@ -32,7 +32,7 @@ from .errors import JobServerError
 from .plugins import load
 from .store.pg_schema import LOCK_SPACE, SEQ_LOCK
 from .store.postgres import PostgresStore
-from .userdata import ServerRunning, owned
+from .userdata import ServerRunning, owned, table_columns
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ async def _copy_rows(conn: Any, sources: list[sqlite3.Connection | None], *,
         for db in sources:
             if db is None:
                 continue
-            for table, columns in _sqlite_tables(db).items():
+            for table, columns in table_columns(db).items():
                 if table == "meta" or table not in target:
                     continue
                 shared = [c for c in columns if c in target[table]]
@@ -134,13 +134,6 @@ async def _columns(conn: Any) -> dict[str, set[str]]:
     for table, column in rows:
         found.setdefault(str(table), set()).add(str(column))
     return found
-
-
-def _sqlite_tables(db: sqlite3.Connection) -> dict[str, list[str]]:
-    names = [str(r[0]) for r in db.execute(
-        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
-    )]  # fmt: skip
-    return {n: [str(c[1]) for c in db.execute(f'PRAGMA table_info("{n}")')] for n in names}
 
 
 async def _copy_table(conn: Any, db: sqlite3.Connection, table: str, columns: list[str]) -> int:

@@ -9,7 +9,6 @@ to keep them apart). The start-up report lists every such id; nothing is changed
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import sqlite3
@@ -17,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+from .store.sqlite_file import try_lock
 from .userids import is_safe, normalise
 
 log = logging.getLogger(__name__)
@@ -29,14 +29,17 @@ class ServerRunning(Exception):
     """Another process (a running server) owns the job store."""
 
 
-def user_tables(conn: sqlite3.Connection) -> list[str]:
-    """Tables with a ``user_id`` column (whichever tables this and later versions add)."""
+def table_columns(conn: sqlite3.Connection) -> dict[str, list[str]]:
+    """Every table of the store (SQLite's own left out) and its columns, in order."""
     names = [str(r[0]) for r in conn.execute(
         "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
     )]  # fmt: skip
-    return [n for n in names if any(c[1] == "user_id" for c in conn.execute(
-        f'PRAGMA table_info("{n}")'
-    ))]  # fmt: skip
+    return {n: [str(c[1]) for c in conn.execute(f'PRAGMA table_info("{n}")')] for n in names}
+
+
+def user_tables(conn: sqlite3.Connection) -> list[str]:
+    """Tables with a ``user_id`` column (whichever tables this and later versions add)."""
+    return [name for name, columns in table_columns(conn).items() if "user_id" in columns]
 
 
 def stored_ids(conn: sqlite3.Connection) -> set[str]:
@@ -94,12 +97,10 @@ def report(db_path: Path) -> dict[str, list[str]]:
 @contextlib.contextmanager
 def owned(db_path: Path) -> Iterator[sqlite3.Connection]:
     """A write connection to a job store no server is running on (its lock taken)."""
-    fd = os.open(db_path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fd = try_lock(db_path)
+    if fd is None:
+        raise ServerRunning("the server is running on this data dir: stop it first")
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ServerRunning("the server is running on this data dir: stop it first") from None
         conn = sqlite3.connect(db_path, isolation_level=None)
         try:
             conn.execute("PRAGMA busy_timeout=5000")

@@ -9,7 +9,6 @@ op and says how the writer's result (events as their seq) becomes what the calle
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import time
@@ -17,12 +16,13 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..datadir import private_dir, tighten
+from ..datadir import private_dir
 from ..errors import DataDirUnusable, InvalidPayload, ServiceUnavailable
 from ..models import ErrorDict, Event, Job, JobStatus, ResultDict
 from . import sqlite_ops
 from .claims import PerUser
 from .protocol import NewJob, ProgressUpdate, Pruned
+from .sqlite_file import try_lock
 from .sqlite_link import WriterLink
 from .sqlite_reads import SqliteReads
 
@@ -144,22 +144,14 @@ class SqliteStore:
         self._release_lock()
 
     async def _take_lock(self) -> int:
-        lock = self.path.with_suffix(".lock")
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-        tighten(lock)
         deadline = time.monotonic() + self.lock_wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise ServiceUnavailable(
-                        f"another jobserver process is using {self.path}; "
-                        "give each its own --data-dir"
-                    ) from None
-                await asyncio.sleep(0.05)
+        while (fd := try_lock(self.path)) is None:
+            if time.monotonic() >= deadline:
+                raise ServiceUnavailable(
+                    f"another jobserver process is using {self.path}; give each its own --data-dir"
+                )
+            await asyncio.sleep(0.05)
+        return fd
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:

@@ -9,6 +9,7 @@ file cannot hold the start for long.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sqlite3
@@ -29,6 +30,20 @@ SQLITE_FULL = 13
 CHECK_ERRORS = 5  # quick_check stops after this many problems; the first ones say enough
 # meta key the writer sets to "1" when it stops cleanly (end of its pipe) and "0" on start.
 CLEAN_STOP = "clean_stop"
+
+
+def try_lock(path: Path) -> int | None:
+    """Take the store's lock file (beside it, made private) without waiting: its descriptor
+    (closing it lets go), or None while another process holds it."""
+    lock = path.with_suffix(".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    tighten(lock)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def is_damage(exc: sqlite3.Error) -> bool:
