@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -433,6 +433,22 @@ def producer_args(description: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--mode", default="one", help="one, inflight, gather or batch")
     parser.add_argument("--timeout", type=float, default=120.0)
     return parser
+
+
+def run_producer(
+    description: str | None,
+    produce: Callable[[int, int, str, float], Awaitable[dict[str, Any]]],
+    commands: Mapping[str, Callable[[], Awaitable[None]]] | None = None,
+) -> None:
+    """A user's-path producer's ``main``: ``--reset``/``--drop`` style commands when given
+    one, else ``produce(jobs, progress, mode, timeout)`` with ``producer_args``, its result
+    printed for the harness."""
+    command = (commands or {}).get(sys.argv[1]) if len(sys.argv) == 2 else None
+    if command is not None:
+        asyncio.run(command())
+        return
+    args = producer_args(description).parse_args()
+    emit_result(asyncio.run(produce(args.jobs, args.progress, args.mode, args.timeout)))
 
 
 def produced(jobs: int, mode: str, t0: float, t1: float) -> dict[str, Any]:

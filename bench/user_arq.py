@@ -16,7 +16,7 @@ from typing import Any
 
 from arq import create_pool
 from arq.connections import RedisSettings
-from harness import Marks, emit_result, produced, producer_args, run_id
+from harness import Marks, produced, run_id, run_producer
 from jobs_arq import noop, progress10
 
 REDIS = RedisSettings(
@@ -66,8 +66,7 @@ async def produce(jobs: int, progress: int, mode: str, timeout: float) -> dict[s
 
 
 def main() -> None:
-    args = producer_args(__doc__).parse_args()
-    emit_result(asyncio.run(produce(args.jobs, args.progress, args.mode, args.timeout)))
+    run_producer(__doc__, produce)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 from typing import Any
 
 import psycopg
-from harness import Marks, emit_result, produced, producer_args, run_id
+from harness import Marks, produced, run_id, run_producer
 from procrastinate import App, PsycopgConnector
 
 SCHEMA = f"bench_procrastinate_{run_id()}"  # a schema of its own in database test, per run
@@ -91,11 +90,7 @@ async def produce(jobs: int, progress: int, mode: str, timeout: float) -> dict[s
 
 
 def main() -> None:
-    if sys.argv[1:] in (["--reset"], ["--drop"]):
-        asyncio.run(reset() if sys.argv[1] == "--reset" else drop())
-        return
-    args = producer_args(__doc__).parse_args()
-    emit_result(asyncio.run(produce(args.jobs, args.progress, args.mode, args.timeout)))
+    run_producer(__doc__, produce, {"--reset": reset, "--drop": drop})
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import os
 import time
 from typing import Any
 
-from harness import Marks, emit_result, produced, producer_args, run_id
+from harness import Marks, produced, run_id, run_producer
 from jobs_saq import noop, progress10
 from saq import Queue
 
@@ -61,8 +61,7 @@ async def produce(jobs: int, progress: int, mode: str, timeout: float) -> dict[s
 
 
 def main() -> None:
-    args = producer_args(__doc__).parse_args()
-    emit_result(asyncio.run(produce(args.jobs, args.progress, args.mode, args.timeout)))
+    run_producer(__doc__, produce)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 import zlib
 from typing import Any
 
 import psycopg
-from harness import Marks, emit_result, produced, producer_args, run_id
+from harness import Marks, produced, run_id, run_producer
 from jobs_saq import noop, progress10
 from saq import Queue
 
@@ -88,11 +87,7 @@ async def produce(jobs: int, progress: int, mode: str, timeout: float) -> dict[s
 
 
 def main() -> None:
-    if sys.argv[1:] in (["--reset"], ["--drop"]):
-        asyncio.run(reset() if sys.argv[1] == "--reset" else drop())
-        return
-    args = producer_args(__doc__).parse_args()
-    emit_result(asyncio.run(produce(args.jobs, args.progress, args.mode, args.timeout)))
+    run_producer(__doc__, produce, {"--reset": reset, "--drop": drop})
 
 
 if __name__ == "__main__":
