@@ -8,6 +8,7 @@ schema of its own (``JOBSERVER_DATABASE_SCHEMA``) and drops only that one. Each 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.error
@@ -21,28 +22,40 @@ from typing import Any
 import psycopg
 import pytest
 
+from .conftest import PG_URL as URL
 from .liveserver import LiveServer
 
-URL = "postgresql://postgres@127.0.0.1:5432/test"
 JOBS = "tests.plugins.nodes"
+
+
+@contextlib.contextmanager
+def new_schema() -> Iterator[str]:
+    """A schema name of its own, dropped (with all in it) on the way out."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        with psycopg.connect(URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 @pytest.fixture
 def schema() -> Iterator[str]:
     """A schema of its own per test, dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    yield name
-    with psycopg.connect(URL, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    with new_schema() as name:
+        yield name
 
 
 def make_node(root: Path, schema: str, name: str, *args: str, url: str = URL,
-              env: dict[str, str] | None = None) -> LiveServer:  # fmt: skip
-    """A node (not started): its own data dir under ``root``, node id ``<schema>-<name>``."""
+              env: dict[str, str] | None = None,
+              jobs: str | None = JOBS) -> LiveServer:  # fmt: skip
+    """A node (not started): its own data dir under ``root``, node id ``<schema>-<name>``;
+    ``jobs``: the module of job types it loads (None: only what ``args`` ask for)."""
     node_env = {"JOBSERVER_DATABASE_URL": url, "JOBSERVER_DATABASE_SCHEMA": schema,
                 "JOBSERVER_SECRET": "",  # the database's token secret, shared by every node
                 "TEST_NODE_NAME": name, **(env or {})}  # fmt: skip
-    return LiveServer(root / name, "--jobs", JOBS, "--node-id", f"{schema}-{name}", *args,
+    load = ("--jobs", jobs) if jobs else ()
+    return LiveServer(root / name, *load, "--node-id", f"{schema}-{name}", *args,
                       env=node_env)  # fmt: skip
 
 
@@ -63,16 +76,20 @@ def stop_all(nodes: Sequence[LiveServer]) -> None:
         n.stop()
 
 
-def call(node: LiveServer, method: str, path: str, token: str,
-         body: Any = None) -> tuple[int, Any]:  # fmt: skip
-    """One request; (status, JSON body), errors included."""
-    request = urllib.request.Request(
-        node.url + path, method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )  # fmt: skip
+def call(node: LiveServer, method: str, path: str, token: str | None = None,
+         body: Any = None, data: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
+    """One request; (status, JSON body), errors included. ``body`` is sent as JSON, else
+    ``data`` as is (with its ``headers``)."""
+    head = dict(headers or {})
+    if token is not None:
+        head["Authorization"] = f"Bearer {token}"
+    if body is not None:
+        data = json.dumps(body).encode()
+        head["Content-Type"] = "application/json"
+    request = urllib.request.Request(node.url + path, method=method, data=data, headers=head)
     try:
-        with urllib.request.urlopen(request, timeout=15) as resp:
+        with urllib.request.urlopen(request, timeout=20) as resp:
             return resp.status, json.load(resp)
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")

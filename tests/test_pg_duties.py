@@ -5,23 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 
-import psycopg
 import pytest
 
 from jobserver.retention import Retention
 from jobserver.store import NewJob
 from jobserver.store.postgres import PostgresStore
-from tests.conftest import PG_URL
+from tests.pgcluster import URL, schema
+
+__all__ = ["schema"]  # the fixture: a schema of its own, dropped afterwards
 
 
 @pytest.fixture
-async def nodes() -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
-    schema = f"t_pgduty_{uuid.uuid4().hex[:10]}"
-    stores = (PostgresStore(PG_URL, node_id=f"{schema}-a", schema=schema),
-              PostgresStore(PG_URL, node_id=f"{schema}-b", schema=schema))  # fmt: skip
+async def nodes(schema: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+    stores = (PostgresStore(URL, node_id=f"{schema}-a", schema=schema),
+              PostgresStore(URL, node_id=f"{schema}-b", schema=schema))  # fmt: skip
     try:
         for store in stores:
             await store.open()
@@ -29,8 +28,6 @@ async def nodes() -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
     finally:
         for store in stores:
             await store.close()
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 async def test_one_node_prunes_at_a_time_and_once_per_interval(

@@ -5,12 +5,9 @@ not a node's."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +15,11 @@ import aiohttp
 import psycopg
 import pytest
 
-from tests.conftest import PG_URL
 from tests.liveserver import LiveServer, LlmGate
 from tests.pdfs import text_pdf
+from tests.pgcluster import URL, call, make_node, new_schema, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def call(server: LiveServer, method: str, path: str, token: str | None = None,
-         body: Any = None, data: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
-    head = dict(headers or {})
-    if token is not None:
-        head["Authorization"] = f"Bearer {token}"
-    if body is not None:
-        data = json.dumps(body).encode()
-        head["Content-Type"] = "application/json"
-    request = urllib.request.Request(server.url + path, data=data, headers=head, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=20) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
 
 
 def upload(server: LiveServer, token: str, pdf: bytes, name: str = "doc.pdf") -> tuple[int, Any]:
@@ -52,15 +32,6 @@ def upload(server: LiveServer, token: str, pdf: bytes, name: str = "doc.pdf") ->
                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})  # fmt: skip
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def job_of(server: LiveServer, token: str, job_id: str) -> dict[str, Any]:
     status, job = call(server, "GET", f"/api/jobs/{job_id}", token)
     assert status == 200, job
@@ -69,20 +40,14 @@ def job_of(server: LiveServer, token: str, job_id: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def schema() -> Iterator[str]:
-    name = f"t_pgdata_{uuid.uuid4().hex[:10]}"
-    yield name
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    """One schema for the module's two nodes, dropped afterwards."""
+    with new_schema() as name:
+        yield name
 
 
 def node(root: Path, name: str, schema: str, *args: str) -> LiveServer:
-    env = {
-        "JOBSERVER_DATABASE_URL": PG_URL,
-        "JOBSERVER_DATABASE_SCHEMA": schema,
-        "JOBSERVER_SECRET": "",  # the database's, shared by both nodes
-        "JOBSERVER_MAX_JOBS_PER_USER": "3",
-    }
-    return LiveServer(root / name, "--demo-jobs", *args, env=env)
+    return make_node(root, schema, name, "--demo-jobs", *args, jobs=None,
+                     env={"JOBSERVER_MAX_JOBS_PER_USER": "3"})  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +72,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory, schema: str,
         status, job = call(a, "POST", "/api/jobs", token,
                            {"type": "demo.sleep", "payload": {"seconds": 60}})  # fmt: skip
         assert status == 202, job
-        wait_for(lambda: job_of(a, token, job["jobId"])["status"] == "active", "A busy")
+        wait_for(lambda: job_of(a, token, job["jobId"])["status"] == "active", 30, "A busy")
         b.start()
         yield a, b
         call(a, "POST", f"/api/jobs/{job['jobId']}/cancel", token)
@@ -137,7 +102,7 @@ def test_signing_out_on_one_node_refuses_the_token_on_the_other(
         return status == 401 and body["error"]["code"] == "TOKEN_REVOKED"
 
     started = time.monotonic()
-    wait_for(refused, "B to refuse the signed-out token", timeout=3)
+    wait_for(refused, 3, "B to refuse the signed-out token", every=0.05)
     assert time.monotonic() - started < 2  # a notification, or at worst the 1 s reload
 
 
@@ -165,7 +130,7 @@ def test_an_upload_on_one_node_is_parsed_on_the_other_and_its_notes_read_on_both
     status, job = upload(a, token, pdf)
     assert status == 202, job
     done = wait_for(lambda: (j := job_of(b, token, job["jobId"]))["status"] in
-                    ("completed", "failed") and j, "the job to finish")  # fmt: skip
+                    ("completed", "failed") and j, 30, "the job to finish")  # fmt: skip
     assert done["status"] == "completed", done
     # A's only slot is taken by the sleep: B ran it, from the database's copy of the file.
     assert job_of(a, a.token("blocker"), _blocker(a))["status"] == "active"
@@ -174,7 +139,7 @@ def test_an_upload_on_one_node_is_parsed_on_the_other_and_its_notes_read_on_both
         status, note = call(server, "GET", f"/api/notes/{note_id}", token)
         assert status == 200, note
         assert note["filename"] == "doc.pdf"
-    with psycopg.connect(PG_URL, options=f"-c search_path={schema}") as conn:
+    with psycopg.connect(URL, options=f"-c search_path={schema}") as conn:
         stored = conn.execute("SELECT size FROM upload_files WHERE sha256=%s",
                               (done["payload"]["sha256"],)).fetchone()  # fmt: skip
         chunks = conn.execute("SELECT count(*) FROM upload_chunks").fetchone()
@@ -186,11 +151,13 @@ def test_an_upload_on_one_node_is_parsed_on_the_other_and_its_notes_read_on_both
     other = b.token("vic")
     status, again = upload(b, other, pdf)
     assert status == 202
-    wait_for(lambda: job_of(a, other, again["jobId"])["status"] == "completed", "the second")
+    wait_for(lambda: job_of(a, other, again["jobId"])["status"] == "completed", 30,
+             "the second")  # fmt: skip
     status, named = call(a, "POST", "/api/jobs", other,
                          {"type": "pdf-notes", "payload": {"sha256": done["payload"]["sha256"]}})
     assert status == 202, named
-    wait_for(lambda: job_of(a, other, named["jobId"])["status"] == "completed", "the third")
+    wait_for(lambda: job_of(a, other, named["jobId"])["status"] == "completed", 30,
+             "the third")  # fmt: skip
     status, refused = call(a, "POST", "/api/jobs", a.token("eve"),
                            {"type": "pdf-notes", "payload": {"sha256": done["payload"]["sha256"]}})
     assert status == 404 and refused["error"]["code"] == "UPLOAD_MISSING"
@@ -243,12 +210,12 @@ def test_a_job_on_one_node_joins_the_parse_of_its_file_on_the_other(
                               {"type": "pdf-notes", "payload": first["payload"]})  # fmt: skip
         assert status == 202, second
         wait_for(lambda: "another server" in job_of(a, token, second["jobId"])["message"],
-                 "the second job to join B's parse")  # fmt: skip
+                 30, "the second job to join B's parse")  # fmt: skip
         assert gate.calls == before + 1
     finally:
         gate.release()
     done = [wait_for(lambda j=j: (r := job_of(b, token, j["jobId"]))["status"] == "completed"
-                     and r, "both jobs") for j in (first, second)]  # fmt: skip
+                     and r, 30, "both jobs") for j in (first, second)]  # fmt: skip
     assert done[1]["result"]["joined"] is True and done[1]["result"]["cacheHit"] is False
     assert done[0]["result"]["noteId"] != done[1]["result"]["noteId"]
     assert gate.calls == before + 1  # one parse, one call for notes

@@ -6,28 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
-import pytest
 
 from jobserver.models import Event, JobStage
 from jobserver.store import NewJob, ProgressUpdate
 from jobserver.store.postgres import PostgresStore
 from jobserver.store.schema import CORE
+from tests.pgcluster import URL, schema
 
-URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture
-async def schema() -> AsyncIterator[str]:
-    """A schema of its own per test, dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    yield name
-    with psycopg.connect(URL, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+__all__ = ["schema"]  # the fixture: a schema of its own, dropped afterwards
 
 
 def node(schema: str, node_id: str = "n1") -> PostgresStore:

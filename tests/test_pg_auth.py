@@ -1,0 +1,56 @@
+"""The shared session store on PostgreSQL (jobserver/authpg.py) against the real database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from jobserver import authpg
+from jobserver.authpg import CHANNEL, PgSessions
+from tests.pgcluster import URL, schema
+
+__all__ = ["schema"]  # the fixture: a schema of its own, dropped afterwards
+
+
+async def wait_until(check: Any, what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_a_revocation_heard_by_notify_outlives_a_reload_that_lacks_it(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reload's snapshot may predate a revocation heard a moment ago: the id stays
+    revoked. Here the snapshot never has it (only the notification was sent)."""
+    monkeypatch.setattr(authpg, "RELOAD_SECONDS", 0.05)
+    sessions = PgSessions(URL, schema, node_id=f"{schema}-a")
+    await sessions.open()
+    try:
+        reloads = 0
+        read = sessions.db.revoked
+
+        async def counted() -> set[str]:
+            nonlocal reloads
+            got = await read()
+            reloads += 1
+            return got
+
+        sessions.db.revoked = counted  # type: ignore[method-assign]
+        token_id = f"{schema}-jti"
+        with psycopg.connect(URL, autocommit=True) as conn:
+            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, token_id))
+        await wait_until(lambda: sessions.is_revoked(token_id), "the notification")
+        assert token_id not in await read()  # the snapshot lacks it
+        heard_at = reloads
+        await wait_until(lambda: reloads >= heard_at + 2, "two reloads")
+        assert sessions.is_revoked(token_id)
+        assert await sessions.get(token_id) is None
+    finally:
+        await sessions.close()
