@@ -36,7 +36,7 @@ async function main(): Promise<void> {
   const page = await client.api.listJobs({ status: 'active', limit: 50 });
   for (const each of page.jobs) console.log(each.label, each.status, each.lastSeq);
   try {
-    await client.api.submit_many([{ type: 'demo.sleep' }, { type: 'no.such' }]);
+    await client.api.submitMany([{ type: 'demo.sleep' }, { type: 'no.such' }]);
   } catch (err) {
     if (err instanceof JobClientError) console.log(err.code, err.status, err.index);
   }

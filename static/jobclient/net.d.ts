@@ -95,6 +95,22 @@ export interface JobPage {
   [field: string]: unknown;
 }
 
+/** `POST /api/jobs/bulk`'s answer: one result per distinct id, in order. */
+export interface BulkReply {
+  action: string;
+  results: Array<{ jobId: string; ok: boolean; job?: Job; error?: { code: string; message: string } }>;
+  done: number;
+  refused: number;
+}
+
+/** A page of `GET /api/jobs/{id}/events`; nextAfter is null when there is no more. */
+export interface JobEvents {
+  jobId: string;
+  events: Array<{ seq: number; type: string; [field: string]: unknown }>;
+  limit: number;
+  nextAfter: number | null;
+}
+
 /** A job to create: its type and payload (see the server's `GET /api/meta` for the types). */
 export interface JobSpec {
   type: string;
@@ -122,14 +138,21 @@ export interface Api {
   whoAmI(): Promise<{ userId: string; [field: string]: unknown }>;
   signOut(): Promise<any>;
   meta(): Promise<Meta>;
+  /** query: limit, offset, status, q (a search on the server). */
   listJobs(query?: Query): Promise<JobPage>;
   getJob(jobId: string): Promise<Job>;
   createJob(spec: JobSpec): Promise<Job>;
+  submitMany(specs: Iterable<JobSpec>): Promise<Job[]>;
+  /** @deprecated use submitMany. */
   submit_many(specs: Iterable<JobSpec>): Promise<Job[]>;
   uploadPdf(file: Blob, filename?: string): Promise<Job>;
   uploadPdfs(files: Iterable<File>): Promise<Job[]>;
   cancelJob(jobId: string): Promise<Job>;
   retryJob(jobId: string): Promise<Job>;
+  removeJob(jobId: string): Promise<Job>;
+  removeFinished(statuses?: Iterable<string>): Promise<{ removed: number; statuses: string[] }>;
+  bulk(action: 'cancel' | 'retry' | 'remove', ids: Iterable<string>): Promise<BulkReply>;
+  jobEvents(jobId: string, options?: { after?: number; limit?: number }): Promise<JobEvents>;
   listNotes(): Promise<any>;
   getNote(noteId: string): Promise<any>;
   markdownUrl(noteId: string): string;

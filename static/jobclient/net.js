@@ -138,7 +138,7 @@ function enc(id) {
  * de-duplication: a snapshot newer than the events delivered becomes the job's state).
  */
 export function makeApi(net, seen) {
-  return {
+  const api = {
     request: (method, path, init) => net.request(method, path, init),
     url: (path, query) => net.url(path, query),
     // Open sign-in by name, or with a password when one is given.
@@ -152,6 +152,7 @@ export function makeApi(net, seen) {
     whoAmI: () => net.request('GET', '/api/session'),
     signOut: () => net.request('DELETE', '/api/session'),
     meta: () => net.request('GET', '/api/meta'),
+    // query: limit, offset, status, q (a search on the server); the page has total and counts.
     listJobs: async (query) => {
       const page = await net.request('GET', '/api/jobs', { query });
       (page.jobs || []).forEach(seen);
@@ -162,10 +163,12 @@ export function makeApi(net, seen) {
     // Up to 1,000 jobs in one request and one commit, all or nothing; each job comes back
     // with `created` (false: its idempotencyKey named an existing job). A refused batch
     // rejects with the server's error, whose `index` names the job at fault.
-    submit_many: async (specs) => {
+    submitMany: async (specs) => {
       const reply = await net.request('POST', '/api/jobs', { json: { jobs: [...specs] } });
       return reply.jobs.map(seen);
     },
+    /** @deprecated the same as submitMany (the Python client's spelling). */
+    submit_many: (specs) => api.submitMany(specs),
     uploadPdf: async (file, filename) => {
       const form = new FormData();
       form.append('file', file, filename || file.name);
@@ -180,8 +183,21 @@ export function makeApi(net, seen) {
     },
     cancelJob: async (jobId) => seen(await net.request('POST', `/api/jobs/${enc(jobId)}/cancel`)),
     retryJob: async (jobId) => seen(await net.request('POST', `/api/jobs/${enc(jobId)}/retry`)),
+    // Remove one finished job (its notes stay); the reply is the job as it was.
+    removeJob: (jobId) => net.request('DELETE', '/api/jobs/' + enc(jobId)),
+    // Remove all your finished jobs, or those of the statuses given: { removed, statuses }.
+    removeFinished: (statuses) => net.request('DELETE', '/api/jobs', {
+      query: statuses && statuses.length ? { status: [...statuses].join(',') } : undefined,
+    }),
+    // Cancel, retry or remove each of `ids` on its own: { action, results, done, refused }.
+    // (The jobs in results do not pass through `seen`: the caller applies them.)
+    bulk: (action, ids) => net.request('POST', '/api/jobs/bulk', { json: { action, ids: [...ids] } }),
+    // A job's stored events after `after`, oldest first: { jobId, events, limit, nextAfter }.
+    jobEvents: (jobId, { after, limit } = {}) => net.request('GET', `/api/jobs/${enc(jobId)}/events`,
+      { query: { after, limit } }),
     listNotes: () => net.request('GET', '/api/notes'),
     getNote: (noteId) => net.request('GET', '/api/notes/' + enc(noteId)),
     markdownUrl: (noteId) => net.url(`/api/notes/${enc(noteId)}/markdown`),
   };
+  return api;
 }

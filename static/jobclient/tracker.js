@@ -104,11 +104,11 @@ export class JobTracker {
   };
 
   _event(event) {
-    if (!this.client.trackedJobs().includes(event.jobId) && event.type !== 'job.removed') return;
     if (event.type === 'job.removed') {
       this._drop(event.jobId);
       return;
     }
+    if (!this.client.trackedJobs().includes(event.jobId)) return;
     this._job(event);
     const cb = this.callbacks;
     if (event.type === 'job.progress' && cb.onJobProgress) cb.onJobProgress(event);

@@ -2,7 +2,7 @@
 // every event of the job from the stored log (GET /api/jobs/{id}/events), with times and the
 // time between them, kept live while the view is open.
 import {
-  $, isTerminal, jobName, meta, online, page, showError, stageName, typeName,
+  $, isTerminal, jobAction, jobName, meta, online, page, showError, stageName, typeName,
 } from './state.js';
 import { canRetry } from './list.js';
 import { clock, errorLine, EVENT_WORDS, formatDuration, humanError, parseTime } from './words.js';
@@ -27,12 +27,11 @@ export async function showDetail(jobId) {
   showError($('#detail-error'), '');
   panel.focus();
   try {
-    const job = await client.api.request('GET', `/api/jobs/${encodeURIComponent(jobId)}`);
+    const job = await client.api.getJob(jobId);
     const events = [];
     let after = 0;
     for (let pages = 0; pages < 50; pages++) { // at most 50,000 events
-      const reply = await client.api.request('GET', `/api/jobs/${encodeURIComponent(jobId)}/events`,
-        { query: { after, limit: 1000 } });
+      const reply = await client.api.jobEvents(jobId, { after, limit: 1000 });
       events.push(...reply.events);
       if (reply.nextAfter == null) break;
       after = reply.nextAfter;
@@ -167,7 +166,7 @@ function renderTimeline() {
     if (!last || last.stage !== event.stage) spans.push({ stage: event.stage, from: parseTime(event.timestamp), to: null });
     if (last && last.stage !== event.stage) last.to = parseTime(event.timestamp);
   }
-  const lis = spans.filter((s) => !['completed', 'failed', 'cancelled'].includes(s.stage)).map((s) => {
+  const lis = spans.filter((s) => !isTerminal(s.stage)).map((s) => {
     const li = document.createElement('li');
     const to = s.to ?? (isTerminal(view.job.status) ? s.from : Date.now());
     li.textContent = `${stageName(s.stage)}: ${formatDuration(Math.max(0, to - s.from))}${s.to == null && !isTerminal(view.job.status) ? ' so far' : ''}`;
@@ -179,15 +178,12 @@ function renderTimeline() {
 async function act(action) {
   const job = view.job;
   if (!job) return;
-  const path = `/api/jobs/${encodeURIComponent(job.jobId)}`;
   try {
+    const updated = await jobAction(action, job.jobId);
     if (action === 'remove') {
-      await page.client.api.request('DELETE', path);
       location.hash = '#/';
       return;
     }
-    const updated = await page.client.api.request('POST', `${path}/${action}`);
-    if (action === 'retry') page.client.trackJob(job.jobId);
     if (view.job && view.job.jobId === updated.jobId && updated.lastSeq >= view.job.lastSeq) {
       view.job = updated;
       render();

@@ -3,7 +3,7 @@
 // and for a selection, and every row kept live by the events the page receives.
 import { describeError } from '../jobclient.js';
 import {
-  $, announce, isTerminal, jobName, meta, online, page, showError, stageName,
+  $, announce, isTerminal, jobAction, jobName, meta, online, page, showError, stageName,
 } from './state.js';
 import { clock, errorLine, formatDuration, parseTime } from './words.js';
 
@@ -31,7 +31,7 @@ export async function loadJobs() {
   const load = ++loads;
   $('#jobs').setAttribute('aria-busy', 'true'); // until the newest load has answered
   try {
-    const reply = await client.api.request('GET', '/api/jobs', { query: query({ offset: 0 }) });
+    const reply = await client.api.listJobs(query({ offset: 0 }));
     if (page.client !== client || view.status !== page.view.status || view.q !== page.view.q) return;
     for (const [id, row] of page.rows) {
       if (!id.startsWith('upload-')) {
@@ -55,7 +55,7 @@ async function loadMore() {
   const button = $('#load-more');
   button.disabled = true;
   try {
-    const reply = await client.api.request('GET', '/api/jobs', { query: query({ offset: page.nextOffset }) });
+    const reply = await client.api.listJobs(query({ offset: page.nextOffset }));
     if (page.client !== client) return;
     for (const job of reply.jobs) if (!page.rows.has(job.jobId)) appendRow(job);
     showPage(reply);
@@ -92,7 +92,7 @@ export function refreshCountsSoon() {
     const client = page.client;
     if (!client || !online()) return;
     try {
-      const reply = await client.api.request('GET', '/api/jobs', { query: query({ limit: 1 }) });
+      const reply = await client.api.listJobs(query({ limit: 1 }));
       if (page.client === client) showCounts(reply.counts, reply.total);
     } catch { /* the next change asks again */ }
   }, 250);
@@ -208,16 +208,12 @@ async function act(row, action) {
   const button = $(`.job-${action}`, row.el);
   button.disabled = true;
   try {
-    const api = page.client.api;
-    const path = `/api/jobs/${encodeURIComponent(row.id)}`;
+    const job = await jobAction(action, row.id);
     if (action === 'remove') {
-      await api.request('DELETE', path);
       removeRow(row.id);
       announce(`${jobName(row.data)}: removed`);
       return;
     }
-    const job = await api.request('POST', `${path}/${action}`);
-    if (action === 'retry') page.client.trackJob(job.jobId);
     apply(job);
     showError($('.job-error', row.el), '');
   } catch (err) {
@@ -418,9 +414,7 @@ async function bulk(action) {
   const status = $('#bulk-status');
   status.textContent = 'Working…';
   try {
-    const reply = await page.client.api.request('POST', '/api/jobs/bulk', {
-      json: { action, ids: rows.map((r) => r.id) },
-    });
+    const reply = await page.client.api.bulk(action, rows.map((r) => r.id));
     for (const result of reply.results) {
       if (!result.ok) continue;
       if (action === 'remove') removeRow(result.jobId);
@@ -446,7 +440,7 @@ async function removeFinished() {
   const status = $('#bulk-status');
   status.textContent = 'Removing…';
   try {
-    const reply = await page.client.api.request('DELETE', '/api/jobs');
+    const reply = await page.client.api.removeFinished();
     for (const row of [...page.rows.values()]) {
       if (!row.id.startsWith('upload-') && isTerminal(row.data.status)) removeRow(row.id);
     }

@@ -27,6 +27,16 @@ export function isTerminal(status) {
   return Boolean(meta && meta.terminalStatuses && meta.terminalStatuses.includes(status));
 }
 
+/**
+ * Cancel, retry or remove one job (list row and detail view alike): the reply is the job.
+ * A retried job is tracked again, so its new attempt's events arrive.
+ */
+export async function jobAction(action, jobId) {
+  const job = await page.client.api[`${action}Job`](jobId);
+  if (action === 'retry') page.client.trackJob(job.jobId);
+  return job;
+}
+
 export function meta() {
   return (page.client && page.client.meta) || {};
 }
