@@ -488,6 +488,30 @@ test('submit_many: one request enqueues the batch; a refused one names the job a
   assert.equal(server.jobs.size, 2); // nothing of the refused batch
 });
 
+test('submitMany is submit_many; removal, bulk and a job\'s events are named calls', async () => {
+  const server = makeServer();
+  const client = createJobClient(clientOptions(server));
+  const jobs = await client.api.submitMany([{ type: 'demo.sleep' }]);
+  assert.deepEqual(jobs.map((j) => j.created), [true]);
+  assert.equal((await client.api.removeJob(jobs[0].jobId)).jobId, jobs[0].jobId);
+  const quiet = (promise) => promise.catch(() => null); // the fake answers only the shape asked
+  await quiet(client.api.removeFinished(['failed', 'cancelled']));
+  await quiet(client.api.removeFinished());
+  await quiet(client.api.bulk('cancel', ['a', 'b']));
+  await quiet(client.api.jobEvents('a b', { after: 5, limit: 10 }));
+  await quiet(client.api.listJobs({ q: 'report', status: 'failed' }));
+  const calls = server.calls.filter((c) => c.path !== '/api/meta').slice(1)
+    .map((c) => [c.method, c.path, c.query]);
+  assert.deepEqual(calls, [
+    ['DELETE', `/api/jobs/${jobs[0].jobId}`, {}],
+    ['DELETE', '/api/jobs', { status: 'failed,cancelled' }],
+    ['DELETE', '/api/jobs', {}],
+    ['POST', '/api/jobs/bulk', {}],
+    ['GET', '/api/jobs/a%20b/events', { after: '5', limit: '10' }],
+    ['GET', '/api/jobs', { q: 'report', status: 'failed' }],
+  ]);
+});
+
 // ---- a stalled socket (open, but nothing gets through) ----------------------------------------
 
 test('a stalled socket is given up on within 5 s: polling, nothing lost, then live again', async () => {
