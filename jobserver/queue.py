@@ -19,7 +19,9 @@ import asyncio
 import heapq
 import itertools
 import logging
+import operator
 from collections.abc import Callable, Collection, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from .bus import EventBus
@@ -28,6 +30,7 @@ from .store import NewJob, ProgressUpdate, Store
 from .store.claims import PerUser
 
 log = logging.getLogger(__name__)
+_SEQ = operator.itemgetter(0)  # Event.seq
 
 ProgressDone = Callable[[Event | None, BaseException | None], None]
 
@@ -59,11 +62,11 @@ class JobQueue:
             log.error("the store delivered %d event(s) already published (up to seq %d)",
                       len(events) - len(fresh), self.published)  # fmt: skip
             events = fresh
-        for before, after in itertools.pairwise(events):
-            if after.seq <= before.seq:
-                raise AssertionError(f"events out of seq order: {before.seq}, {after.seq}")
         if not events:
             return
+        seqs = list(map(_SEQ, events))  # checked in C: this runs for every event
+        if not all(map(operator.lt, seqs, itertools.islice(seqs, 1, None))):
+            raise AssertionError(f"events out of seq order: {seqs}")
         self.bus.publish(events)
         self.published = events[-1].seq
         while self._waiting and self._waiting[0][0] <= self.published:
@@ -118,7 +121,10 @@ class JobQueue:
                 log.exception("a queued-job hook failed for job %s", job.id)
 
     async def claim(
-        self, limit: int, lease_seconds: float, caps: Mapping[str, int] | None = None,
+        self,
+        limit: int,
+        lease_seconds: float,
+        caps: Mapping[str, int] | None = None,
         per_user: PerUser | None = None,
     ) -> list[Job]:
         claimed = await self.store.claim(limit, lease_seconds, caps, per_user)
@@ -135,9 +141,9 @@ class JobQueue:
     ) -> None:
         """Submit a progress change without waiting for it; ``done`` hears how it ended, once
         its event is published (or with the error that refused it)."""
-        callback = _ignore if done is None else done
+        # A partial, not a lambda: one Python frame less per progress event.
         self.store.progress(
-            job_id, token, update, lambda event, error: self._progress_done(callback, event, error)
+            job_id, token, update, partial(self._progress_done, _ignore if done is None else done)
         )
 
     async def complete(self, job_id: str, token: str, result: ResultDict) -> Event:
