@@ -23,10 +23,10 @@ from typing import Any
 
 import jwt
 
-from .authdb import SessionStore
 from .datadir import private_dir
 from .errors import InvalidPayload, Unauthorized
 from .jwks import ALGORITHMS, JwksKeys
+from .sessions import SessionStore
 from .userids import check_user_id
 
 ALGORITHM = "HS256"

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import ParamSpec, TypeVar
+
+from .sessions import Session, SessionStore
 
 FILENAME = "auth.db"
 SCHEMA = """
@@ -42,6 +45,7 @@ CREATE TABLE IF NOT EXISTS revoked_tokens (jti TEXT PRIMARY KEY, expires_at REAL
 WATCH_SECONDS = 1.0  # how often the server looks for revocations made by another process
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +53,6 @@ class Account:
     user_id: str
     created_at: float
     changed_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    id: str
-    user_id: str
-    method: str
-    expires_at: float
 
 
 class AuthDb:
@@ -189,18 +185,17 @@ class AuthDb:
             (jti, expires_at),
         )
 
-    def revoke_user(self, user_id: str) -> int:
-        """End every session of ``user_id``; how many were open."""
-        with self._transaction() as conn:
-            return self._revoke_user(conn, user_id)
+    def revoke_user(self, user_id: str) -> list[str]:
+        """End every session of ``user_id``; the ids of those that were open."""
+        return self._revoke_user(self.conn, user_id)
 
     @staticmethod
-    def _revoke_user(conn: sqlite3.Connection, user_id: str) -> int:
-        cur = conn.execute(
-            "UPDATE sessions SET revoked_at=? WHERE user_id=? AND revoked_at IS NULL",
+    def _revoke_user(conn: sqlite3.Connection, user_id: str) -> list[str]:
+        rows = conn.execute(
+            "UPDATE sessions SET revoked_at=? WHERE user_id=? AND revoked_at IS NULL RETURNING id",
             (time.time(), user_id),
-        )
-        return cur.rowcount
+        ).fetchall()
+        return [str(r[0]) for r in rows]
 
     def revoked(self) -> set[str]:
         """Ids of revoked sessions and tokens that have not expired yet."""
@@ -220,112 +215,82 @@ class AuthDb:
             conn.execute("DELETE FROM revoked_tokens WHERE expires_at<=?", (now,))
 
 
-class SessionStore(Protocol):
-    """Where sessions live: ``auth.db`` in the data dir (``LocalSessions``), or PostgreSQL
-    shared by every node (``authpg.PgSessions``).
+class ThreadedAuthDb:
+    """``AuthDb``'s session queries (``sessions.Queries``), each run on one thread of its own,
+    never on the loop.
 
-    ``is_revoked`` is asked on every request, so it must answer from memory.
+    Args:
+        db: the opened sign-in database.
     """
 
-    async def open(self) -> None: ...
+    def __init__(self, db: AuthDb) -> None:
+        self.sync = db
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="authdb")
 
-    async def close(self) -> None: ...
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        call = functools.partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
 
-    async def has_accounts(self) -> bool: ...
+    async def close(self) -> None:
+        await self.run(self.sync.close)
+        self._thread.shutdown(wait=True)
 
-    async def password_hash(self, user_id: str) -> str | None: ...
+    async def start_session(self, user_id: str, method: str, expires_at: float) -> Session:
+        return await self.run(self.sync.start_session, user_id, method, expires_at)
 
-    async def start(self, user_id: str, method: str, expires_at: float) -> Session: ...
+    async def session(self, sid: str) -> Session | None:
+        return await self.run(self.sync.session, sid)
 
-    async def get(self, sid: str) -> Session | None:
-        """The session, unless it was revoked or has expired."""
-        ...
+    async def revoke_session(self, sid: str) -> None:
+        await self.run(self.sync.revoke_session, sid)
 
-    async def revoke(self, sid: str) -> None: ...
+    async def revoke_token(self, jti: str, expires_at: float) -> None:
+        await self.run(self.sync.revoke_token, jti, expires_at)
 
-    async def revoke_token(self, jti: str, expires_at: float) -> None: ...
+    async def revoke_user(self, user_id: str) -> list[str]:
+        return await self.run(self.sync.revoke_user, user_id)
 
-    async def revoke_user(self, user_id: str) -> int: ...
+    async def has_accounts(self) -> bool:
+        return await self.run(self.sync.has_accounts)
 
-    def is_revoked(self, token_id: str) -> bool: ...
+    async def password_hash(self, user_id: str) -> str | None:
+        return await self.run(self.sync.password_hash, user_id)
 
 
-class LocalSessions:
-    """The session store over ``auth.db``, run on one thread of its own, never on the loop.
+class LocalSessions(SessionStore):
+    """The session store over ``auth.db``; it reads the revoked ids again when another process
+    (``server.py user ...``) commits.
 
     Args:
         db: the opened sign-in database (owned: ``close`` closes it).
     """
 
-    def __init__(self, db: AuthDb) -> None:
-        self.db = db
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="authdb")
-        self._revoked: set[str] = set()
-        self._version = -1
-        self._watcher: asyncio.Task[None] | None = None
+    db: ThreadedAuthDb
 
-    async def run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+    def __init__(self, db: AuthDb) -> None:
+        super().__init__(ThreadedAuthDb(db))
+        self._version = -1
 
     async def open(self) -> None:
-        await self.run(self.db.prune)
+        await self.db.run(self.db.sync.prune)
         await self._reload()
         self._watcher = asyncio.create_task(self._watch(), name="authdb-watch")
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-        await self.run(self.db.close)
-        self._thread.shutdown(wait=True)
+        await super().close()
+        await self.db.close()
 
     async def _reload(self) -> None:
         def read() -> tuple[int, set[str]]:
-            return self.db.data_version(), self.db.revoked()
+            return self.db.sync.data_version(), self.db.sync.revoked()
 
-        self._version, self._revoked = await self.run(read)
+        self._version, self._revoked = await self.db.run(read)
 
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(WATCH_SECONDS)
             try:
-                if await self.run(self.db.data_version) != self._version:
+                if await self.db.run(self.db.sync.data_version) != self._version:
                     await self._reload()
             except sqlite3.Error:
                 continue  # busy or briefly unreadable: the next look will do
-
-    async def start(self, user_id: str, method: str, expires_at: float) -> Session:
-        session: Session = await self.run(self.db.start_session, user_id, method, expires_at)
-        return session
-
-    async def get(self, sid: str) -> Session | None:
-        if sid in self._revoked:
-            return None
-        session: Session | None = await self.run(self.db.session, sid)
-        return session
-
-    async def revoke(self, sid: str) -> None:
-        self._revoked.add(sid)  # at once: the next request with it is refused
-        await self.run(self.db.revoke_session, sid)
-
-    async def revoke_token(self, jti: str, expires_at: float) -> None:
-        self._revoked.add(jti)
-        await self.run(self.db.revoke_token, jti, expires_at)
-
-    async def revoke_user(self, user_id: str) -> int:
-        sids = [s.id for s in await self.run(self.db.sessions_of, user_id)]
-        self._revoked.update(sids)
-        count: int = await self.run(self.db.revoke_user, user_id)
-        return count
-
-    def is_revoked(self, token_id: str) -> bool:
-        return token_id in self._revoked
-
-    async def has_accounts(self) -> bool:
-        found: bool = await self.run(self.db.has_accounts)
-        return found
-
-    async def password_hash(self, user_id: str) -> str | None:
-        found: str | None = await self.run(self.db.password_hash, user_id)
-        return found

@@ -21,8 +21,9 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from .authdb import SCHEMA, Account, Session
+from .authdb import SCHEMA, Account
 from .errors import ServiceUnavailable
+from .sessions import Session, SessionStore
 from .store.pg_schema import migrate
 from .tables import Tables
 
@@ -155,9 +156,8 @@ class PgAuthDb:
             )  # fmt: skip
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, jti)
 
-    async def revoke_user(self, user_id: str) -> int:
-        async with self._transaction() as conn:
-            return await _revoke_user(conn, user_id)
+    async def revoke_user(self, user_id: str) -> list[str]:
+        return await _revoke_user(self.db, user_id)
 
     async def revoked(self) -> set[str]:
         rows = await self.db.fetch(
@@ -181,18 +181,18 @@ class PgAuthDb:
                 yield self.db
 
 
-async def _revoke_user(conn: Any, user_id: str) -> int:
+async def _revoke_user(conn: Any, user_id: str) -> list[str]:
+    """One statement: the sessions ended, each announced (the notices go at its commit)."""
     rows = await conn.fetch(
-        f"UPDATE sessions SET revoked_at={NOW} WHERE user_id=$1 AND revoked_at IS NULL "
-        "RETURNING id", user_id,
+        f"WITH ended AS (UPDATE sessions SET revoked_at={NOW} WHERE user_id=$1 "
+        "AND revoked_at IS NULL RETURNING id) SELECT id, pg_notify($2, id) FROM ended",
+        user_id, CHANNEL,
     )  # fmt: skip
-    for row in rows:
-        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, row[0])
-    return len(rows)
+    return [str(r[0]) for r in rows]
 
 
-class PgSessions:
-    """The session store shared by every node (``authdb.SessionStore``).
+class PgSessions(SessionStore):
+    """The session store shared by every node.
 
     Args:
         url: the database (it may hold a password: never logged).
@@ -200,19 +200,19 @@ class PgSessions:
         node_id: named in ``pg_stat_activity``.
     """
 
+    db: PgAuthDb
+
     def __init__(self, url: str, schema: str, node_id: str = "") -> None:
+        super().__init__(PgAuthDb(None))
         self.url = url
         self.schema = schema
         self.node_id = node_id
         self.secret = ""
-        self.db = PgAuthDb(None)
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
-        self._revoked: set[str] = set()
         # Ids revoked here or heard of lately (monotonic time): a reload's snapshot may not
         # have them yet, so it does not drop them.
         self._recent: dict[str, float] = {}
-        self._watcher: asyncio.Task[None] | None = None
         # Told each id revoked by another node (the app ends its live sockets there too).
         self.revoked_elsewhere: Callable[[str], object] | None = None
 
@@ -236,10 +236,7 @@ class PgSessions:
         self._watcher = asyncio.create_task(self._watch(), name="pg-auth-watch")
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        await super().close()
         if self._listener is not None and not self._listener.is_closed():
             await self._listener.close()
         if self._pool is not None:
@@ -286,40 +283,9 @@ class PgSessions:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise ServiceUnavailable(f"the sign-in database is unreachable: {exc}") from None
 
-    async def start(self, user_id: str, method: str, expires_at: float) -> Session:
-        return await self._run(self.db.start_session(user_id, method, expires_at))
-
-    async def get(self, sid: str) -> Session | None:
-        if sid in self._revoked:
-            return None
-        return await self._run(self.db.session(sid))
-
     def _revoke_here(self, token_id: str) -> None:
-        self._revoked.add(token_id)  # at once: the next request with it is refused
+        super()._revoke_here(token_id)
         self._recent[token_id] = time.monotonic()
-
-    async def revoke(self, sid: str) -> None:
-        self._revoke_here(sid)
-        await self._run(self.db.revoke_session(sid))
-
-    async def revoke_token(self, jti: str, expires_at: float) -> None:
-        self._revoke_here(jti)
-        await self._run(self.db.revoke_token(jti, expires_at))
-
-    async def revoke_user(self, user_id: str) -> int:
-        sids = [s.id for s in await self._run(self.db.sessions_of(user_id))]
-        for sid in sids:
-            self._revoke_here(sid)
-        return await self._run(self.db.revoke_user(user_id))
-
-    def is_revoked(self, token_id: str) -> bool:
-        return token_id in self._revoked
-
-    async def has_accounts(self) -> bool:
-        return await self._run(self.db.has_accounts())
-
-    async def password_hash(self, user_id: str) -> str | None:
-        return await self._run(self.db.password_hash(user_id))
 
 
 class BlockingPgAuth:
@@ -363,8 +329,9 @@ class BlockingPgAuth:
         result: list[Session] = self._call("sessions_of", user_id)
         return result
 
-    def revoke_user(self, user_id: str) -> int:
-        return int(self._call("revoke_user", user_id))
+    def revoke_user(self, user_id: str) -> list[str]:
+        result: list[str] = self._call("revoke_user", user_id)
+        return result
 
 
 def blocking_secret(url: str, schema: str) -> str:

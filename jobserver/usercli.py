@@ -110,7 +110,7 @@ def _run(args: argparse.Namespace, settings: Settings, db: AuthDb | BlockingPgAu
         name = _name(args.name)
         if not db.set_password(name, _hash(stdin)):
             raise Refused(f"there is no account {name}")
-        ended = db.revoke_user(name)
+        ended = len(db.revoke_user(name))
         print(f"changed the password of {name}; ended {ended} session(s)", file=out)
     elif op == "remove":
         name = _name(args.name)
@@ -120,7 +120,7 @@ def _run(args: argparse.Namespace, settings: Settings, db: AuthDb | BlockingPgAu
               file=out)  # fmt: skip
     elif op == "signout":
         name = _name(args.name)
-        print(f"ended {db.revoke_user(name)} session(s) of {name}", file=out)
+        print(f"ended {len(db.revoke_user(name))} session(s) of {name}", file=out)
     elif op == "list":
         _list(settings, db, out)
     elif op in ("merge", "rename"):

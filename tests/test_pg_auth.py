@@ -54,3 +54,27 @@ async def test_a_revocation_heard_by_notify_outlives_a_reload_that_lacks_it(
         assert await sessions.get(token_id) is None
     finally:
         await sessions.close()
+
+
+async def test_ending_a_user_s_sessions_is_one_statement_heard_by_every_node(
+    schema: str,
+) -> None:
+    """``revoke_user`` ends and announces the sessions in one statement (``RETURNING``): the
+    node that ran it refuses them at once, another node hears each by NOTIFY."""
+    here = PgSessions(URL, schema, node_id=f"{schema}-a")
+    there = PgSessions(URL, schema, node_id=f"{schema}-b")
+    await here.open()
+    await there.open()
+    try:
+        expires = time.time() + 600
+        alice = [await here.start("alice", "password", expires) for _ in range(2)]
+        bob = await here.start("bob", "password", expires)
+        assert await here.revoke_user("alice") == 2
+        assert await here.revoke_user("alice") == 0  # none left open
+        for session in alice:
+            assert here.is_revoked(session.id) and await here.get(session.id) is None
+        await wait_until(lambda: all(there.is_revoked(s.id) for s in alice), "the notices")
+        assert not here.is_revoked(bob.id) and await there.get(bob.id) == bob
+    finally:
+        await there.close()
+        await here.close()

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..auth import Authenticator
-from ..authdb import AuthDb, LocalSessions, SessionStore
+from ..authdb import AuthDb, LocalSessions
 from ..authpg import PgSessions
 from ..config import Settings
 from ..jwks import JwksKeys
 from ..passwords import Verifier
+from ..sessions import SessionStore
 from ..signin import Methods, decide, warn
 from ..store.postgres import node_id
 from ..throttle import FailureThrottle
