@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from . import joblog, userdata
-from .auth import load_secret
 from .bus import EventBus
 from .config import Settings
 from .handlers import Registry
@@ -63,9 +62,9 @@ log = logging.getLogger(__name__)
 
 async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
     """First: a server without a usable sign-in method refuses to start (signin.py)."""
-    identity = await open_identity(app[SETTINGS], app[SECRET])
+    identity = await open_identity(app[SETTINGS])
     app[IDENTITY] = identity
-    app[SECRET] = identity.auth.secret  # on PostgreSQL, the one every node shares
+    app[SECRET] = identity.auth.secret
     yield
     await identity.sessions.close()
 
@@ -221,9 +220,6 @@ def create_app(
     )
     app[SETTINGS] = settings
     setup_cors(app, settings)
-    # On PostgreSQL the secret is the database's unless configured (read at start-up).
-    app[SECRET] = (settings.secret if settings.database_url
-                   else load_secret(settings.secret, settings.data_dir))  # fmt: skip
     app[PLUGINS] = plugins
     app[REGISTRY] = plugins.registry
     app[METRICS] = metrics

@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jwt
 
+from .config import Settings
 from .datadir import private_dir
 from .errors import InvalidPayload, Unauthorized
 from .jwks import ALGORITHMS, JwksKeys
@@ -35,16 +36,20 @@ CACHE_SIZE = 4096  # verified tokens remembered (oldest forgotten first)
 CACHE_SECONDS = 300.0  # a remembered token is verified again after this long (JWKS key changes)
 
 
-def load_secret(configured: str, data_dir: Path) -> str:
-    """The configured secret, else the one kept in the data dir (made on first run)."""
-    if configured:
-        return configured
-    path = data_dir / "secret.key"
+def signing_secret(settings: Settings, database_secret: Callable[[], str]) -> str:
+    """The one secret tokens are signed with: the configured one, else on PostgreSQL the one
+    the database keeps for every node (``database_secret``, asked only then), else the one kept
+    in the data dir (made on first run)."""
+    if settings.secret:
+        return settings.secret
+    if settings.database_url:
+        return database_secret()
+    path = settings.data_dir / "secret.key"
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    private_dir(data_dir)
+    private_dir(settings.data_dir)
     value = secrets.token_urlsafe(48)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from . import datadir, gctune, logs, pgmove, usercli
 from .app import create_app
-from .auth import issue_token, load_secret
+from .auth import issue_token, signing_secret
 from .authpg import blocking_secret
 from .config import PREFIX, Settings, convert, field_docs, is_secret
 from .errors import JobServerError
@@ -153,11 +153,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def token_secret(settings: Settings) -> str:
-    """The configured secret, else the database's (PostgreSQL: every node's) or the data
-    dir's."""
-    if settings.database_url and not settings.secret:
-        return blocking_secret(settings.database_url, settings.database_schema)
-    return load_secret(settings.secret, settings.data_dir)
+    """``auth.signing_secret``, read from outside any event loop."""
+    return signing_secret(
+        settings, lambda: blocking_secret(settings.database_url, settings.database_schema)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

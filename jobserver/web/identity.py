@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..auth import Authenticator
+from ..auth import Authenticator, signing_secret
 from ..authdb import AuthDb, LocalSessions
 from ..authpg import PgSessions
 from ..config import Settings
@@ -73,12 +73,10 @@ class Identity:
         return len(enders)
 
 
-async def open_identity(settings: Settings, secret: str) -> Identity:
+async def open_identity(settings: Settings) -> Identity:
     """Open the sign-in database (``auth.db``, or PostgreSQL's tables when the store is
-    there) and decide the methods; SignInNotConfigured when there is none.
-
-    On PostgreSQL an empty ``secret`` means the one kept in the database for every node.
-    """
+    there), decide the methods (SignInNotConfigured when there is none) and the signing secret
+    (``auth.signing_secret``)."""
     sessions: SessionStore
     if settings.database_url:
         shared = PgSessions(settings.database_url, settings.database_schema, node_id(settings))
@@ -91,8 +89,7 @@ async def open_identity(settings: Settings, secret: str) -> Identity:
     except BaseException:
         await sessions.close()
         raise
-    if settings.database_url:
-        secret = secret or shared.secret
+    secret = signing_secret(settings, lambda: shared.secret)
     warn(settings, methods)
     jwks = JwksKeys(settings.jwks_url) if settings.jwks_url else None
     auth = Authenticator(
