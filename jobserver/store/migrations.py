@@ -39,27 +39,37 @@ def _version(conn: sqlite3.Connection, tables: Tables) -> int:
     return 0
 
 
-def migrate(conn: sqlite3.Connection, all_tables: Sequence[Tables]) -> dict[str, int]:
-    """Bring every set of tables to its current version; returns ``{name: version}``.
+def steps(tables: Tables, current: int) -> list[str]:
+    """The DDL that brings ``tables`` from the database's version ``current`` to this code's
+    (none when they are there), for either backend. A database whose tables are newer than
+    this code refuses to open (SchemaTooNew) rather than be written wrongly."""
+    if current > tables.version:
+        raise SchemaTooNew(
+            f"the database's {tables.name} tables are at version {current}, newer than "
+            f"this server's {tables.version}: run the release that wrote it, or a newer one"
+        )
+    if current == tables.version:
+        return []
+    if current == 0:
+        return [tables.create]
+    return [tables.migrations[n] for n in range(current + 1, tables.version + 1)]
 
-    ``all_tables`` starts with the core's (it makes ``meta``). A database whose tables are
-    newer than this code refuses to open (SchemaTooNew) rather than be written wrongly.
-    """
+
+def migrated(tables: Tables, current: int) -> None:
+    """Say so when existing tables were migrated (a new database's were only made)."""
+    if current:
+        log.warning("migrated the %s tables from version %d to %d", tables.name, current,
+                    tables.version)  # fmt: skip
+
+
+def migrate(conn: sqlite3.Connection, all_tables: Sequence[Tables]) -> dict[str, int]:
+    """Bring every set of tables to its current version (``steps``); returns
+    ``{name: version}``. ``all_tables`` starts with the core's (it makes ``meta``)."""
     versions: dict[str, int] = {}
     for tables in all_tables:
         current = _version(conn, tables)
-        if current > tables.version:
-            raise SchemaTooNew(
-                f"the database's {tables.name} tables are at version {current}, newer than "
-                f"this server's {tables.version}: run the release that wrote it, or a newer one"
-            )
-        if current < tables.version:
-            steps = (
-                [tables.create]
-                if current == 0
-                else [tables.migrations[n] for n in range(current + 1, tables.version + 1)]
-            )
-            script = ";\n".join(steps)
+        script = ";\n".join(steps(tables, current))
+        if script:
             try:
                 conn.executescript(
                     f"BEGIN IMMEDIATE;\n{script};\n"
@@ -71,8 +81,6 @@ def migrate(conn: sqlite3.Connection, all_tables: Sequence[Tables]) -> dict[str,
                 if conn.in_transaction:
                     conn.rollback()
                 raise
-            if current:
-                log.warning("migrated the %s tables from version %d to %d", tables.name,
-                            current, tables.version)  # fmt: skip
+            migrated(tables, current)
         versions[tables.name] = tables.version
     return versions

@@ -8,15 +8,12 @@ JSON column is TEXT on both, a timestamp is epoch seconds (DOUBLE PRECISION).
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from typing import Any
 
 from ..tables import Tables
-from .migrations import SchemaTooNew
-
-log = logging.getLogger(__name__)
+from .migrations import migrated, steps
 
 # pg_advisory_lock keys (two int4s: a namespace, then what is locked).
 LOCK_SPACE = 0x6A6F62  # "job"
@@ -80,28 +77,17 @@ async def migrate(conn: Any, all_tables: Sequence[Tables]) -> dict[str, int]:
     try:
         for tables in all_tables:
             current = await _version(conn, tables)
-            if current > tables.version:
-                raise SchemaTooNew(
-                    f"the database's {tables.name} tables are at version {current}, newer "
-                    f"than this server's {tables.version}: run the release that wrote it"
-                )
-            if current < tables.version:
-                steps = (
-                    [tables.create]
-                    if current == 0
-                    else [tables.migrations[n] for n in range(current + 1, tables.version + 1)]
-                )
+            ddl_steps = steps(tables, current)
+            if ddl_steps:
                 async with conn.transaction():
-                    for step in steps:
+                    for step in ddl_steps:
                         await conn.execute(ddl(step))
                     await conn.execute(
                         "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) "
                         "DO UPDATE SET value=excluded.value",
                         f"schema:{tables.name}", str(tables.version),
                     )  # fmt: skip
-                if current:
-                    log.warning("migrated the %s tables from version %d to %d", tables.name,
-                                current, tables.version)  # fmt: skip
+                migrated(tables, current)
             versions[tables.name] = tables.version
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_SPACE, MIGRATE_LOCK)
