@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from jobserver.web import connection
 from jobserver.web.keys import GATEWAY, SETTINGS
 from tests import pdfs
 from tests.conftest import ApiClient, MakeApi
@@ -178,8 +179,9 @@ async def test_a_full_disk_answers_507_with_a_code(make_api: MakeApi, tmp_path: 
 
 
 async def test_a_client_that_stops_reading_gets_4000_and_the_metric_says_overflow(
-    make_api: MakeApi,
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(connection, "CLOSE_TIMEOUT", 0.5)  # the handshake's wait, shortened
     api = await make_api("alice", ws_queue_size=20)
     gateway = api.app[GATEWAY]
     raw, conn = await slow_client(api)
@@ -189,9 +191,10 @@ async def test_a_client_that_stops_reading_gets_4000_and_the_metric_says_overflo
     for _ in range(40):
         await api.post("/api/jobs", json=QUICK)
     await eventually(lambda: conn.closer is not None, 20)
-    # Not reading for longer than a closing handshake may take: the old server cut the
-    # connection then, and what was buffered, the close frame with it, was lost.
-    await asyncio.sleep(8)
+    # Not reading until the closing handshake's time is up (the server is done closing):
+    # the old server cut the connection then, and what was buffered, the close frame with it,
+    # was lost.
+    await eventually(lambda: conn.closer is not None and conn.closer.done(), 20)
     frames = 0
     while True:
         opcode, _ = await asyncio.wait_for(raw.frame(), 10)
