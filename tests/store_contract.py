@@ -473,6 +473,8 @@ class StoreContract:
         assert job.last_seq == event.seq == await store.head_seq()
         assert [j.id for j in await store.list_jobs("u1", None, 10, 0)] == [waiting.id]
         assert sum((await store.job_counts("u1")).values()) == 1
+        by_status = await store.count_by_status()  # the /metrics gauge
+        assert by_status[JobStatus.COMPLETED] == 0 and by_status[JobStatus.QUEUED] == 1
         stored = await store.get_job(done)
         assert stored is not None and stored.removed_at is not None
         assert await store.events_after(0, job_id=done) == [*before, event]

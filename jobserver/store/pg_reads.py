@@ -76,7 +76,10 @@ class PgReads:
 
     async def count_by_status(self) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)
-        for status, n in await self._read("SELECT status, COUNT(*) FROM jobs GROUP BY status"):
+        rows = await self._read(
+            "SELECT status, COUNT(*) FROM jobs WHERE removed_at IS NULL GROUP BY status"
+        )
+        for status, n in rows:
             counts[JobStatus(status)] = int(n)
         return counts
 

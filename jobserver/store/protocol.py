@@ -202,7 +202,9 @@ class Store(Protocol):
         given), or None when there is none."""
         ...
 
-    async def count_by_status(self) -> dict[JobStatus, int]: ...
+    async def count_by_status(self) -> dict[JobStatus, int]:
+        """Every user's jobs by status, removed ones left out (the ``/metrics`` gauge)."""
+        ...
 
     async def open_jobs_by_user(self) -> dict[str, int]:
         """Queued and active jobs per user (the job quota's starting point)."""

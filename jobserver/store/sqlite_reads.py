@@ -116,7 +116,9 @@ class SqliteReads:
         return None if value is None else float(value)
 
     async def count_by_status(self) -> dict[JobStatus, int]:
-        rows = await self.read("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        rows = await self.read(
+            "SELECT status, COUNT(*) FROM jobs WHERE removed_at IS NULL GROUP BY status"
+        )
         counts = dict.fromkeys(JobStatus, 0)
         counts.update({JobStatus(status): n for status, n in rows})
         return counts
