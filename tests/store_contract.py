@@ -450,11 +450,20 @@ class StoreContract:
         assert [j.id for j in await store.list_jobs("u1", None, 10, 0, query="Über")] == [
             umlaut.id
         ]
+        # Case folds beyond ASCII on both backends (SQLite's own lower() would not).
+        assert [j.id for j in await store.list_jobs("u1", None, 10, 0, query="über")] == [
+            umlaut.id
+        ]
         counts = await store.job_counts("u1", "bees")
         assert counts[JobStatus.CANCELLED] == 1 and sum(counts.values()) == 1
         everything = await store.job_counts("u1")
         assert everything[JobStatus.QUEUED] == 3 and everything[JobStatus.CANCELLED] == 1
         assert sum((await store.job_counts("u2")).values()) == 1
+        summer, _ = await store.enqueue(new(label="ÉTÉ en Provence.pdf"))
+        assert [j.id for j in await store.list_jobs("u1", None, 10, 0, query="été")] == [
+            summer.id
+        ]
+        assert sum((await store.job_counts("u1", "Été")).values()) == 1
 
     async def test_removed_job_leaves_lists_and_counts_but_keeps_its_events(
         self, store: Store

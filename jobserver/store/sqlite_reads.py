@@ -38,6 +38,7 @@ class SqliteReads:
         self._db = await aiosqlite.connect(uri, uri=True, isolation_level=None)
         await self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         await self._db.execute("PRAGMA query_only=ON")
+        await self._db.create_function("fold", 1, _fold, deterministic=True)
 
     async def close(self) -> None:
         if self._db is not None:
@@ -152,12 +153,18 @@ class SqliteReads:
         return int(rows[0][0])
 
 
+def _fold(text: object) -> object:
+    """``fold()`` in SQL: Unicode lower case, as PostgreSQL's lower() (SQLite's folds ASCII
+    only, so "ÉTÉ" would not find "été")."""
+    return text.lower() if isinstance(text, str) else text
+
+
 def _visible(user_id: str, query: str | None) -> tuple[str, tuple[Any, ...]]:
     """The WHERE clause of a user's jobs that were not removed, and match ``query`` if given
-    (a substring of the label or the type; SQLite's lower() folds ASCII letters only, so both
-    sides are folded by it and a query written as the label is always found)."""
+    (a substring of the label or the type, both sides folded by ``_fold``)."""
     where = "user_id=? AND removed_at IS NULL"
     if not query:
         return where, (user_id,)
-    return (f"{where} AND (instr(lower(label), lower(?)) > 0 OR instr(lower(type), lower(?)) > 0)",
-            (user_id, query, query))  # fmt: skip
+    folded = query.lower()
+    return (f"{where} AND (instr(fold(label), ?) > 0 OR instr(fold(type), ?) > 0)",
+            (user_id, folded, folded))  # fmt: skip
