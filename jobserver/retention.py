@@ -126,13 +126,15 @@ class Retention:
             log.exception("%s failed; trying again on schedule", what)
 
 
-def _sweep(folder: Path, keep: Collection[str], cutoff: float) -> list[Path]:
-    """Files in ``folder`` last written before ``cutoff`` whose stem no job names."""
+def _sweep(folder: Path, keep: Collection[str], cutoff: float,
+           spare: Collection[str] = ()) -> list[Path]:  # fmt: skip
+    """Files in ``folder`` last written before ``cutoff`` whose stem no job names (and whose
+    name is not in ``spare``)."""
     stale: list[Path] = []
     if not folder.is_dir():
         return stale
     for path in folder.iterdir():
-        if path.stem.lstrip(".") in keep or not path.is_file():
+        if path.stem.lstrip(".") in keep or path.name in spare or not path.is_file():
             continue
         try:
             if path.stat().st_mtime < cutoff:
@@ -153,16 +155,18 @@ def _remove(paths: list[Path]) -> int:
     return removed
 
 
-def file_pruner(store: Store, folder: Path, key: str) -> Step:
+def file_pruner(store: Store, folder: Path, key: str, spare: Collection[str] = ()) -> Step:
     """Removes files in ``folder`` (named ``<id>.<ext>``) that no kept job's ``payload[key]``
-    names and that were written before the cutoff; half-written leftovers go the same way.
+    names and that were written before the cutoff; half-written leftovers go the same way;
+    the files named in ``spare`` (a lock file) never do.
 
     The age check protects a file stored a moment ago whose job is not enqueued yet; the
     names are read again just before deleting, for a job enqueued during the sweep.
     """
 
     async def prune(cutoff: float) -> int:
-        stale = await asyncio.to_thread(_sweep, folder, await store.payload_values(key), cutoff)
+        needed = await store.payload_values(key)
+        stale = await asyncio.to_thread(_sweep, folder, needed, cutoff, spare)
         if not stale:
             return 0
         needed = await store.payload_values(key)

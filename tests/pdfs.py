@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import zlib
 from datetime import UTC, datetime
 
@@ -106,6 +107,24 @@ def image_only_pdf(pages: int = 2) -> bytes:
         image.save(buffer, format="PNG")
         pdf.add_page()
         pdf.image(buffer, x=10, y=10, w=120)
+    return bytes(pdf.output())
+
+
+def large_pdf(title: str, kilobytes: int = 400) -> bytes:
+    """Two pages of prose with a picture of noise (it does not compress) below the first: a
+    file larger than one read of an upload part (256 KB). The same title, the same bytes."""
+    pdf = _pdf(title)
+    for heading, sentences in SECTIONS[:2]:
+        pdf.add_page()
+        pdf.set_font("Helvetica", "B", 18)
+        pdf.cell(0, 12, heading, new_x="LMARGIN", new_y="NEXT")
+        _body(pdf, sentences)
+        if pdf.page == 1:
+            side = int((kilobytes * 1024 / 3) ** 0.5)
+            noise = random.Random(title).randbytes(side * side * 3)
+            buffer = io.BytesIO()
+            Image.frombytes("RGB", (side, side), noise).save(buffer, format="PNG")
+            pdf.image(buffer, w=40)
     return bytes(pdf.output())
 
 

@@ -224,9 +224,10 @@ async def test_uploads_of_pruned_jobs_go_and_a_reupload_makes_a_file_young_again
     await wait_status(api, again["jobId"], "completed", timeout=60)
     retention = api.app[RETENTION]
     assert await retention.prune(now=time.time() + 2 * 86400) == 2
-    # The file and the record of who uploaded it (pdf/owners.py) go together.
+    # The file, the record of who uploaded it (pdf/owners.py) and its stamp go together.
     assert not stored.exists() and not stored.with_suffix(".owners").exists()
-    assert retention.pruned["files"] == 2
+    assert not stored.with_suffix(".kept").exists()
+    assert retention.pruned["files"] == 3
 
 
 @contextlib.asynccontextmanager

@@ -8,6 +8,8 @@ import io
 import os
 import signal
 import time
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,24 @@ async def upload(api: ApiClient, data: bytes, filename: str = "bees.pdf",
     for name, value in fields.items():
         form.add_field(name, value)
     return await api.post("/api/jobs", data=form)
+
+
+def refused_later(pdf: bytes, release: asyncio.Event) -> tuple[AsyncIterator[bytes], str]:
+    """A multipart body (and its content type) whose file part arrives whole, then, once
+    ``release`` is set, the value of a bad ``maxAttempts``: the server keeps the file, then
+    refuses. A part's reader sees its end only in a read after its first, so ``pdf`` must
+    be larger than one (``pdfs.large_pdf``)."""
+    boundary = uuid.uuid4().hex
+
+    async def body() -> AsyncIterator[bytes]:
+        yield (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+               'filename="held.pdf"\r\nContent-Type: application/pdf\r\n\r\n').encode() + pdf
+        yield (f"\r\n--{boundary}\r\n"
+               'Content-Disposition: form-data; name="maxAttempts"\r\n\r\n').encode()
+        await release.wait()
+        yield f"abc\r\n--{boundary}--\r\n".encode()  # fmt: skip
+
+    return body(), f"multipart/form-data; boundary={boundary}"
 
 
 async def finished(api: ApiClient, job_id: str, timeout: float = 60) -> Any:
@@ -112,7 +132,7 @@ async def test_upload_answers_202_then_goes_through_every_stage_to_notes(
     assert set(job["payload"]) == {"sha256", "filename", "size"}  # a hash, never a path
     assert job["payload"]["size"] == len(data) and job["payload"]["filename"] == "Urban bees.pdf"
     sha = job["payload"]["sha256"]
-    assert [p.name for p in upload_files(api)] == [f"{sha}.owners", f"{sha}.pdf"]
+    assert [p.name for p in upload_files(api)] == [f"{sha}.kept", f"{sha}.owners", f"{sha}.pdf"]
 
     done = await finished(api, job["jobId"])
     assert done["status"] == "completed", done["error"]

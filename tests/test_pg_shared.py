@@ -5,6 +5,7 @@ not a node's."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,8 +17,9 @@ import psycopg
 import pytest
 
 from tests.liveserver import LiveServer, LlmGate
-from tests.pdfs import text_pdf
-from tests.pgcluster import URL, call, make_node, new_schema, wait_for
+from tests.pdfs import large_pdf, text_pdf
+from tests.pgcluster import URL, call, db, make_node, new_schema, wait_for
+from tests.test_pdf_api import refused_later
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -161,6 +163,39 @@ def test_an_upload_on_one_node_is_parsed_on_the_other_and_its_notes_read_on_both
     status, refused = call(a, "POST", "/api/jobs", a.token("eve"),
                            {"type": "pdf-notes", "payload": {"sha256": done["payload"]["sha256"]}})
     assert status == 404 and refused["error"]["code"] == "UPLOAD_MISSING"
+
+
+async def test_a_refused_upload_on_one_node_leaves_the_file_the_other_kept_meanwhile(
+    nodes: tuple[LiveServer, LiveServer], schema: str,
+) -> None:
+    """A stores a file, then refuses its upload (a bad field after the file); meanwhile B
+    received the same bytes and queued a job for them: A's refusal must not delete them."""
+    a, b = nodes
+    token = a.token("rhea")
+    pdf = large_pdf("Refused On A, Kept On B")
+    sha = hashlib.sha256(pdf).hexdigest()
+
+    def stored() -> bool:
+        with db(schema) as conn:
+            return bool(conn.execute("SELECT 1 FROM upload_files WHERE sha256=%s",
+                                     (sha,)).fetchone())  # fmt: skip
+
+    release = asyncio.Event()
+    body, content_type = refused_later(pdf, release)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": content_type}
+    async with aiohttp.ClientSession() as http:
+        held = asyncio.create_task(http.post(a.url + "/api/jobs", data=body, headers=headers))
+        await asyncio.to_thread(wait_for, stored, 30, "A to keep the file")
+        status, job = await asyncio.to_thread(upload, b, token, pdf)
+        assert status == 202, job
+        release.set()
+        async with await held as refused:
+            assert refused.status == 400, await refused.text()
+    assert stored()  # B's job names it
+    done = await asyncio.to_thread(
+        wait_for, lambda: (j := job_of(b, token, job["jobId"]))["status"] in
+        ("completed", "failed") and j, 30, "B's job")  # fmt: skip
+    assert done["status"] == "completed", done
 
 
 def test_the_job_quota_counts_a_users_jobs_on_every_node(

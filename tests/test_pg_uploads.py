@@ -11,11 +11,13 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from jobserver.pdf import pg_uploads
 from jobserver.pdf.pg_uploads import PgUploads
 from jobserver.store import NewJob
+from jobserver.store.pg_schema import ddl
 from jobserver.store.postgres import PostgresStore
 from tests.conftest import PG_URL
 from tests.pgcluster import schema
@@ -56,8 +58,8 @@ async def test_two_nodes_keep_one_content_once_and_either_reads_it(
     data = os.urandom(pg_uploads.CHUNK * 2 + 123)  # three chunks
     sha = hashlib.sha256(data).hexdigest()
     temps = [arriving(a, data), arriving(b, data)]
-    created = await asyncio.gather(a.keep(temps[0], sha), b.keep(temps[1], sha))
-    assert sorted(created) == [False, True]
+    kept = await asyncio.gather(a.keep(temps[0], sha), b.keep(temps[1], sha))
+    assert sorted(k.created for k in kept) == [False, True]
     assert not any(t.exists() for t in temps)
     async with b.local_copy(sha) as copy:
         assert copy.read_bytes() == data and copy.parent == b.folder
@@ -67,6 +69,54 @@ async def test_two_nodes_keep_one_content_once_and_either_reads_it(
             pass
     await a.add_owner(sha, "ann")
     assert await b.owns(sha, "ann") and not await b.owns(sha, "bob")
+
+
+async def test_a_refused_keep_removes_the_content_only_if_no_keep_came_since_nor_a_job(
+    nodes: tuple[PgUploads, PgUploads], store: PostgresStore,
+) -> None:
+    """Two keeps of one content interleave (the second waits in ``keep`` for the first's
+    commit); the first's request is refused: its removal must leave the second's file."""
+    a, b = nodes
+    data = os.urandom(pg_uploads.CHUNK + 5)
+    sha = hashlib.sha256(data).hexdigest()
+    first, second = await asyncio.gather(a.keep(arriving(a, data), sha),
+                                         b.keep(arriving(b, data), sha))  # fmt: skip
+    creator, other = (first, second) if first.created else (second, first)
+    assert creator.created and not other.created and creator.stamp != other.stamp
+    assert not await a.remove(store, sha, creator.stamp)
+    async with b.local_copy(sha) as copy:
+        assert copy.read_bytes() == data
+    assert await b.remove(store, sha, other.stamp)  # no keep since, no job: it goes
+    with pytest.raises(FileNotFoundError):
+        async with a.local_copy(sha):
+            pass
+    again = await a.keep(arriving(a, data), sha)
+    assert again.created
+    await store.enqueue(NewJob(type="t", user_id="ann", payload={"sha256": sha}))
+    assert not await a.remove(store, sha, again.stamp)  # a job names it
+
+
+async def test_upload_tables_of_version_1_gain_the_stamp(
+    store: PostgresStore, schema: str, tmp_path: Path,
+) -> None:
+    data = b"%PDF- kept by the release before stamps"
+    sha = hashlib.sha256(data).hexdigest()
+    v1 = pg_uploads.TABLES.create.replace(",\n    stamp TEXT NOT NULL DEFAULT ''", "")
+    assert v1 != pg_uploads.TABLES.create
+    conn = await asyncpg.connect(PG_URL, server_settings={"search_path": schema})
+    try:
+        await conn.execute(ddl(v1))
+        await conn.execute("INSERT INTO meta (key, value) VALUES ('schema:pdf-uploads', '1')")
+        await conn.execute("INSERT INTO upload_files VALUES ($1, 1, 0)", sha)
+    finally:
+        await conn.close()
+    uploads = PgUploads(PG_URL, schema, tmp_path / "uploads")
+    await uploads.open()
+    try:
+        kept = await uploads.keep(arriving(uploads, data), sha)
+        assert not kept.created and await uploads.remove(store, sha, kept.stamp)
+    finally:
+        await uploads.close()
 
 
 async def test_old_uploads_no_job_names_are_pruned(
@@ -110,3 +160,4 @@ async def test_one_node_parses_a_file_and_a_silent_one_is_taken_over(
     await asyncio.sleep(0.1)  # b went quiet
     assert not await a.parsing_elsewhere(sha) and await a.claim_parse(sha)
     assert not await b.claim_parse(sha)
+

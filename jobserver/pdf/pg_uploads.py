@@ -4,8 +4,10 @@ A file is kept as ``bytea`` chunks of ``CHUNK`` bytes (``upload_chunks``), writt
 one chunk at a time, so no file is ever whole in memory. The file part arrives into a local
 temporary file first (it is hashed while it arrives); ``keep`` then copies it in one
 transaction, so a file is in the table whole or not at all, and two nodes receiving the same
-content at once keep it once. The parser reads a local copy made for it (``local_copy``),
-removed when it is done. Owners are a table too. These connections are the plugin's own (a
+content at once keep it once. Each keep leaves a new ``stamp`` on the file's row: a refused
+request's ``remove`` deletes the row only while it still has that request's stamp. The
+parser reads a local copy made for it (``local_copy``), removed when it is done. Owners are
+a table too. These connections are the plugin's own (a
 small pool), so an upload never waits for, or holds up, the store's writes.
 """
 
@@ -27,18 +29,20 @@ from ..store import Store
 from ..store.pg_schema import migrate
 from ..tables import Tables
 from .files import stored_name
-from .upload_store import sweep_incoming
+from .upload_store import Kept, sweep_incoming
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 TABLES = Tables(
     name="pdf-uploads",
+    version=2,
     create="""
 CREATE TABLE IF NOT EXISTS upload_files (
     sha256 TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
-    kept_at REAL NOT NULL
+    kept_at REAL NOT NULL,
+    stamp TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS upload_chunks (
     sha256 TEXT NOT NULL REFERENCES upload_files (sha256) ON DELETE CASCADE,
@@ -61,6 +65,7 @@ CREATE TABLE IF NOT EXISTS pdf_parses (
 CREATE INDEX IF NOT EXISTS upload_files_age ON upload_files (kept_at);
 CREATE INDEX IF NOT EXISTS upload_owners_age ON upload_owners (kept_at)
 """,
+    migrations={2: "ALTER TABLE upload_files ADD COLUMN stamp TEXT NOT NULL DEFAULT ''"},
 )
 _ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 # A parse whose node has not said it is alive for this long is taken over.
@@ -105,15 +110,17 @@ class PgUploads:
             raise ServiceUnavailable("the upload store is not open")
         return self._pool
 
-    async def keep(self, temp: Path, sha256: str) -> bool:
+    async def keep(self, temp: Path, sha256: str) -> Kept:
         name = stored_name(sha256)  # checks the hash
+        stamp = uuid.uuid4().hex
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 # A second node keeping the same content waits here for the first to commit.
                 created = await conn.fetchval(
-                    "INSERT INTO upload_files (sha256, size, kept_at) VALUES ($1, $2, $3) "
-                    "ON CONFLICT (sha256) DO UPDATE SET kept_at = excluded.kept_at "
-                    "RETURNING xmax = 0", sha256, os.stat(temp).st_size, time.time(),
+                    "INSERT INTO upload_files (sha256, size, kept_at, stamp) "
+                    "VALUES ($1, $2, $3, $4) ON CONFLICT (sha256) DO UPDATE "
+                    "SET kept_at = excluded.kept_at, stamp = excluded.stamp RETURNING xmax = 0",
+                    sha256, os.stat(temp).st_size, time.time(), stamp,
                 )  # fmt: skip
                 if created:
                     with temp.open("rb") as source:
@@ -129,10 +136,16 @@ class PgUploads:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
-        return bool(created)
+        return Kept(bool(created), stamp)
 
-    async def remove(self, sha256: str) -> None:
-        await self._execute("DELETE FROM upload_files WHERE sha256=$1", sha256)
+    async def remove(self, store: Store, sha256: str, stamp: str) -> bool:
+        if sha256 in await store.payload_values("sha256"):
+            return False
+        # A keep since has left its own stamp (or waits on this row and then stores anew).
+        status = await self._execute(
+            "DELETE FROM upload_files WHERE sha256=$1 AND stamp=$2", sha256, stamp
+        )
+        return status == "DELETE 1"
 
     @contextlib.asynccontextmanager
     async def local_copy(self, sha256: str) -> AsyncIterator[Path]:

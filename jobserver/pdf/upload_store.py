@@ -4,18 +4,24 @@ Uploads are named by content hash. A folder is the data dir's ``uploads`` (one n
 always) or ``upload_dir``, a folder every node mounts; on PostgreSQL, with no ``upload_dir``,
 they are in the database, so every node can read what any node received. The parser always
 reads a local file: ``local_copy`` gives one for as long as it is needed.
+
+Every ``keep`` leaves a new stamp. A request refused after it stored a file removes it with
+its stamp (``remove``), which does nothing once the same content was kept again, by a
+request of any node, or while a kept job names it: that request's job needs the file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +36,16 @@ from .owners import add_owner_in, owns_in
 log = logging.getLogger(__name__)
 
 SHARED_SWEEP_SECONDS = 3600.0  # a shared folder's ``.incoming-*`` this old was cut short
+LOCK_NAME = ".uploads.lock"  # in a shared folder: keeps and removals one node at a time
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """What a ``keep`` did: whether it stored the content (it was not there before), and the
+    stamp it left, which the next keep of the same content replaces."""
+
+    created: bool
+    stamp: str
 
 
 class UploadStore(Protocol):
@@ -39,12 +55,15 @@ class UploadStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def keep(self, temp: Path, sha256: str) -> bool:
-        """Keep the received file ``temp`` (gone afterwards) as ``sha256``; False when that
-        content was kept already (it is fresh again: retention keeps young uploads)."""
+    async def keep(self, temp: Path, sha256: str) -> Kept:
+        """Keep the received file ``temp`` (gone afterwards) as ``sha256``; not ``created``
+        when that content was kept already (it is fresh again: retention keeps young uploads)."""
         ...
 
-    async def remove(self, sha256: str) -> None: ...
+    async def remove(self, store: Store, sha256: str, stamp: str) -> bool:
+        """Remove the content kept with ``stamp`` (a refused request's file), unless it was
+        kept again since or a job in ``store`` names it; whether it went."""
+        ...
 
     def local_copy(self, sha256: str) -> contextlib.AbstractAsyncContextManager[Path]:
         """A local file with the content, while the context lasts; FileNotFoundError when
@@ -88,9 +107,26 @@ class FolderUploads:
     def __init__(self, folder: Path, shared: bool = False) -> None:
         self.folder = folder
         self.shared = shared
+        self._lock = asyncio.Lock()
 
     def path(self, sha256: str) -> Path:
         return self.folder / stored_name(sha256)
+
+    def stamp_path(self, sha256: str) -> Path:
+        return self.folder / stored_name(sha256, ".kept")
+
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        """Keeps and removals one at a time: this process's by its lock, and in a shared
+        folder every node's by ``flock`` on ``LOCK_NAME`` (the data dir's folder is this
+        process's alone: its lock says so)."""
+        async with self._lock:
+            fd = await asyncio.to_thread(_flock, self.folder / LOCK_NAME) if self.shared else -1
+            try:
+                yield
+            finally:
+                if fd >= 0:
+                    os.close(fd)
 
     async def open(self) -> None:
         private_dir(self.folder)
@@ -100,18 +136,31 @@ class FolderUploads:
     async def close(self) -> None:
         pass
 
-    async def keep(self, temp: Path, sha256: str) -> bool:
+    async def keep(self, temp: Path, sha256: str) -> Kept:
         final = self.path(sha256)
-        if not final.exists():
-            os.replace(temp, final)
-            return True
-        os.unlink(temp)  # the same content is stored already
-        os.utime(final)  # fresh again: retention keeps young files, its job is not queued yet
-        return False
+        stamp = uuid.uuid4().hex
+        async with self._locked():
+            created = not final.exists()
+            if created:
+                os.replace(temp, final)
+            else:
+                os.unlink(temp)  # the same content is stored already
+                os.utime(final)  # fresh again: retention keeps young files
+            self.stamp_path(sha256).write_text(stamp)
+        return Kept(created, stamp)
 
-    async def remove(self, sha256: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path(sha256).unlink()
+    async def remove(self, store: Store, sha256: str, stamp: str) -> bool:
+        if sha256 in await store.payload_values("sha256"):
+            return False
+        async with self._locked():
+            try:
+                if self.stamp_path(sha256).read_text() != stamp:
+                    return False  # kept again since: that request's job needs it
+            except FileNotFoundError:
+                return False
+            self.path(sha256).unlink(missing_ok=True)
+            self.stamp_path(sha256).unlink()
+        return True
 
     @contextlib.asynccontextmanager
     async def local_copy(self, sha256: str) -> AsyncIterator[Path]:
@@ -126,7 +175,7 @@ class FolderUploads:
         return owns_in(self.folder, sha256, user_id)
 
     async def prune(self, store: Store, cutoff: float) -> int:
-        return await file_pruner(store, self.folder, "sha256")(cutoff)
+        return await file_pruner(store, self.folder, "sha256", spare={LOCK_NAME})(cutoff)
 
     # Parses are this process's alone (its flights): a shared folder does not share them.
 
@@ -141,6 +190,17 @@ class FolderUploads:
 
     async def parsing_elsewhere(self, sha256: str) -> bool:
         return False
+
+
+def _flock(path: Path) -> int:
+    """Wait for the lock file ``path`` (made if missing); its descriptor (closing it lets go)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def sweep_incoming(folder: Path, older_than: float = 0.0) -> int:

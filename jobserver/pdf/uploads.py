@@ -5,8 +5,8 @@ with our own byte count (the app's small JSON body limit does not apply to a str
 then kept by the upload store (``upload_store.py``: renamed to ``<sha256>.pdf``, or copied
 into PostgreSQL). A refused upload leaves nothing behind: its partial file goes whether the
 refusal is ours or the client's (a cancelled upload), and a file it stored goes too, unless
-another request of this process kept the same bytes meanwhile (``Receiving``): that one's job
-needs the file.
+another request, on any node, kept the same bytes meanwhile (the store's stamp says so):
+that one's job needs the file.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import re
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
@@ -36,13 +36,14 @@ from ..errors import (
 )
 from ..models import Job
 from ..plugins import Server
-from ..store import NewJob
+from ..store import NewJob, Store
 from ..web.http import user_of, whole_number
-from ..web.keys import REGISTRY, SETTINGS
+from ..web.keys import REGISTRY, SETTINGS, STORE
 from ..web.limits import multipart_parts, skip_part, too_large
 from .job import PDF_NOTES, PdfNotes
 from .upload_store import UPLOADS, UploadStore
 
+log = logging.getLogger(__name__)
 CHUNK = 256 * 1024
 # The PDF header may follow a little junk; readers look for it in the first kilobyte.
 HEADER_WINDOW = 1024
@@ -57,39 +58,7 @@ class StoredUpload:
     size: int
     filename: str
     created: bool  # this request stored the file (it was not there before)
-    mark: int = 0  # how often the file had been kept when this request kept it (Receiving)
-
-
-class Receiving:
-    """Uploads that requests of this process are still receiving: for each, how many such
-    requests hold it and how often it was kept since the first of them began.
-
-    A request that stored a file and is then refused deletes it only if no other request
-    kept the same bytes after it; otherwise that request's job, enqueued meanwhile or soon,
-    would find no file.
-    """
-
-    def __init__(self) -> None:
-        self._held: dict[tuple[Path, str], list[int]] = {}  # [holders, times kept]
-
-    def enter(self, key: tuple[Path, str]) -> int:
-        entry = self._held.setdefault(key, [0, 0])
-        entry[0] += 1
-        entry[1] += 1
-        return entry[1]
-
-    def kept_since(self, key: tuple[Path, str], mark: int) -> bool:
-        entry = self._held.get(key)
-        return entry is not None and entry[1] > mark
-
-    def leave(self, key: tuple[Path, str]) -> None:
-        entry = self._held[key]
-        entry[0] -= 1
-        if not entry[0]:
-            del self._held[key]
-
-
-RECEIVING = Receiving()
+    stamp: str  # what the store's keep left: a refused request removes the file with it
 
 
 def clean_filename(name: str | None) -> str:
@@ -128,20 +97,14 @@ async def receive_pdf(part: BodyPartReader, uploads: UploadStore, limit: int) ->
         if b"%PDF-" not in head:
             raise _not_a_pdf()
         sha = digest.hexdigest()
-        key = (uploads.folder, sha)
-        mark = RECEIVING.enter(key)  # before keep: a request that keeps it meanwhile counts
-        try:
-            created = await uploads.keep(temp, sha)
-        except BaseException:
-            RECEIVING.leave(key)
-            raise
+        kept = await uploads.keep(temp, sha)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFull("the server's disk is full: the file could not be stored") from None
         raise
-    return StoredUpload(sha, size, clean_filename(part.filename), created, mark)
+    return StoredUpload(sha, size, clean_filename(part.filename), kept.created, kept.stamp)
 
 
 async def _field(part: BodyPartReader) -> str:
@@ -186,14 +149,9 @@ async def create_pdf_job(request: web.Request) -> list[NewJob]:
             job_type.options.max_attempts,
         )
     except BaseException:
-        for upload in stored:  # refused: the files it brought go now (not ones kept before)
-            if upload.created and not RECEIVING.kept_since((uploads.folder, upload.sha256),
-                                                           upload.mark):  # fmt: skip
-                await uploads.remove(upload.sha256)
+        # Refused: the files it brought go now (not ones kept before, nor since).
+        await _remove_created(request.app[STORE], uploads, stored)
         raise
-    finally:
-        for upload in stored:
-            RECEIVING.leave((uploads.folder, upload.sha256))
     for upload in stored:
         await uploads.add_owner(upload.sha256, user_of(request))
     return [
@@ -209,6 +167,16 @@ async def create_pdf_job(request: web.Request) -> list[NewJob]:
         )
         for n, up in enumerate(stored)
     ]
+
+
+async def _remove_created(store: Store, uploads: UploadStore, stored: list[StoredUpload]) -> None:
+    for upload in stored:
+        if not upload.created:
+            continue
+        try:
+            await uploads.remove(store, upload.sha256, upload.stamp)
+        except JobServerError as exc:  # retention removes it later; the refusal stands
+            log.warning("could not remove the refused upload %s: %s", upload.sha256, exc)
 
 
 async def check_upload_owner(server: Server, new: NewJob) -> None:
