@@ -13,16 +13,22 @@ from jobserver.pdf.upload_store import LOCK_NAME, UPLOADS, FolderUploads
 from jobserver.store import NewJob
 from jobserver.web.keys import STORE
 from tests import pdfs
-from tests.conftest import MakeApi
+from tests.conftest import ApiClient, MakeApi
 from tests.test_pdf_api import finished, refused_later, upload
+
+
+async def two_servers(make_api: MakeApi, tmp_path: Path) -> tuple[ApiClient, ApiClient, Path]:
+    """Two servers with data dirs of their own and one ``upload_dir``."""
+    shared = tmp_path / "shared"
+    a = await make_api(data_dir=tmp_path / "a", upload_dir=str(shared))
+    b = await make_api(data_dir=tmp_path / "b", upload_dir=str(shared))
+    return a, b, shared
 
 
 async def test_a_file_received_by_one_server_is_parsed_by_another(
     make_api: MakeApi, tmp_path: Path
 ) -> None:
-    shared = tmp_path / "shared"
-    a = await make_api(data_dir=tmp_path / "a", upload_dir=str(shared))
-    b = await make_api(data_dir=tmp_path / "b", upload_dir=str(shared))
+    a, b, shared = await two_servers(make_api, tmp_path)
     status, job = await upload(a, pdfs.text_pdf(pages=2, title="Shared Folder"))
     assert status == 202, job
     assert (await finished(a, job["jobId"]))["status"] == "completed"
@@ -49,9 +55,7 @@ def arriving(uploads: FolderUploads, data: bytes) -> Path:
 async def test_a_refused_keep_removes_the_file_only_if_no_keep_came_since_and_no_job_names_it(
     make_api: MakeApi, tmp_path: Path
 ) -> None:
-    shared = str(tmp_path / "shared")
-    a = await make_api(data_dir=tmp_path / "a", upload_dir=shared)
-    b = await make_api(data_dir=tmp_path / "b", upload_dir=shared)
+    a, b, _ = await two_servers(make_api, tmp_path)
     ua, ub = a.app[UPLOADS], b.app[UPLOADS]
     assert isinstance(ua, FolderUploads) and isinstance(ub, FolderUploads) and ua is not ub
     store = a.app[STORE]
@@ -75,9 +79,7 @@ async def test_a_refused_keep_removes_the_file_only_if_no_keep_came_since_and_no
 async def test_a_refused_upload_leaves_the_file_another_server_kept_meanwhile(
     make_api: MakeApi, tmp_path: Path
 ) -> None:
-    shared = tmp_path / "shared"
-    a = await make_api(data_dir=tmp_path / "a", upload_dir=str(shared))
-    b = await make_api(data_dir=tmp_path / "b", upload_dir=str(shared))
+    a, b, shared = await two_servers(make_api, tmp_path)
     data = pdfs.large_pdf("Refused On A")
     path = shared / stored_name(hashlib.sha256(data).hexdigest())
     release = asyncio.Event()
