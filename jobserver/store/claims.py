@@ -4,8 +4,9 @@ A claim takes due jobs oldest first, but no more of a job type than its ``caps``
 concurrency less what already runs) and, with ``per_user``, no more of one user's jobs than
 that user has room for on this worker pool (``max_running_per_user`` less what the user
 already runs), so one user's backlog cannot hold every worker while another user waits.
-A backend excludes the types and users that are full in its query, takes jobs with
-``take``, and reads the next page when ``take`` skipped one.
+A backend reads pages of at most ``want`` due jobs, oldest first, excluding the types and users
+that are full, and claims the jobs ``page`` picks from each, while ``more`` says another page
+may hold one.
 """
 
 from __future__ import annotations
@@ -19,24 +20,43 @@ PerUser = tuple[int, dict[str, int]]
 
 
 class ClaimBudget:
-    """The room left, per capped type and per user, while one claim takes jobs.
+    """The room left, per capped type and per user, while one claim takes jobs page by page.
 
     Args:
+        limit: the most jobs the claim takes.
         caps: {job type: how many more of it may start}.
         per_user: the per-user limit and each user's running jobs, or None for no limit.
     """
 
-    __slots__ = ("per_user", "running", "types")
+    __slots__ = ("limit", "more", "per_user", "running", "taken", "types")
 
-    def __init__(self, caps: Mapping[str, int] | None, per_user: PerUser | None) -> None:
+    def __init__(
+        self, limit: int, caps: Mapping[str, int] | None, per_user: PerUser | None
+    ) -> None:
+        self.limit = limit
+        self.taken = 0
+        self.more = limit > 0  # whether to read another page
         self.types = dict(caps or {})
         self.per_user = 0 if per_user is None else per_user[0]
         self.running = {} if per_user is None else dict(per_user[1])
 
     @property
-    def limited(self) -> bool:
-        """Whether a due job may be skipped (so a short page does not mean none is left)."""
-        return bool(self.types) or self.per_user > 0
+    def want(self) -> int:
+        """How many due jobs the next page reads."""
+        return self.limit - self.taken
+
+    def page(self, jobs: list[Job]) -> list[Job]:
+        """The jobs of a page (at most ``want``, oldest first) to claim; sets ``more``.
+
+        Another page is read only when this one was full and a job in it was skipped (its
+        type or user filled up in this page, so the next page's query leaves those out):
+        otherwise no due job is left, or the page was all taken.
+        """
+        want = self.limit - self.taken
+        chosen = [job for job in jobs if self.take(job)]
+        self.taken += len(chosen)
+        self.more = self.taken < self.limit and len(jobs) >= want and len(chosen) < len(jobs)
+        return chosen
 
     def full_types(self) -> list[str]:
         return [t for t, n in self.types.items() if n <= 0]

@@ -261,30 +261,23 @@ class Batch:
         per_user: PerUser | None = None,
     ) -> list[tuple[Job, int]]:
         now = time.time()
-        budget = ClaimBudget(caps, per_user)
+        budget = ClaimBudget(limit, caps, per_user)
         out: list[tuple[Job, int]] = []
         seen: list[str] = []  # rows of earlier pages: claimed, or skipped for a full user or type
-        while len(out) < limit:
-            want = limit - len(out)
+        while budget.more:
             rows = await self.conn.fetch(
                 f"{SELECT_JOBS} WHERE status='queued' AND run_at<=$1 AND NOT (type = ANY($2)) "
                 "AND NOT (user_id = ANY($3)) AND NOT (id = ANY($4)) "
                 "ORDER BY run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED",
-                now, budget.full_types(), budget.full_users(), seen, want,
+                now, budget.full_types(), budget.full_users(), seen, budget.want,
             )  # fmt: skip
-            skipped = False
-            for row in rows:
-                job = row_to_job(tuple(row))
-                seen.append(job.id)
-                if not budget.take(job):
-                    skipped = True
-                    continue
+            jobs = [row_to_job(tuple(row)) for row in rows]
+            seen.extend(job.id for job in jobs)
+            for job in budget.page(jobs):
                 token = f"{self.token_prefix}-{next(self.tokens):x}"
                 change = changes.claimed(job, token, lease_seconds, now)
                 seq = self._save(change)
                 out.append((change[0], seq))
-            if len(rows) < want or not skipped:
-                break
         return out
 
     async def _leased(self, job_id: str, token: str) -> Job:

@@ -301,31 +301,24 @@ class Writer:
     def claim(self, op: ops.Claim) -> list[ops.JobAndSeq]:
         _, limit, lease_seconds, caps, per_user = op
         now = time.time()
-        budget = ClaimBudget(caps, per_user)
+        budget = ClaimBudget(limit, caps, per_user)
         out: list[ops.JobAndSeq] = []
-        while len(out) < limit:
+        while budget.more:
             types, users = budget.full_types(), budget.full_users()
             skip = f" AND type NOT IN ({','.join('?' * len(types))})" if types else ""
             skip += f" AND user_id NOT IN ({','.join('?' * len(users))})" if users else ""
             rows = self.conn.execute(
                 f"SELECT {JOB_COLUMNS} FROM jobs WHERE status='queued' AND run_at<=?{skip} "
                 "ORDER BY run_at, rowid LIMIT ?",
-                (now, *types, *users, limit - len(out)),
+                (now, *types, *users, budget.want),
             ).fetchall()
-            taken = len(out)
-            skipped = False
-            for row in rows:
-                job = row_to_job(row)
-                if not budget.take(job):
-                    skipped = True  # its type or user filled up in this page: the next skips it
-                    continue
+            for job in budget.page([row_to_job(row) for row in rows]):
                 token = f"{self._token_prefix}{next(self._tokens):x}"
                 change = changes.claimed(job, token, lease_seconds, now)
                 seq = self._save(change)  # first: it sets the job's last_seq
                 out.append((frames.job_fields(change[0]), seq))
-            if len(rows) < limit - taken or not skipped:
-                break  # no more due jobs (or none was skipped: the page was all taken)
-            self._flush()  # the next page must not see these as queued
+            if budget.more:
+                self._flush()  # the next page must not see these as queued
         return out
 
     def _leased(self, job_id: str, token: str) -> Job:
