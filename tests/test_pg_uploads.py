@@ -14,7 +14,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from jobserver.pdf import pg_uploads
+from jobserver.config import Settings
+from jobserver.models import Event, EventType, Job
+from jobserver.pdf import job as pdf_job
+from jobserver.pdf import pg_uploads, storage
+from jobserver.pdf.job import PdfNotes
+from jobserver.pdf.notes import NotesContent
 from jobserver.pdf.pg_uploads import PgUploads
 from jobserver.store import NewJob
 from jobserver.store.pg_schema import ddl
@@ -27,7 +32,8 @@ __all__ = ["schema"]  # the fixture: a schema of its own, dropped afterwards
 
 @pytest.fixture
 async def store(schema: str) -> AsyncIterator[PostgresStore]:
-    store = PostgresStore(PG_URL, node_id=f"{schema}-n", schema=schema)
+    store = PostgresStore(PG_URL, node_id=f"{schema}-n", schema=schema,
+                          storage=[storage.__name__])  # fmt: skip
     await store.open()
     yield store
     await store.close()
@@ -161,3 +167,61 @@ async def test_one_node_parses_a_file_and_a_silent_one_is_taken_over(
     assert not await a.parsing_elsewhere(sha) and await a.claim_parse(sha)
     assert not await b.claim_parse(sha)
 
+
+class Waiting:
+    """As much of a job's context as waiting for another node's notes uses: the job, and
+    the messages of its progress."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.messages: list[str] = []
+
+    async def progress(self, stage: str, percent: float, message: str = "",
+                       metadata: object = None) -> None:  # fmt: skip
+        self.messages.append(message)
+
+
+async def test_a_job_waiting_for_another_nodes_parse_is_woken_by_a_job_end_and_claims_once_stale(
+    nodes: tuple[PgUploads, PgUploads], store: PostgresStore, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """B's job for a file A parses looks for A's notes, but tries to take the parse only
+    once A's claim is stale (before, it tried at every look); a job's end wakes it at once."""
+    a, b = nodes
+    handler = PdfNotes(Settings(data_dir=tmp_path))
+    handler.start(store, None, b)
+    claims: list[str] = []
+    claim = b.claim_parse
+
+    async def counted(sha: str) -> bool:
+        claims.append(sha)
+        return await claim(sha)
+
+    monkeypatch.setattr(b, "claim_parse", counted)
+    monkeypatch.setattr(pdf_job, "ELSEWHERE_POLL_SECONDS", 0.05)
+    sha = "b" * 64
+    assert await a.claim_parse(sha)
+    job, _ = await store.enqueue(NewJob(type="pdf-notes", user_id="ann", payload={"sha256": sha}))
+    ctx = Waiting(job)
+    waiting = asyncio.create_task(handler._parsed_elsewhere(ctx, sha))  # type: ignore[arg-type]
+    await asyncio.sleep(1.0)  # about twenty looks
+    assert claims == [sha] and not waiting.done()  # A's claim is alive: never tried again
+    assert "another server" in ctx.messages[-1]
+    monkeypatch.setattr(pdf_job, "ELSEWHERE_POLL_SECONDS", 3600.0)
+    await asyncio.sleep(0.2)  # now in a wait only an end can cut short
+    notes = NotesContent(title="Made On A", summary="A parsed it.", page_count=1)
+    await storage.cache_notes(store, sha, notes)
+    handler.on_event(Event(1, EventType.COMPLETED, "a-job", "ann", b"{}"))  # A's job ended
+    async with asyncio.timeout(10):
+        assert await waiting == notes
+
+    monkeypatch.setattr(pdf_job, "ELSEWHERE_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(pg_uploads, "PARSE_STALE_SECONDS", 0.5)
+    other = "c" * 64
+    assert await a.claim_parse(other)  # and then A goes quiet: no notes, no beat
+    claims.clear()
+    async with asyncio.timeout(10):
+        assert await handler._parsed_elsewhere(ctx, other) is None  # type: ignore[arg-type]
+    assert claims == [other, other]  # at first, and once A's claim was stale
+    assert await a.parsing_elsewhere(other)  # B holds the parse now
+    await handler.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -40,10 +41,12 @@ SAVING_AT = 95.0
 # A prefetched flight that landed waits this long for its job before it is forgotten (its
 # notes are in the cache by then anyway).
 PREFETCH_HOLD_SECONDS = 60.0
-# Another node parsing the same file: how often its notes are looked for, and how often a
-# parsing node says it is still at it (pg_uploads.PARSE_STALE_SECONDS is the limit).
-ELSEWHERE_POLL_SECONDS = 0.2
+# Another node parsing the same file: how often its notes are looked for (sooner when a job
+# ends: its own may be the one), and how often a parsing node says it is still at it
+# (pg_uploads.PARSE_STALE_SECONDS is the limit).
+ELSEWHERE_POLL_SECONDS = 1.0
 BEAT_SECONDS = 5.0
+ENDS = frozenset({EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED})
 CLOCK_SLACK_SECONDS = 60.0
 
 
@@ -108,6 +111,7 @@ class PdfNotes:
         self._uploads: UploadStore | None = None
         self._closing = False
         self._prefetching: set[asyncio.Task[None]] = set()
+        self._job_ended: asyncio.Future[None] | None = None  # set by the next job's end
 
     def start(self, store: Store, processes: ProcessPool | None, uploads: UploadStore) -> None:
         """Work with ``store`` and ``uploads``, parsing in the server's worker ``processes``."""
@@ -177,24 +181,39 @@ class PdfNotes:
 
     async def _parsed_elsewhere(self, ctx: JobContext, sha: str) -> NotesContent | None:
         """While another node parses this file, wait for its notes (they land in the shared
-        cache); None once this node holds the file's parse (the other node's ended without
-        notes, or there was none)."""
-        told = False
+        cache before its job ends); None once this node holds the file's parse (the other
+        node's ended without notes, or there was none).
+
+        The notes are looked for when any job ends (a bus tap: every node's events come
+        through it) or every ``ELSEWHERE_POLL_SECONDS``; the parse is taken only once the
+        other node's claim is gone or stale.
+        """
+        if await self.uploads.claim_parse(sha):
+            return None
         since = time.time() - CLOCK_SLACK_SECONDS  # the other node's clock stamps its notes
-        while not await self.uploads.claim_parse(sha):
-            if not told:
-                await ctx.progress(DOWNLOADING, READ_START, "The same file is being read on "
-                                   "another server: joining that work")  # fmt: skip
-                told = True
-            await asyncio.sleep(ELSEWHERE_POLL_SECONDS)
+        await ctx.progress(DOWNLOADING, READ_START, "The same file is being read on another "
+                           "server: joining that work")  # fmt: skip
+        while True:
+            ended = self._next_end()  # before looking: an end meanwhile cuts the wait short
             cached = await storage.notes_made_since(self.store, sha, since)
             if cached is not None:
                 return cached
+            gone = not await self.uploads.parsing_elsewhere(sha)  # ended, or its node silent
+            if gone and await self.uploads.claim_parse(sha):
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(ended), ELSEWHERE_POLL_SECONDS)
         # Taken: the other node may have cached its notes and let go just now.
-        cached = await storage.notes_made_since(self.store, sha, since) if told else None
+        cached = await storage.notes_made_since(self.store, sha, since)
         if cached is not None and self._flight_for(sha, ctx.job.id) is None:
             await self.uploads.end_parse(sha)
         return cached
+
+    def _next_end(self) -> asyncio.Future[None]:
+        """Done when the next job ends (``on_event``)."""
+        if self._job_ended is None or self._job_ended.done():
+            self._job_ended = asyncio.get_running_loop().create_future()
+        return self._job_ended
 
     async def _from_cache(self, ctx: JobContext, notes: NotesContent) -> Mapping[str, Any]:
         pages = {"pages": notes.page_count}
@@ -289,7 +308,10 @@ class PdfNotes:
         return flight
 
     def on_event(self, event: Event) -> None:
-        """A bus tap: a job cancelled before it came for its prefetched flight stops it."""
+        """A bus tap: a job's end wakes the jobs waiting for another node's notes; a job
+        cancelled before it came for its prefetched flight stops it."""
+        if event.type in ENDS and self._job_ended is not None and not self._job_ended.done():
+            self._job_ended.set_result(None)
         if event.type is not EventType.CANCELLED:
             return
         for sha, flight in list(self.flights.items()):
