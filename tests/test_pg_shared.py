@@ -70,17 +70,43 @@ def nodes(tmp_path_factory: pytest.TempPathFactory, schema: str,
     a = node(root, "a", schema, *args).start()
     b = node(root, "b", schema, *args)
     try:
-        token = a.token("blocker")
-        status, job = call(a, "POST", "/api/jobs", token,
-                           {"type": "demo.sleep", "payload": {"seconds": 60}})  # fmt: skip
+        status, job = call(a, "POST", "/api/jobs", a.token("blocker"), BLOCKER)
         assert status == 202, job
-        wait_for(lambda: job_of(a, token, job["jobId"])["status"] == "active", 30, "A busy")
+        wait_for(lambda: _blockers(a) == [job["jobId"]], 30, "A busy")
         b.start()
         yield a, b
-        call(a, "POST", f"/api/jobs/{job['jobId']}/cancel", token)
+        for job_id in _blockers(a):
+            call(a, "POST", f"/api/jobs/{job_id}/cancel", a.token("blocker"))
     finally:
         b.stop()
         a.stop()
+
+
+BLOCKER = {"type": "demo.sleep", "payload": {"seconds": 600}}
+
+
+def _blockers(a: LiveServer) -> list[str]:
+    """The long sleeps running now (the tests keep one, on A)."""
+    status, page = call(a, "GET", "/api/jobs?status=active", a.token("blocker"))
+    assert status == 200, page
+    return [str(job["jobId"]) for job in page["jobs"]]
+
+
+def block_a(a: LiveServer, b: LiveServer, schema: str) -> None:
+    """Take A's one slot with a long sleep again, for the tests that expect it taken: two
+    sleeps run, one on each node; the one on B is cancelled."""
+    token = a.token("blocker")
+    for _ in range(2 - len(_blockers(a))):
+        assert call(b, "POST", "/api/jobs", token, BLOCKER)[0] == 202
+    wait_for(lambda: len(_blockers(a)) == 2, 30, "a sleep on each node")
+    with db(schema) as conn:
+        on_b = conn.execute(
+            "SELECT id FROM jobs WHERE status='active' AND starts_with(lease_token, %s)",
+            (f"{schema}-b",),
+        ).fetchall()
+    assert len(on_b) == 1, on_b
+    assert call(a, "POST", f"/api/jobs/{on_b[0][0]}/cancel", token)[0] == 200
+    wait_for(lambda: len(_blockers(a)) == 1, 30, "B free again")
 
 
 def test_a_token_from_one_node_works_on_the_other(nodes: tuple[LiveServer, LiveServer]) -> None:
@@ -135,7 +161,7 @@ def test_an_upload_on_one_node_is_parsed_on_the_other_and_its_notes_read_on_both
                     ("completed", "failed") and j, 30, "the job to finish")  # fmt: skip
     assert done["status"] == "completed", done
     # A's only slot is taken by the sleep: B ran it, from the database's copy of the file.
-    assert job_of(a, a.token("blocker"), _blocker(a))["status"] == "active"
+    assert len(_blockers(a)) == 1
     note_id = done["result"]["noteId"]
     for server in (a, b):
         status, note = call(server, "GET", f"/api/notes/{note_id}", token)
@@ -219,19 +245,20 @@ def test_the_job_quota_counts_a_users_jobs_on_every_node(
     for job_id in [*ids[1:], job["jobId"]]:
         assert call(a, "POST", f"/api/jobs/{job_id}/cancel", token)[0] == 200
 
-def _blocker(a: LiveServer) -> str:
-    status, page = call(a, "GET", "/api/jobs?status=active", a.token("blocker"))
-    assert status == 200 and page["jobs"], page
-    return str(page["jobs"][0]["jobId"])
-
-
 def test_a_job_on_one_node_joins_the_parse_of_its_file_on_the_other(
-    nodes: tuple[LiveServer, LiveServer], gate: LlmGate,
+    nodes: tuple[LiveServer, LiveServer], gate: LlmGate, schema: str,
 ) -> None:
-    """Last in this file: it frees A's slot. B parses a file and is held in its generating
-    stage; a job for the same file then runs on A (B's one slot is busy) and waits for B's
-    notes instead of parsing again."""
+    """B parses a file and is held in its generating stage; A's slot is freed, so a job for
+    the same file then runs on A (B's one slot is busy) and waits for B's notes instead of
+    parsing again. A's slot is taken again afterwards, for the tests that expect it."""
     a, b = nodes
+    try:
+        _join_across_nodes(a, b, gate)
+    finally:
+        block_a(a, b, schema)
+
+
+def _join_across_nodes(a: LiveServer, b: LiveServer, gate: LlmGate) -> None:
     token = a.token("wes")
     before = gate.calls
     gate.hold()
@@ -240,7 +267,8 @@ def test_a_job_on_one_node_joins_the_parse_of_its_file_on_the_other(
         assert status == 202, first
         gate.wait_held()
         assert job_of(a, token, first["jobId"])["status"] == "active"
-        assert call(a, "POST", f"/api/jobs/{_blocker(a)}/cancel", a.token("blocker"))[0] == 200
+        blocker = _blockers(a)[0]
+        assert call(a, "POST", f"/api/jobs/{blocker}/cancel", a.token("blocker"))[0] == 200
         status, second = call(a, "POST", "/api/jobs", token,
                               {"type": "pdf-notes", "payload": first["payload"]})  # fmt: skip
         assert status == 202, second
@@ -254,3 +282,4 @@ def test_a_job_on_one_node_joins_the_parse_of_its_file_on_the_other(
     assert done[1]["result"]["joined"] is True and done[1]["result"]["cacheHit"] is False
     assert done[0]["result"]["noteId"] != done[1]["result"]["noteId"]
     assert gate.calls == before + 1  # one parse, one call for notes
+
