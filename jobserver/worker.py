@@ -32,8 +32,10 @@ WAKE_EVENTS = frozenset({EventType.QUEUED, EventType.RETRYING})
 # from the first to the last of these (seconds): work resumes soon after the store does.
 STORE_RETRY_PAUSES = (0.1, 2.0)
 # The longest the dispatcher sleeps without claiming; also how often it asks the store when
-# the next delayed job is due (jobs queued for later by other nodes, or before this start).
+# the next delayed job is due (one queued before this start, or whose event was missed).
 IDLE_SECONDS = 5.0
+# Jobs heard of by their event alone (another node's) that it keeps apart, at most.
+UNSEEN_MAX = 1024
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -117,6 +119,9 @@ class WorkerPool:
         # needs no read after every claim.
         self._next_due: float | None = None
         self._due_read_at = -IDLE_SECONDS
+        # Jobs queued (or retrying) that this pool heard of by their event alone, as it hears
+        # of another node's: the event has no run time, so the next idle round reads it.
+        self._unseen: set[str] = set()
         # Whether due jobs may wait for a capped type's or a user's running job to end:
         # then such an end wakes the dispatcher.
         self._blocked = False
@@ -164,6 +169,7 @@ class WorkerPool:
     # -- claiming ---------------------------------------------------------------------------
 
     def _queued(self, job: Job) -> None:
+        self._unseen.discard(job.id)  # its event came first; its run time is here
         self._later(job.run_at)
 
     def _later(self, run_at: float) -> None:
@@ -179,6 +185,11 @@ class WorkerPool:
 
     def _on_event(self, event: Event) -> None:
         if event.type in WAKE_EVENTS:
+            if event.job_id not in self.running:  # not this pool's own retry (_later knows)
+                self._unseen.add(event.job_id)
+                if len(self._unseen) > UNSEEN_MAX:  # a flood: one read covers them all
+                    self._unseen.clear()
+                    self._due_read_at = -IDLE_SECONDS
             self._wake.set()
         elif event.type is EventType.CANCELLED:
             running = self.running.get(event.job_id)
@@ -205,6 +216,7 @@ class WorkerPool:
                 self._blocked = bool(caps) or per_user is not None
                 jobs = await self.events.claim(free, self.lease_seconds, caps or None, per_user)
                 for job in jobs:
+                    self._unseen.discard(job.id)  # due: claimed before its hook ran, say
                     self._start(job)
                 if len(jobs) < free:
                     self._blocked = self._blocked and self._at_a_cap()
@@ -226,7 +238,12 @@ class WorkerPool:
         if self._next_due is not None and self._next_due <= now:
             self._next_due = None  # it is due: claim it
             return
-        if now - self._due_read_at >= IDLE_SECONDS:
+        if self._unseen:
+            # A job of this node committed with the claim is answered in this turn too: its
+            # queued hook (``_queued``) runs first and says when it is due.
+            await asyncio.sleep(0)
+        if self._unseen or now - self._due_read_at >= IDLE_SECONDS:
+            self._unseen.clear()
             self._due_read_at = now
             due = await self.events.store.next_run_at(after=now)
             if due is not None:

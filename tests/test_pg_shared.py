@@ -9,6 +9,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -283,3 +284,26 @@ def _join_across_nodes(a: LiveServer, b: LiveServer, gate: LlmGate) -> None:
     assert done[0]["result"]["noteId"] != done[1]["result"]["noteId"]
     assert gate.calls == before + 1  # one parse, one call for notes
 
+
+def test_a_delayed_job_submitted_on_one_node_runs_on_the_other_once_due(
+    nodes: tuple[LiveServer, LiveServer],
+) -> None:
+    """A's slot is taken, so B runs a job A took for a second later. B hears of it by its
+    event, which has no run time: it must read when the job is due then, not at its next
+    periodic read (worker.IDLE_SECONDS, 5 s), which would start it seconds late."""
+    a, b = nodes
+    assert len(_blockers(a)) == 1
+    token = a.token("dee")
+    for _ in range(3):  # at any moment in B's idle rounds
+        status, job = call(a, "POST", "/api/jobs", token, {
+            "type": "demo.sleep", "payload": {"seconds": 0}, "delaySeconds": 1})  # fmt: skip
+        assert status == 202, job
+        done = wait_for(lambda j=job: (r := job_of(b, token, j["jobId"]))["status"] in
+                        ("completed", "failed") and r, 30, "the delayed job")  # fmt: skip
+        assert done["status"] == "completed", done
+        late = _seconds(done["startedAt"]) - _seconds(done["runAt"])
+        assert 0 <= late < 1.0, (late, done)
+
+
+def _seconds(wire_time: str) -> float:
+    return datetime.fromisoformat(wire_time.replace("Z", "+00:00")).timestamp()
