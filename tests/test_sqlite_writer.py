@@ -18,7 +18,7 @@ import pytest
 
 from jobserver.errors import ServiceUnavailable
 from jobserver.models import Event, Job, JobStage, JobStatus
-from jobserver.store import NewJob, ProgressUpdate, sqlite_link
+from jobserver.store import NewJob, ProgressUpdate, sqlite_link, sqlite_ops
 from jobserver.store import sqlite as sqlite_module
 from jobserver.store.frames import HEADER, Link, job_fields, new_job, new_job_fields, pack
 from jobserver.store.sqlite import SqliteStore
@@ -172,6 +172,50 @@ def test_a_held_batch_takes_frames_until_one_a_caller_waits_on() -> None:
     assert link.receive_until(10, time.monotonic(), _foreground) == []
     os.close(write_fd)
     assert link.receive_until(10, far, _foreground) == []  # end of file
+
+
+async def test_an_enqueue_is_answered_before_the_rest_of_its_batch_is_published(
+    store: tuple[SqliteStore, list[Event]],
+) -> None:
+    """Other jobs' progress submitted in the same turn shares the enqueue's commit, but the
+    enqueue runs first: its caller hears back once its own event is published."""
+    s, published = store
+    job_id, token = await running(s)
+    heard: list[Event] = []
+
+    def done(event: Event | None, error: BaseException | None) -> None:
+        assert event is not None and error is None
+        heard.append(event)
+
+    for i in range(20):
+        s.progress(job_id, token, ProgressUpdate(JobStage.PROCESSING, float(i)), done)
+    _, [queued] = await s.enqueue(NewJob(type="t", user_id="u1"))
+    assert published[-1] == queued and heard == []  # the progress is not out yet
+    async with asyncio.timeout(10):
+        while len(heard) < 20:
+            await asyncio.sleep(0.01)
+    assert [e.seq for e in heard] == list(range(queued.seq + 1, queued.seq + 21))
+    assert published[-21:] == [queued, *heard]
+
+
+def test_enqueues_run_ahead_of_other_jobs_changes_but_never_of_a_cancel(tmp_path: Path) -> None:
+    writer = Writer(sqlite3.connect(tmp_path / "w.db", isolation_level=None))
+    writer.open()
+    enqueue = ("enqueue", new_job_fields(NewJob(type="t", user_id="u1")))
+    writer.run([enqueue])
+    [(_, [(fields, claimed)])], _ = writer.run([("claim", 1, 30.0, None, None)])
+    job = Job(*fields)
+    assert job.lease_token is not None
+    progress = ("progress", job.id, job.lease_token, JobStage.PROCESSING.value, 5.0, "", None,
+                None)  # fmt: skip
+    batch: list[Any] = [progress, enqueue, ("cancel", "nope", None), progress, enqueue]
+    assert sqlite_ops.enqueues_first(batch) == [1]  # the second enqueue stays behind the cancel
+    outcomes, rows = writer.run(batch, [1])
+    assert [ok for ok, _ in outcomes] == [True, True, False, True, True]
+    first = outcomes[1][1][1][0]
+    assert first == claimed + 1 == rows[0][0] and rows[0][1] == "job.queued"
+    assert [row[1] for row in rows] == ["job.queued", "job.progress", "job.progress", "job.queued"]
+    assert sqlite_ops.first_events(batch, [1], outcomes) == 1
 
 
 def test_the_writer_file_stays_a_valid_database_after_its_writer_is_killed(

@@ -25,6 +25,7 @@ from ..errors import DatabaseDamaged, ServiceUnavailable
 from ..models import Event
 from . import frames, sqlite_ops
 from .answer import answer
+from .hold import FOREGROUND
 from .sqlite_writer import BOOT, MAX_BATCH, PLUGIN_PATH
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class WriterLink:
         self._pending: list[_Pending] = []  # submitted, not yet sent
         self._in_flight: deque[list[_Pending]] = deque()  # sent, one list per frame
         self._send_soon = False
+        self._sent_foreground = False  # an op a request waits on was sent this turn
         self._proc: asyncio.subprocess.Process | None = None
         self._replies_task: asyncio.Task[None] | None = None
         self._lock_fd: int | None = None
@@ -240,7 +242,16 @@ class WriterLink:
         """``op``'s result, once committed (and its events published)."""
         future = self.submit(op, decode)
         assert future is not None
+        if op[0] in FOREGROUND and not self._sent_foreground and self._pending:
+            # A request waits on it: sent now, not at the end of this turn of the loop (once
+            # a turn, so that a burst of them still goes as one frame).
+            self._sent_foreground = True
+            asyncio.get_running_loop().call_soon(self._end_turn)
+            self._send()
         return await future
+
+    def _end_turn(self) -> None:
+        self._sent_foreground = False
 
     def _send(self) -> None:
         """Send what this turn of the loop submitted, as frames of at most MAX_BATCH ops."""
@@ -322,7 +333,7 @@ class WriterLink:
         assert proc.stdout is not None
         try:
             while True:
-                count, outcomes, rows, durable = await frames.read(proc.stdout)
+                count, outcomes, rows, durable, ahead, lead = await frames.read(proc.stdout)
                 batches = [self._in_flight[i] for i in range(count)]
                 self.durable = durable
                 if outcomes is None:  # the writer could not read this request
@@ -330,7 +341,7 @@ class WriterLink:
                     for pending in batches[0]:
                         self._settle(pending, False, error)
                 else:
-                    await self._finish(batches, outcomes, rows)
+                    await self._finish(batches, outcomes, rows, ahead, lead)
                 for _ in range(count):
                     self._in_flight.popleft()
                 # Replies already buffered would otherwise be handled in one go: let the
@@ -387,13 +398,24 @@ class WriterLink:
         self._send()
 
     async def _finish(
-        self, batches: list[list[_Pending]], outcomes: list[tuple[bool, Any]], rows: list[Any]
-    ) -> None:
+        self, batches: list[list[_Pending]], outcomes: list[tuple[bool, Any]], rows: list[Any],
+        ahead: list[int], lead: int,
+    ) -> None:  # fmt: skip
         """Durable now: publish the events in seq order, a slice per turn of the loop (a big
-        batch's fan-out would hold the loop for milliseconds), then answer each caller."""
+        batch's fan-out would hold the loop for milliseconds), then answer each caller.
+
+        The ops the writer ran first (``ahead``: enqueues, see ``sqlite_ops.enqueues_first``)
+        made the first ``lead`` events: their callers are answered once those are published,
+        and get a turn of the loop to reply before the rest of the batch is published.
+        """
         events = [Event(*row) for row in rows]
-        await self._publish_sliced(events)
         first = events[0].seq if events else 0
+        if ahead:
+            await self._publish_sliced(events[:lead])
+            await self._answer_ahead(batches, outcomes, ahead, events, first)
+            await self._publish_sliced(events[lead:])
+        else:
+            await self._publish_sliced(events)
         results = iter(outcomes)
         for batch in batches:
             for pending in batch:
@@ -405,6 +427,22 @@ class WriterLink:
                 elif isinstance(value, ServiceUnavailable):  # not a domain error: the file
                     self._write_failure = value.message
                 self._settle(pending, ok, value)
+
+    async def _answer_ahead(
+        self, batches: list[list[_Pending]], outcomes: list[tuple[bool, Any]], ahead: list[int],
+        events: list[Event], first: int,
+    ) -> None:  # fmt: skip
+        """Answer the callers of the ops at ``ahead`` (their events are published), then let
+        them run for a turn of the loop."""
+        flat = [pending for batch in batches for pending in batch]
+        for i in ahead:
+            pending = flat[i]
+            ok, value = outcomes[i]
+            if ok and pending.decode is not None:
+                value = pending.decode(value, events, first)
+                pending.decode = None  # answered: the loop over every op only skips it
+            self._settle(pending, ok, value)
+        await asyncio.sleep(0)
 
     async def _publish_sliced(self, events: list[Event]) -> None:
         for start in range(0, len(events), PUBLISH_SLICE):

@@ -73,6 +73,39 @@ JobAndSeq = tuple[JobFields, Seq]
 CheckpointResult = tuple[int, int, int, int]  # busy, WAL pages, pages copied, WAL bytes after
 
 
+# -- which ops of a batch run first ------------------------------------------------------------
+
+ENQUEUES = frozenset({"enqueue", "enqueue_many"})
+# Ops an enqueue may run ahead of: they change jobs already made (a claim takes queued ones,
+# and may as well take the new one), so none can depend on a job that enqueue makes or finds.
+CROSSABLE = frozenset({"progress", "complete", "fail", "requeue", "renew", "claim", "ping"})
+
+
+def enqueues_first(batch: Sequence[Op]) -> list[int]:
+    """Indices of the enqueues in ``batch`` that run first, in their order: every one with
+    nothing but crossable ops (and other enqueues) before it. A caller waits on an enqueue;
+    nobody waits on the others, so its event is published and its caller answered first
+    (``sqlite_link``), before the rest of a batch that other jobs' progress filled."""
+    first: list[int] = []
+    for i, op in enumerate(batch):
+        if op[0] in ENQUEUES:
+            first.append(i)
+        elif op[0] not in CROSSABLE:
+            break
+    return first
+
+
+def first_events(batch: Sequence[Op], first: Sequence[int], outcomes: Sequence[Any]) -> int:
+    """How many of a reply's events (in seq order) the ``first`` ops made: theirs come first."""
+    count = 0
+    for i in first:
+        ok, value = outcomes[i]
+        if ok:
+            made = [value] if batch[i][0] == "enqueue" else value
+            count += sum(len(seqs) for _, seqs in made)
+    return count
+
+
 class Handlers(TypedDict):
     """What a writer runs each op with (each handler takes the whole op): a writer builds
     this table, so mypy checks every handler against its op's fields and result."""

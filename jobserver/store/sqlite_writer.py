@@ -147,11 +147,22 @@ class Writer:
 
     # -- batches ----------------------------------------------------------------------------
 
-    def run(self, batch: list[ops.Op]) -> tuple[list[Outcome], list[EventRow]]:
-        """Run ``batch`` in order: one transaction, except that a checkpoint runs between two.
+    def run(
+        self, batch: list[ops.Op], ahead: Sequence[int] = ()
+    ) -> tuple[list[Outcome], list[EventRow]]:
+        """Run ``batch`` in order, except the ops at ``ahead`` first: one transaction, except
+        that a checkpoint runs between two.
 
-        Returns each op's outcome and the events committed, in seq order.
+        Returns each op's outcome, in ``batch``'s order, and the events committed, in seq order.
         """
+        if ahead:
+            skip = set(ahead)
+            order = [*ahead, *(i for i in range(len(batch)) if i not in skip)]
+            ran, events = self.run([batch[i] for i in order])
+            placed: list[Outcome] = [(False, None)] * len(batch)
+            for i, outcome in zip(order, ran, strict=True):
+                placed[i] = outcome
+            return placed, events
         outcomes: list[Outcome] = []
         committed: list[EventRow] = []
         start = 0
@@ -525,7 +536,7 @@ def serve(
                 if request is frames.UNREADABLE:
                     _answer(writer, link, requests[start:i])
                     log.error("a request from the server could not be read")
-                    link.send((1, None, [], writer.durable))
+                    link.send((1, None, [], writer.durable, [], 0))
                     start = i + 1
             _answer(writer, link, requests[start:])
             took = time.monotonic() - began
@@ -552,9 +563,14 @@ def _foreground(request: list[ops.Op]) -> bool:
 
 
 def _answer(writer: Writer, link: frames.Link, requests: list[list[ops.Op]]) -> None:
+    """Run ``requests`` and send one reply: (how many requests it answers, each op's
+    outcome, the events, the durable seq, the ops that ran first, how many events they made)."""
     if requests:
-        outcomes, events = writer.run([op for request in requests for op in request])
-        link.send((len(requests), outcomes, events, writer.durable))
+        batch = [op for request in requests for op in request]
+        ahead = ops.enqueues_first(batch)
+        outcomes, events = writer.run(batch, ahead)
+        lead = ops.first_events(batch, ahead, outcomes)
+        link.send((len(requests), outcomes, events, writer.durable, ahead, lead))
 
 
 def main(
