@@ -10,9 +10,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
+import pytest
 
 from jobserver.models import Event, JobStage
-from jobserver.store import NewJob, ProgressUpdate
+from jobserver.store import NewJob, ProgressUpdate, postgres
+from jobserver.store.pg_schema import LOCK_SPACE, SEQ_LOCK
 from jobserver.store.postgres import PostgresStore
 from jobserver.store.schema import CORE
 from tests.pgcluster import URL, schema
@@ -248,3 +250,38 @@ async def test_nodes_taking_turns_never_reuse_or_skip_a_seq(schema: str) -> None
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_after_an_enqueue_a_claim_is_held_to_commit_with_the_next_enqueue(
+    schema: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The writer's hold (store/hold.py): soon after an op a request waits on, a claim waits
+    up to as long as the last batch took for the next such op, and commits with it. The
+    hold's limits are raised here and a batch is made slow (its seq lock is held elsewhere),
+    so the hold is seconds long, not milliseconds: no race with the clock."""
+    monkeypatch.setattr(postgres, "HOLD_SECONDS", 60.0)
+    monkeypatch.setattr(postgres, "HOLD_RECENT_SECONDS", 60.0)
+    store = node(schema)
+    await store.open()
+    try:
+        with psycopg.connect(URL, autocommit=True) as other:
+            other.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, SEQ_LOCK))
+            slow = asyncio.create_task(store.enqueue(NewJob(type="t", user_id="u")))
+            await asyncio.sleep(2.0)
+            other.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, SEQ_LOCK))
+            first, _ = await slow  # its batch took 2 s: so may the next hold
+        claim = asyncio.create_task(store.claim(1, 30.0))
+        await asyncio.sleep(0.5)
+        assert not claim.done()  # held for an op a request waits on
+        second, _ = await store.enqueue(NewJob(type="t", user_id="u"))
+        async with asyncio.timeout(5):
+            [(claimed, _)] = await claim
+        assert claimed.id == first.id
+        with psycopg.connect(URL, options=f"-c search_path={schema}") as conn:
+            xmins = conn.execute("SELECT DISTINCT xmin::text FROM jobs WHERE id IN (%s, %s)",
+                                 (first.id, second.id)).fetchall()  # fmt: skip
+        assert len(xmins) == 1  # the claim and the enqueue: one transaction
+        async with asyncio.timeout(5):  # no enqueue follows: held no longer than a batch took
+            assert [j.id for j, _ in await store.claim(1, 30.0)] == [second.id]
+    finally:
+        await store.close()
