@@ -92,16 +92,23 @@ def main(argv: list[str] | None = None) -> int:
             git("worktree", "remove", "--force", str(path))
 
 
-def compare(args: argparse.Namespace, made: list[Path]) -> int:
-    base_root, base_id = checkout(args.base, made)
-    if args.new:
-        new_root, new_id = checkout(args.new, made)
+def checkout_sides(
+    base: str, new: str, made: list[Path]
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """The base and new trees (``new`` empty: this checkout as it is) and their names."""
+    base_root, base_id = checkout(base, made)
+    if new:
+        new_root, new_id = checkout(new, made)
         new_name = new_id[:12]
     else:
         new_root, new_name = ROOT, describe_here()
-    sides = {"base": base_root, "new": new_root}
-    runs: dict[str, list[dict[str, Any]]] = {"base": [], "new": []}
     print(f"base {base_id[:12]} ({base_root})\nnew  {new_name} ({new_root})")
+    return {"base": base_root, "new": new_root}, {"base": base_id, "new": new_name}
+
+
+def compare(args: argparse.Namespace, made: list[Path]) -> int:
+    sides, names = checkout_sides(args.base, args.new, made)
+    runs: dict[str, list[dict[str, Any]]] = {"base": [], "new": []}
     print(f"{args.jobs} jobs, {args.progress} progress events each, concurrency "
           f"{args.concurrency}, {args.rounds} rounds, order alternating\n")  # fmt: skip
     print("| round | order | base jobs/s | new jobs/s | new/base | base CPU ms/job "
@@ -129,7 +136,7 @@ def compare(args: argparse.Namespace, made: list[Path]) -> int:
     print(f"loop lag p99, worst run: base {fmt(lag['base'], 1)} ms, new {fmt(lag['new'], 1)} ms; "
           f"{time.monotonic() - started:.0f} s in all")  # fmt: skip
     if args.json:
-        args.json.write_text(json.dumps({"base": base_id, "new": new_name, "runs": runs}))
+        args.json.write_text(json.dumps({**names, "runs": runs}))
     return 0 if new / base >= args.need else 1
 
 

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ab import checkout, describe_here, git
-from harness import ROOT, parse_result
+from ab import checkout_sides, git
+from harness import parse_result
 from report import fmt
 
 RUN = ("import harness, userpath; harness.emit_result(userpath.run_latency({pairs}, "
@@ -48,16 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     made: list[Path] = []
     try:
-        base_root, base_id = checkout(args.base, made)
-        if args.new:
-            new_root, new_id = checkout(args.new, made)
-            new_name = new_id[:12]
-        else:
-            new_root, new_name = ROOT, describe_here()
-        sides = {"base": base_root, "new": new_root}
+        sides, _ = checkout_sides(args.base, args.new, made)
         runs: dict[str, list[dict[str, Any]]] = {"base": [], "new": []}
-        print(f"base {base_id[:12]} ({base_root})\nnew  {new_name} ({new_root})\n")
-        print("| round | side | load events/s | POST p50 ms | GET p50 ms | POST/GET p50 "
+        print("\n| round | side | load events/s | POST p50 ms | GET p50 ms | POST/GET p50 "
               "| paced p50 ms | paced p99 ms |")  # fmt: skip
         print("|---|---|---:|---:|---:|---:|---:|---:|")
         for n in range(args.rounds):
