@@ -216,7 +216,8 @@ class WriterLink:
     def submit(
         self, op: sqlite_ops.Op, decode: Decode | None = None, *, done: Done | None = None
     ) -> asyncio.Future[Any] | None:
-        """Queue ``op`` now; ops commit in the order they were submitted.
+        """Queue ``op`` now; ops commit in the order they were submitted, except that an
+        enqueue may run ahead of other jobs' changes (``sqlite_ops.enqueues_first``).
 
         With ``done``, no future is made: ``done`` is called once the op committed or failed.
         """
