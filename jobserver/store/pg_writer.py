@@ -61,8 +61,10 @@ WRITE = (
 BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({LOCK_SPACE}, {SEQ_LOCK})"
 SELECT_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs"
 TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
-# Ops that read the tables themselves: the rows the batch changed are written first.
-READING = frozenset({"claim", "renew", "recover", "prune", "op", "remove_finished"})
+# Ops that read the tables themselves: the rows the batch changed are written first. A claim
+# needs no such write: it passes over the jobs the batch changed (a job the batch made or
+# requeued is claimed by a later batch, once its event woke a worker).
+READING = frozenset({"renew", "recover", "prune", "op", "remove_finished"})
 
 
 class PgTx:
@@ -263,7 +265,9 @@ class Batch:
         now = time.time()
         budget = ClaimBudget(limit, caps, per_user)
         out: list[tuple[Job, int]] = []
-        seen: list[str] = []  # rows of earlier pages: claimed, or skipped for a full user or type
+        # Rows of earlier pages (claimed, or skipped for a full user or type) and the jobs
+        # this batch changed and has not written yet, which the table shows as they were.
+        seen: list[str] = list(self._dirty)
         while budget.more:
             rows = await self.conn.fetch(
                 f"{SELECT_JOBS} WHERE status='queued' AND run_at<=$1 AND NOT (type = ANY($2)) "
