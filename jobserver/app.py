@@ -76,7 +76,8 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.database_url:
         store = PostgresStore(settings.database_url, node_id=node_id(settings),
                               storage=plugins.storage_modules,
-                              schema=settings.database_schema)  # fmt: skip
+                              schema=settings.database_schema,
+                              max_open_jobs=settings.max_jobs_per_user)  # fmt: skip
     else:
         store = SqliteStore(settings.db_path, storage=plugins.storage_modules,
                             check_seconds=settings.db_check_seconds)  # fmt: skip
@@ -95,7 +96,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     for hook in plugins.queued_hooks:
         queue.on_queued(functools.partial(hook, server))
     if isinstance(store, PostgresStore):
-        app[QUOTA].count = store.open_jobs_of  # every node's jobs count, read at each check
+        app[QUOTA].in_store = True  # counted by the store's writes, which every node shares
     else:
         await app[QUOTA].load(store)  # before anything is published
         bus.add_tap(app[QUOTA].on_event)

@@ -127,6 +127,20 @@ class TooManyRequests(JobServerError):
         self.retry_after = retry_after
 
 
+class TooManyJobs(TooManyRequests):
+    """A user has the most queued or running jobs allowed (``max_jobs_per_user``)."""
+
+    code = "QUOTA_JOBS"
+    retry_seconds = 5.0  # jobs finish soon: the client is told to try again then
+
+    def __init__(self, max_jobs: int) -> None:
+        super().__init__(
+            f"you have {max_jobs} jobs queued or running, the most allowed: "
+            "wait for some to finish",
+            retry_after=self.retry_seconds,
+        )  # fmt: skip
+
+
 class ServiceUnavailable(JobServerError):
     code = "UNAVAILABLE"
     status = 503

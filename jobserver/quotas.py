@@ -2,25 +2,24 @@
 
 On SQLite (one server) the count of each user's queued and active jobs is kept in memory from
 the bus (a job is counted from its ``job.queued`` event to its completion, failure or
-cancellation), loaded from the store at start. On PostgreSQL several nodes take jobs for the
-same user, so the count is the database's, read at each check (``count``). An enqueue in
-flight holds a reservation, so concurrent requests to one node cannot overshoot the limit
-between the check and the event; requests in flight at once on other nodes can, by at most
-their number.
+cancellation), loaded from the store at start; an enqueue in flight holds a reservation, so
+concurrent requests cannot overshoot the limit between the check and the event. On
+PostgreSQL several nodes take jobs for the same user: the store refuses a job past the limit
+itself, in the write transaction, under the lock every node's writes take
+(``PostgresStore``'s ``max_open_jobs``), and ``JobQuota`` checks nothing (``in_store``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from .config import Settings
-from .errors import TooManyRequests
+from .errors import TooManyJobs, TooManyRequests
 from .models import Event, EventType
 from .store import Store
 
 FINISHED = frozenset({EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED})
-JOBS_RETRY_AFTER = 5.0  # seconds a client is told to wait when it has too many jobs
 BYTES_RETRY_AFTER = 3600.0  # kept bytes are freed by pruning, not soon
 
 
@@ -29,15 +28,13 @@ class JobQuota:
 
     Args:
         max_jobs: the limit per user.
-        count: a user's open jobs as the database counts them (several nodes share it);
-            None: counted here, from the bus.
+        in_store: the store refuses jobs past the limit itself (PostgreSQL, where several
+            nodes share the count); this then checks nothing.
     """
 
-    def __init__(
-        self, max_jobs: int, count: Callable[[str], Awaitable[int]] | None = None
-    ) -> None:
+    def __init__(self, max_jobs: int, in_store: bool = False) -> None:
         self.max_jobs = max_jobs
-        self.count = count
+        self.in_store = in_store
         self._open: dict[str, int] = {}
         self._pending: dict[str, int] = {}
 
@@ -67,14 +64,12 @@ class JobQuota:
         A job's ``job.queued`` event is published before its enqueue returns, so it is
         counted by the time the reservation ends.
         """
-        counted = self.open_jobs(user_id) if self.count is None else await self.count(user_id)
+        if self.in_store:
+            yield
+            return
         pending = self._pending.get(user_id, 0)
-        if counted + pending + count > self.max_jobs:
-            raise TooManyRequests(
-                f"you have {self.max_jobs} jobs queued or running, the most allowed: "
-                "wait for some to finish",
-                code="QUOTA_JOBS", retry_after=JOBS_RETRY_AFTER,
-            )  # fmt: skip
+        if self.open_jobs(user_id) + pending + count > self.max_jobs:
+            raise TooManyJobs(self.max_jobs)
         self._pending[user_id] = pending + count
         try:
             yield

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from jobserver.errors import TooManyJobs
 from jobserver.models import Event, JobStage
 from jobserver.store import NewJob, ProgressUpdate, postgres
 from jobserver.store.pg_schema import LOCK_SPACE, SEQ_LOCK
@@ -22,8 +23,9 @@ from tests.pgcluster import URL, schema
 __all__ = ["schema"]  # the fixture: a schema of its own, dropped afterwards
 
 
-def node(schema: str, node_id: str = "n1") -> PostgresStore:
-    return PostgresStore(URL, node_id=f"{schema}-{node_id}", schema=schema)
+def node(schema: str, node_id: str = "n1", max_open_jobs: int | None = None) -> PostgresStore:
+    return PostgresStore(URL, node_id=f"{schema}-{node_id}", schema=schema,
+                         max_open_jobs=max_open_jobs)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -98,6 +100,36 @@ async def test_a_node_recovers_its_own_jobs_at_start_and_others_after_their_leas
         lost = await b.recover(expired_only=True)  # a's leases ran out: b takes them back
         assert {e.job_id for e in lost} == {j.id for j, _ in mine}
         assert all(b'"WORKER_LOST"' in e.data for e in [*own, *lost])
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_the_job_quota_holds_for_requests_at_once_on_two_nodes(schema: str) -> None:
+    """The quota is counted in the write, under the lock every node's writes take: of 12
+    enqueues at once on two nodes, exactly the 3 that fit are taken; another user's in the
+    same batches are not refused with them; a batch or a retry past it takes nothing."""
+    a, b = node(schema, "a", max_open_jobs=3), node(schema, "b", max_open_jobs=3)
+    await a.open()
+    await b.open()
+    try:
+        tries = [s.enqueue(NewJob(type="t", user_id=user))
+                 for s in (a, b) for user in ("u", "u", "u", "u", "u", "v")]  # fmt: skip
+        got = await asyncio.gather(*tries, return_exceptions=True)
+        taken = [r[0] for r in got if not isinstance(r, BaseException)]
+        refused = [r for r in got if isinstance(r, BaseException)]
+        assert sorted(j.user_id for j in taken) == ["u", "u", "u", "v", "v"]
+        assert len(refused) == 7 and all(isinstance(r, TooManyJobs) for r in refused)
+        assert refused[0].code == "QUOTA_JOBS"
+        first = next(j for j in taken if j.user_id == "u")
+        await a.cancel(first.id, "u")
+        with pytest.raises(TooManyJobs):
+            await b.enqueue_many([NewJob(type="t", user_id="u"), NewJob(type="t", user_id="u")])
+        await b.enqueue(NewJob(type="t", user_id="u"))  # the one place the cancel freed
+        with pytest.raises(TooManyJobs):
+            await a.retry(first.id, "u")
+        assert (await a.get_job(first.id)).status == "cancelled"  # type: ignore[union-attr]
+        assert await a.open_jobs_by_user() == {"u": 3, "v": 2}
     finally:
         await a.close()
         await b.close()

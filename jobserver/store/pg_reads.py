@@ -96,14 +96,6 @@ class PgReads:
         )
         return {str(user): int(n) for user, n in rows}
 
-    async def open_jobs_of(self, user_id: str) -> int:
-        """``user_id``'s queued and active jobs, on every node (the job quota's count)."""
-        rows = await self._read(
-            "SELECT COUNT(*) FROM jobs WHERE user_id = $1 AND status IN ('queued', 'active')",
-            user_id,
-        )
-        return int(rows[0][0])
-
     async def payload_total(self, user_id: str, key: str) -> int:
         rows = await self._read(
             "SELECT COALESCE(SUM((payload::jsonb ->> $1)::numeric), 0) FROM jobs "

@@ -24,7 +24,7 @@ PRUNE_LOCK = 3  # cluster-wide duties run on one node at a time
 # PostgreSQL's own additions to the core tables (made after them, versioned the same way).
 PG_CORE = Tables(
     name="core-pg",
-    # The job quota counts a user's open jobs at every submission, on every node.
+    # The job quota counts a user's open jobs in each write that adds some, on every node.
     create="CREATE INDEX IF NOT EXISTS jobs_open_user ON jobs (user_id) "
     "WHERE status IN ('queued', 'active')",
 )

@@ -7,6 +7,11 @@ are written once at its end (or before an op that reads the tables itself), with
 and the ``NOTIFY``, in one statement. A batch of writes alone is three round trips: ``BEGIN``
 with the lock, the write (which checks the head the batch guessed, in a snapshot taken once
 the lock is held), ``COMMIT``; four when the head is read first (``Batch``'s ``guess``).
+
+The job quota is kept here too, under the same lock, so it holds across nodes: the write
+also counts the open jobs of each user the batch adds jobs for, as they were before it. If
+that count and the jobs added pass the limit, the batch is rolled back and made again
+counting before each op that adds jobs (a round trip each, only near the limit).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..errors import JobServerError
+from ..errors import JobServerError, TooManyJobs
 from ..models import JOB_FIELDS, ErrorDict, Job, ResultDict, encode_event, iso
 from ..tables import WriteOp
 from . import changes
@@ -44,8 +49,13 @@ HEAD = f"SELECT {_HEAD}"
 # The batch's job rows, its events and its NOTIFY (when $N+6 is not null) in one statement:
 # each column goes as one array, so the statement is the same for any number of rows. It
 # answers the head as it found it: given a head to expect ($N+7), it writes nothing unless
-# the head is that.
+# the head is that. It also answers the open jobs of each user named in $N+8, before it.
 _EXPECTED = f"(SELECT ${_N + 7}::int8 IS NULL OR head = ${_N + 7}::int8 FROM h)"
+OPEN_SQL = "status IN ('queued', 'active')"  # the jobs the quota counts (index jobs_open_user)
+_OPEN = (
+    f"(SELECT array_agg((SELECT COUNT(*) FROM jobs WHERE user_id = q.u AND {OPEN_SQL}) "
+    f"ORDER BY q.o) FROM unnest(${_N + 8}::text[]) WITH ORDINALITY AS q(u, o))"
+)
 WRITE = (
     f"WITH h AS (SELECT {_HEAD} AS head), "
     f"j AS (INSERT INTO jobs ({JOB_COLUMNS}) SELECT * FROM unnest({_JOB_ARRAYS}) "
@@ -55,8 +65,9 @@ WRITE = (
     f"unnest(${_N + 1}::int8[], ${_N + 2}::text[], ${_N + 3}::text[], ${_N + 4}::text[], "
     f"${_N + 5}::bytea[]) WHERE {_EXPECTED}) "
     f"SELECT head, (SELECT pg_notify('jobserver_events', ${_N + 6}::text) "
-    f"WHERE ${_N + 6}::text IS NOT NULL) FROM h"
+    f"WHERE ${_N + 6}::text IS NOT NULL), {_OPEN} FROM h"
 )
+COUNT_OPEN = f"SELECT COUNT(*) FROM jobs WHERE user_id = $1 AND {OPEN_SQL}"
 # One round trip: the simple protocol runs both; the lock is held from here to COMMIT.
 BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({LOCK_SPACE}, {SEQ_LOCK})"
 SELECT_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs"
@@ -106,6 +117,10 @@ class _Stale(Exception):
     which an op's caller would get)."""
 
 
+class _OverQuota(Exception):
+    """The batch may take a user past the job quota: it is made again, counting exactly."""
+
+
 class Batch:
     """The ops of one transaction on ``conn``; ``run`` returns each op's outcome and the
     events committed (as rows: seq, type, job id, user id, data). ``head`` is then the
@@ -122,15 +137,21 @@ class Batch:
         token_prefix: this node's lease token prefix (its node id), so it can tell its own.
         plugin_ops: the plugins' write ops by name.
         guess: the head this node expects, or None to read it.
+        max_open: the most queued and active jobs a user may have (``TooManyJobs`` for an
+            enqueue or retry past it), or None for no limit.
     """
 
     def __init__(self, conn: Any, token_prefix: str, tokens: itertools.count[int],
-                 plugin_ops: Mapping[str, WriteOp], guess: int | None = None) -> None:  # fmt: skip
+                 plugin_ops: Mapping[str, WriteOp], guess: int | None = None,
+                 max_open: int | None = None) -> None:  # fmt: skip
         self.conn = conn
         self.token_prefix = token_prefix
         self.tokens = tokens
         self.plugin_ops = plugin_ops
         self.guess = guess
+        self.max_open = max_open
+        self._exact = False  # count each user's open jobs before each op that adds some
+        self._added: dict[str, int] = {}  # jobs added per user since the last write
         self.seq = 0
         self.head = 0
         self._unchecked: int | None = None  # the guessed head, until a write checked it
@@ -149,12 +170,15 @@ class Batch:
         }  # fmt: skip
 
     async def run(self, ops: Sequence[Op]) -> tuple[list[Outcome], list[tuple[Any, ...]]]:
-        if self.guess is not None and all(op[0] != "op" for op in ops):
+        guess = self.guess if all(op[0] != "op" for op in ops) else None
+        while True:
             try:
-                return await self._run(ops, self.guess)
+                return await self._run(ops, guess)
             except _Stale:
-                self._dirty, self._events, self._written = {}, [], 0
-        return await self._run(ops, None)
+                guess = None
+            except _OverQuota:
+                guess, self._exact = None, True
+            self._dirty, self._events, self._written, self._added = {}, [], 0, {}
 
     async def _run(
         self, ops: Sequence[Op], guess: int | None
@@ -192,12 +216,32 @@ class Batch:
         columns = [list(c) for c in zip(*jobs, strict=True)] if jobs else [[]] * _N
         rows = [list(c) for c in zip(*events, strict=True)] if events else [[]] * 5
         expected, self._unchecked = self._unchecked, None
-        head = await self.conn.fetchval(WRITE, *columns, *rows, notify, expected)
+        users = list(self._added)
+        head, _, counts = await self.conn.fetchrow(
+            WRITE, *columns, *rows, notify, expected, users
+        )  # fmt: skip
         if expected is not None and head != expected:
             self.head = int(head)
             raise _Stale
-        self._dirty = {}
+        # Conservative: the jobs this batch finished before adding these are still counted.
+        if self.max_open is not None and any(
+            n + self._added[u] > self.max_open for u, n in zip(users, counts or (), strict=True)
+        ):
+            raise _OverQuota
+        self._dirty, self._added = {}, {}
         self._written = len(self._events)
+
+    async def _room(self, user_id: str, count: int) -> None:
+        """Before an op adds ``count`` jobs of ``user_id``: counted now when exact (else at
+        the next write), ``TooManyJobs`` when they do not fit."""
+        if self.max_open is None or count == 0:
+            return
+        if not self._exact:
+            self._added[user_id] = self._added.get(user_id, 0) + count
+            return
+        await self._flush()
+        if int(await self.conn.fetchval(COUNT_OPEN, user_id)) + count > self.max_open:
+            raise TooManyJobs(self.max_open)
 
     async def _load(self, job_id: str) -> Job | None:
         job = self._dirty.get(job_id)
@@ -230,6 +274,7 @@ class Batch:
                 if job.user_id == new.user_id and job.idempotency_key == new.idempotency_key:
                     return job, []
         change = changes.new_job(new, time.time())
+        await self._room(new.user_id, 1)
         seq = self._save(change)
         return change[0], [seq]
 
@@ -249,6 +294,9 @@ class Batch:
                     made.append(row_to_job(tuple(row)))
                     continue
             made.append(changes.new_job(new, now))
+        for user_id in {new.user_id for new in news}:
+            added = sum(1 for m in made if not isinstance(m, Job) and m[0].user_id == user_id)
+            await self._room(user_id, added)
         out: list[tuple[Job, list[int]]] = []
         for item in made:
             if isinstance(item, Job):
@@ -312,7 +360,10 @@ class Batch:
         return await self._owned(job_id, user_id, changes.cancelled)
 
     async def retry(self, job_id: str, user_id: str | None) -> tuple[Job, int]:
-        return await self._owned(job_id, user_id, changes.retried)
+        job = changes.owned(await self._load(job_id), job_id, user_id)
+        change = changes.retried(job, time.time())
+        await self._room(job.user_id, 1)
+        return change[0], self._save(change)
 
     async def remove(self, job_id: str, user_id: str | None) -> tuple[Job, int]:
         return await self._owned(job_id, user_id, changes.removed)

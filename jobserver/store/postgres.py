@@ -69,11 +69,14 @@ class PostgresStore(PgReads):
             recovers its own jobs from a previous life at once.
         storage: plugins' storage modules (their tables and write ops).
         schema: the PostgreSQL schema to use (``search_path``); made when missing.
+        max_open_jobs: the job quota: the most queued and active jobs one user may have,
+            on every node (an enqueue or retry past it fails ``TooManyJobs``); None: none.
     """
 
     def __init__(self, url: str, *, node_id: str, storage: Sequence[str] = (),
-                 schema: str = "public") -> None:  # fmt: skip
+                 schema: str = "public", max_open_jobs: int | None = None) -> None:  # fmt: skip
         self.url = url
+        self.max_open_jobs = max_open_jobs
         self.node_id = node_id
         self.storage = tuple(storage)
         self.schema = schema
@@ -274,7 +277,7 @@ class PostgresStore(PgReads):
                 async with self._pool.acquire() as conn:
                     writing = self._writing = Batch(
                         conn, self.node_id, self._tokens, self._plugin_ops,
-                        known if self._guessing else None,
+                        known if self._guessing else None, self.max_open_jobs,
                     )  # fmt: skip
                     outcomes, rows = await writing.run([p.op for p in batch])
                 # Guess the next head while no other node's write came in between.
