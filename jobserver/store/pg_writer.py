@@ -130,7 +130,8 @@ class Batch:
     does not read the head first: its first write checks it, under the lock, and writes
     nothing if it differs; the transaction is then rolled back and the batch made again
     after reading the head. A round trip fewer while no other node writes in between. Plugin
-    ops (arbitrary code, which should run once) never guess.
+    ops (arbitrary code, which should run once) never guess, and their batch counts the job
+    quota exactly from the start.
 
     Args:
         conn: an asyncpg connection, in no transaction.
@@ -170,7 +171,9 @@ class Batch:
         }  # fmt: skip
 
     async def run(self, ops: Sequence[Op]) -> tuple[list[Outcome], list[tuple[Any, ...]]]:
-        guess = self.guess if all(op[0] != "op" for op in ops) else None
+        plain = all(op[0] != "op" for op in ops)  # a plugin op is code that should run once
+        guess = self.guess if plain else None
+        self._exact = not plain
         while True:
             try:
                 return await self._run(ops, guess)
