@@ -76,6 +76,9 @@ TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 # needs no such write: it passes over the jobs the batch changed (a job the batch made or
 # requeued is claimed by a later batch, once its event woke a worker).
 READING = frozenset({"renew", "recover", "prune", "op", "remove_finished"})
+# Ops on one job (its id first), whose rows a batch locks and reads in one round trip at its
+# start rather than one each: a busy node's batch holds many jobs' progress.
+ONE_JOB = frozenset({"progress", "complete", "fail", "requeue", "cancel", "retry", "remove"})
 
 
 class PgTx:
@@ -157,6 +160,7 @@ class Batch:
         self.head = 0
         self._unchecked: int | None = None  # the guessed head, until a write checked it
         self._dirty: dict[str, Job] = {}
+        self._rows: dict[str, Job | None] = {}  # rows as this transaction last wrote or read them
         self._events: list[tuple[int, str, str, str, bytes]] = []
         self._written = 0
         self._stamp = ""
@@ -182,6 +186,7 @@ class Batch:
             except _OverQuota:
                 guess, self._exact = None, True
             self._dirty, self._events, self._written, self._added = {}, [], 0, {}
+            self._rows = {}
 
     async def _run(
         self, ops: Sequence[Op], guess: int | None
@@ -194,10 +199,12 @@ class Batch:
                 self.head = self._unchecked = guess
             self.seq = self.head
             self._stamp = iso(time.time()) or ""
+            await self._prefetch(ops)
             results: list[Outcome] = []
             for op in ops:
                 if op[0] in READING:
                     await self._flush()
+                    self._rows = {}  # the op may change rows itself (a renew's expiry)
                 try:
                     results.append((True, await self._ops[op[0]](*op[1:])))
                 except JobServerError as exc:  # raised before the op wrote anything
@@ -231,6 +238,7 @@ class Batch:
             n + self._added[u] > self.max_open for u, n in zip(users, counts or (), strict=True)
         ):
             raise _OverQuota
+        self._rows.update(self._dirty)
         self._dirty, self._added = {}, {}
         self._written = len(self._events)
 
@@ -246,12 +254,29 @@ class Batch:
         if int(await self.conn.fetchval(COUNT_OPEN, user_id)) + count > self.max_open:
             raise TooManyJobs(self.max_open)
 
+    async def _prefetch(self, ops: Sequence[Op]) -> None:
+        """Lock and read the rows of every job the batch's one-job ops name (in id order)."""
+        ids = sorted({op[1] for op in ops if op[0] in ONE_JOB})
+        if not ids:
+            return
+        rows = await self.conn.fetch(
+            f"{SELECT_JOBS} WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids
+        )  # fmt: skip
+        self._rows = dict.fromkeys(ids)
+        for row in rows:
+            job = row_to_job(tuple(row))
+            self._rows[job.id] = job
+
     async def _load(self, job_id: str) -> Job | None:
         job = self._dirty.get(job_id)
         if job is not None:
             return job
+        if job_id in self._rows:
+            return self._rows[job_id]
         row = await self.conn.fetchrow(f"{SELECT_JOBS} WHERE id=$1 FOR UPDATE", job_id)
-        return None if row is None else row_to_job(tuple(row))
+        job = None if row is None else row_to_job(tuple(row))
+        self._rows[job_id] = job
+        return job
 
     def _save(self, change: changes.Change) -> int:
         job, type_ = change
