@@ -71,6 +71,20 @@ COUNT_OPEN = f"SELECT COUNT(*) FROM jobs WHERE user_id = $1 AND {OPEN_SQL}"
 # One round trip: the simple protocol runs both; the lock is held from here to COMMIT.
 BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({LOCK_SPACE}, {SEQ_LOCK})"
 SELECT_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs"
+# A page of due jobs to claim: $1 when, $2 full types, $3 full users, $4 ids passed over, $5
+# how many.
+CLAIM_PAGE = (
+    f"{SELECT_JOBS} WHERE status='queued' AND run_at<=$1 AND NOT (type = ANY($2)) "
+    "AND NOT (user_id = ANY($3)) AND NOT (id = ANY($4)) "
+    "ORDER BY run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED"
+)
+# The rows of jobs named by id ($4, locked in id order), and a batch's first claim page, in
+# one round trip: each row says which it is.
+PREFETCH = (
+    f"WITH named AS ({SELECT_JOBS} WHERE id = ANY($4) ORDER BY id FOR UPDATE), "
+    f"page AS ({CLAIM_PAGE}) "
+    "SELECT false, * FROM named UNION ALL SELECT true, * FROM page"
+)
 TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 # Ops that read the tables themselves: the rows the batch changed are written first. A claim
 # needs no such write: it passes over the jobs the batch changed (a job the batch made or
@@ -161,6 +175,9 @@ class Batch:
         self._unchecked: int | None = None  # the guessed head, until a write checked it
         self._dirty: dict[str, Job] = {}
         self._rows: dict[str, Job | None] = {}  # rows as this transaction last wrote or read them
+        self._named: list[str] = []  # the jobs the batch's one-job ops name: no claim takes them
+        self._page: list[Job] | None = None  # the first claim's first page, read up front
+        self._page_at = 0.0  # when it was read
         self._events: list[tuple[int, str, str, str, bytes]] = []
         self._written = 0
         self._stamp = ""
@@ -186,7 +203,7 @@ class Batch:
             except _OverQuota:
                 guess, self._exact = None, True
             self._dirty, self._events, self._written, self._added = {}, [], 0, {}
-            self._rows = {}
+            self._rows, self._page = {}, None
 
     async def _run(
         self, ops: Sequence[Op], guess: int | None
@@ -204,7 +221,8 @@ class Batch:
             for op in ops:
                 if op[0] in READING:
                     await self._flush()
-                    self._rows = {}  # the op may change rows itself (a renew's expiry)
+                    # The op may change rows itself (a renew's expiry).
+                    self._rows, self._page = {}, None
                 try:
                     results.append((True, await self._ops[op[0]](*op[1:])))
                 except JobServerError as exc:  # raised before the op wrote anything
@@ -255,17 +273,27 @@ class Batch:
             raise TooManyJobs(self.max_open)
 
     async def _prefetch(self, ops: Sequence[Op]) -> None:
-        """Lock and read the rows of every job the batch's one-job ops name (in id order)."""
-        ids = sorted({op[1] for op in ops if op[0] in ONE_JOB})
-        if not ids:
+        """Lock and read the rows of every job the batch's one-job ops name (in id order) and
+        the first page of its first claim, in one round trip."""
+        self._named = sorted({op[1] for op in ops if op[0] in ONE_JOB})
+        claim = next((op for op in ops if op[0] == "claim"), None)
+        if claim is None and not self._named:
             return
+        self._page_at = now = time.time()
+        budget = ClaimBudget(claim[1], claim[3], claim[4]) if claim is not None else None
         rows = await self.conn.fetch(
-            f"{SELECT_JOBS} WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids
+            PREFETCH, now, budget.full_types() if budget else [],
+            budget.full_users() if budget else [], self._named, claim[1] if claim else 0,
         )  # fmt: skip
-        self._rows = dict.fromkeys(ids)
+        self._rows = dict.fromkeys(self._named)
+        self._page = [] if claim is not None else None
         for row in rows:
-            job = row_to_job(tuple(row))
-            self._rows[job.id] = job
+            job = row_to_job(tuple(row)[1:])
+            if row[0]:
+                assert self._page is not None
+                self._page.append(job)
+            else:
+                self._rows[job.id] = job
 
     async def _load(self, job_id: str) -> Job | None:
         job = self._dirty.get(job_id)
@@ -338,20 +366,20 @@ class Batch:
         self, limit: int, lease_seconds: float, caps: dict[str, int] | None = None,
         per_user: PerUser | None = None,
     ) -> list[tuple[Job, int]]:
-        now = time.time()
+        page, self._page = self._page, None  # read up front (the same query), if this is it
+        now = time.time() if page is None else self._page_at
         budget = ClaimBudget(limit, caps, per_user)
         out: list[tuple[Job, int]] = []
-        # Rows of earlier pages (claimed, or skipped for a full user or type) and the jobs
-        # this batch changed and has not written yet, which the table shows as they were.
-        seen: list[str] = list(self._dirty)
+        # Rows of earlier pages (claimed, or skipped for a full user or type), the jobs the
+        # batch's one-job ops name, and the jobs this batch changed and has not written yet,
+        # which the table shows as they were.
+        seen: list[str] = [*self._named, *self._dirty]
         while budget.more:
-            rows = await self.conn.fetch(
-                f"{SELECT_JOBS} WHERE status='queued' AND run_at<=$1 AND NOT (type = ANY($2)) "
-                "AND NOT (user_id = ANY($3)) AND NOT (id = ANY($4)) "
-                "ORDER BY run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED",
-                now, budget.full_types(), budget.full_users(), seen, budget.want,
-            )  # fmt: skip
-            jobs = [row_to_job(tuple(row)) for row in rows]
+            if page is None:
+                page = [row_to_job(tuple(row)) for row in await self.conn.fetch(
+                    CLAIM_PAGE, now, budget.full_types(), budget.full_users(), seen, budget.want,
+                )]  # fmt: skip
+            jobs, page = page, None
             seen.extend(job.id for job in jobs)
             for job in budget.page(jobs):
                 token = f"{self.token_prefix}-{next(self.tokens):x}"
