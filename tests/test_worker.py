@@ -340,13 +340,15 @@ async def test_a_delayed_job_is_claimed_when_due_without_a_store_read_per_claim(
     store.next_run_at = counted  # type: ignore[method-assign]
     pool = WorkerPool(events, registry, concurrency=2, lease_seconds=10, grace_seconds=0.5)
     await pool.start()
+    t0 = time.monotonic()
     later, _ = await events.enqueue(NewJob(type="quick", user_id="u", delay_seconds=0.6))
     for _ in range(20):
         await events.enqueue(NewJob(type="quick", user_id="u"))
-    t0 = time.monotonic()
     async with asyncio.timeout(5):
         while not await completed(store, later.id):
             await asyncio.sleep(0.01)
-    assert 0.4 < time.monotonic() - t0 < 4.0  # when due, not after the 5 s idle limit
+    # When due, not after the 5 s idle limit (timed from its own enqueue: on a loaded machine
+    # the twenty after it took 0.2 s, and 0.4 s after them was too strict a floor).
+    assert 0.6 <= time.monotonic() - t0 < 4.0
     assert reads <= 2  # not one per claim
     await pool.stop()

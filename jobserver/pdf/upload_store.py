@@ -159,7 +159,7 @@ class FolderUploads:
             except FileNotFoundError:
                 return False
             self.path(sha256).unlink(missing_ok=True)
-            self.stamp_path(sha256).unlink()
+            self.stamp_path(sha256).unlink(missing_ok=True)  # or retention took it just now
         return True
 
     @contextlib.asynccontextmanager

@@ -175,7 +175,7 @@ async def _remove_created(store: Store, uploads: UploadStore, stored: list[Store
             continue
         try:
             await uploads.remove(store, upload.sha256, upload.stamp)
-        except JobServerError as exc:  # retention removes it later; the refusal stands
+        except (JobServerError, OSError) as exc:  # retention removes it later; the refusal stands
             log.warning("could not remove the refused upload %s: %s", upload.sha256, exc)
 
 
