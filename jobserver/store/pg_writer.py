@@ -7,6 +7,8 @@ are written once at its end (or before an op that reads the tables itself), with
 and the ``NOTIFY``, in one statement. A batch of writes alone is three round trips: ``BEGIN``
 with the lock, the write (which checks the head the batch guessed, in a snapshot taken once
 the lock is held), ``COMMIT``; four when the head is read first (``Batch``'s ``guess``).
+Ops that read rows add one round trip: after the lock, one statement locks and reads the rows
+of every job the batch's one-job ops name and the first page of its first claim.
 
 The job quota is kept here too, under the same lock, so it holds across nodes: the write
 also counts the open jobs of each user the batch adds jobs for, as they were before it. If
