@@ -70,8 +70,15 @@ WRITE = (
     f"WHERE ${_N + 6}::text IS NOT NULL), {_OPEN} FROM h"
 )
 COUNT_OPEN = f"SELECT COUNT(*) FROM jobs WHERE user_id = $1 AND {OPEN_SQL}"
-# One round trip: the simple protocol runs both; the lock is held from here to COMMIT.
-BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({LOCK_SPACE}, {SEQ_LOCK})"
+# One round trip: the simple protocol runs all three; the lock is held from here to COMMIT.
+# The batch's statements are the same few, run with new values each time: PostgreSQL would
+# plan the large ones again at every run (a custom plan, chosen for their parameters), which
+# took longer than running them (the write: about 1.1 ms instead of 0.7 measured here). Their
+# generic plan, made once per connection, serves any values; SET LOCAL ends at COMMIT.
+BEGIN_LOCKED = (
+    "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; "
+    f"SELECT pg_advisory_xact_lock({LOCK_SPACE}, {SEQ_LOCK})"
+)
 SELECT_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs"
 # A page of due jobs to claim: $1 when, $2 full types, $3 full users, $4 ids passed over, $5
 # how many.
