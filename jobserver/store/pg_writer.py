@@ -8,7 +8,8 @@ and the ``NOTIFY``, in one statement. A batch of writes alone is three round tri
 with the lock, the write (which checks the head the batch guessed, in a snapshot taken once
 the lock is held), ``COMMIT``; four when the head is read first (``Batch``'s ``guess``).
 Ops that read rows add one round trip: after the lock, one statement locks and reads the rows
-of every job the batch's one-job ops name and the first page of its first claim.
+of every job the batch's one-job ops name and the first page of its first claim, and reads the
+head (so a batch that did not guess it needs no round trip of its own for it).
 
 The job quota is kept here too, under the same lock, so it holds across nodes: the write
 also counts the open jobs of each user the batch adds jobs for, as they were before it. If
@@ -87,12 +88,13 @@ CLAIM_PAGE = (
     "AND NOT (user_id = ANY($3)) AND NOT (id = ANY($4)) "
     "ORDER BY run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED"
 )
-# The rows of jobs named by id ($4, locked in id order), and a batch's first claim page, in
-# one round trip: each row says which it is.
+# The head, the rows of jobs named by id ($4, locked in id order) and a batch's first claim
+# page, in one round trip: each row has the head, then says which it is (null: no row).
 PREFETCH = (
     f"WITH named AS ({SELECT_JOBS} WHERE id = ANY($4) ORDER BY id FOR UPDATE), "
-    f"page AS ({CLAIM_PAGE}) "
-    "SELECT false, * FROM named UNION ALL SELECT true, * FROM page"
+    f"page AS ({CLAIM_PAGE}), "
+    "x AS (SELECT false AS claimed, * FROM named UNION ALL SELECT true, * FROM page) "
+    f"SELECT {_HEAD}, x.* FROM (SELECT 1) AS one LEFT JOIN x ON true"
 )
 TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 # Ops that read the tables themselves: the rows the batch changed are written first. A claim
@@ -219,13 +221,13 @@ class Batch:
     ) -> tuple[list[Outcome], list[tuple[Any, ...]]]:
         await self.conn.execute(BEGIN_LOCKED)
         try:
+            head = await self._prefetch(ops, guess is None)
             if guess is None:
-                self.head = int(await self.conn.fetchval(HEAD) or 0)
+                self.head = int(head or 0)
             else:
                 self.head = self._unchecked = guess
             self.seq = self.head
             self._stamp = iso(time.time()) or ""
-            await self._prefetch(ops)
             results: list[Outcome] = []
             for op in ops:
                 if op[0] in READING:
@@ -281,13 +283,15 @@ class Batch:
         if int(await self.conn.fetchval(COUNT_OPEN, user_id)) + count > self.max_open:
             raise TooManyJobs(self.max_open)
 
-    async def _prefetch(self, ops: Sequence[Op]) -> None:
+    async def _prefetch(self, ops: Sequence[Op], head: bool) -> int | None:
         """Lock and read the rows of every job the batch's one-job ops name (in id order) and
-        the first page of its first claim, in one round trip."""
+        the first page of its first claim, in one round trip that also reads the head (after
+        the lock: every seq up to it is committed); None when there was nothing to read and
+        no ``head`` was asked for."""
         self._named = sorted({op[1] for op in ops if op[0] in ONE_JOB})
         claim = next((op for op in ops if op[0] == "claim"), None)
-        if claim is None and not self._named:
-            return
+        if claim is None and not self._named and not head:
+            return None
         self._page_at = now = time.time()
         budget = ClaimBudget(claim[1], claim[3], claim[4]) if claim is not None else None
         rows = await self.conn.fetch(
@@ -297,12 +301,15 @@ class Batch:
         self._rows = dict.fromkeys(self._named)
         self._page = [] if claim is not None else None
         for row in rows:
-            job = row_to_job(tuple(row)[1:])
-            if row[0]:
+            if row[1] is None:  # the head alone: no job row
+                continue
+            job = row_to_job(tuple(row)[2:])
+            if row[1]:
                 assert self._page is not None
                 self._page.append(job)
             else:
                 self._rows[job.id] = job
+        return int(rows[0][0])
 
     async def _load(self, job_id: str) -> Job | None:
         job = self._dirty.get(job_id)

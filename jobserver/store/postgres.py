@@ -37,7 +37,7 @@ from .claims import PerUser
 from .hold import FOREGROUND, HOLD_MAX_OPS, HOLD_RECENT_SECONDS, HOLD_SECONDS
 from .pg_reads import PgReads
 from .pg_schema import LOCK_SPACE, PG_CORE, migrate
-from .pg_writer import Batch, Op
+from .pg_writer import HEAD, Batch, Op
 from .protocol import NewJob, ProgressUpdate, Pruned
 from .schema import CORE
 
@@ -214,10 +214,7 @@ class PostgresStore(PgReads):
 
     async def _head(self) -> int:
         assert self._pool is not None
-        value = await self._pool.fetchval(
-            "SELECT GREATEST(COALESCE((SELECT MAX(seq) FROM events), 0), "
-            "(SELECT value::bigint FROM meta WHERE key='pruned'))"
-        )
+        value = await self._pool.fetchval(HEAD)
         return int(value or 0)
 
     # -- writes ------------------------------------------------------------------------------
