@@ -1,7 +1,7 @@
 // Types of jobclient/tracker.js: tracked jobs and the connection as UI snapshots.
 
 import type { ConnectionState, JobClient, JobClientOptions, JobEvent } from './client.js';
-import type { ErrorInfo } from './net.js';
+import type { ErrorInfo, Job } from './net.js';
 
 /** A tracked job as a UI shows it. */
 export interface TrackedJob {
@@ -31,10 +31,14 @@ export interface TrackerState {
   readonly jobProgress: TrackedJob | null;
 }
 
+/** The end of a followed job: its event, or, when the job had ended before trackJob followed
+ * it, its snapshot from the API (reported once either way). */
+export type JobEnd = JobEvent | Job;
+
 export interface TrackerCallbacks {
   /** The result's noteId when it has one, else the whole result. */
-  onJobCompleted?: (noteIdOrResult: unknown, event: JobEvent) => void;
-  onJobFailed?: (message: string, event: JobEvent) => void;
+  onJobCompleted?: (noteIdOrResult: unknown, end: JobEnd) => void;
+  onJobFailed?: (message: string, end: JobEnd) => void;
   onJobProgress?: (event: JobEvent) => void;
 }
 

@@ -7,6 +7,8 @@
 import { createJobClient, STATE } from './client.js';
 import { describeError } from './net.js';
 
+const ENDS = Object.freeze({ completed: true, failed: true });
+
 /** A tracked job as a UI shows it: where it is, and how it ended. */
 function view(job, meta) {
   const names = (meta && meta.stageNames) || {};
@@ -32,7 +34,9 @@ function view(job, meta) {
  * Options: userId (follow all of that user's events; optional), client (an existing
  * JobClient) or clientOptions (for a new one: baseUrl, token, transports...), and callbacks
  * read when they fire (so a framework may replace them on every render): onJobCompleted(noteId
- * or result, event), onJobFailed(message, event), onJobProgress(event).
+ * or result, event), onJobFailed(message, event), onJobProgress(event). A job passed to
+ * trackJob that had already ended (it ran faster than the request that made it returned) is
+ * reported once from its snapshot, which then stands for the event.
  */
 export class JobTracker {
   constructor(options = {}) {
@@ -42,6 +46,11 @@ export class JobTracker {
     this.client = options.client || createJobClient({ storageKey, ...options.clientOptions });
     this._listeners = new Set();
     this._off = null;
+    // Jobs trackJob began to follow whose end was not reported yet: one that ended before its
+    // events were followed is reported from its snapshot. Then its end's seq is kept here, so
+    // the same end arriving as an event is not reported twice.
+    this._awaiting = new Set();
+    this._reportedAt = new Map();
     this._state = Object.freeze({
       connectionState: this.client.connectionState(),
       isConnected: false,
@@ -74,7 +83,12 @@ export class JobTracker {
       }),
       onEvent: (event) => this._event(event),
       onJobState: (job) => {
-        if (c.trackedJobs().includes(job.jobId)) this._job(job);
+        if (!c.trackedJobs().includes(job.jobId)) return;
+        this._job(job);
+        if (this._awaiting.has(job.jobId) && ENDS[job.status]) {
+          this._reportedAt.set(job.jobId, job.lastSeq || job.seq || 0);
+          this._ended(job);
+        }
       },
       onJobGone: ({ jobId }) => this._drop(jobId),
       onError: (info) => this._set({ connectionError: info }),
@@ -95,10 +109,13 @@ export class JobTracker {
   trackJob = (jobId) => {
     if (typeof jobId !== 'string' || !jobId) return;
     if (!this._state.jobs[jobId]) this._job({ jobId, status: 'queued', stage: 'queued' });
+    this._awaiting.add(jobId);
     this.client.trackJob(jobId);
   };
 
   stopTracking = (jobId) => {
+    this._awaiting.delete(jobId);
+    this._reportedAt.delete(jobId);
     this.client.stopTracking(jobId);
     this._drop(jobId);
   };
@@ -112,12 +129,23 @@ export class JobTracker {
     this._job(event);
     const cb = this.callbacks;
     if (event.type === 'job.progress' && cb.onJobProgress) cb.onJobProgress(event);
-    if (event.type === 'job.completed' && cb.onJobCompleted) {
-      const result = event.result || {};
-      cb.onJobCompleted(result.noteId !== undefined ? result.noteId : result, event);
+    if (event.type !== 'job.completed' && event.type !== 'job.failed') return;
+    const reported = this._reportedAt.get(event.jobId);
+    if (reported !== undefined && event.seq <= reported) return; // told from its snapshot
+    this._ended(event);
+  }
+
+  /** A followed job ended: onJobCompleted or onJobFailed, with its event (or, when it had
+   * ended before its events were followed, its snapshot from the API). */
+  _ended(job) {
+    this._awaiting.delete(job.jobId);
+    const cb = this.callbacks;
+    if (job.status === 'completed' && cb.onJobCompleted) {
+      const result = job.result || {};
+      cb.onJobCompleted(result.noteId !== undefined ? result.noteId : result, job);
     }
-    if (event.type === 'job.failed' && cb.onJobFailed) {
-      cb.onJobFailed(describeError(event.error).message, event);
+    if (job.status === 'failed' && cb.onJobFailed) {
+      cb.onJobFailed(describeError(job.error).message, job);
     }
   }
 

@@ -677,3 +677,42 @@ test('tracker: snapshots of tracked jobs and the connection; callbacks; removal'
   assert.equal(tracker.getState().connectionState, STATE.IDLE);
   assert.ok(snapshots.length >= 6);
 });
+
+test('tracker: a job that ended before trackJob followed it is reported once', async () => {
+  const { createJobTracker } = await import('../../static/jobclient/tracker.js');
+  const server = makeServer();
+  const client = createJobClient(clientOptions(server));
+  const tracker = createJobTracker({ client });
+  const ends = [];
+  tracker.callbacks = {
+    onJobCompleted: (result, job) => ends.push(`${job.jobId}:ok`),
+    onJobFailed: (message, job) => ends.push(`${job.jobId}:${message}`),
+  };
+  tracker.start();
+  await server.clock.advance(50);
+  assert.equal(tracker.getState().connectionState, STATE.LIVE);
+  // j3 failed with no event this client could see; j4 completed, and its event is kept too.
+  server.addJob('j3');
+  server.head += 2; // its events are not kept (as if pruned): only its snapshot tells
+  Object.assign(server.jobs.get('j3'), { status: 'failed', stage: 'failed', lastSeq: 2,
+    error: { code: 'DEMO_FAILURE', message: 'It broke' } });
+  server.addJob('j4');
+  server.publish('j4', 'job.completed', { status: 'completed', stage: 'completed',
+    progress: 100, result: { noteId: 'n4' } });
+  Object.assign(server.jobs.get('j4'), { status: 'completed', stage: 'completed',
+    progress: 100, result: { noteId: 'n4' } });
+  await server.clock.advance(10);
+  assert.deepEqual(ends, []);
+  tracker.trackJob('j3');
+  tracker.trackJob('j4');
+  await server.clock.advance(50);
+  assert.deepEqual(ends.sort(), ['j3:It broke', 'j4:ok']);
+  assert.equal(tracker.getState().jobs.j3.status, 'failed');
+  // A retry that fails again is a new end, reported from its event.
+  server.publish('j3', 'job.retrying', { status: 'queued', stage: 'queued' });
+  server.publish('j3', 'job.failed', { status: 'failed', stage: 'failed',
+    error: { code: 'DEMO_FAILURE', message: 'Again' } });
+  await server.clock.advance(10);
+  assert.deepEqual(ends.sort(), ['j3:Again', 'j3:It broke', 'j4:ok']);
+  tracker.stop();
+});
