@@ -7,9 +7,8 @@ are written once at its end (or before an op that reads the tables itself), with
 and the ``NOTIFY``, in one statement. A batch of writes alone is three round trips: ``BEGIN``
 with the lock, the write (which checks the head the batch guessed, in a snapshot taken once
 the lock is held), ``COMMIT``; four when the head is read first (``Batch``'s ``guess``).
-Ops that read rows add one round trip: after the lock, one statement locks and reads the rows
-of every job the batch's one-job ops name and the first page of its first claim, and reads the
-head (so a batch that did not guess it needs no round trip of its own for it).
+Ops that read rows add round trips: one locks and reads the rows of every job the batch's
+one-job ops name, and a claim reads its pages.
 
 The job quota is kept here too, under the same lock, so it holds across nodes: the write
 also counts the open jobs of each user the batch adds jobs for, as they were before it. If
@@ -71,15 +70,11 @@ WRITE = (
     f"WHERE ${_N + 6}::text IS NOT NULL), {_OPEN} FROM h"
 )
 COUNT_OPEN = f"SELECT COUNT(*) FROM jobs WHERE user_id = $1 AND {OPEN_SQL}"
-# One round trip: the simple protocol runs all three; the lock is held from here to COMMIT.
-# The batch's statements are the same few, run with new values each time: PostgreSQL would
-# plan the large ones again at every run (a custom plan, chosen for their parameters), which
-# took longer than running them (the write: about 1.1 ms instead of 0.7 measured here). Their
-# generic plan, made once per connection, serves any values; SET LOCAL ends at COMMIT.
-BEGIN_LOCKED = (
-    "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; "
-    f"SELECT pg_advisory_xact_lock({LOCK_SPACE}, {SEQ_LOCK})"
-)
+# One round trip: the simple protocol runs both; the lock is held from here to COMMIT. (Not
+# with plan_cache_mode = force_generic_plan, tried in 42562d9: a node's POSTs went from 4.7 to
+# 8 ms over its first 9,000 jobs, main's stayed near 6; on tables not yet analyzed, a plan
+# made while they were small stays while they grow.)
+BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({LOCK_SPACE}, {SEQ_LOCK})"
 SELECT_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs"
 # A page of due jobs to claim: $1 when, $2 full types, $3 full users, $4 ids passed over, $5
 # how many.
@@ -88,14 +83,10 @@ CLAIM_PAGE = (
     "AND NOT (user_id = ANY($3)) AND NOT (id = ANY($4)) "
     "ORDER BY run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED"
 )
-# The head, the rows of jobs named by id ($4, locked in id order) and a batch's first claim
-# page, in one round trip: each row has the head, then says which it is (null: no row).
-PREFETCH = (
-    f"WITH named AS ({SELECT_JOBS} WHERE id = ANY($4) ORDER BY id FOR UPDATE), "
-    f"page AS ({CLAIM_PAGE}), "
-    "x AS (SELECT false AS claimed, * FROM named UNION ALL SELECT true, * FROM page) "
-    f"SELECT {_HEAD}, x.* FROM (SELECT 1) AS one LEFT JOIN x ON true"
-)
+# The rows of the jobs a batch's one-job ops name, locked in id order. (One statement that
+# also read the head and a claim's first page, 4d8898b and 0ba8c6e, cost more to plan at each
+# run than the round trips it saved.)
+SELECT_NAMED = f"{SELECT_JOBS} WHERE id = ANY($1) ORDER BY id FOR UPDATE"
 TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 # Ops that read the tables themselves: the rows the batch changed are written first. A claim
 # needs no such write: it passes over the jobs the batch changed (a job the batch made or
@@ -187,8 +178,6 @@ class Batch:
         self._dirty: dict[str, Job] = {}
         self._rows: dict[str, Job | None] = {}  # rows as this transaction last wrote or read them
         self._named: list[str] = []  # the jobs the batch's one-job ops name: no claim takes them
-        self._page: list[Job] | None = None  # the first claim's first page, read up front
-        self._page_at = 0.0  # when it was read
         self._events: list[tuple[int, str, str, str, bytes]] = []
         self._written = 0
         self._stamp = ""
@@ -214,26 +203,25 @@ class Batch:
             except _OverQuota:
                 guess, self._exact = None, True
             self._dirty, self._events, self._written, self._added = {}, [], 0, {}
-            self._rows, self._page = {}, None
+            self._rows = {}
 
     async def _run(
         self, ops: Sequence[Op], guess: int | None
     ) -> tuple[list[Outcome], list[tuple[Any, ...]]]:
         await self.conn.execute(BEGIN_LOCKED)
         try:
-            head = await self._prefetch(ops, guess is None)
             if guess is None:
-                self.head = int(head or 0)
+                self.head = int(await self.conn.fetchval(HEAD) or 0)
             else:
                 self.head = self._unchecked = guess
             self.seq = self.head
             self._stamp = iso(time.time()) or ""
+            await self._prefetch(ops)
             results: list[Outcome] = []
             for op in ops:
                 if op[0] in READING:
                     await self._flush()
-                    # The op may change rows itself (a renew's expiry).
-                    self._rows, self._page = {}, None
+                    self._rows = {}  # the op may change rows itself (a renew's expiry)
                 try:
                     results.append((True, await self._ops[op[0]](*op[1:])))
                 except JobServerError as exc:  # raised before the op wrote anything
@@ -283,33 +271,16 @@ class Batch:
         if int(await self.conn.fetchval(COUNT_OPEN, user_id)) + count > self.max_open:
             raise TooManyJobs(self.max_open)
 
-    async def _prefetch(self, ops: Sequence[Op], head: bool) -> int | None:
-        """Lock and read the rows of every job the batch's one-job ops name (in id order) and
-        the first page of its first claim, in one round trip that also reads the head (after
-        the lock: every seq up to it is committed); None when there was nothing to read and
-        no ``head`` was asked for."""
+    async def _prefetch(self, ops: Sequence[Op]) -> None:
+        """Lock and read the rows of every job the batch's one-job ops name, in one round trip
+        (in id order)."""
         self._named = sorted({op[1] for op in ops if op[0] in ONE_JOB})
-        claim = next((op for op in ops if op[0] == "claim"), None)
-        if claim is None and not self._named and not head:
-            return None
-        self._page_at = now = time.time()
-        budget = ClaimBudget(claim[1], claim[3], claim[4]) if claim is not None else None
-        rows = await self.conn.fetch(
-            PREFETCH, now, budget.full_types() if budget else [],
-            budget.full_users() if budget else [], self._named, claim[1] if claim else 0,
-        )  # fmt: skip
+        if not self._named:
+            return
         self._rows = dict.fromkeys(self._named)
-        self._page = [] if claim is not None else None
-        for row in rows:
-            if row[1] is None:  # the head alone: no job row
-                continue
-            job = row_to_job(tuple(row)[2:])
-            if row[1]:
-                assert self._page is not None
-                self._page.append(job)
-            else:
-                self._rows[job.id] = job
-        return int(rows[0][0])
+        for row in await self.conn.fetch(SELECT_NAMED, self._named):
+            job = row_to_job(tuple(row))
+            self._rows[job.id] = job
 
     async def _load(self, job_id: str) -> Job | None:
         job = self._dirty.get(job_id)
@@ -382,8 +353,7 @@ class Batch:
         self, limit: int, lease_seconds: float, caps: dict[str, int] | None = None,
         per_user: PerUser | None = None,
     ) -> list[tuple[Job, int]]:
-        page, self._page = self._page, None  # read up front (the same query), if this is it
-        now = time.time() if page is None else self._page_at
+        now = time.time()
         budget = ClaimBudget(limit, caps, per_user)
         out: list[tuple[Job, int]] = []
         # Rows of earlier pages (claimed, or skipped for a full user or type), the jobs the
@@ -391,11 +361,9 @@ class Batch:
         # which the table shows as they were.
         seen: list[str] = [*self._named, *self._dirty]
         while budget.more:
-            if page is None:
-                page = [row_to_job(tuple(row)) for row in await self.conn.fetch(
-                    CLAIM_PAGE, now, budget.full_types(), budget.full_users(), seen, budget.want,
-                )]  # fmt: skip
-            jobs, page = page, None
+            jobs = [row_to_job(tuple(row)) for row in await self.conn.fetch(
+                CLAIM_PAGE, now, budget.full_types(), budget.full_users(), seen, budget.want,
+            )]  # fmt: skip
             seen.extend(job.id for job in jobs)
             for job in budget.page(jobs):
                 token = f"{self.token_prefix}-{next(self.tokens):x}"
