@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from ..errors import JobServerError, TooManyJobs
 from ..models import JOB_FIELDS, ErrorDict, Job, ResultDict, encode_event, iso
 from ..tables import WriteOp
@@ -51,12 +53,15 @@ HEAD = f"SELECT {_HEAD}"
 # The batch's job rows, its events and its NOTIFY (when $N+6 is not null) in one statement:
 # each column goes as one array, so the statement is the same for any number of rows. It
 # answers the head as it found it: given a head to expect ($N+7), it writes nothing unless
-# the head is that. It also answers the open jobs of each user named in $N+8, before it.
+# the head is that. It also answers the open jobs of each user named in $N+8 (a JSON object
+# of those with any), as they were before it.
 _EXPECTED = f"(SELECT ${_N + 7}::int8 IS NULL OR head = ${_N + 7}::int8 FROM h)"
 OPEN_SQL = "status IN ('queued', 'active')"  # the jobs the quota counts (index jobs_open_user)
+# Grouped, not one count per user in a correlated subquery: that form made PostgreSQL plan the
+# whole write again at each run (0.85 ms a write instead of 0.45, measured on a node's schema).
 _OPEN = (
-    f"(SELECT array_agg((SELECT COUNT(*) FROM jobs WHERE user_id = q.u AND {OPEN_SQL}) "
-    f"ORDER BY q.o) FROM unnest(${_N + 8}::text[]) WITH ORDINALITY AS q(u, o))"
+    f"(SELECT jsonb_object_agg(g.user_id, g.n) FROM (SELECT user_id, COUNT(*) AS n FROM jobs "
+    f"WHERE user_id = ANY(${_N + 8}::text[]) AND {OPEN_SQL} GROUP BY user_id) AS g)"
 )
 WRITE = (
     f"WITH h AS (SELECT {_HEAD} AS head), "
@@ -251,10 +256,10 @@ class Batch:
             self.head = int(head)
             raise _Stale
         # Conservative: the jobs this batch finished before adding these are still counted.
-        if self.max_open is not None and any(
-            n + self._added[u] > self.max_open for u, n in zip(users, counts or (), strict=True)
-        ):
-            raise _OverQuota
+        if self.max_open is not None and users:
+            open_jobs = orjson.loads(counts) if counts else {}
+            if any(open_jobs.get(u, 0) + n > self.max_open for u, n in self._added.items()):
+                raise _OverQuota
         self._rows.update(self._dirty)
         self._dirty, self._added = {}, {}
         self._written = len(self._events)
