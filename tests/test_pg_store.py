@@ -135,31 +135,6 @@ async def test_the_job_quota_holds_for_requests_at_once_on_two_nodes(schema: str
         await b.close()
 
 
-async def test_an_enqueue_runs_ahead_of_other_jobs_progress_and_is_answered_first(
-    schema: str,
-) -> None:
-    """Submitted in one turn after another job's progress, the enqueue gets the lower seq and
-    its caller hears back once its own event is published, before the progress is."""
-    store = node(schema)
-    published: list[int] = []
-    store.on_commit(lambda events: published.extend(e.seq for e in events))
-    await store.open()
-    try:
-        await store.enqueue(NewJob(type="t", user_id="u"))
-        [(job, _)] = await store.claim(1, 30)
-        assert job.lease_token is not None
-        progressed: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
-        store.progress(job.id, job.lease_token, ProgressUpdate(JobStage.PROCESSING, 5),
-                       lambda event, error: progressed.set_result(event))  # fmt: skip
-        _, [queued] = await store.enqueue(NewJob(type="t", user_id="u"))
-        assert published[-1] == queued.seq  # answered before the progress was published
-        event = await progressed
-        assert event is not None and event.seq == queued.seq + 1
-        assert published[-2:] == [queued.seq, event.seq]
-    finally:
-        await store.close()
-
-
 async def test_progress_and_fencing(schema: str) -> None:
     store = node(schema)
     await store.open()

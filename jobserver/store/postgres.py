@@ -40,7 +40,6 @@ from .pg_schema import LOCK_SPACE, PG_CORE, migrate
 from .pg_writer import HEAD, Batch, Op
 from .protocol import NewJob, ProgressUpdate, Pruned
 from .schema import CORE
-from .sqlite_ops import enqueues_first, first_events
 
 log = logging.getLogger(__name__)
 
@@ -269,28 +268,15 @@ class PostgresStore(PgReads):
                 if self._foreground():
                     last_foreground = loop.time()
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            # A request's enqueue runs ahead of other jobs' changes sent before it (as on
-            # SQLite), so its caller is answered before the rest of the batch is published.
-            ahead = enqueues_first([p.op for p in batch])
-            if ahead:
-                taken = set(ahead)
-                batch = [batch[i] for i in ahead] + [
-                    p for i, p in enumerate(batch) if i not in taken
-                ]  # fmt: skip
             began = loop.time()
             try:
                 known = max(self._known, self._published)
-                conn = await self._pool.acquire()
-                try:
+                async with self._pool.acquire() as conn:
                     writing = self._writing = Batch(
                         conn, self.node_id, self._tokens, self._plugin_ops,
                         known if self._guessing else None, self.max_open_jobs,
                     )  # fmt: skip
-                    ran = [p.op for p in batch]
-                    outcomes, rows = await writing.run(ran)
-                except BaseException:
-                    await self._pool.release(conn)
-                    raise
+                    outcomes, rows = await writing.run([p.op for p in batch])
                 # Guess the next head while no other node's write came in between.
                 self._guessing = writing.head == known
                 if rows:
@@ -307,32 +293,19 @@ class PostgresStore(PgReads):
                 await asyncio.sleep(0.2)
                 continue
             # The events as committed (the same bytes the reader will publish); each caller is
-            # answered once this node has published up to its op's last seq: the ops run
-            # ahead made the batch's first ``lead`` events.
-            events = [Event(r[0], EventType(r[1]), r[2], r[3], r[4]) for r in rows]
-            by_seq = {e.seq: e for e in events}
-            lead = first_events(ran, range(len(ahead)), outcomes)
-            first = events[lead - 1].seq if lead else 0
-            last = events[-1].seq if events else 0
-            for i, (pending, (ok, value)) in enumerate(zip(batch, outcomes, strict=True)):
-                self._waiting.append((first if i < len(ahead) else last, pending, ok,
-                                      _decoded(pending.op[0], ok, value, by_seq)))  # fmt: skip
-            if events and writing.head <= self._published:
-                # Every seq below the batch is published: its own rows follow them at once,
-                # the enqueues' first, and their callers are answered a turn before the rest.
-                self._deliver([e for e in events[:lead] if e.seq > self._published])
-                if lead and lead < len(events):
-                    self._release()
-                    await asyncio.sleep(0)
-                self._deliver([e for e in events[lead:] if e.seq > self._published])
-            elif events:
+            # answered once this node has published up to the batch's last seq.
+            events = {r[0]: Event(r[0], EventType(r[1]), r[2], r[3], r[4]) for r in rows}
+            last = rows[-1][0] if rows else 0
+            for pending, (ok, value) in zip(batch, outcomes, strict=True):
+                self._waiting.append((last, pending, ok, _decoded(pending.op[0], ok, value,
+                                                                  events)))  # fmt: skip
+            if rows and writing.head <= self._published:
+                # Every seq below the batch is published: its own rows follow them at once.
+                self._deliver([e for e in events.values() if e.seq > self._published])
+            elif rows:
                 self._wake_reader.set()  # another node's events came first: read them
             self._writing = None
             self._release()
-            try:
-                await self._pool.release(conn)
-            except Exception as exc:  # the pool makes a new connection when it needs one
-                log.warning("releasing a write connection failed: %r", exc)
             took = loop.time() - began
 
     def _foreground(self) -> bool:
