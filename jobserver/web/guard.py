@@ -88,9 +88,15 @@ def raise_fd_limit() -> int:
 
 def connection_cap(configured: int, nofile: int) -> int:
     """The most connections to keep open: ``configured``, but always an eighth of the
-    descriptors (at least 64) left for the database, uploads, pipes and the listener, and two
-    backlogs for connections being accepted and dropped."""
-    room = max(1, nofile - max(64, nofile // 8) - 2 * BACKLOG)
+    descriptors (at least 64) left for the database, uploads, pipes and the listener, and four
+    backlogs for connections being accepted and dropped.
+
+    asyncio accepts up to a backlog of sockets per wake-up of the listener and admits them
+    (``connection_made``) only two turns of the loop later, while it accepts more; a connection
+    evicted to admit one holds its descriptor one turn more. So in a flood up to about three
+    backlogs of accepted and one of evicted sockets are open beyond the cap (two backlogs of
+    room let a 2,000-connection flood past a limit of 1,024 hit EMFILE)."""
+    room = max(1, nofile - max(64, nofile // 8) - 4 * BACKLOG)
     if configured == 0:
         return room
     if configured > room:
