@@ -3,9 +3,10 @@
  *
  * Follows jobs live over the WebSocket at /ws and falls back to long-polling /api/events while
  * the socket is down (or stalled: a socket quiet for 2 s is pinged, and one that does not
- * answer within 2 s is given up on, so a stall is noticed within 5 s). Every event carries a global `seq`; the client delivers
- * each event once and, per job, in order, whichever transport brought it. Tracked jobs and the
- * resume cursors live in storage (localStorage in a browser), so a reloaded page resumes.
+ * answer within 2 s is given up on, so a stall is noticed within 5 s). Every event carries a
+ * global `seq`; the client delivers each event once and, per job, in order, whichever
+ * transport brought it. Tracked jobs and the resume cursors live in storage (localStorage in
+ * a browser), so a reloaded page resumes.
  *
  *   import { createJobClient } from '/static/jobclient.js';
  *   const client = createJobClient();

@@ -423,7 +423,7 @@ class WriterLink:
                 ok, value = next(results)
                 if ok:
                     self._write_failure = ""
-                    if pending.decode is not None:
+                    if pending.decode is not None and not pending.settled:  # not ahead
                         value = pending.decode(value, events, first)
                 elif isinstance(value, ServiceUnavailable):  # not a domain error: the file
                     self._write_failure = value.message
@@ -441,7 +441,6 @@ class WriterLink:
             ok, value = outcomes[i]
             if ok and pending.decode is not None:
                 value = pending.decode(value, events, first)
-                pending.decode = None  # answered: the loop over every op only skips it
             self._settle(pending, ok, value)
         await asyncio.sleep(0)
 
