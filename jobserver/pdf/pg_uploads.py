@@ -18,7 +18,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 
 import asyncpg
@@ -29,7 +29,7 @@ from ..store import Store
 from ..store.pg_schema import migrate
 from ..tables import Tables
 from .files import stored_name
-from .upload_store import Kept, sweep_incoming
+from .upload_store import Kept, named_by_a_job, sweep_incoming
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +138,10 @@ class PgUploads:
                 os.unlink(temp)
         return Kept(bool(created), stamp)
 
-    async def remove(self, store: Store, sha256: str, stamp: str) -> bool:
-        if sha256 in await store.payload_values("sha256"):
+    async def remove(
+        self, store: Store, sha256: str, stamp: str, needed: Collection[str] | None = None
+    ) -> bool:
+        if await named_by_a_job(store, sha256, needed):
             return False
         # A keep since has left its own stamp (or waits on this row and then stores anew).
         status = await self._execute(

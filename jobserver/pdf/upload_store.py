@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -60,9 +60,12 @@ class UploadStore(Protocol):
         when that content was kept already (it is fresh again: retention keeps young uploads)."""
         ...
 
-    async def remove(self, store: Store, sha256: str, stamp: str) -> bool:
+    async def remove(
+        self, store: Store, sha256: str, stamp: str, needed: Collection[str] | None = None
+    ) -> bool:
         """Remove the content kept with ``stamp`` (a refused request's file), unless it was
-        kept again since or a job in ``store`` names it; whether it went."""
+        kept again since or a job in ``store`` names it (``needed``: the files jobs name,
+        when the caller read them once for several removals); whether it went."""
         ...
 
     def local_copy(self, sha256: str) -> contextlib.AbstractAsyncContextManager[Path]:
@@ -149,8 +152,10 @@ class FolderUploads:
             self.stamp_path(sha256).write_text(stamp)
         return Kept(created, stamp)
 
-    async def remove(self, store: Store, sha256: str, stamp: str) -> bool:
-        if sha256 in await store.payload_values("sha256"):
+    async def remove(
+        self, store: Store, sha256: str, stamp: str, needed: Collection[str] | None = None
+    ) -> bool:
+        if await named_by_a_job(store, sha256, needed):
             return False
         async with self._locked():
             try:
@@ -201,6 +206,14 @@ def _flock(path: Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+async def named_by_a_job(store: Store, sha256: str, needed: Collection[str] | None) -> bool:
+    """Whether a kept job names the file ``sha256``: in ``needed`` (the files jobs name, read
+    by the caller), else read from ``store`` (every job's payload: a scan of the table)."""
+    if needed is None:
+        needed = await store.payload_values("sha256")
+    return sha256 in needed
 
 
 def sweep_incoming(folder: Path, older_than: float = 0.0) -> int:

@@ -19,7 +19,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -170,11 +170,14 @@ async def create_pdf_job(request: web.Request) -> list[NewJob]:
 
 
 async def _remove_created(store: Store, uploads: UploadStore, stored: list[StoredUpload]) -> None:
+    needed: Collection[str] | None = None  # the files jobs name, read once per request
     for upload in stored:
         if not upload.created:
             continue
         try:
-            await uploads.remove(store, upload.sha256, upload.stamp)
+            if needed is None:
+                needed = await store.payload_values("sha256")
+            await uploads.remove(store, upload.sha256, upload.stamp, needed)
         except (JobServerError, OSError) as exc:  # retention removes it later; the refusal stands
             log.warning("could not remove the refused upload %s: %s", upload.sha256, exc)
 
