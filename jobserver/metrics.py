@@ -16,14 +16,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .models import Event, EventType, JobStatus
+from .models import FINISHED_EVENTS, Event, EventType, JobStatus
 
 log = logging.getLogger(__name__)
 
 # The seed's buckets for job duration, in seconds.
 DURATION_BUCKETS: Final = (1.0, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-FINISHED: Final = frozenset({EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED})
 LOOP_LAG_INTERVAL = 0.25
 
 # Why a WebSocket ended, by close code, for websocket_disconnects_total{reason}. A bounded set:
@@ -197,7 +196,7 @@ class Metrics:
         began = self._started.pop(event.job_id, None)
         if event.type is EventType.RETRYING:
             self.retries.inc()
-        if event.type in FINISHED:
+        if event.type in FINISHED_EVENTS:
             self._observe_duration(body, status, now, began)
         elif event.type is EventType.RETRYING:
             self._observe_duration(body, "retrying", now, began)

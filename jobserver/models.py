@@ -93,6 +93,8 @@ STATUS_EVENT_TYPES: Final = frozenset(
         EventType.REMOVED,
     }
 )
+# The events that end a job (it reaches a TERMINAL status).
+FINISHED_EVENTS: Final = frozenset({EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED})
 
 ErrorDict = dict[str, Any]
 ResultDict = dict[str, Any]

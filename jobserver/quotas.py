@@ -16,10 +16,9 @@ from contextlib import asynccontextmanager
 
 from .config import Settings
 from .errors import TooManyJobs, TooManyRequests
-from .models import Event, EventType
+from .models import FINISHED_EVENTS, Event, EventType
 from .store import Store
 
-FINISHED = frozenset({EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED})
 BYTES_RETRY_AFTER = 3600.0  # kept bytes are freed by pruning, not soon
 
 
@@ -46,7 +45,7 @@ class JobQuota:
         """A bus tap."""
         if event.type is EventType.QUEUED:
             self._open[event.user_id] = self._open.get(event.user_id, 0) + 1
-        elif event.type in FINISHED:
+        elif event.type in FINISHED_EVENTS:
             left = self._open.get(event.user_id, 0) - 1
             if left > 0:
                 self._open[event.user_id] = left

@@ -204,11 +204,23 @@ async def test_a_job_waiting_for_another_nodes_parse_is_woken_by_a_job_end_and_c
     job, _ = await store.enqueue(NewJob(type="pdf-notes", user_id="ann", payload={"sha256": sha}))
     ctx = Waiting(job)
     waiting = asyncio.create_task(handler._parsed_elsewhere(ctx, sha))  # type: ignore[arg-type]
-    await asyncio.sleep(1.0)  # about twenty looks
+    await asyncio.sleep(1.0)  # a look every 0.2 s (ELSEWHERE_MIN_GAP_SECONDS)
     assert claims == [sha] and not waiting.done()  # A's claim is alive: never tried again
     assert "another server" in ctx.messages[-1]
     monkeypatch.setattr(pdf_job, "ELSEWHERE_POLL_SECONDS", 3600.0)
     await asyncio.sleep(0.2)  # now in a wait only an end can cut short
+    looks: list[str] = []
+    look = storage.notes_made_since
+
+    async def counted_look(*args: object) -> NotesContent | None:
+        looks.append("look")
+        return await look(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(storage, "notes_made_since", counted_look)
+    for n in range(50):  # a busy cluster: 100 job ends a second, none of them A's parse
+        handler.on_event(Event(100 + n, EventType.COMPLETED, f"other-{n}", "bob", b"{}"))
+        await asyncio.sleep(0.01)
+    assert 1 <= len(looks) <= 4, looks  # at most one look per ELSEWHERE_MIN_GAP_SECONDS
     notes = NotesContent(title="Made On A", summary="A parsed it.", page_count=1)
     await storage.cache_notes(store, sha, notes)
     handler.on_event(Event(1, EventType.COMPLETED, "a-job", "ann", b"{}"))  # A's job ended

@@ -14,7 +14,7 @@ from ..config import Settings
 from ..errors import UPLOAD_MISSING, InvalidPayload, JobError, JobServerError
 from ..handlers import JobContext
 from ..jobtypes import HandlerOptions, JobType
-from ..models import Event, EventType, JobStage
+from ..models import FINISHED_EVENTS, Event, EventType, JobStage
 from ..procs.pool import ProcessPool
 from ..store import Store
 from . import storage
@@ -45,8 +45,8 @@ PREFETCH_HOLD_SECONDS = 60.0
 # ends: its own may be the one), and how often a parsing node says it is still at it
 # (pg_uploads.PARSE_STALE_SECONDS is the limit).
 ELSEWHERE_POLL_SECONDS = 1.0
+ELSEWHERE_MIN_GAP_SECONDS = 0.2  # and never more often than this, however many jobs end
 BEAT_SECONDS = 5.0
-ENDS = frozenset({EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED})
 CLOCK_SLACK_SECONDS = 60.0
 
 
@@ -185,7 +185,8 @@ class PdfNotes:
         node's ended without notes, or there was none).
 
         The notes are looked for when any job ends (a bus tap: every node's events come
-        through it) or every ``ELSEWHERE_POLL_SECONDS``; the parse is taken only once the
+        through it), at most every ``ELSEWHERE_MIN_GAP_SECONDS``, or every
+        ``ELSEWHERE_POLL_SECONDS``; the parse is taken only once the
         other node's claim is gone or stale.
         """
         if await self.uploads.claim_parse(sha):
@@ -195,6 +196,7 @@ class PdfNotes:
                            "server: joining that work")  # fmt: skip
         while True:
             ended = self._next_end()  # before looking: an end meanwhile cuts the wait short
+            looked = time.monotonic()
             cached = await storage.notes_made_since(self.store, sha, since)
             if cached is not None:
                 return cached
@@ -203,6 +205,8 @@ class PdfNotes:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(ended), ELSEWHERE_POLL_SECONDS)
+            # Busy nodes end jobs hundreds of times a second: look at most this often.
+            await asyncio.sleep(max(0.0, ELSEWHERE_MIN_GAP_SECONDS - (time.monotonic() - looked)))
         # Taken: the other node may have cached its notes and let go just now.
         cached = await storage.notes_made_since(self.store, sha, since)
         if cached is not None and self._flight_for(sha, ctx.job.id) is None:
@@ -310,8 +314,9 @@ class PdfNotes:
     def on_event(self, event: Event) -> None:
         """A bus tap: a job's end wakes the jobs waiting for another node's notes; a job
         cancelled before it came for its prefetched flight stops it."""
-        if event.type in ENDS and self._job_ended is not None and not self._job_ended.done():
-            self._job_ended.set_result(None)
+        ended = self._job_ended
+        if event.type in FINISHED_EVENTS and ended is not None and not ended.done():
+            ended.set_result(None)
         if event.type is not EventType.CANCELLED:
             return
         for sha, flight in list(self.flights.items()):
