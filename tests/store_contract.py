@@ -334,6 +334,18 @@ class StoreContract:
         again, event = await store.retry(job.id, "u1")
         assert again.status is JobStatus.QUEUED and event.type is EventType.QUEUED
 
+    async def test_a_claim_in_the_batch_of_a_cancel_does_not_take_the_cancelled_job(
+        self, store: Store
+    ) -> None:
+        # Submitted together, so one batch (one transaction) holds both: the claim must see
+        # the cancel the batch made before it, not the job as the table had it.
+        job, _ = await store.enqueue(new())
+        (cancelled, _), claimed = await asyncio.gather(
+            store.cancel(job.id, "u1"), store.claim(5, 30)
+        )
+        assert claimed == [] and cancelled.status is JobStatus.CANCELLED
+        assert (await store.get_job(job.id)).status is JobStatus.CANCELLED  # type: ignore[union-attr]
+
     async def test_cancel_of_a_running_job_fences_its_worker(self, store: Store) -> None:
         await store.enqueue(new())
         job_id, token = await claim_one(store)

@@ -182,7 +182,6 @@ class Batch:
         self._unchecked: int | None = None  # the guessed head, until a write checked it
         self._dirty: dict[str, Job] = {}
         self._rows: dict[str, Job | None] = {}  # rows as this transaction last wrote or read them
-        self._named: list[str] = []  # the jobs the batch's one-job ops name: no claim takes them
         self._events: list[tuple[int, str, str, str, bytes]] = []
         self._written = 0
         self._stamp = ""
@@ -279,11 +278,11 @@ class Batch:
     async def _prefetch(self, ops: Sequence[Op]) -> None:
         """Lock and read the rows of every job the batch's one-job ops name, in one round trip
         (in id order)."""
-        self._named = sorted({op[1] for op in ops if op[0] in ONE_JOB})
-        if not self._named:
+        named = sorted({op[1] for op in ops if op[0] in ONE_JOB})
+        if not named:
             return
-        self._rows = dict.fromkeys(self._named)
-        for row in await self.conn.fetch(SELECT_NAMED, self._named):
+        self._rows = dict.fromkeys(named)
+        for row in await self.conn.fetch(SELECT_NAMED, named):
             job = row_to_job(tuple(row))
             self._rows[job.id] = job
 
@@ -361,10 +360,9 @@ class Batch:
         now = time.time()
         budget = ClaimBudget(limit, caps, per_user)
         out: list[tuple[Job, int]] = []
-        # Rows of earlier pages (claimed, or skipped for a full user or type), the jobs the
-        # batch's one-job ops name, and the jobs this batch changed and has not written yet,
-        # which the table shows as they were.
-        seen: list[str] = [*self._named, *self._dirty]
+        # Rows of earlier pages (claimed, or skipped for a full user or type), and the jobs
+        # this batch changed and has not written yet, which the table shows as they were.
+        seen: list[str] = list(self._dirty)
         while budget.more:
             jobs = [row_to_job(tuple(row)) for row in await self.conn.fetch(
                 CLAIM_PAGE, now, budget.full_types(), budget.full_users(), seen, budget.want,
