@@ -346,6 +346,22 @@ class StoreContract:
         assert claimed == [] and cancelled.status is JobStatus.CANCELLED
         assert (await store.get_job(job.id)).status is JobStatus.CANCELLED  # type: ignore[union-attr]
 
+    async def test_a_renewal_holds_through_a_progress_in_its_batch(self, store: Store) -> None:
+        # One batch: the renewal writes the lease, then the progress writes the job's row;
+        # the progress must start from the renewed row, not a copy read before it.
+        await store.enqueue(new())
+        [(job, _)] = await store.claim(1, 30)
+        token = job.lease_token
+        assert token is not None
+        lost, _ = await asyncio.gather(
+            store.renew({job.id: token}, 3600),
+            progress(store, job.id, token, ProgressUpdate(JobStage.PROCESSING, 10)),
+        )
+        assert lost == set()
+        kept = await store.get_job(job.id)
+        assert kept is not None and kept.progress == 10
+        assert kept.lease_expires_at is not None and kept.lease_expires_at > time.time() + 3000
+
     async def test_cancel_of_a_running_job_fences_its_worker(self, store: Store) -> None:
         await store.enqueue(new())
         job_id, token = await claim_one(store)
