@@ -49,7 +49,9 @@ class Queries(Protocol):
 
 class SessionStore(ABC):
     """Where sessions live. ``is_revoked`` is asked on every request, so it answers from memory;
-    a revocation made here is in that memory before its write is sent.
+    a session or token revoked here is in that memory before its write is sent; a user's
+    sessions (``revoke_user``) once the write says which they were (this node may hear its own
+    NOTIFY first and end those sockets a second time, which is harmless).
 
     Args:
         db: the backend's queries.

@@ -52,7 +52,7 @@ class ClaimBudget:
         type or user filled up in this page, so the next page's query leaves those out):
         otherwise no due job is left, or the page was all taken.
         """
-        want = self.limit - self.taken
+        want = self.want
         chosen = [job for job in jobs if self.take(job)]
         self.taken += len(chosen)
         self.more = self.taken < self.limit and len(jobs) >= want and len(chosen) < len(jobs)
