@@ -15,8 +15,10 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 
 from jobserver.config import Settings
+from jobserver.pdf import upload_store
 from jobserver.pdf.files import upload_path
 from jobserver.pdf.job import PDF_NOTES, PdfNotes
 from jobserver.pdf.language import stopwords
@@ -243,6 +245,24 @@ async def test_hostile_files_fail_with_their_codes_while_other_jobs_finish(
     assert (await finished(api, sleeper["jobId"]))["status"] == "completed"
     # And the server goes on serving: a new upload completes.
     assert (await run(api, pdfs.text_pdf(2, seed=2)))["status"] == "completed"
+
+
+async def test_a_refusal_stands_when_removing_its_file_fails(
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*args: object) -> bool:
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(upload_store.FolderUploads, "remove", broken)
+    api = await make_api()
+    release = asyncio.Event()
+    release.set()  # the bad field follows the file at once
+    body, content_type = refused_later(pdfs.large_pdf("Refused"), release)
+    status, refused = await api.post("/api/jobs", data=body, headers={"Content-Type": content_type})
+    assert status == 400 and refused["error"]["code"] == "INVALID_PAYLOAD", refused
+    assert "could not remove the refused upload" in caplog.text
+    status, _ = await api.get("/api/jobs")
+    assert status == 200  # and the server serves on
 
 
 async def test_not_a_pdf_is_refused_with_415_and_nothing_is_kept(make_api: MakeApi) -> None:
