@@ -14,7 +14,7 @@ import pytest
 
 from jobserver.errors import TooManyJobs
 from jobserver.models import Event, JobStage
-from jobserver.store import NewJob, ProgressUpdate, postgres
+from jobserver.store import NewJob, ProgressUpdate, hold
 from jobserver.store.pg_schema import LOCK_SPACE, SEQ_LOCK
 from jobserver.store.postgres import PostgresStore
 from jobserver.store.schema import CORE
@@ -291,8 +291,8 @@ async def test_after_an_enqueue_a_claim_is_held_to_commit_with_the_next_enqueue(
     up to as long as the last batch took for the next such op, and commits with it. The
     hold's limits are raised here and a batch is made slow (its seq lock is held elsewhere),
     so the hold is seconds long, not milliseconds: no race with the clock."""
-    monkeypatch.setattr(postgres, "HOLD_SECONDS", 60.0)
-    monkeypatch.setattr(postgres, "HOLD_RECENT_SECONDS", 60.0)
+    monkeypatch.setattr(hold, "HOLD_SECONDS", 60.0)
+    monkeypatch.setattr(hold, "HOLD_RECENT_SECONDS", 60.0)
     store = node(schema)
     await store.open()
     try:

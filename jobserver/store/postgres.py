@@ -34,7 +34,7 @@ from ..models import ErrorDict, Event, EventType, Job, JobStatus, ResultDict
 from ..tables import Tables, WriteOp, declared_in
 from .answer import answer
 from .claims import PerUser
-from .hold import FOREGROUND, HOLD_MAX_OPS, HOLD_RECENT_SECONDS, HOLD_SECONDS
+from .hold import FOREGROUND, HOLD_MAX_OPS, Hold
 from .pg_reads import PgReads
 from .pg_schema import LOCK_SPACE, PG_CORE, migrate
 from .pg_writer import HEAD, Batch, Op
@@ -246,8 +246,7 @@ class PostgresStore(PgReads):
         held as on SQLite (``hold.py``), for the next such op to share its commit."""
         assert self._pool is not None
         loop = asyncio.get_running_loop()
-        last_foreground = -HOLD_RECENT_SECONDS
-        took = HOLD_SECONDS  # how long the last batch took to run and commit
+        hold = Hold()
         while True:
             if not self._pending:
                 if self._closing:
@@ -257,16 +256,14 @@ class PostgresStore(PgReads):
                 continue
             await asyncio.sleep(0)  # let the rest of this turn's submissions in
             started = loop.time()
-            if self._foreground():
-                last_foreground = started
-            elif (started - last_foreground < HOLD_RECENT_SECONDS and not self._closing
-                  and len(self._pending) < HOLD_MAX_OPS):  # fmt: skip
+            wait = hold.seconds(started, self._foreground(), len(self._pending))
+            if wait and not self._closing:
                 self._held.clear()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(HOLD_SECONDS, took)):
+                    async with asyncio.timeout(wait):
                         await self._held.wait()
                 if self._foreground():
-                    last_foreground = loop.time()
+                    hold.last_foreground = loop.time()
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             began = loop.time()
             try:
@@ -306,7 +303,7 @@ class PostgresStore(PgReads):
                 self._wake_reader.set()  # another node's events came first: read them
             self._writing = None
             self._release()
-            took = loop.time() - began
+            hold.took = loop.time() - began
 
     def _foreground(self) -> bool:
         return any(p.op[0] in FOREGROUND for p in self._pending)

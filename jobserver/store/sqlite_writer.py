@@ -37,7 +37,7 @@ from ..tables import Tables, WriteOp, declared_in
 from . import changes, frames, sqlite_file
 from . import sqlite_ops as ops
 from .claims import ClaimBudget
-from .hold import FOREGROUND, HOLD_MAX_OPS, HOLD_RECENT_SECONDS, HOLD_SECONDS
+from .hold import FOREGROUND, Hold
 from .migrations import migrate
 from .protocol import ProgressUpdate, Pruned
 from .schema import (
@@ -512,23 +512,19 @@ def serve(
             link.send(("error", f"cannot open {path}: {exc}"))
         return
     try:
-        last_foreground = -HOLD_RECENT_SECONDS
-        took = HOLD_SECONDS  # how long the last batch took to run and commit
+        hold = Hold()
         while True:
             requests = link.receive_many(MAX_BATCH)
             if requests is None:
                 return
             started = time.monotonic()
-            if any(map(_foreground, requests)):
-                last_foreground = started
-            elif started - last_foreground < HOLD_RECENT_SECONDS:
-                count = sum(map(len, requests))
-                if count < HOLD_MAX_OPS:
-                    until = started + min(HOLD_SECONDS, took)
-                    more = link.receive_until(MAX_BATCH - count, until, _foreground)
-                    requests += more
-                    if more and _foreground(more[-1]):
-                        last_foreground = time.monotonic()
+            count = sum(map(len, requests))
+            wait = hold.seconds(started, any(map(_foreground, requests)), count)
+            if wait:
+                more = link.receive_until(MAX_BATCH - count, started + wait, _foreground)
+                requests += more
+                if more and _foreground(more[-1]):
+                    hold.last_foreground = time.monotonic()
             began = time.monotonic()
             # Requests run in order; one that could not be read is answered on its own.
             start = 0
@@ -539,7 +535,7 @@ def serve(
                     link.send((1, None, [], writer.durable, [], 0))
                     start = i + 1
             _answer(writer, link, requests[start:])
-            took = time.monotonic() - began
+            hold.took = time.monotonic() - began
     finally:
         conn.close()
 
