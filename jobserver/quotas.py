@@ -35,7 +35,11 @@ class JobQuota:
         self.max_jobs = max_jobs
         self.in_store = in_store
         self._open: dict[str, int] = {}
-        self._pending: dict[str, int] = {}
+        self._pending: dict[str, int] = {}  # places held by enqueues in flight
+        # Of those, how many a job.queued event has already counted in _open: an enqueue's
+        # event is published before its caller resumes and ends its reservation, and a place
+        # must not count twice in between.
+        self._counted: dict[str, int] = {}
 
     async def load(self, store: Store) -> None:
         """Start from the store's counts; call before anything is published."""
@@ -44,7 +48,12 @@ class JobQuota:
     def on_event(self, event: Event) -> None:
         """A bus tap."""
         if event.type is EventType.QUEUED:
-            self._open[event.user_id] = self._open.get(event.user_id, 0) + 1
+            user = event.user_id
+            self._open[user] = self._open.get(user, 0) + 1
+            pending = self._pending.get(user, 0)
+            if pending:  # most likely one of the places held: it is counted in _open now
+                self._pending[user] = pending - 1
+                self._counted[user] = self._counted.get(user, 0) + 1
         elif event.type in FINISHED_EVENTS:
             left = self._open.get(event.user_id, 0) - 1
             if left > 0:
@@ -60,8 +69,8 @@ class JobQuota:
         """Hold places for ``count`` more jobs of ``user_id`` while they are enqueued (a batch
         takes all or none); 429 when they do not fit.
 
-        A job's ``job.queued`` event is published before its enqueue returns, so it is
-        counted by the time the reservation ends.
+        A job's ``job.queued`` event is published before its enqueue returns: from then the
+        job counts in the open jobs, and its place no longer as held.
         """
         if self.in_store:
             yield
@@ -73,11 +82,17 @@ class JobQuota:
         try:
             yield
         finally:
-            left = self._pending[user_id] - count
-            if left:
+            counted = min(count, self._counted.get(user_id, 0))
+            if counted:
+                if self._counted[user_id] == counted:
+                    del self._counted[user_id]
+                else:
+                    self._counted[user_id] -= counted
+            left = self._pending.get(user_id, 0) - (count - counted)
+            if left > 0:
                 self._pending[user_id] = left
             else:
-                del self._pending[user_id]
+                self._pending.pop(user_id, None)
 
 
 async def check_bytes(

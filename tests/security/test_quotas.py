@@ -8,8 +8,12 @@ import io
 from typing import Any
 
 import aiohttp
+import pytest
 
 from jobserver.config import Settings
+from jobserver.errors import TooManyJobs
+from jobserver.models import Event, EventType
+from jobserver.quotas import JobQuota
 from tests import pdfs
 from tests.conftest import ApiClient, MakeApi
 from tests.wsraw import demo_only
@@ -120,3 +124,21 @@ def test_by_default_one_user_may_use_all_but_one_slot() -> None:
     assert Settings(concurrency=8).running_per_user == 7
     assert Settings(concurrency=1).running_per_user == 1
     assert Settings(concurrency=8, max_running_per_user=3).running_per_user == 3
+
+
+async def test_a_published_job_is_not_also_counted_as_a_held_place() -> None:
+    # An enqueue's job.queued event is published before its caller ends the reservation:
+    # in between, its place must count once, or a concurrent request is refused for nothing.
+    quota = JobQuota(2)
+
+    def queued(job_id: str) -> Event:
+        return Event(0, EventType.QUEUED, job_id, "alice", b"{}")
+
+    async with quota.reserve("alice"):
+        quota.on_event(queued("j1"))  # published; the first request has not resumed yet
+        async with quota.reserve("alice"):  # 1 open + 1 more = 2: fits
+            quota.on_event(queued("j2"))
+    assert quota.open_jobs("alice") == 2
+    with pytest.raises(TooManyJobs):
+        async with quota.reserve("alice"):
+            pass
