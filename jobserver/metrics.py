@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 DURATION_BUCKETS: Final = (1.0, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 LOOP_LAG_INTERVAL = 0.25
+_ACTIVE: Final = JobStatus.ACTIVE.value  # compared with every event's status
 
 # Why a WebSocket ended, by close code, for websocket_disconnects_total{reason}. A bounded set:
 # a client may close with any code, and every label value is a series of its own.
@@ -49,7 +50,11 @@ def close_reason(code: int | None) -> str:
 
 def event_time(body: Mapping[str, Any]) -> float | None:
     """The epoch seconds of an event's ``timestamp`` (set when it was persisted)."""
-    stamp = body.get("timestamp")
+    return parse_time(body.get("timestamp"))
+
+
+def parse_time(stamp: object) -> float | None:
+    """The epoch seconds of an ISO 8601 ``timestamp`` text; None when it is not one."""
     if not isinstance(stamp, str):
         return None
     try:
@@ -175,20 +180,24 @@ class Metrics:
     # -- the bus tap ------------------------------------------------------------------------
 
     def on_event(self, event: Event) -> None:
-        body = orjson.loads(event.data)
-        status, stage = str(body.get("status")), str(body.get("stage"))
+        body: Mapping[str, Any] | None = None
+        status, stage, text = event.status, event.stage, event.timestamp
+        if not status:  # read back from the log, not made by this node's writer: decode
+            body = orjson.loads(event.data)
+            status, stage = str(body.get("status")), str(body.get("stage"))
+            text = str(body.get("timestamp"))
+        key = (stage, status)
         counts = self._events.counts
-        counts[(stage, status)] = counts.get((stage, status), 0) + 1
+        counts[key] = counts.get(key, 0) + 1
         now = time.time()
         # The events of one commit share its timestamp and are published together, so the
         # bus's fan-out lag is observed once per commit, as a client's is once per hand-off.
-        text = body.get("timestamp")
         if text != self._stamp_text:
             self._stamp_text = text
-            stamp = event_time(body)
+            stamp = parse_time(text)
             if stamp is not None:
                 self._bus_lag.observe(max(0.0, now - stamp))
-        if status == JobStatus.ACTIVE:
+        if status == _ACTIVE:
             if event.job_id not in self._started:  # the first active event is the claim
                 self._started[event.job_id] = now
                 self.attempts.inc()
@@ -196,10 +205,12 @@ class Metrics:
         began = self._started.pop(event.job_id, None)
         if event.type is EventType.RETRYING:
             self.retries.inc()
-        if event.type in FINISHED_EVENTS:
-            self._observe_duration(body, status, now, began)
-        elif event.type is EventType.RETRYING:
-            self._observe_duration(body, "retrying", now, began)
+            outcome = "retrying"
+        elif event.type in FINISHED_EVENTS:
+            outcome = str(status)
+        else:
+            return
+        self._observe_duration(body or orjson.loads(event.data), outcome, now, began)
 
     def _observe_duration(
         self, body: Mapping[str, Any], outcome: str, now: float, began: float | None

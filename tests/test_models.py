@@ -11,6 +11,7 @@ from jobserver.errors import IllegalTransition
 from jobserver.models import (
     STAGE_DISPLAY_NAMES,
     TRANSITIONS,
+    Event,
     EventType,
     Job,
     JobStage,
@@ -60,6 +61,30 @@ def test_event_wire_format_is_camel_case_with_iso_timestamp() -> None:
     assert body["result"] == {"noteId": "n"} and "error" not in body
     for key in ["status", "stage", "progress", "message", "metadata"]:
         assert key in body
+
+
+def test_an_event_carries_its_status_stage_and_timestamp_as_plain_strings() -> None:
+    job = Job(id="j1", type="t", user_id="u1", payload={}, status=JobStatus.ACTIVE,
+              stage=JobStage.PROCESSING)  # fmt: skip
+    event = encode_event(3, EventType.PROGRESS, job, iso(0.0) or "")
+    body = orjson.loads(event.data)
+    assert (event.status, event.stage, event.timestamp) == (
+        body["status"], body["stage"], body["timestamp"]
+    ) == ("active", "processing", "1970-01-01T00:00:00.000Z")
+    # Plain str, not enum members: a tap keys dicts by them, and enum members hash apart.
+    assert type(event.status) is str and type(event.stage) is str
+    assert body["type"] == "job.progress" and event.type is EventType.PROGRESS
+
+
+def test_an_event_read_back_from_the_log_equals_the_one_published() -> None:
+    job = Job(id="j1", type="t", user_id="u1", payload={})
+    published = encode_event(3, EventType.QUEUED, job, iso(0.0) or "")
+    read_back = Event(*published[:5])  # the log keeps the row, not the hints
+    assert read_back.status == "" and published.status == "queued"
+    assert read_back == published
+    assert (read_back != published) is False  # tuple.__ne__ would compare the hints
+    assert hash(read_back) == hash(published) and [read_back] == [published]
+    assert published != published._replace(seq=4)
 
 
 def test_evolve_copies_every_field_and_applies_changes() -> None:

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from ..errors import JobServerError, TooManyJobs
-from ..models import JOB_FIELDS, ErrorDict, Job, ResultDict, encode_event, iso
+from ..models import JOB_FIELDS, ErrorDict, Job, ResultDict, encode_event_row, iso
 from ..tables import WriteOp
 from . import changes
 from .claims import ClaimBudget, PerUser
@@ -301,8 +301,8 @@ class Batch:
         job, type_ = change
         self.seq += 1
         job.last_seq = self.seq
-        event = encode_event(self.seq, type_, job, self._stamp)
-        self._events.append((event.seq, str(event.type), event.job_id, event.user_id, event.data))
+        row = encode_event_row(self.seq, type_, job, self._stamp)
+        self._events.append((self.seq, type_.value, job.id, job.user_id, row[4]))
         self._dirty[job.id] = job
         return self.seq
 

@@ -67,7 +67,7 @@ def _values(width: int, rows: int) -> str:
 @functools.lru_cache(maxsize=64)
 def _statement(kind: str, rows: int) -> str:
     if kind == "events":
-        # Columns in the order of Event's fields, so an Event is its own row.
+        # Columns in the order of Event's first five fields (its row; the rest are hints).
         return f"INSERT INTO events (seq, type, job_id, user_id, data) VALUES {_values(5, rows)}"
     if kind == "insert-jobs":
         return f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES {_values(len(JOB_FIELDS), rows)}"

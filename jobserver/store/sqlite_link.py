@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DatabaseDamaged, ServiceUnavailable
-from ..models import Event
+from ..models import Event, event_of
 from . import frames, sqlite_ops
 from .answer import answer
 from .hold import FOREGROUND
@@ -409,7 +409,7 @@ class WriterLink:
         made the first ``lead`` events: their callers are answered once those are published,
         and get a turn of the loop to reply before the rest of the batch is published.
         """
-        events = [Event(*row) for row in rows]
+        events = list(map(event_of, rows))
         first = events[0].seq if events else 0
         if ahead:
             await self._publish_sliced(events[:lead])

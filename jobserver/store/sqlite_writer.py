@@ -32,7 +32,7 @@ import orjson
 
 from .. import gctune
 from ..errors import JobServerError, ServiceUnavailable, StorageFull
-from ..models import ErrorDict, Job, JobStatus, ResultDict, encode_event, iso
+from ..models import ErrorDict, EventRow, Job, JobStatus, ResultDict, encode_event_row, iso
 from ..tables import Tables, WriteOp, declared_in
 from . import changes, frames, sqlite_file
 from . import sqlite_ops as ops
@@ -53,7 +53,6 @@ from .sqlite_file import CLEAN_STOP
 
 log = logging.getLogger(__name__)
 
-EventRow = tuple[int, str, str, str, bytes]  # seq, type, job_id, user_id, data: Event's fields
 Outcome = tuple[bool, Any]  # (True, result) or (False, the error)
 
 MAX_BATCH = 512  # ops per transaction; bounds the work of one commit and one reply
@@ -245,7 +244,8 @@ class Writer:
             self._new = set()
             self._moved = set()
         if self._written < len(self._events):
-            write_rows(conn, "events", self._events[self._written :])
+            # An event's row is its first five fields; the hints go to the server only.
+            write_rows(conn, "events", [e[:5] for e in self._events[self._written :]])
             self._written = len(self._events)
 
     def _load(self, job_id: str) -> Job | None:
@@ -267,7 +267,7 @@ class Writer:
         job, type_ = change
         self.seq += 1
         job.last_seq = self.seq
-        self._events.append(tuple(encode_event(self.seq, type_, job, self._stamp)))  # type: ignore[arg-type]
+        self._events.append(encode_event_row(self.seq, type_, job, self._stamp))
         self._dirty[job.id] = job
         if insert:
             self._new.add(job.id)
