@@ -142,19 +142,20 @@ class PgAuthDb:
         return [_session(r) for r in rows]
 
     async def revoke_session(self, sid: str) -> None:
-        async with self._transaction() as conn:
-            await conn.execute(
-                f"UPDATE sessions SET revoked_at={NOW} WHERE id=$1 AND revoked_at IS NULL", sid
-            )
-            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, sid)
+        """One statement, as ``_revoke_user``: announced when it ended the session."""
+        await self.db.execute(
+            f"WITH ended AS (UPDATE sessions SET revoked_at={NOW} WHERE id=$1 "
+            "AND revoked_at IS NULL RETURNING id) SELECT pg_notify($2, id) FROM ended",
+            sid, CHANNEL,
+        )  # fmt: skip
 
     async def revoke_token(self, jti: str, expires_at: float) -> None:
-        async with self._transaction() as conn:
-            await conn.execute(
-                "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) "
-                "ON CONFLICT DO NOTHING", jti, expires_at,
-            )  # fmt: skip
-            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, jti)
+        """One statement: announced when the id was not revoked already."""
+        await self.db.execute(
+            "WITH added AS (INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) "
+            "ON CONFLICT DO NOTHING RETURNING jti) SELECT pg_notify($3, jti) FROM added",
+            jti, expires_at, CHANNEL,
+        )  # fmt: skip
 
     async def revoke_user(self, user_id: str) -> list[str]:
         return await _revoke_user(self.db, user_id)

@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import asyncpg
 import psycopg
 import pytest
 
@@ -76,5 +77,38 @@ async def test_ending_a_user_s_sessions_is_one_statement_heard_by_every_node(
         await wait_until(lambda: all(there.is_revoked(s.id) for s in alice), "the notices")
         assert not here.is_revoked(bob.id) and await there.get(bob.id) == bob
     finally:
+        await there.close()
+        await here.close()
+
+
+async def test_a_revoked_session_or_token_is_announced_once_and_heard_by_every_node(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``revoke_session`` and ``revoke_token`` are each one statement with its NOTIFY: another
+    node refuses the id at once (no reload runs in this test), and a second revocation of
+    the same id, which changes nothing, announces nothing."""
+    monkeypatch.setattr(authpg, "RELOAD_SECONDS", 600.0)  # only a NOTIFY can tell `there`
+    here = PgSessions(URL, schema, node_id=f"{schema}-a")
+    there = PgSessions(URL, schema, node_id=f"{schema}-b")
+    await here.open()
+    await there.open()
+    heard: list[str] = []
+    listener = await asyncpg.connect(URL)
+    await listener.add_listener(CHANNEL, lambda *args: heard.append(args[3]))
+    try:
+        session = await here.start("alice", "password", time.time() + 600)
+        token_id = f"{schema}-jti"
+        for _ in range(2):
+            await here.revoke(session.id)
+            await here.revoke_token(token_id, time.time() + 600)
+        await wait_until(lambda: there.is_revoked(session.id), "the session's notice")
+        await wait_until(lambda: there.is_revoked(token_id), "the token's notice")
+        assert await there.get(session.id) is None
+        with psycopg.connect(URL, autocommit=True) as conn:  # notices come in commit order
+            conn.execute("SELECT pg_notify(%s, 'last')", (CHANNEL,))
+        await wait_until(lambda: "last" in heard, "the last notice")
+        assert heard == [session.id, token_id, "last"]
+    finally:
+        await listener.close()
         await there.close()
         await here.close()
