@@ -95,9 +95,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
             bus.add_tap(tap)
     for hook in plugins.queued_hooks:
         queue.on_queued(functools.partial(hook, server))
-    if isinstance(store, PostgresStore):
-        app[QUOTA].in_store = True  # counted by the store's writes, which every node shares
-    else:
+    if not app[QUOTA].in_store:
         await app[QUOTA].load(store)  # before anything is published
         bus.add_tap(app[QUOTA].on_event)
     yield
@@ -226,7 +224,8 @@ def create_app(
     app[METRICS] = metrics
     app[PROCESSES] = _worker_processes(settings, plugins)
     app[GUARD] = guard  # cli.serve gives it the connections (web/guard.py)
-    app[QUOTA] = JobQuota(settings.max_jobs_per_user)
+    # On PostgreSQL the store's writes, which every node shares, count the jobs.
+    app[QUOTA] = JobQuota(settings.max_jobs_per_user, in_store=bool(settings.database_url))
     app[RATE_LIMITER] = RateLimiter(
         settings.requests_per_second_per_user, settings.request_burst_per_user
     )
