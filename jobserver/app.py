@@ -95,7 +95,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
             bus.add_tap(tap)
     for hook in plugins.queued_hooks:
         queue.on_queued(functools.partial(hook, server))
-    if not app[QUOTA].in_store:
+    if isinstance(store, SqliteStore):  # on PostgreSQL the store counts (in_store)
         await app[QUOTA].load(store)  # before anything is published
         bus.add_tap(app[QUOTA].on_event)
     yield

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from .config import Settings
 from .errors import TooManyJobs, TooManyRequests
@@ -20,6 +21,15 @@ from .models import FINISHED_EVENTS, Event, EventType
 from .store import Store
 
 BYTES_RETRY_AFTER = 3600.0  # kept bytes are freed by pruning, not soon
+
+
+class OpenJobCounts(Protocol):
+    """Where the in-memory count starts (``SqliteStore``; not the shared ``Store``: on
+    PostgreSQL the store counts in its writes)."""
+
+    async def open_jobs_by_user(self) -> dict[str, int]:
+        """Queued and active jobs per user."""
+        ...
 
 
 class JobQuota:
@@ -41,7 +51,7 @@ class JobQuota:
         # must not count twice in between.
         self._counted: dict[str, int] = {}
 
-    async def load(self, store: Store) -> None:
+    async def load(self, store: OpenJobCounts) -> None:
         """Start from the store's counts; call before anything is published."""
         self._open = await store.open_jobs_by_user()
 

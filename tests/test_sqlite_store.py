@@ -29,6 +29,23 @@ async def test_one_process_owns_the_file(tmp_path: Path) -> None:
     await second.close()
 
 
+async def test_open_jobs_by_user_counts_queued_and_active_jobs(tmp_path: Path) -> None:
+    """Where the job quota starts on SQLite (``JobQuota.load``): finished jobs do not count."""
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        for user in ("u1", "u1", "u2"):
+            await store.enqueue(NewJob(type="t", user_id=user, delay_seconds=3600))
+        await store.enqueue(NewJob(type="t", user_id="u2"))
+        [(running, _)] = await store.claim(1, 30.0)
+        job, _ = await store.enqueue(NewJob(type="t", user_id="u3"))
+        await store.cancel(job.id, "u3")
+        assert running.user_id == "u2"
+        assert await store.open_jobs_by_user() == {"u1": 2, "u2": 2}
+    finally:
+        await store.close()
+
+
 async def test_a_checkpoint_fails_once_closed(tmp_path: Path) -> None:
     s = SqliteStore(tmp_path / "s.db")
     await s.open()

@@ -89,13 +89,6 @@ class PgReads:
         )
         return {str(r[0]) for r in rows}
 
-    async def open_jobs_by_user(self) -> dict[str, int]:
-        rows = await self._read(
-            "SELECT user_id, COUNT(*) FROM jobs WHERE status IN ('queued', 'active') "
-            "GROUP BY user_id"
-        )
-        return {str(user): int(n) for user, n in rows}
-
     async def payload_total(self, user_id: str, key: str) -> int:
         rows = await self._read(
             "SELECT COALESCE(SUM((payload::jsonb ->> $1)::numeric), 0) FROM jobs "

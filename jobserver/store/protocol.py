@@ -206,10 +206,6 @@ class Store(Protocol):
         """Every user's jobs by status, removed ones left out (the ``/metrics`` gauge)."""
         ...
 
-    async def open_jobs_by_user(self) -> dict[str, int]:
-        """Queued and active jobs per user (the job quota's starting point)."""
-        ...
-
     async def payload_total(self, user_id: str, key: str) -> int:
         """The sum of the numbers ``payload[key]`` over ``user_id``'s kept jobs."""
         ...

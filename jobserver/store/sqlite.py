@@ -313,6 +313,9 @@ class SqliteStore:
         return await self._reads.payload_values(key)
 
     async def open_jobs_by_user(self) -> dict[str, int]:
+        """Queued and active jobs per user: where ``JobQuota`` starts (a server alone on
+        its file counts in memory; on PostgreSQL the writes count, so ``Store`` has no such
+        read)."""
         return await self._reads.open_jobs_by_user()
 
     async def payload_total(self, user_id: str, key: str) -> int:
