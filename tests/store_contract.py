@@ -489,6 +489,11 @@ class StoreContract:
             summer.id
         ]
         assert sum((await store.job_counts("u1", "Été")).values()) == 1
+        # A query ending in Σ: lowered alone it ends in the final sigma, within the label not.
+        odyssey, _ = await store.enqueue(new(label="ΟΔΥΣΣΕΑΣ.pdf"))
+        for query in ("ΟΔΥΣ", "ΟΔΥΣΣΕΑΣ", "οδυσσεασ.PDF"):
+            found = await store.list_jobs("u1", None, 10, 0, query=query)
+            assert [j.id for j in found] == [odyssey.id], query
 
     async def test_removed_job_leaves_lists_and_counts_but_keeps_its_events(
         self, store: Store

@@ -153,10 +153,16 @@ class SqliteReads:
         return int(rows[0][0])
 
 
+FINAL_SIGMA, SIGMA = "\u03c2", "\u03c3"
+
+
 def _fold(text: object) -> object:
-    """``fold()`` in SQL: Unicode lower case, as PostgreSQL's lower() (SQLite's folds ASCII
-    only, so "ÉTÉ" would not find "été")."""
-    return text.lower() if isinstance(text, str) else text
+    """``fold()`` in SQL, and the query's: Unicode lower case, as PostgreSQL's lower()
+    (SQLite's folds ASCII only, so "ÉTÉ" would not find "été"), with the final sigma ς as
+    the plain one. Python lowers a word's last Σ to ς, so a query folded alone would not be
+    found in the label it is part of ("ΟΔΥΣ" would not find "ΟΔΥΣΣΕΑΣ"); PostgreSQL's
+    lower() never makes ς."""
+    return text.lower().replace(FINAL_SIGMA, SIGMA) if isinstance(text, str) else text
 
 
 def _visible(user_id: str, query: str | None) -> tuple[str, tuple[Any, ...]]:
@@ -165,6 +171,6 @@ def _visible(user_id: str, query: str | None) -> tuple[str, tuple[Any, ...]]:
     where = "user_id=? AND removed_at IS NULL"
     if not query:
         return where, (user_id,)
-    folded = query.lower()
+    folded = _fold(query)
     return (f"{where} AND (instr(fold(label), ?) > 0 OR instr(fold(type), ?) > 0)",
             (user_id, folded, folded))  # fmt: skip
