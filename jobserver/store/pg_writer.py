@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import itertools
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -341,9 +342,9 @@ class Batch:
                     made.append(row_to_job(tuple(row)))
                     continue
             made.append(changes.new_job(new, now))
-        for user_id in {new.user_id for new in news}:
-            added = sum(1 for m in made if not isinstance(m, Job) and m[0].user_id == user_id)
-            await self._room(user_id, added)
+        added = Counter(m[0].user_id for m in made if not isinstance(m, Job))
+        for user_id, count in added.items():
+            await self._room(user_id, count)
         out: list[tuple[Job, list[int]]] = []
         for item in made:
             if isinstance(item, Job):
