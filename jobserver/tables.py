@@ -11,10 +11,13 @@ SQL here must run on every backend: ``?`` placeholders, standard DDL, and upsert
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+PAYLOAD_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 
 
 class Tx(Protocol):
@@ -36,6 +39,9 @@ class Tables:
         legacy_table: a table that tells, when no version was recorded, that these tables
             were made by a release from before versions were kept ...
         legacy_version: ... and so are at this version (then ``migrations`` run from it).
+        payload_index: keys of the jobs' payloads the plugin finds jobs by
+            (``Store.payload_named``): each backend indexes the jobs that have one, in its
+            own words, at every start (``IF NOT EXISTS``; not versioned).
     """
 
     name: str
@@ -44,11 +50,23 @@ class Tables:
     migrations: Mapping[int, str] = field(default_factory=dict)
     legacy_table: str = ""
     legacy_version: int = 1
+    payload_index: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         missing = [n for n in range(2, self.version + 1) if n not in self.migrations]
         if missing:
             raise ValueError(f"tables {self.name!r} have no migration to version {missing[0]}")
+        for key in self.payload_index:
+            payload_key(key)
+
+
+def payload_key(key: str) -> str:
+    """``key`` if it may be written into SQL as a payload key (a plain name), else ValueError:
+    an index is used only by a query that names its key as the index does, not as a
+    parameter."""
+    if not PAYLOAD_KEY.fullmatch(key):
+        raise ValueError(f"a payload key to look jobs up by must be a plain name: {key!r}")
+    return key
 
 
 @dataclass(frozen=True, slots=True)

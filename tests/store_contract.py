@@ -665,3 +665,21 @@ class StoreContract:
         await store.enqueue(NewJob(type="t", user_id="u2", payload={"other": "cc"}))
         assert await store.payload_values("sha256") == {"aa", "bb"}
         assert await store.payload_values("missing") == set()
+
+    async def test_payload_named_says_which_values_kept_jobs_name(
+        self, make_store: MakeStore
+    ) -> None:
+        """With the index a plugin declares for the key (``Tables.payload_index``), and
+        without one (a key no plugin declared: the same answers)."""
+        store = await make_store(storage=["jobserver.pdf.storage"])
+        await store.enqueue(NewJob(type="t", user_id="u1", payload={"sha256": "aa", "n": 1}))
+        await store.enqueue(NewJob(type="t", user_id="u2", payload={"sha256": "bb", "k": "aa"}))
+        await store.enqueue(NewJob(type="t", user_id="u2", payload={"other": "cc"}))
+        await store.enqueue(NewJob(type="t", user_id="u2", payload={"sha256": 7}))
+        assert await store.payload_named("sha256", ["aa", "cc", "zz", "bb"]) == {"aa", "bb"}
+        assert await store.payload_named("sha256", ["aa", "aa"]) == {"aa"}
+        assert await store.payload_named("sha256", []) == set()
+        assert await store.payload_named("k", ["aa", "bb"]) == {"aa"}
+        assert await store.payload_named("missing", ["aa"]) == set()
+        with pytest.raises(ValueError, match="plain name"):
+            await store.payload_named("sha256') OR ('1", ["aa"])

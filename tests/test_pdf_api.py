@@ -265,6 +265,49 @@ async def test_a_refusal_stands_when_removing_its_file_fails(
     assert status == 200  # and the server serves on
 
 
+async def test_a_refused_upload_asks_the_index_which_of_its_files_jobs_name_not_every_job(
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removing a refused request's file asks ``payload_named`` for it (an index lookup),
+    never ``payload_values`` (every job's payload); a file a job names stays."""
+    api = await make_api()
+    store = api.app[STORE]
+    scans, lookups = [], []
+    values, named = store.payload_values, store.payload_named
+
+    async def scan(key: str) -> set[str]:
+        scans.append(key)
+        return await values(key)
+
+    async def lookup(key: str, shas: Any) -> set[str]:
+        lookups.append(sorted(shas))
+        return await named(key, shas)
+
+    monkeypatch.setattr(store, "payload_values", scan)
+    monkeypatch.setattr(store, "payload_named", lookup)
+    data = pdfs.large_pdf("Refused, Looked Up")
+    sha = hashlib.sha256(data).hexdigest()
+    release = asyncio.Event()
+    release.set()
+    body, content_type = refused_later(data, release)
+    status, refused = await api.post("/api/jobs", data=body, headers={"Content-Type": content_type})
+    assert status == 400 and refused["error"]["code"] == "INVALID_PAYLOAD", refused
+    assert not upload_path(api.app[SETTINGS].data_dir, sha).exists()
+    assert scans == [] and lookups == [[sha]]
+    # The same file, now named by a job (sent as JSON by hash, as if uploaded before; not
+    # due, so nothing reads the file):
+    payload = stored_upload(api, data)
+    status, job = await api.post(
+        "/api/jobs", json={"type": PDF_NOTES, "payload": payload, "delaySeconds": 3600}
+    )
+    assert status == 202, job
+    upload_path(api.app[SETTINGS].data_dir, sha).unlink()  # kept again by the refusal below
+    body, content_type = refused_later(data, release)
+    status, refused = await api.post("/api/jobs", data=body, headers={"Content-Type": content_type})
+    assert status == 400 and lookups[-1] == [sha] and scans == []
+    assert upload_path(api.app[SETTINGS].data_dir, sha).exists()  # the job names it
+
+
 async def test_not_a_pdf_is_refused_with_415_and_nothing_is_kept(make_api: MakeApi) -> None:
     api = await make_api()
     for data in (pdfs.not_a_pdf(), b"", b"%PD"):

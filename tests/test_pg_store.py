@@ -318,3 +318,35 @@ async def test_after_an_enqueue_a_claim_is_held_to_commit_with_the_next_enqueue(
             assert [j.id for j, _ in await store.claim(1, 30.0)] == [second.id]
     finally:
         await store.close()
+
+
+async def test_payload_named_reads_the_index_its_key_s_plugin_declares(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nodes starting at once make the PDF plugin's ``payload_index`` once, and
+    ``payload_named`` (a refused upload's question) looks its values up in it: with
+    sequential scans off, a query the index cannot answer would still plan one."""
+    stores = [PostgresStore(URL, node_id=f"{schema}-n{i}", schema=schema,
+                            storage=["jobserver.pdf.storage"]) for i in range(3)]  # fmt: skip
+    await asyncio.gather(*(s.open() for s in stores))
+    store = stores[0]
+    asked: list[tuple[str, tuple[Any, ...]]] = []
+    read = store._read
+
+    async def recorded(sql: str, *params: Any) -> list[Any]:
+        asked.append((sql, params))
+        return await read(sql, *params)
+
+    try:
+        for n in range(3):
+            await store.enqueue(NewJob(type="t", user_id="u", payload={"sha256": f"s{n}"}))
+        monkeypatch.setattr(store, "_read", recorded)
+        assert await store.payload_named("sha256", ["s1", "nope"]) == {"s1"}
+    finally:
+        for s in stores:
+            await s.close()
+    [(sql, params)] = asked
+    with psycopg.connect(URL, options=f"-c search_path={schema}") as conn:
+        conn.execute("SET enable_seqscan = off")
+        plan = [r[0] for r in conn.execute(f"EXPLAIN {sql.replace('$1', '%s')}", params)]
+    assert "jobs_payload_sha256" in " ".join(plan) and "Seq Scan" not in " ".join(plan), plan

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,3 +106,31 @@ async def test_wal_stays_bounded_under_steady_load(tmp_path: Path) -> None:
     assert not wal.exists() or wal.stat().st_size == 0
 
 
+
+
+async def test_payload_named_reads_the_index_its_key_s_plugin_declares(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``payload_named`` (a refused upload's question) looks its values up in
+    ``jobs_payload_sha256``, made for the PDF plugin's ``payload_index``: no scan of the jobs."""
+    path = tmp_path / "s.db"
+    store = SqliteStore(path, storage=["jobserver.pdf.storage"])
+    await store.open()
+    asked: list[tuple[str, tuple[object, ...]]] = []
+    read = store._reads.read
+
+    async def recorded(sql: str, params: Any = ()) -> list[Any]:
+        asked.append((sql, tuple(params)))
+        return await read(sql, params)
+
+    try:
+        for n in range(3):
+            await store.enqueue(NewJob(type="t", user_id="u", payload={"sha256": f"s{n}"}))
+        monkeypatch.setattr(store._reads, "read", recorded)
+        assert await store.payload_named("sha256", ["s1", "nope"]) == {"s1"}
+    finally:
+        await store.close()
+    [(sql, params)] = asked
+    with sqlite3.connect(path) as conn:
+        plan = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert plan.startswith("SEARCH jobs USING") and "INDEX jobs_payload_sha256" in plan, plan

@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS notes_cache (
 );
 CREATE INDEX IF NOT EXISTS notes_cache_age ON notes_cache (created_at)
 """,
+    # A refused upload asks whether a job names the files it stored (upload_store.py).
+    payload_index=("sha256",),
 )
 
 NOTE_COLUMNS = "id, user_id, job_id, content_hash, filename, content, created_at"

@@ -64,8 +64,8 @@ class UploadStore(Protocol):
         self, store: Store, sha256: str, stamp: str, needed: Collection[str] | None = None
     ) -> bool:
         """Remove the content kept with ``stamp`` (a refused request's file), unless it was
-        kept again since or a job in ``store`` names it (``needed``: the files jobs name,
-        when the caller read them once for several removals); whether it went."""
+        kept again since or a job in ``store`` names it (``needed``: which of the files a
+        caller removes jobs name, when it looked them up at once); whether it went."""
         ...
 
     def local_copy(self, sha256: str) -> contextlib.AbstractAsyncContextManager[Path]:
@@ -209,10 +209,10 @@ def _flock(path: Path) -> int:
 
 
 async def named_by_a_job(store: Store, sha256: str, needed: Collection[str] | None) -> bool:
-    """Whether a kept job names the file ``sha256``: in ``needed`` (the files jobs name, read
-    by the caller), else read from ``store`` (every job's payload: a scan of the table)."""
+    """Whether a kept job names the file ``sha256``: in ``needed`` (those of the files being
+    removed that jobs name, read by the caller), else looked up in ``store`` (an index)."""
     if needed is None:
-        needed = await store.payload_values("sha256")
+        needed = await store.payload_named("sha256", [sha256])
     return sha256 in needed
 
 

@@ -170,13 +170,12 @@ async def create_pdf_job(request: web.Request) -> list[NewJob]:
 
 
 async def _remove_created(store: Store, uploads: UploadStore, stored: list[StoredUpload]) -> None:
-    needed: Collection[str] | None = None  # the files jobs name, read once per request
-    for upload in stored:
-        if not upload.created:
-            continue
+    created = [upload for upload in stored if upload.created]
+    needed: Collection[str] | None = None  # which of them jobs name: one lookup a request
+    for upload in created:
         try:
             if needed is None:
-                needed = await store.payload_values("sha256")
+                needed = await store.payload_named("sha256", [u.sha256 for u in created])
             await uploads.remove(store, upload.sha256, upload.stamp, needed)
         except (JobServerError, OSError) as exc:  # retention removes it later; the refusal stands
             log.warning("could not remove the refused upload %s: %s", upload.sha256, exc)

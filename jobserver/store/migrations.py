@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from ..errors import JobServerError
 from ..tables import Tables
+from .schema import payload_index
 
 log = logging.getLogger(__name__)
 
@@ -82,5 +83,7 @@ def migrate(conn: sqlite3.Connection, all_tables: Sequence[Tables]) -> dict[str,
                     conn.rollback()
                 raise
             migrated(tables, current)
+        for key in tables.payload_index:
+            conn.execute(payload_index(key))
         versions[tables.name] = tables.version
     return versions

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import asyncpg
 
 from ..errors import ServiceUnavailable
 from ..models import Event, EventType, Job, JobStatus
-from .pg_schema import placeholders
+from .pg_schema import payload_has, payload_of, placeholders
 from .schema import JOB_COLUMNS, row_to_job
 
 
@@ -87,6 +87,14 @@ class PgReads:
         rows = await self._read(
             "SELECT DISTINCT payload::jsonb ->> $1 FROM jobs WHERE payload::jsonb ? $1", key
         )
+        return {str(r[0]) for r in rows}
+
+    async def payload_named(self, key: str, values: Collection[str]) -> set[str]:
+        value = payload_of(key)
+        rows = await self._read(
+            f"SELECT DISTINCT {value} FROM jobs WHERE {payload_has(key)} "
+            f"AND {value} = ANY($1::text[])", list(values),
+        )  # fmt: skip
         return {str(r[0]) for r in rows}
 
     async def payload_total(self, user_id: str, key: str) -> int:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ..tables import Tables
+from ..tables import Tables, payload_key
 from .migrations import migrated, steps
 
 # pg_advisory_lock keys (two int4s: a namespace, then what is locked).
@@ -28,6 +28,23 @@ PG_CORE = Tables(
     create="CREATE INDEX IF NOT EXISTS jobs_open_user ON jobs (user_id) "
     "WHERE status IN ('queued', 'active')",
 )
+
+
+def payload_of(key: str) -> str:
+    """PostgreSQL's expression for a job's ``payload[key]`` (as its index names it)."""
+    return f"(payload::jsonb ->> '{payload_key(key)}')"
+
+
+def payload_has(key: str) -> str:
+    """Whether a job's payload has ``key`` (its index's condition)."""
+    return f"payload::jsonb ? '{payload_key(key)}'"
+
+
+def payload_index(key: str) -> str:
+    """The index of the jobs whose payload has ``key`` (``Tables.payload_index``)."""
+    return (f"CREATE INDEX IF NOT EXISTS jobs_payload_{key} ON jobs ({payload_of(key)}) "
+            f"WHERE {payload_has(key)}")  # fmt: skip
+
 
 _TYPES = [
     (re.compile(r"\bINTEGER PRIMARY KEY\b"), "BIGINT PRIMARY KEY"),
@@ -88,6 +105,8 @@ async def migrate(conn: Any, all_tables: Sequence[Tables]) -> dict[str, int]:
                         f"schema:{tables.name}", str(tables.version),
                     )  # fmt: skip
                 migrated(tables, current)
+            for key in tables.payload_index:
+                await conn.execute(payload_index(key))
             versions[tables.name] = tables.version
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_SPACE, MIGRATE_LOCK)

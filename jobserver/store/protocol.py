@@ -245,6 +245,12 @@ class Store(Protocol):
         """Distinct string values of ``payload[key]`` over every kept job (the files jobs name)."""
         ...
 
+    async def payload_named(self, key: str, values: Collection[str]) -> set[str]:
+        """Which of ``values`` (at most a few hundred) a kept job's ``payload[key]`` names:
+        looked up in the index a plugin declares for ``key`` (``Tables.payload_index``;
+        ``key`` a plain name)."""
+        ...
+
     async def checkpoint(self) -> int:
         """Bound the on-disk journal (SQLite: checkpoint and truncate the WAL).
 

@@ -11,7 +11,7 @@ import orjson
 
 from ..codegen import make_function
 from ..models import JOB_FIELDS, Job, JobStatus
-from ..tables import Tables
+from ..tables import Tables, payload_key
 
 JOB_COLUMNS = ", ".join(f.name for f in JOB_FIELDS)
 JOBS_TABLE = "CREATE TABLE IF NOT EXISTS jobs (\n    {}\n)".format(
@@ -48,6 +48,18 @@ CREATE INDEX IF NOT EXISTS events_user ON events (user_id, seq);
         3: "ALTER TABLE jobs ADD COLUMN removed_at REAL",
     },
 )
+
+
+def payload_of(key: str) -> str:
+    """SQLite's expression for a job's ``payload[key]`` (as its index names it)."""
+    return f"json_extract(payload, '$.{payload_key(key)}')"
+
+
+def payload_index(key: str) -> str:
+    """The index of the jobs whose payload has ``key`` (``Tables.payload_index``)."""
+    value = payload_of(key)
+    return (f"CREATE INDEX IF NOT EXISTS jobs_payload_{key} ON jobs ({value}) "
+            f"WHERE {value} IS NOT NULL")  # fmt: skip
 
 
 # Set once, when the job is made: a batch's row updates leave them alone.

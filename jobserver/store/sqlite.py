@@ -312,6 +312,9 @@ class SqliteStore:
     async def payload_values(self, key: str) -> set[str]:
         return await self._reads.payload_values(key)
 
+    async def payload_named(self, key: str, values: Collection[str]) -> set[str]:
+        return await self._reads.payload_named(key, values)
+
     async def open_jobs_by_user(self) -> dict[str, int]:
         """Queued and active jobs per user: where ``JobQuota`` starts (a server alone on
         its file counts in memory; on PostgreSQL the writes count, so ``Store`` has no such

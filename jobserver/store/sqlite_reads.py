@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import aiosqlite
 
 from ..errors import DatabaseDamaged, ServiceUnavailable
 from ..models import Event, EventType, Job, JobStatus
-from .schema import JOB_COLUMNS, row_to_job
+from .schema import JOB_COLUMNS, payload_of, row_to_job
 from .sqlite_file import is_damage
 from .sqlite_writer import BUSY_TIMEOUT_MS
 
@@ -136,6 +136,16 @@ class SqliteReads:
             "WHERE json_extract(payload, ?) IS NOT NULL",
             (path, path),
         )
+        return {str(r[0]) for r in rows}
+
+    async def payload_named(self, key: str, values: Collection[str]) -> set[str]:
+        value, names = payload_of(key), list(values)
+        if not names:
+            return set()
+        rows = await self.read(
+            f"SELECT DISTINCT {value} FROM jobs WHERE {value} IS NOT NULL "
+            f"AND {value} IN ({', '.join('?' * len(names))})", names,
+        )  # fmt: skip
         return {str(r[0]) for r in rows}
 
     async def open_jobs_by_user(self) -> dict[str, int]:
