@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import psycopg
 import pytest
 
-from jobserver.errors import TooManyJobs
+from jobserver.errors import LeaseLost, TooManyJobs
 from jobserver.models import Event, JobStage, JobStatus
 from jobserver.store import NewJob, ProgressUpdate, hold
 from jobserver.store.pg_schema import LOCK_SPACE, SEQ_LOCK
@@ -350,3 +351,99 @@ async def test_payload_named_reads_the_index_its_key_s_plugin_declares(
         conn.execute("SET enable_seqscan = off")
         plan = [r[0] for r in conn.execute(f"EXPLAIN {sql.replace('$1', '%s')}", params)]
     assert "jobs_payload_sha256" in " ".join(plan) and "Seq Scan" not in " ".join(plan), plan
+
+
+async def test_a_lease_holders_writes_read_no_row_yet_another_nodes_change_fences_them(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node that claimed a job writes its progress and outcome without reading its row
+    first (it knows the row: its own last write), but only while the row is that version:
+    a cancel by another node, or a renewal, is never overwritten."""
+    import time
+
+    import asyncpg
+
+    sent: list[str] = []
+    fetch = asyncpg.Connection.fetch
+
+    async def spy(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
+        sent.append(query)
+        return await fetch(self, query, *args, **kw)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetch", spy)
+    a, b = node(schema, "a"), node(schema, "b")
+    await a.open()
+    await b.open()
+    try:
+        for _ in range(3):
+            await a.enqueue(NewJob(type="t", user_id="u"))
+        one, two, three = [job for job, _ in await a.claim(3, 30)]
+        result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        sent.clear()
+        a.progress(one.id, str(one.lease_token), ProgressUpdate(JobStage.PROCESSING, 5),
+                   partial(_answered, result))  # fmt: skip
+        assert (await result)[1] is None
+        await a.complete(one.id, str(one.lease_token), {"n": 1})
+        assert not [q for q in sent if "FOR UPDATE" in q]  # no row read, no page
+        assert (await a.get_job(one.id)).status == "completed"  # type: ignore[union-attr]
+
+        await b.cancel(two.id, "u")  # another node's change: a's row is no longer current
+        with pytest.raises(LeaseLost):
+            await a.complete(two.id, str(two.lease_token), {"n": 2})
+        assert (await a.get_job(two.id)).status == "cancelled"  # type: ignore[union-attr]
+
+        token = str(three.lease_token)
+        for percent in (7, 9):  # the first with a renewal in its batch, the second after it
+            answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            a.progress(three.id, token, ProgressUpdate(JobStage.PROCESSING, percent),
+                       partial(_answered, answered))  # fmt: skip
+            if percent == 7:
+                assert await a.renew({three.id: token}, 3600) == set()
+            assert (await answered)[1] is None
+        got = await a.get_job(three.id)
+        assert got is not None and got.progress == 9
+        assert got.lease_expires_at is not None and got.lease_expires_at > time.time() + 3000
+    finally:
+        await a.close()
+        await b.close()
+
+
+def _answered(future: asyncio.Future[Any], event: Event | None,
+              error: BaseException | None) -> None:  # fmt: skip
+    future.set_result((event, error))
+
+
+async def test_a_lone_write_whose_snapshot_missed_another_nodes_events_is_made_again(
+    schema: str,
+) -> None:
+    """A batch with no transaction of its own takes the seq lock inside its one statement,
+    whose snapshot may predate a commit made while it waited for the lock: its seqs then
+    collide with that commit's, and the batch is made again after reading the head."""
+    store = node(schema)
+    await store.open()
+    try:
+        job, _ = await store.enqueue(NewJob(type="t", user_id="u"))
+        seen: list[int] = []
+        store.on_commit(lambda events: seen.extend(e.seq for e in events))
+        with psycopg.connect(URL, autocommit=True, options=f"-c search_path={schema}") as other:
+            other.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, SEQ_LOCK))
+            claim = asyncio.create_task(store.claim(1, 30))
+            async with asyncio.timeout(10):
+                while not other.execute(
+                    "SELECT 1 FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                    "WHERE l.locktype='advisory' AND NOT l.granted AND a.application_name=%s",
+                    (f"jobserver:{schema}-n1"[:63],),
+                ).fetchone():  # fmt: skip
+                    await asyncio.sleep(0.01)
+            # Another node's event, committed while the claim waits for the lock.
+            other.execute(
+                "INSERT INTO events (seq, type, job_id, user_id, data) "
+                "VALUES (%s, 'job.queued', 'x', 'u', %s)", (job.last_seq + 1, b"{}"),
+            )  # fmt: skip
+            other.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, SEQ_LOCK))
+            async with asyncio.timeout(10):
+                [(claimed, started)] = await claim
+        assert claimed.id == job.id and started.seq == job.last_seq + 2
+        assert seen == [job.last_seq + 1, job.last_seq + 2]
+    finally:
+        await store.close()

@@ -1,19 +1,26 @@
 """One PostgreSQL write transaction: a batch of ops, their job rows and events, one commit.
 
-Every change is ``store/changes.py``'s, as on SQLite. The transaction first takes the seq
-lock (``pg_advisory_xact_lock``), so seqs are handed out in commit order across every node:
-no reader can see seq 42 committed while 41 is still to come. Job rows changed by the batch
-are written once at its end (or before an op that reads the tables itself), with the events
-and the ``NOTIFY``, in one statement. A batch of writes alone is three round trips: ``BEGIN``
-with the lock, the write (which checks the head the batch guessed, in a snapshot taken once
-the lock is held), ``COMMIT``; four when the head is read first (``Batch``'s ``guess``).
-Ops that read rows add round trips: one locks and reads the rows of every job the batch's
-one-job ops name, and a claim reads its pages.
+Every change is ``store/changes.py``'s, as on SQLite. The transaction takes the seq lock
+(``pg_advisory_xact_lock``) before it writes, so seqs are handed out in commit order across
+every node: no reader can see seq 42 committed while 41 is still to come. Job rows changed by
+the batch are written once at its end (or before an op that reads the tables itself), with
+the events and the ``NOTIFY``, in one statement (``pg_sql``).
+
+A lone batch (enqueues, claims, a lease holder's progress and outcome; the head guessed) has
+no transaction but its write's: it reads without locks, and its one write statement takes the
+lock, checks the head and that each row it read or knew is still the version it had (its
+xmin), and commits. One round trip for enqueues and progress, two with a claim's page. Any
+other batch is ``BEGIN`` with the lock, its reads under row locks (the rows of the jobs its
+one-job ops name in one statement, a claim's pages), the write (which checks the head the
+batch guessed, in a snapshot taken once the lock is held), ``COMMIT``; a round trip more
+when the head is read first (``Batch``'s ``guess``). A lone batch that finds a row changed,
+or the head moved, is made again as such a batch.
 
 The job quota is kept here too, under the same lock, so it holds across nodes: the write
 also counts the open jobs of each user the batch adds jobs for, as they were before it. If
-that count and the jobs added pass the limit, the batch is rolled back and made again
-counting before each op that adds jobs (a round trip each, only near the limit).
+that count and the jobs added pass the limit, the batch is rolled back (a lone one writes
+nothing) and made again counting before each op that adds jobs (a round trip each, only near
+the limit).
 """
 
 from __future__ import annotations
@@ -26,74 +33,37 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import asyncpg
 import orjson
 
 from ..errors import JobServerError, TooManyJobs
-from ..models import JOB_FIELDS, ErrorDict, Job, ResultDict, encode_event_row, iso
+from ..models import ErrorDict, Job, ResultDict, encode_event_row, iso
 from ..tables import WriteOp
 from . import changes
 from .claims import ClaimBudget, PerUser
-from .pg_schema import LOCK_SPACE, SEQ_LOCK, placeholders
+from .pg_schema import placeholders
+from .pg_sql import (
+    BEGIN_LOCKED,
+    CLAIM_PAGE,
+    CLAIM_PAGE_LONE,
+    COUNT_OPEN,
+    HEAD,
+    MOVED,
+    N_JOB,
+    SELECT_JOBS,
+    SELECT_NAMED,
+    SELECT_NAMED_LONE,
+    TERMINAL_SQL,
+    WRITE,
+    WRITE_KNOWN,
+    WRITE_LONE,
+)
 from .protocol import NewJob, ProgressUpdate, Pruned
-from .schema import JOB_COLUMNS, insert_params, row_to_job
+from .schema import insert_params, row_to_job
 
 Op = tuple[Any, ...]
 Outcome = tuple[bool, Any]
 
-_COLUMNS = JOB_COLUMNS.split(", ")
-_ARRAY = {"TEXT": "text[]", "REAL": "float8[]", "INTEGER": "int8[]"}
-_JOB_ARRAYS = ", ".join(
-    f"${i}::{_ARRAY[f.metadata['sql'].split()[0]]}" for i, f in enumerate(JOB_FIELDS, start=1)
-)
-_N = len(JOB_FIELDS)
-_HEAD = (
-    "GREATEST(COALESCE((SELECT MAX(seq) FROM events), 0), "
-    "(SELECT value::bigint FROM meta WHERE key='pruned'))"
-)
-HEAD = f"SELECT {_HEAD}"
-# The batch's job rows, its events and its NOTIFY (when $N+6 is not null) in one statement:
-# each column goes as one array, so the statement is the same for any number of rows. It
-# answers the head as it found it: given a head to expect ($N+7), it writes nothing unless
-# the head is that. It also answers the open jobs of each user named in $N+8 (a JSON object
-# of those with any), as they were before it.
-_EXPECTED = f"(SELECT ${_N + 7}::int8 IS NULL OR head = ${_N + 7}::int8 FROM h)"
-OPEN_SQL = "status IN ('queued', 'active')"  # the jobs the quota counts (index jobs_open_user)
-# Grouped, not one count per user in a correlated subquery: that form made PostgreSQL plan the
-# whole write again at each run (0.85 ms a write instead of 0.45, measured on a node's schema).
-_OPEN = (
-    f"(SELECT jsonb_object_agg(g.user_id, g.n) FROM (SELECT user_id, COUNT(*) AS n FROM jobs "
-    f"WHERE user_id = ANY(${_N + 8}::text[]) AND {OPEN_SQL} GROUP BY user_id) AS g)"
-)
-WRITE = (
-    f"WITH h AS (SELECT {_HEAD} AS head), "
-    f"j AS (INSERT INTO jobs ({JOB_COLUMNS}) SELECT * FROM unnest({_JOB_ARRAYS}) "
-    f"WHERE {_EXPECTED} ON CONFLICT (id) DO UPDATE SET "
-    + ", ".join(f"{c}=excluded.{c}" for c in _COLUMNS if c != "id")
-    + "), e AS (INSERT INTO events (seq, type, job_id, user_id, data) SELECT * FROM "
-    f"unnest(${_N + 1}::int8[], ${_N + 2}::text[], ${_N + 3}::text[], ${_N + 4}::text[], "
-    f"${_N + 5}::bytea[]) WHERE {_EXPECTED}) "
-    f"SELECT head, (SELECT pg_notify('jobserver_events', ${_N + 6}::text) "
-    f"WHERE ${_N + 6}::text IS NOT NULL), {_OPEN} FROM h"
-)
-COUNT_OPEN = f"SELECT COUNT(*) FROM jobs WHERE user_id = $1 AND {OPEN_SQL}"
-# One round trip: the simple protocol runs both; the lock is held from here to COMMIT. (Not
-# with plan_cache_mode = force_generic_plan, tried in 42562d9: a node's POSTs went from 4.7 to
-# 8 ms over its first 9,000 jobs, main's stayed near 6; on tables not yet analyzed, a plan
-# made while they were small stays while they grow.)
-BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({LOCK_SPACE}, {SEQ_LOCK})"
-SELECT_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs"
-# A page of due jobs to claim: $1 when, $2 full types, $3 full users, $4 ids passed over, $5
-# how many.
-CLAIM_PAGE = (
-    f"{SELECT_JOBS} WHERE status='queued' AND run_at<=$1 AND NOT (type = ANY($2)) "
-    "AND NOT (user_id = ANY($3)) AND NOT (id = ANY($4)) "
-    "ORDER BY run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED"
-)
-# The rows of the jobs a batch's one-job ops name, locked in id order. (One statement that
-# also read the head and a claim's first page, 4d8898b and 0ba8c6e, cost more to plan at each
-# run than the round trips it saved.)
-SELECT_NAMED = f"{SELECT_JOBS} WHERE id = ANY($1) ORDER BY id FOR UPDATE"
-TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 # Ops that read the tables themselves: the rows the batch changed are written first. A claim
 # needs no such write: it passes over the jobs the batch changed (a job the batch made or
 # requeued is claimed by a later batch, once its event woke a worker).
@@ -101,6 +71,13 @@ READING = frozenset({"renew", "recover", "prune", "op", "remove_finished"})
 # Ops on one job (its id first), whose rows a batch locks and reads in one round trip at its
 # start rather than one each: a busy node's batch holds many jobs' progress.
 ONE_JOB = frozenset({"progress", "complete", "fail", "requeue", "cancel", "retry", "remove"})
+# Ops a lone batch may hold (with a guessed head): none reads the tables but for the rows it
+# writes, so the batch needs no transaction but its write's (``WRITE_LONE``): one round trip
+# for an enqueue, or for a job's progress and outcome, two with a claim.
+LONE = frozenset({"enqueue", "claim", "progress", "complete", "fail", "requeue"})
+# Ops of a lease's holder: a job only these name in a batch needs no read when this node knows
+# its row (``Batch``'s ``known``).
+LEASED = frozenset({"progress", "complete", "fail", "requeue"})
 
 
 class PgTx:
@@ -142,6 +119,10 @@ class _Stale(Exception):
     which an op's caller would get)."""
 
 
+class _Moved(Exception):
+    """A row this node knew was changed by someone else: the batch is made again, reading."""
+
+
 class _OverQuota(Exception):
     """The batch may take a user past the job quota: it is made again, counting exactly."""
 
@@ -158,6 +139,11 @@ class Batch:
     ops (arbitrary code, which should run once) never guess, and their batch counts the job
     quota exactly from the start.
 
+    With ``known`` rows (the jobs this node holds leases on, as it last wrote them, with the
+    id of the transaction that wrote them), a job only a lease's holder's ops name is not read:
+    its write checks, under the row's lock, that the row is still that version, else the
+    batch is rolled back, ``known`` cleared and the batch made again reading every row.
+
     Args:
         conn: an asyncpg connection, in no transaction.
         token_prefix: this node's lease token prefix (its node id), so it can tell its own.
@@ -165,12 +151,20 @@ class Batch:
         guess: the head this node expects, or None to read it.
         max_open: the most queued and active jobs a user may have (``TooManyJobs`` for an
             enqueue or retry past it), or None for no limit.
+        known: rows by job id with the xmin they were written with (``cache_rows`` keeps it).
     """
 
     def __init__(self, conn: Any, token_prefix: str, tokens: itertools.count[int],
                  plugin_ops: Mapping[str, WriteOp], guess: int | None = None,
-                 max_open: int | None = None) -> None:  # fmt: skip
+                 max_open: int | None = None,
+                 known: dict[str, tuple[Job, str]] | None = None) -> None:  # fmt: skip
         self.conn = conn
+        self.known = {} if known is None else known
+        self._fence: dict[str, str] = {}  # ids read from ``known``, not yet written: their xmin
+        self._wrote: dict[str, Job] = {}  # every row this transaction wrote, as last written
+        self._xid = ""  # this transaction's id as a row's xmin shows it
+        self._reread = False  # whether an op read rows anew (a renew's): keep none known
+        self._lone = False  # a lone batch (``LONE``): its write is its transaction
         self.token_prefix = token_prefix
         self.tokens = tokens
         self.plugin_ops = plugin_ops
@@ -200,6 +194,9 @@ class Batch:
         plain = all(op[0] != "op" for op in ops)  # a plugin op is code that should run once
         guess = self.guess if plain else None
         self._exact = not plain
+        self._lone = guess is not None and all(
+            op[0] in LONE and (op[0] != "enqueue" or op[1].idempotency_key is None) for op in ops
+        )
         while True:
             try:
                 return await self._run(ops, guess)
@@ -207,13 +204,17 @@ class Batch:
                 guess = None
             except _OverQuota:
                 guess, self._exact = None, True
+            except _Moved:
+                self.known.clear()
+            self._lone = False  # made again in a transaction, its rows read under their locks
             self._dirty, self._events, self._written, self._added = {}, [], 0, {}
-            self._rows = {}
+            self._rows, self._fence, self._wrote, self._reread = {}, {}, {}, False
 
     async def _run(
         self, ops: Sequence[Op], guess: int | None
     ) -> tuple[list[Outcome], list[tuple[Any, ...]]]:
-        await self.conn.execute(BEGIN_LOCKED)
+        if not self._lone:
+            await self.conn.execute(BEGIN_LOCKED)
         try:
             if guess is None:
                 self.head = int(await self.conn.fetchval(HEAD) or 0)
@@ -227,14 +228,16 @@ class Batch:
                 if op[0] in READING:
                     await self._flush()
                     self._rows = {}  # the op may change rows itself (a renew's expiry)
+                    self._fence, self._reread = {}, True
                 try:
                     results.append((True, await self._ops[op[0]](*op[1:])))
                 except JobServerError as exc:  # raised before the op wrote anything
                     results.append((False, exc))
             await self._flush(notify=str(self.seq) if self._events else None)
-            await self.conn.execute("COMMIT")
+            if not self._lone:
+                await self.conn.execute("COMMIT")
         except BaseException:
-            if not self.conn.is_closed():
+            if not self._lone and not self.conn.is_closed():
                 with contextlib.suppress(Exception):
                     await self.conn.execute("ROLLBACK")
             raise
@@ -243,18 +246,36 @@ class Batch:
     async def _flush(self, notify: str | None = None) -> None:
         if not self._dirty and self._written == len(self._events) and notify is None:
             return
-        jobs = [insert_params(job) for job in self._dirty.values()]
+        fence = self._fence
+        jobs = [insert_params(job) for job in self._dirty.values() if job.id not in fence]
         events = self._events[self._written :]
-        columns = [list(c) for c in zip(*jobs, strict=True)] if jobs else [[]] * _N
+        columns = [list(c) for c in zip(*jobs, strict=True)] if jobs else [[]] * N_JOB
         rows = [list(c) for c in zip(*events, strict=True)] if events else [[]] * 5
         expected, self._unchecked = self._unchecked, None
         users = list(self._added)
-        head, _, counts = await self.conn.fetchrow(
-            WRITE, *columns, *rows, notify, expected, users
-        )  # fmt: skip
+        args = [*columns, *rows, notify, expected, users]
+        fenced = [job for job in self._dirty.values() if job.id in fence]
+        params = [(*insert_params(job), fence.pop(job.id)) for job in fenced]
+        if fenced or self._lone:
+            args += [list(c) for c in zip(*params, strict=True)] if params else [[]] * (N_JOB + 1)
+        if self._lone:
+            args += [[self._added[u] for u in users], self.max_open, len(fenced)]
+            head, ok, xid = await self._write_lone(args)
+            counts, matched = None, len(fenced)
+        elif fenced:
+            head, _, counts, matched, xid = await self.conn.fetchrow(WRITE_KNOWN, *args)
+        else:
+            head, _, counts, xid = await self.conn.fetchrow(WRITE, *args)
+            matched = 0
         if expected is not None and head != expected:
             self.head = int(head)
             raise _Stale
+        if matched != len(fenced):
+            raise _Moved
+        if self._lone and not ok:
+            raise _OverQuota
+        self._xid = str(xid)
+        self._wrote.update(self._dirty)
         # Conservative: the jobs this batch finished before adding these are still counted.
         if self.max_open is not None and users:
             open_jobs = orjson.loads(counts) if counts else {}
@@ -276,14 +297,52 @@ class Batch:
         if int(await self.conn.fetchval(COUNT_OPEN, user_id)) + count > self.max_open:
             raise TooManyJobs(self.max_open)
 
+    async def _write_lone(self, args: list[Any]) -> tuple[int, bool, int]:
+        try:
+            head, _, ok, _, xid = await self.conn.fetchrow(WRITE_LONE, *args)
+        except asyncpg.UniqueViolationError:  # its snapshot predates another node's events
+            raise _Stale from None
+        except asyncpg.InvalidTextRepresentationError as exc:
+            if MOVED in str(exc):
+                raise _Moved from None
+            raise
+        return int(head), bool(ok), int(xid)
+
+    def cache_rows(self) -> None:
+        """After the commit: keep in ``known`` the rows of this node's leases the batch wrote,
+        forget the rest (none after a renewal, recovery or plugin op: they change rows)."""
+        if self._reread:
+            self.known.clear()
+            return
+        for job_id, job in self._wrote.items():
+            token = job.lease_token
+            if token is not None and token.startswith(self.token_prefix + "-"):
+                self.known[job_id] = (job, self._xid)
+            else:
+                self.known.pop(job_id, None)
+
     async def _prefetch(self, ops: Sequence[Op]) -> None:
         """Lock and read the rows of every job the batch's one-job ops name, in one round trip
-        (in id order)."""
-        named = sorted({op[1] for op in ops if op[0] in ONE_JOB})
+        (in id order), but for the ``known`` rows only a lease's holder's ops name."""
+        named = {op[1] for op in ops if op[0] in ONE_JOB}
+        if self.known and named:
+            others = {op[1] for op in ops if op[0] in ONE_JOB and op[0] not in LEASED}
+            for job_id in named - others:
+                entry = self.known.get(job_id)
+                if entry is not None:
+                    self._rows[job_id] = entry[0]
+                    self._fence[job_id] = entry[1]
+            named -= self._fence.keys()
         if not named:
             return
-        self._rows = dict.fromkeys(named)
-        for row in await self.conn.fetch(SELECT_NAMED, named):
+        self._rows.update(dict.fromkeys(named))
+        if self._lone:
+            for row in await self.conn.fetch(SELECT_NAMED_LONE, list(named)):
+                job = row_to_job(tuple(row)[1:])
+                self._rows[job.id] = job
+                self._fence[job.id] = row[0]
+            return
+        for row in await self.conn.fetch(SELECT_NAMED, sorted(named)):
             job = row_to_job(tuple(row))
             self._rows[job.id] = job
 
@@ -365,9 +424,15 @@ class Batch:
         # this batch changed and has not written yet, which the table shows as they were.
         seen: list[str] = list(self._dirty)
         while budget.more:
-            jobs = [row_to_job(tuple(row)) for row in await self.conn.fetch(
-                CLAIM_PAGE, now, budget.full_types(), budget.full_users(), seen, budget.want,
-            )]  # fmt: skip
+            rows = await self.conn.fetch(
+                CLAIM_PAGE_LONE if self._lone else CLAIM_PAGE,
+                now, budget.full_types(), budget.full_users(), seen, budget.want,
+            )  # fmt: skip
+            if self._lone:  # no lock taken: the write checks each row is still this one
+                self._fence.update((row[1], row[0]) for row in rows)
+                jobs = [row_to_job(tuple(row)[1:]) for row in rows]
+            else:
+                jobs = [row_to_job(tuple(row)) for row in rows]
             seen.extend(job.id for job in jobs)
             for job in budget.page(jobs):
                 token = f"{self.token_prefix}-{next(self.tokens):x}"

@@ -37,7 +37,8 @@ from .claims import PerUser
 from .hold import FOREGROUND, HOLD_MAX_OPS, Hold
 from .pg_reads import PgReads
 from .pg_schema import LOCK_SPACE, PG_CORE, migrate
-from .pg_writer import HEAD, Batch, Op
+from .pg_sql import HEAD
+from .pg_writer import Batch, Op
 from .protocol import NewJob, ProgressUpdate, Pruned
 from .schema import CORE
 
@@ -94,6 +95,9 @@ class PostgresStore(PgReads):
         self._writing: Batch | None = None
         self._known = 0  # the highest seq this node knows committed
         self._guessing = True  # whether a batch guesses the head (``pg_writer.Batch``)
+        # The rows of the jobs this node holds leases on, as its last batch wrote them, and
+        # that batch's xmin: their progress and outcome need no read (``pg_writer.Batch``).
+        self._leased: dict[str, tuple[Job, str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._tokens = itertools.count(1)
         self._plugin_ops: dict[str, WriteOp] = {}
@@ -271,9 +275,10 @@ class PostgresStore(PgReads):
                 async with self._pool.acquire() as conn:
                     writing = self._writing = Batch(
                         conn, self.node_id, self._tokens, self._plugin_ops,
-                        known if self._guessing else None, self.max_open_jobs,
+                        known if self._guessing else None, self.max_open_jobs, self._leased,
                     )  # fmt: skip
                     outcomes, rows = await writing.run([p.op for p in batch])
+                writing.cache_rows()
                 # Guess the next head while no other node's write came in between.
                 self._guessing = writing.head == known
                 if rows:
@@ -281,6 +286,7 @@ class PostgresStore(PgReads):
                 self._problem = None
             except Exception as exc:  # the writer never stops: the next batch may succeed
                 self._writing = None
+                self._leased.clear()  # it may have committed: what the rows are is unknown
                 self._wake_reader.set()  # in case it skipped a NOTIFY meanwhile
                 self._problem = f"PostgreSQL write failed: {exc}"
                 log.error("a write batch failed: %r", exc)
