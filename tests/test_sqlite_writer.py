@@ -10,6 +10,7 @@ import sqlite3
 import sys
 import threading
 import time
+from asyncio import unix_events
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -328,6 +329,38 @@ async def test_the_writer_never_imports_from_the_working_directory(
     _, [event] = await s.enqueue(NewJob(type="t", user_id="u1"))
     assert event.seq == 1
     await s.close()
+
+
+async def test_a_write_is_answered_in_the_turn_of_the_loop_that_reads_its_reply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reply is handled by the callback that reads the pipe: its caller resumes in the
+    next turn (a StreamReader read by a task, or a subprocess transport, took a turn more)."""
+    loop = asyncio.get_running_loop()
+    turns = 0
+    read_in: list[int] = []  # the turn in which each read of the writer's replies came
+    real = unix_events._UnixReadPipeTransport._read_ready  # the only pipe read here
+
+    def read_ready(self: Any) -> None:
+        read_in.append(turns)
+        real(self)
+
+    def tick() -> None:  # first in each turn of the loop: scheduled by the turn before
+        nonlocal turns
+        turns += 1
+        ticking.append(loop.call_soon(tick))
+
+    monkeypatch.setattr(unix_events._UnixReadPipeTransport, "_read_ready", read_ready)
+    s = SqliteStore(tmp_path / "s.db")
+    await s.open()
+    ticking = [loop.call_soon(tick)]
+    try:
+        for _ in range(5):
+            await s.enqueue(NewJob(type="t", user_id="u1"))
+            assert turns - read_in[-1] == 1, (turns, read_in)
+    finally:
+        ticking[-1].cancel()
+        await s.close()
 
 
 async def test_a_writer_that_cannot_be_started_again_fails_writes_instead_of_hanging(

@@ -79,9 +79,41 @@ def pack(value: Any) -> bytes:
     return framing.pack(value, framing.PICKLE)
 
 
-async def read(stream: asyncio.StreamReader) -> Any:
-    """The next frame from ``stream``; raises ``asyncio.IncompleteReadError`` at its end."""
-    return await framing.read(stream, framing.PICKLE)
+def loads(body: bytes) -> Any:
+    return framing.PICKLE.loads(body)
+
+
+class Replies(asyncio.Protocol):
+    """The server's end of the writer process's reply pipe: each whole frame goes to
+    ``on_frame`` (as the body's bytes, in order) from the callback that read it; ``on_end``
+    once the pipe ends. A StreamReader read by a task, or a subprocess transport (it hands
+    a pipe's data on with ``call_soon``), would each hand a reply over a turn of the loop
+    later, and a write's caller waits for that turn.
+
+    Args:
+        on_frame: called with each frame's body.
+        on_end: called once, when the pipe is closed (the writer exited or closed it).
+    """
+
+    def __init__(self, on_frame: Callable[[bytes], None], on_end: Callable[[], None]) -> None:
+        self._on_frame = on_frame
+        self._on_end = on_end
+        self._buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        size = HEADER.size
+        while len(buffer) >= size:
+            end = size + HEADER.unpack_from(buffer)[0]
+            if len(buffer) < end:
+                break
+            body = bytes(buffer[size:end])
+            del buffer[:end]
+            self._on_frame(body)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_end()
 
 
 class Link:

@@ -3,7 +3,9 @@ publishes what its replies say committed, then answers each op's caller.
 
 Whatever was submitted during one turn of the event loop goes as one frame (or sooner, once
 ``SEND_EARLY`` ops wait), and the writer commits every frame that is waiting in one
-transaction. Replies come back in order; each names how many frames it answers.
+transaction. Replies come back in order, each naming how many frames it answers, and each is
+handled by the callback that reads it from the pipe (``frames.Replies``): a write's caller
+resumes in the next turn of the loop.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import random
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,22 @@ class _Pending:
     settled: bool = False
 
 
+@dataclass(slots=True)
+class _Feed:
+    """One writer process's replies as its pipe brings them: the hello, then each reply,
+    handled in order from the callback that read it (``frames.Replies``); a reply that
+    publishes a lot goes on in later turns of the loop, and those after it wait."""
+
+    hello: asyncio.Future[Any]
+    ended: asyncio.Future[None]  # the pipe ended and every reply before its end is handled
+    queue: deque[Any] = field(default_factory=deque)  # replies read, waiting their turn
+    handling: Iterator[None] | None = None  # the reply being handled; goes on at each yield
+    busy: bool = False  # a reply is being handled, or the next one is due in a later turn
+    eof: bool = False
+    lost: bool = False  # a reply could not be followed: the writer is killed, the rest ignored
+    proc: asyncio.subprocess.Process | None = None
+
+
 class WriterLink:
     """The writer process, its pipe and the writes in flight.
 
@@ -102,6 +120,7 @@ class WriterLink:
         self._send_soon = False
         self._sent_foreground = False  # an op a request waits on was sent this turn
         self._proc: asyncio.subprocess.Process | None = None
+        self._feed: _Feed | None = None  # the running writer's replies
         self._replies_task: asyncio.Task[None] | None = None
         self._lock_fd: int | None = None
         self._closing = False
@@ -148,18 +167,32 @@ class WriterLink:
         assert self._lock_fd is not None
         proc: asyncio.subprocess.Process | None = None
         args = (str(self.path), "first" if first else "again", repr(self.check_seconds))
+        loop = asyncio.get_running_loop()
+        feed = _Feed(loop.create_future(), loop.create_future())
         try:
-            # The writer inherits the lock: the file stays owned until both processes are
-            # gone. -P: nothing from the working directory is imported.
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-P", "-c", BOOT.format(root=PACKAGE_ROOT), *args,
-                *self.storage, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                pass_fds=(self._lock_fd,),
-                env={**os.environ, PLUGIN_PATH: os.pathsep.join(p for p in sys.path if p)},
+            # Replies come on a pipe of their own, read by frames.Replies.
+            read_fd, write_fd = os.pipe()
+            try:
+                # The writer inherits the lock: the file stays owned until both processes
+                # are gone. -P: nothing from the working directory is imported.
+                proc = feed.proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-P", "-c", BOOT.format(root=PACKAGE_ROOT), *args,
+                    *self.storage, stdin=asyncio.subprocess.PIPE, stdout=write_fd,
+                    pass_fds=(self._lock_fd,),
+                    env={**os.environ, PLUGIN_PATH: os.pathsep.join(p for p in sys.path if p)},
+                )  # fmt: skip
+            except BaseException:
+                os.close(read_fd)
+                raise
+            finally:
+                os.close(write_fd)
+            await loop.connect_read_pipe(
+                lambda: frames.Replies(lambda body: self._frame(feed, body),
+                                       lambda: self._end(feed)),
+                os.fdopen(read_fd, "rb", buffering=0),  # the transport closes it
             )  # fmt: skip
-            assert proc.stdout is not None
             timeout = OPEN_TIMEOUT_SECONDS + (self.check_seconds if first else 0)
-            hello = await asyncio.wait_for(frames.read(proc.stdout), timeout)
+            hello = await asyncio.wait_for(feed.hello, timeout)
         except Exception as exc:
             hello = ("error", f"the writer process did not start: {exc!r}")
         except BaseException:  # cancelled: leave no writer holding the lock
@@ -179,6 +212,7 @@ class WriterLink:
         _, self.epoch, pruned, self.durable = hello
         self._started(pruned)
         self._proc = proc
+        self._feed = feed
 
     async def close(self) -> None:
         """Let the writer answer what it was sent and stop; fail every write after that."""
@@ -277,14 +311,17 @@ class WriterLink:
 
     async def _serve_replies(self) -> None:
         """Hand out the writer's replies; start a new writer if this one dies."""
-        while self._proc is not None:
-            proc = self._proc
-            assert proc.stdout is not None
-            await self._replies(proc)
+        while self._proc is not None and self._feed is not None:
+            proc, feed = self._proc, self._feed
+            try:
+                await asyncio.shield(feed.ended)
+            except asyncio.CancelledError:  # close gave up waiting: handle no more replies
+                self._lose(feed)
+                raise
             if self._closing:
                 return
             code = await proc.wait()
-            self._proc = None
+            self._proc = self._feed = None
             log.critical("the store's writer process stopped (exit code %s); starting anew", code)
             self._writer_lost(f"the last one stopped with exit code {code}")
             # Its last batch may or may not have committed: those callers cannot be told.
@@ -324,37 +361,95 @@ class WriterLink:
         self._writer_lost_at = None
         self._start_failure = ""
 
-    async def _replies(self, proc: asyncio.subprocess.Process) -> None:
-        """Publish each reply's events (durable now), then answer each caller; until EOF.
-
-        A reply's batches leave ``_in_flight`` only once all of their callers are answered,
-        so whatever ends this early (a writer that died, a cancel at close) leaves the rest
-        where the restart or ``close`` answers them.
-        """
-        assert proc.stdout is not None
+    def _frame(self, feed: _Feed, body: bytes) -> None:
+        """A frame from ``feed``'s writer: its hello, then a reply, handled now unless one
+        before it is still being handled."""
+        hello = feed.hello
+        if not hello.done():
+            try:
+                hello.set_result(frames.loads(body))
+            except Exception as exc:
+                hello.set_exception(exc)
+            return
+        if feed.lost:
+            return
         try:
-            while True:
-                count, outcomes, rows, durable, ahead, lead = await frames.read(proc.stdout)
-                batches = [self._in_flight[i] for i in range(count)]
-                self.durable = durable
-                if outcomes is None:  # the writer could not read this request
-                    error = ServiceUnavailable("the store's writer could not read this write")
-                    for pending in batches[0]:
-                        self._settle(pending, False, error)
-                else:
-                    await self._finish(batches, outcomes, rows, ahead, lead)
-                for _ in range(count):
-                    self._in_flight.popleft()
-                # Replies already buffered would otherwise be handled in one go: let the
-                # callers just answered (and everything else) run in between.
-                await asyncio.sleep(0)
-        except (asyncio.IncompleteReadError, ConnectionError):
+            feed.queue.append(frames.loads(body))
+        except Exception:
+            log.exception("a reply from the store's writer could not be read")
+            self._lose(feed)
+            return
+        if not feed.busy:
+            self._next_reply(feed)
+
+    def _end(self, feed: _Feed) -> None:
+        feed.eof = True
+        if not feed.hello.done():
+            feed.hello.set_exception(EOFError("the writer process closed its pipe"))
+        if not feed.busy and not feed.ended.done():
+            feed.ended.set_result(None)
+
+    def _next_reply(self, feed: _Feed) -> None:
+        if feed.lost:
+            return
+        if not feed.queue:
+            feed.busy = False
+            if feed.eof and not feed.ended.done():
+                feed.ended.set_result(None)
+            return
+        feed.busy = True
+        feed.handling = self._reply(feed.queue.popleft())
+        self._go_on(feed)
+
+    def _go_on(self, feed: _Feed) -> None:
+        """Handle the current reply up to its next pause, which goes on in a later turn."""
+        if feed.lost or feed.handling is None:
+            return
+        assert self._loop is not None
+        try:
+            next(feed.handling)
+        except StopIteration:
+            feed.handling = None
+            if feed.queue:  # already read: the callers just answered run in between
+                self._loop.call_soon(self._next_reply, feed)
+            else:
+                self._next_reply(feed)
             return
         except Exception:
-            # A reply this side cannot follow: start over with a writer that has none pending.
             log.exception("a reply from the store's writer could not be handled")
-            if proc.returncode is None:
-                proc.kill()
+            self._lose(feed)
+            return
+        self._loop.call_soon(self._go_on, feed)
+
+    def _lose(self, feed: _Feed) -> None:
+        """A reply this side cannot follow: start over with a writer that has none pending.
+
+        The reply's batches leave ``_in_flight`` only once all of their callers are
+        answered, so what was not answered is left where the restart or ``close`` fails it.
+        """
+        feed.lost = True
+        feed.queue.clear()
+        feed.handling = None
+        feed.busy = False
+        if feed.proc is not None and feed.proc.returncode is None:
+            feed.proc.kill()
+        if feed.eof and not feed.ended.done():
+            feed.ended.set_result(None)
+
+    def _reply(self, reply: Any) -> Iterator[None]:
+        """Publish a reply's events (durable now), then answer each caller; pauses (yields)
+        where the rest goes on in a later turn of the loop."""
+        count, outcomes, rows, durable, ahead, lead = reply
+        batches = [self._in_flight[i] for i in range(count)]
+        self.durable = durable
+        if outcomes is None:  # the writer could not read this request
+            error = ServiceUnavailable("the store's writer could not read this write")
+            for pending in batches[0]:
+                self._settle(pending, False, error)
+        else:
+            yield from self._finish(batches, outcomes, rows, ahead, lead)
+        for _ in range(count):
+            self._in_flight.popleft()
 
     async def _restart(self) -> None:
         """A new writer on the same file; events the old one committed but never reported
@@ -388,7 +483,8 @@ class WriterLink:
                 missed = [e for e in await self._read_after(published) if e.seq <= head]
                 if not missed:
                     break
-                await self._publish_sliced(missed)
+                for _ in self._publish(missed):
+                    await asyncio.sleep(0)
                 published = missed[-1].seq
         except Exception:
             log.exception("publishing the events of the stopped writer failed")
@@ -398,10 +494,10 @@ class WriterLink:
             self._proc.stdin.close()
         self._send()
 
-    async def _finish(
+    def _finish(
         self, batches: list[list[_Pending]], outcomes: list[tuple[bool, Any]], rows: list[Any],
         ahead: list[int], lead: int,
-    ) -> None:  # fmt: skip
+    ) -> Iterator[None]:  # fmt: skip
         """Durable now: publish the events in seq order, a slice per turn of the loop (a big
         batch's fan-out would hold the loop for milliseconds), then answer each caller.
 
@@ -412,11 +508,12 @@ class WriterLink:
         events = list(map(event_of, rows))
         first = events[0].seq if events else 0
         if ahead:
-            await self._publish_sliced(events[:lead])
-            await self._answer_ahead(batches, outcomes, ahead, events, first)
-            await self._publish_sliced(events[lead:])
+            yield from self._publish(events[:lead])
+            self._answer_ahead(batches, outcomes, ahead, events, first)
+            yield
+            yield from self._publish(events[lead:])
         else:
-            await self._publish_sliced(events)
+            yield from self._publish(events)
         results = iter(outcomes)
         for batch in batches:
             for pending in batch:
@@ -429,12 +526,11 @@ class WriterLink:
                     self._write_failure = value.message
                 self._settle(pending, ok, value)
 
-    async def _answer_ahead(
+    def _answer_ahead(
         self, batches: list[list[_Pending]], outcomes: list[tuple[bool, Any]], ahead: list[int],
         events: list[Event], first: int,
     ) -> None:  # fmt: skip
-        """Answer the callers of the ops at ``ahead`` (their events are published), then let
-        them run for a turn of the loop."""
+        """Answer the callers of the ops at ``ahead`` (their events are published)."""
         flat = [pending for batch in batches for pending in batch]
         for i in ahead:
             pending = flat[i]
@@ -442,12 +538,13 @@ class WriterLink:
             if ok and pending.decode is not None:
                 value = pending.decode(value, events, first)
             self._settle(pending, ok, value)
-        await asyncio.sleep(0)
 
-    async def _publish_sliced(self, events: list[Event]) -> None:
+    def _publish(self, events: list[Event]) -> Iterator[None]:
+        """Publish ``events``, pausing between slices (a big batch's fan-out would hold the
+        loop for milliseconds)."""
         for start in range(0, len(events), PUBLISH_SLICE):
             if start:
-                await asyncio.sleep(0)
+                yield
             try:
                 self.publish(events[start : start + PUBLISH_SLICE])
             except Exception:
