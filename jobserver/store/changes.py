@@ -7,6 +7,7 @@ transaction, so every backend follows the same rules.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import IllegalTransition, InvalidPayload, JobNotFound, LeaseLost
@@ -22,7 +23,7 @@ from ..models import (
     check_transition,
     error_dict,
 )
-from .protocol import NewJob, ProgressUpdate
+from .protocol import NewJob
 
 Change = tuple[Job, EventType]
 
@@ -112,14 +113,21 @@ def check_handler_stage(stage: str) -> None:
         raise InvalidPayload(f"stage {stage} is set by the server, not a handler")
 
 
-def progressed(job: Job, update: ProgressUpdate) -> Change:
-    check_handler_stage(update.stage)
+# A progress update's fields in ProgressUpdate's order; the SQLite writer makes a plain tuple
+# (one per event: a named tuple's Python ``__new__`` costs), PostgreSQL passes the named tuple.
+ProgressFields = tuple[str, float, str, Mapping[str, Any] | None, str | None]
+
+
+def progressed(job: Job, update: ProgressFields) -> Change:
+    stage, percent, message, metadata, label = update
+    if stage in SERVER_STAGES:
+        check_handler_stage(stage)
     return job.evolve(
-        stage=update.stage,
-        progress=min(100.0, max(0.0, float(update.progress))),
-        message=update.message,
-        metadata=dict(update.metadata) if update.metadata is not None else job.metadata,
-        label=job.label if update.label is None else update.label,
+        stage=stage,
+        progress=min(100.0, max(0.0, float(percent))),
+        message=message,
+        metadata=dict(metadata) if metadata is not None else job.metadata,
+        label=job.label if label is None else label,
     ), EventType.PROGRESS
 
 

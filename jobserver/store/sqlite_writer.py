@@ -39,7 +39,7 @@ from . import sqlite_ops as ops
 from .claims import ClaimBudget
 from .hold import FOREGROUND, Hold
 from .migrations import migrate
-from .protocol import ProgressUpdate, Pruned
+from .protocol import Pruned
 from .schema import (
     CORE,
     JOB_COLUMNS,
@@ -338,9 +338,10 @@ class Writer:
     def progress(self, op: ops.Progress) -> ops.Seq:
         _, job_id, token, stage, progress, message, metadata, label = op
         data = None if metadata is None else orjson.loads(metadata)
-        update = ProgressUpdate(stage, progress, message, data, label)
         job = self._leased(job_id, token)
-        return self._save(changes.progressed(job, update), progressed=True)
+        return self._save(
+            changes.progressed(job, (stage, progress, message, data, label)), progressed=True
+        )
 
     def complete(self, op: ops.Complete) -> ops.Seq:
         _, job_id, token, result = op
