@@ -448,3 +448,38 @@ async def test_a_lone_write_whose_snapshot_missed_another_nodes_events_is_made_a
         assert seen == [job.last_seq + 1, job.last_seq + 2]
     finally:
         await store.close()
+
+
+async def test_a_lone_write_whose_snapshot_missed_a_prune_of_another_nodes_events_is_made_again(
+    schema: str,
+) -> None:
+    """As above, but a prune deleted that other node's event (and raised the pruned mark)
+    before the lone write got the lock: no seq collides, so the head it reads under the lock
+    must see the mark, or the write would take a seq already handed out."""
+    store = node(schema)
+    await store.open()
+    try:
+        job, _ = await store.enqueue(NewJob(type="t", user_id="u"))
+        with psycopg.connect(URL, autocommit=True, options=f"-c search_path={schema}") as other:
+            other.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, SEQ_LOCK))
+            claim = asyncio.create_task(store.claim(1, 30))
+            async with asyncio.timeout(10):
+                while not other.execute(
+                    "SELECT 1 FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                    "WHERE l.locktype='advisory' AND NOT l.granted AND a.application_name=%s",
+                    (f"jobserver:{schema}-n1"[:63],),
+                ).fetchone():  # fmt: skip
+                    await asyncio.sleep(0.01)
+            taken = job.last_seq + 1  # another node's event, then a prune of it
+            other.execute(
+                "INSERT INTO events (seq, type, job_id, user_id, data) "
+                "VALUES (%s, 'job.removed', 'x', 'u', %s)", (taken, b"{}"),
+            )  # fmt: skip
+            other.execute("DELETE FROM events WHERE seq = %s", (taken,))
+            other.execute("UPDATE meta SET value = %s WHERE key = 'pruned'", (str(taken),))
+            other.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, SEQ_LOCK))
+            async with asyncio.timeout(10):
+                [(claimed, started)] = await claim
+        assert claimed.id == job.id and started.seq == taken + 1, started.seq
+    finally:
+        await store.close()

@@ -24,6 +24,14 @@ _HEAD = (
     "(SELECT value::bigint FROM meta WHERE key='pruned'))"
 )
 HEAD = f"SELECT {_HEAD}"
+# The head as a lone write sees it once it holds the seq lock. Its snapshot may predate a
+# prune committed while it waited: the events the prune deleted (another node's newest among
+# them) can no longer collide with its own, so the mark is read as committed now (FOR SHARE
+# reads the row's newest version), and a higher mark makes the head differ from the guess.
+_HEAD_LOCKED = (
+    "GREATEST(COALESCE((SELECT MAX(seq) FROM events), 0), "
+    "(SELECT value::bigint FROM meta WHERE key='pruned' FOR SHARE))"
+)
 # The batch's job rows, its events and its NOTIFY (when $N+6 is not null) in one statement:
 # each column goes as one array, so the statement is the same for any number of rows. It
 # answers the head as it found it: given a head to expect ($N+7), it writes nothing unless
@@ -91,7 +99,7 @@ WRITE_KNOWN = _write(
 # unless the head is the one guessed and the quota holds (it answers whether it does), and
 # fails (``MOVED``) unless every row it read is still the version it read.
 WRITE_LONE = _write(
-    f"SELECT {_HEAD} AS head, {_QUOTA_OK} AS ok FROM "
+    f"SELECT {_HEAD_LOCKED} AS head, {_QUOTA_OK} AS ok FROM "
     f"(SELECT pg_advisory_xact_lock({LOCK_SPACE}, {SEQ_LOCK})) AS l",
     _GO, True,
     f"ok, CASE WHEN NOT {_GO} OR (SELECT COUNT(*) FROM k) = ${_FENCE + 3}::int8 THEN 0 "
