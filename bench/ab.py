@@ -14,12 +14,14 @@ made are removed at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +77,7 @@ def run_side(root: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", required=True, help="the commit to compare against")
-    parser.add_argument("--new", default="", help="a commit; default: this checkout as it is")
-    parser.add_argument("--rounds", type=int, default=5)
+    add_side_args(parser, 5)
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--progress", type=int, default=10, choices=(0, 10))
     parser.add_argument("--concurrency", type=int, default=64)
@@ -90,6 +90,35 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for path in made:
             git("worktree", "remove", "--force", str(path))
+
+
+def add_side_args(parser: argparse.ArgumentParser, rounds: int) -> None:
+    """The options every A/B here takes: the two sides and the number of rounds."""
+    parser.add_argument("--base", required=True, help="the commit to compare against")
+    parser.add_argument("--new", default="", help="a commit; default: this checkout as it is")
+    parser.add_argument("--rounds", type=int, default=rounds)
+
+
+@contextlib.contextmanager
+def sides_of(args: argparse.Namespace) -> Iterator[dict[str, Path]]:
+    """The base and new trees of ``args`` (see ``checkout_sides``), worktrees removed after."""
+    made: list[Path] = []
+    try:
+        yield checkout_sides(args.base, args.new, made)[0]
+    finally:
+        for path in made:
+            git("worktree", "remove", "--force", str(path))
+
+
+def run_code(root: Path, code: str, timeout: float) -> dict[str, Any]:
+    """The result ``code`` emits, run with ``root``'s package (and its bench/) first."""
+    env = {"PYTHONPATH": f"{root / 'bench'}:{root}", "PYTHONUNBUFFERED": "1",
+           "PATH": "/usr/bin:/bin"}  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root / "bench", env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"{root}: exit code {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return parse_result(proc.stdout)
 
 
 def checkout_sides(

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from ab import checkout_sides, git
-from harness import parse_result
+from ab import add_side_args, run_code, sides_of
 from report import fmt
 
 RUN = ("import harness, userpath; harness.emit_result(userpath.run_latency({pairs}, "
@@ -27,28 +24,18 @@ RUN = ("import harness, userpath; harness.emit_result(userpath.run_latency({pair
 
 def run_side(root: Path, args: argparse.Namespace) -> dict[str, Any]:
     code = RUN.format(pairs=args.pairs, rate=args.rate, paced=args.paced, load=args.load)
-    env = {"PYTHONPATH": f"{root / 'bench'}:{root}", "PYTHONUNBUFFERED": "1",
-           "PATH": "/usr/bin:/bin"}  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", code], cwd=root / "bench", env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
-    if proc.returncode != 0:
-        raise RuntimeError(f"{root}: exit code {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return parse_result(proc.stdout)
+    return run_code(root, code, 600)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", required=True, help="the commit to compare against")
-    parser.add_argument("--new", default="", help="a commit; default: this checkout as it is")
-    parser.add_argument("--rounds", type=int, default=6)
+    add_side_args(parser, 6)
     parser.add_argument("--pairs", type=int, default=500, help="sequential POST/GET pairs")
     parser.add_argument("--rate", type=float, default=200.0, help="paced POSTs/s")
     parser.add_argument("--paced", type=float, default=2.0, help="seconds of paced POSTs")
     parser.add_argument("--load", type=float, default=1000.0, help="progress events/s")
     args = parser.parse_args(argv)
-    made: list[Path] = []
-    try:
-        sides, _ = checkout_sides(args.base, args.new, made)
+    with sides_of(args) as sides:
         runs: dict[str, list[dict[str, Any]]] = {"base": [], "new": []}
         print("\n| round | side | load events/s | POST p50 ms | GET p50 ms | POST/GET p50 "
               "| paced p50 ms | paced p99 ms |")  # fmt: skip
@@ -68,9 +55,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{side}: median POST/GET p50 {fmt(ratio, 2)}, median paced p99 "
                   f"{fmt(p99, 1)} ms")  # fmt: skip
         return 0
-    finally:
-        for path in made:
-            git("worktree", "remove", "--force", str(path))
 
 
 if __name__ == "__main__":

@@ -16,63 +16,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ab import checkout_sides, git
-from harness import RUN_DIR, free_port, percentile
+from ab import add_side_args, sides_of
+from harness import RUN_DIR, percentile
 from report import fmt
 from user_ours import job, post, session
+from userpath import our_server
 
 LOADERS = 5
-
-
-@contextlib.contextmanager
-def server(root: Path, workdir: Path) -> Iterator[tuple[str, str]]:
-    """``root``'s own ``server.py --demo-jobs`` on a free port: (url, token)."""
-    port = free_port()
-    cmd = [sys.executable, str(root / "server.py"), "--demo-jobs", "--port", str(port),
-           "--data-dir", str(workdir / "data")]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONUNBUFFERED": "1"}
-    with open(workdir / "server.log", "ab") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                cwd=root, env=env)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/readyz", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"{root}: the server did not start")
-            time.sleep(0.1)
-        req = urllib.request.Request(url + "/api/session", data=b'{"userId": "bench"}',
-                                     method="POST")  # fmt: skip
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            token = str(json.loads(resp.read())["token"])
-        yield url, token
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 async def measure(ends: list[tuple[str, str]], args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -134,17 +91,13 @@ async def measure(ends: list[tuple[str, str]], args: argparse.Namespace) -> list
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", required=True, help="the commit to compare against")
-    parser.add_argument("--new", default="", help="a commit; default: this checkout as it is")
-    parser.add_argument("--rounds", type=int, default=4)
+    add_side_args(parser, 4)
     parser.add_argument("--pairs", type=int, default=500, help="POST/GET pairs per side")
     parser.add_argument("--rate", type=float, default=200.0, help="paced POSTs/s per side")
     parser.add_argument("--paced", type=float, default=2.0, help="seconds of paced POSTs")
     parser.add_argument("--load", type=float, default=1000.0, help="progress events/s per side")
     args = parser.parse_args(argv)
-    made: list[Path] = []
-    try:
-        sides, _ = checkout_sides(args.base, args.new, made)
+    with sides_of(args) as sides:
         names = ("base", "new")
         runs: dict[str, list[dict[str, Any]]] = {"base": [], "new": []}
         print("\n| round | side | POST p50 ms | GET p50 ms | POST/GET p50 | paced p99 ms |")
@@ -153,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             RUN_DIR.mkdir(parents=True, exist_ok=True)
             dirs = [Path(tempfile.mkdtemp(prefix="ab-paired-", dir=RUN_DIR)) for _ in names]
             try:
-                with server(sides["base"], dirs[0]) as a, server(sides["new"], dirs[1]) as b:
+                base, new = our_server(dirs[0], sides["base"]), our_server(dirs[1], sides["new"])
+                with base as a, new as b:
                     args.round = n
                     got = asyncio.run(measure([a, b], args))
             finally:
@@ -179,9 +133,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"new/base {key} per round: {', '.join(fmt(x, 3) for x in each)}; "
                   f"median {fmt(statistics.median(each), 3)}")
         return 0
-    finally:
-        for path in made:
-            git("worktree", "remove", "--force", str(path))
 
 
 if __name__ == "__main__":

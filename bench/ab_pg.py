@@ -15,42 +15,28 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from ab import checkout_sides, git
-from harness import parse_result
+from ab import add_side_args, run_code, sides_of
 from report import fmt
 
 RUN = "import harness, pgpath; harness.emit_result(pgpath.run_ours({nodes}, {progress}, {jobs}))"
 
 
 def run_side(root: Path, nodes: int, progress: int, jobs: int) -> dict[str, Any]:
-    code = RUN.format(nodes=nodes, progress=progress, jobs=jobs)
-    env = {"PYTHONPATH": f"{root / 'bench'}:{root}", "PYTHONUNBUFFERED": "1",
-           "PATH": "/usr/bin:/bin"}  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", code], cwd=root / "bench", env=env,
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
-    if proc.returncode != 0:
-        raise RuntimeError(f"{root}: exit code {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return parse_result(proc.stdout)
+    return run_code(root, RUN.format(nodes=nodes, progress=progress, jobs=jobs), 900)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", required=True, help="the commit to compare against")
-    parser.add_argument("--new", default="", help="a commit; default: this checkout as it is")
-    parser.add_argument("--rounds", type=int, default=5)
+    add_side_args(parser, 5)
     parser.add_argument("--jobs", type=int, default=500, help="jobs per run (run.py's pg_jobs)")
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--progress", type=int, nargs="+", default=[0, 10],
                         help="progress updates per job, one case each")  # fmt: skip
     args = parser.parse_args(argv)
-    made: list[Path] = []
-    try:
-        sides, _ = checkout_sides(args.base, args.new, made)
+    with sides_of(args) as sides:
         runs: dict[tuple[int, str], list[float]] = {}
         print(f"\n{args.nodes} node(s), {args.jobs} jobs a run, POSTs one at a time\n")
         print("| round | progress | side | jobs/s | enqueue/s |")
@@ -69,9 +55,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"progress {progress}: median jobs/s base {fmt(base)}, new {fmt(new)}; "
                   f"new/base {fmt(new / base, 3)}")  # fmt: skip
         return 0
-    finally:
-        for path in made:
-            git("worktree", "remove", "--force", str(path))
 
 
 if __name__ == "__main__":

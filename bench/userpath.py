@@ -276,12 +276,14 @@ def _schema(system: System, action: str, env: dict[str, str], check: bool = True
 
 
 @contextlib.contextmanager
-def our_server(workdir: Path) -> Iterator[tuple[str, str]]:
-    """``python server.py --demo-jobs`` on a free port and a fresh data dir: (url, token)."""
+def our_server(workdir: Path, root: Path = ROOT) -> Iterator[tuple[str, str]]:
+    """``python server.py --demo-jobs`` on a free port and a fresh data dir: (url, token).
+
+    ``root``: the checkout whose server runs (an A/B's other side), its package first."""
     port = free_port()
-    cmd = [sys.executable, str(ROOT / "server.py"), "--demo-jobs", "--port", str(port),
+    cmd = [sys.executable, str(root / "server.py"), "--demo-jobs", "--port", str(port),
            "--data-dir", str(workdir / "data")]  # fmt: skip
-    server = _spawn(cmd, {}, workdir / "server.log")
+    server = _spawn(cmd, {} if root == ROOT else {"PYTHONPATH": str(root)}, workdir / "server.log")
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
