@@ -414,6 +414,32 @@ def _answered(future: asyncio.Future[Any], event: Event | None,
     future.set_result((event, error))
 
 
+async def _claim_after(store: PostgresStore, schema: str, *statements: tuple[str, Any]) -> Any:
+    """Claim one job while another connection holds the seq lock: once the claim's statement
+    waits for the lock (its snapshot taken), run ``statements`` there (each committed), then
+    let it go; the claim's (job, event)."""
+    with psycopg.connect(URL, autocommit=True, options=f"-c search_path={schema}") as other:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, SEQ_LOCK))
+        claim = asyncio.create_task(store.claim(1, 30))
+        async with asyncio.timeout(10):
+            while not other.execute(
+                "SELECT 1 FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                "WHERE l.locktype='advisory' AND NOT l.granted AND a.application_name=%s",
+                (f"jobserver:{schema}-n1"[:63],),
+            ).fetchone():  # fmt: skip
+                await asyncio.sleep(0.01)
+        for sql, params in statements:
+            other.execute(sql, params)
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, SEQ_LOCK))
+        async with asyncio.timeout(10):
+            [claimed] = await claim
+    return claimed
+
+
+_INSERT_EVENT = ("INSERT INTO events (seq, type, job_id, user_id, data) "
+                 "VALUES (%s, %s, 'x', 'u', '{}')")  # fmt: skip
+
+
 async def test_a_lone_write_whose_snapshot_missed_another_nodes_events_is_made_again(
     schema: str,
 ) -> None:
@@ -426,24 +452,10 @@ async def test_a_lone_write_whose_snapshot_missed_another_nodes_events_is_made_a
         job, _ = await store.enqueue(NewJob(type="t", user_id="u"))
         seen: list[int] = []
         store.on_commit(lambda events: seen.extend(e.seq for e in events))
-        with psycopg.connect(URL, autocommit=True, options=f"-c search_path={schema}") as other:
-            other.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, SEQ_LOCK))
-            claim = asyncio.create_task(store.claim(1, 30))
-            async with asyncio.timeout(10):
-                while not other.execute(
-                    "SELECT 1 FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-                    "WHERE l.locktype='advisory' AND NOT l.granted AND a.application_name=%s",
-                    (f"jobserver:{schema}-n1"[:63],),
-                ).fetchone():  # fmt: skip
-                    await asyncio.sleep(0.01)
-            # Another node's event, committed while the claim waits for the lock.
-            other.execute(
-                "INSERT INTO events (seq, type, job_id, user_id, data) "
-                "VALUES (%s, 'job.queued', 'x', 'u', %s)", (job.last_seq + 1, b"{}"),
-            )  # fmt: skip
-            other.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, SEQ_LOCK))
-            async with asyncio.timeout(10):
-                [(claimed, started)] = await claim
+        # Another node's event, committed while the claim waits for the lock.
+        claimed, started = await _claim_after(
+            store, schema, (_INSERT_EVENT, (job.last_seq + 1, "job.queued"))
+        )
         assert claimed.id == job.id and started.seq == job.last_seq + 2
         assert seen == [job.last_seq + 1, job.last_seq + 2]
     finally:
@@ -460,26 +472,12 @@ async def test_a_lone_write_whose_snapshot_missed_a_prune_of_another_nodes_event
     await store.open()
     try:
         job, _ = await store.enqueue(NewJob(type="t", user_id="u"))
-        with psycopg.connect(URL, autocommit=True, options=f"-c search_path={schema}") as other:
-            other.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, SEQ_LOCK))
-            claim = asyncio.create_task(store.claim(1, 30))
-            async with asyncio.timeout(10):
-                while not other.execute(
-                    "SELECT 1 FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-                    "WHERE l.locktype='advisory' AND NOT l.granted AND a.application_name=%s",
-                    (f"jobserver:{schema}-n1"[:63],),
-                ).fetchone():  # fmt: skip
-                    await asyncio.sleep(0.01)
-            taken = job.last_seq + 1  # another node's event, then a prune of it
-            other.execute(
-                "INSERT INTO events (seq, type, job_id, user_id, data) "
-                "VALUES (%s, 'job.removed', 'x', 'u', %s)", (taken, b"{}"),
-            )  # fmt: skip
-            other.execute("DELETE FROM events WHERE seq = %s", (taken,))
-            other.execute("UPDATE meta SET value = %s WHERE key = 'pruned'", (str(taken),))
-            other.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, SEQ_LOCK))
-            async with asyncio.timeout(10):
-                [(claimed, started)] = await claim
+        taken = job.last_seq + 1  # another node's event, then a prune of it
+        claimed, started = await _claim_after(
+            store, schema, (_INSERT_EVENT, (taken, "job.removed")),
+            ("DELETE FROM events WHERE seq = %s", (taken,)),
+            ("UPDATE meta SET value = %s WHERE key = 'pruned'", (str(taken),)),
+        )  # fmt: skip
         assert claimed.id == job.id and started.seq == taken + 1, started.seq
     finally:
         await store.close()
