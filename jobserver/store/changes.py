@@ -120,8 +120,7 @@ ProgressFields = tuple[str, float, str, Mapping[str, Any] | None, str | None]
 
 def progressed(job: Job, update: ProgressFields) -> Change:
     stage, percent, message, metadata, label = update
-    if stage in SERVER_STAGES:
-        check_handler_stage(stage)
+    check_handler_stage(stage)
     return job.evolve(
         stage=stage,
         progress=min(100.0, max(0.0, float(percent))),
