@@ -48,11 +48,6 @@ def close_reason(code: int | None) -> str:
     return CLOSE_REASONS.get(code, "other")
 
 
-def event_time(body: Mapping[str, Any]) -> float | None:
-    """The epoch seconds of an event's ``timestamp`` (set when it was persisted)."""
-    return parse_time(body.get("timestamp"))
-
-
 def parse_time(stamp: object) -> float | None:
     """The epoch seconds of an ISO 8601 ``timestamp`` text; None when it is not one."""
     if not isinstance(stamp, str):
@@ -255,7 +250,8 @@ class Metrics:
         """An event's timestamp, parsed once: a wake-up hands one event to many clients."""
         seq, stamp = self._last_stamp
         if seq != event.seq:
-            stamp = event_time(orjson.loads(event.data))
+            text = event.timestamp or orjson.loads(event.data).get("timestamp")
+            stamp = parse_time(text)
             self._last_stamp = (event.seq, stamp)
         return stamp
 

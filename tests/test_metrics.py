@@ -48,3 +48,14 @@ def test_hinted_and_decoded_events_count_the_same() -> None:
         count = [s.value for f in metrics.registry.collect() for s in f.samples
                  if s.name == "event_fanout_lag_seconds_count"]  # fmt: skip
         assert count == [3.0]
+
+
+def test_a_hand_off_lag_is_observed_for_hinted_and_decoded_events() -> None:
+    metrics = Metrics()
+    first = _events()[0]
+    metrics.delivered("ws", [first])
+    metrics.delivered("ws", [Event(*first[:5])._replace(seq=99)])  # read back: no hints
+    counts = [s.value for f in metrics.registry.collect() for s in f.samples
+              if s.name == "event_fanout_lag_seconds_count"
+              and s.labels.get("transport") == "ws"]  # fmt: skip
+    assert counts == [2.0]
