@@ -113,7 +113,7 @@ def test_happy_path_upload_shows_progress_then_notes(
     expect(s.row("queueing.pdf")).to_be_visible()
 
 
-def test_cache_hit_same_file_again_completes_fast(
+def test_cache_hit_same_file_again_completes_from_the_cache(
     make_session: MakeSession, server: LiveServer, tmp_path: Path
 ) -> None:
     s = make_session(server).open()
@@ -123,15 +123,12 @@ def test_cache_hit_same_file_again_completes_fast(
     again = tmp_path / "again.pdf"
     shutil.copy(first, again)
 
-    started = time.monotonic()
     s.upload(again)
     row = s.wait_row("again.pdf", "completed")
-    took = time.monotonic() - started
     expect(row.locator(".job-message")).to_contain_text("(from cache)")
     job = server_job(s, s.job_id("again.pdf"))
     assert job["result"]["cacheHit"] is True
     assert job["result"]["title"] == "Caching Uploaded Documents"
-    assert took < 5.0, f"a cache hit took {took:.1f}s from upload to completed"
     row.get_by_role("link", name="View notes of again.pdf").click()
     expect(s.page.locator("#notes-title")).to_have_text("Caching Uploaded Documents")
 
