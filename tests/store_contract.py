@@ -494,6 +494,16 @@ class StoreContract:
         for query in ("ΟΔΥΣ", "ΟΔΥΣΣΕΑΣ", "οδυσσεασ.PDF"):
             found = await store.list_jobs("u1", None, 10, 0, query=query)
             assert [j.id for j in found] == [odyssey.id], query
+        # The final sigma ς folds to the plain one on both sides: a query typed with it finds
+        # a label in capitals, and a label written with it is found by a query in capitals
+        # (PostgreSQL's lower() alone keeps ς, and lowers Σ to the plain one).
+        found = await store.list_jobs("u1", None, 10, 0, query="οδυσσεας")
+        assert [j.id for j in found] == [odyssey.id]
+        island, _ = await store.enqueue(new(label="νησος.pdf"))
+        for query in ("ΝΗΣΟΣ", "νησοσ.PDF", "νησος", "ος."):
+            found = await store.list_jobs("u1", None, 10, 0, query=query)
+            assert [j.id for j in found] == [island.id], query
+        assert sum((await store.job_counts("u1", "ΝΗΣΟΣ")).values()) == 1
 
     async def test_removed_job_leaves_lists_and_counts_but_keeps_its_events(
         self, store: Store

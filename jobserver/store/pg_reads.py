@@ -106,10 +106,16 @@ class PgReads:
         return int(rows[0][0])
 
 
+def _fold(sql: str) -> str:
+    """As ``sqlite_reads._fold``: lower case, with the final sigma ς as the plain one (lower()
+    keeps a ς as it is, so a label written with one was not found by a query in capitals)."""
+    return f"translate(lower({sql}), '\u03c2', '\u03c3')"
+
+
 def _visible(user_id: str, query: str | None) -> tuple[str, list[Any]]:
     """As ``sqlite_reads._visible``: a user's jobs not removed, matching ``query`` if given."""
     where = "user_id=$1 AND removed_at IS NULL"
     if not query:
         return where, [user_id]
-    return (where + " AND (strpos(lower(label), lower($2)) > 0 "
-            "OR strpos(lower(type), lower($2)) > 0)", [user_id, query])  # fmt: skip
+    return (f"{where} AND (strpos({_fold('label')}, {_fold('$2')}) > 0 "
+            f"OR strpos({_fold('type')}, {_fold('$2')}) > 0)", [user_id, query])  # fmt: skip
