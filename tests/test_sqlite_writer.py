@@ -19,7 +19,7 @@ import pytest
 
 from jobserver.errors import ServiceUnavailable
 from jobserver.models import Event, Job, JobStage, JobStatus
-from jobserver.store import NewJob, ProgressUpdate, sqlite_link, sqlite_ops
+from jobserver.store import NewJob, ProgressUpdate, frames, sqlite_link, sqlite_ops
 from jobserver.store import sqlite as sqlite_module
 from jobserver.store.frames import HEADER, Link, job_fields, new_job, new_job_fields, pack
 from jobserver.store.sqlite import SqliteStore
@@ -358,6 +358,75 @@ async def test_a_write_is_answered_in_the_turn_of_the_loop_that_reads_its_reply(
         for _ in range(5):
             await s.enqueue(NewJob(type="t", user_id="u1"))
             assert turns - read_in[-1] == 1, (turns, read_in)
+    finally:
+        ticking[-1].cancel()
+        await s.close()
+
+
+def whole_frames(buffer: bytes | bytearray) -> int:
+    """How many whole frames ``buffer`` begins with."""
+    count = at = 0
+    while len(buffer) - at >= HEADER.size:
+        at += HEADER.size + HEADER.unpack_from(buffer, at)[0]
+        if at > len(buffer):
+            break
+        count += 1
+    return count
+
+
+async def test_replies_read_together_answer_the_first_ones_callers_before_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two replies in one read of the pipe: the callers of the first resume in the next turn,
+    and the second is handled after them, in a later turn of its own. Before, both were
+    handled in the read's callback, so the first's callers resumed after the second's."""
+    loop = asyncio.get_running_loop()
+    turns = 0
+    happened: list[tuple[str, int]] = []
+    held = bytearray()
+    joining = False
+    real = frames.Replies.data_received
+
+    def data_received(self: frames.Replies, data: bytes) -> None:
+        held.extend(data)
+        if joining and whole_frames(held) < 2:  # the first reply waits for the second
+            return
+        joined = bytes(held)
+        held.clear()
+        if joining:
+            happened.append(("read", turns))
+        real(self, joined)
+
+    def tick() -> None:  # first in each turn of the loop: scheduled by the turn before
+        nonlocal turns
+        turns += 1
+        ticking.append(loop.call_soon(tick))
+
+    monkeypatch.setattr(frames.Replies, "data_received", data_received)
+    s = SqliteStore(tmp_path / "s.db")
+    s.on_commit(lambda events: happened.extend(("published", e.seq) for e in events))
+    await s.open()
+    ticking = [loop.call_soon(tick)]
+    # Cancels: a reply of enqueues pauses a turn after answering them, one of these does not.
+    one, _ = await s.enqueue(NewJob(type="t", user_id="u1"))
+    two, _ = await s.enqueue(NewJob(type="t", user_id="u1"))
+
+    async def first() -> None:
+        await s.cancel(one.id, None)
+        happened.append(("first answered", turns))
+
+    try:
+        joining = True
+        answered = asyncio.create_task(first())
+        async with asyncio.timeout(20):
+            while not whole_frames(held):  # the first reply came, and waits
+                await asyncio.sleep(0.01)
+        second = asyncio.create_task(s.cancel(two.id, None))
+        await asyncio.wait_for(asyncio.gather(answered, second), 20)
+        reads = [n for what, n in happened if what == "read"]
+        assert len(reads) == 1  # both came in one read
+        assert happened[-4:] == [("read", reads[0]), ("published", 3),
+                                 ("first answered", reads[0] + 1), ("published", 4)], happened
     finally:
         ticking[-1].cancel()
         await s.close()

@@ -5,7 +5,8 @@ Whatever was submitted during one turn of the event loop goes as one frame (or s
 ``SEND_EARLY`` ops wait), and the writer commits every frame that is waiting in one
 transaction. Replies come back in order, each naming how many frames it answers, and each is
 handled by the callback that reads it from the pipe (``frames.Replies``): a write's caller
-resumes in the next turn of the loop.
+resumes in the next turn of the loop. Replies read together go one per turn, so the callers
+of one resume before the next is handled.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class _Pending:
 class _Feed:
     """One writer process's replies as its pipe brings them: the hello, then each reply,
     handled in order from the callback that read it (``frames.Replies``); a reply that
-    publishes a lot goes on in later turns of the loop, and those after it wait."""
+    publishes a lot goes on in later turns of the loop, and those after it wait, each for a
+    turn after the one before it ended."""
 
     hello: asyncio.Future[Any]
     ended: asyncio.Future[None]  # the pipe ended and every reply before its end is handled
@@ -363,7 +365,7 @@ class WriterLink:
 
     def _frame(self, feed: _Feed, body: bytes) -> None:
         """A frame from ``feed``'s writer: its hello, then a reply, handled now unless one
-        before it is still being handled."""
+        before it is still being handled or ended in this turn."""
         hello = feed.hello
         if not hello.done():
             try:
@@ -409,11 +411,10 @@ class WriterLink:
         try:
             next(feed.handling)
         except StopIteration:
+            # The next reply waits for a later turn, even one read in this same callback
+            # (``busy`` holds it in the queue till then): the callers just answered run first.
             feed.handling = None
-            if feed.queue:  # already read: the callers just answered run in between
-                self._loop.call_soon(self._next_reply, feed)
-            else:
-                self._next_reply(feed)
+            self._loop.call_soon(self._next_reply, feed)
             return
         except Exception:
             log.exception("a reply from the store's writer could not be handled")
