@@ -16,10 +16,10 @@ import pytest
 from jobserver.errors import LeaseLost, TooManyJobs
 from jobserver.models import Event, JobStage, JobStatus
 from jobserver.store import NewJob, ProgressUpdate, hold
-from jobserver.store.pg_schema import LOCK_SPACE, SEQ_LOCK
+from jobserver.store.pg_schema import LOCK_SPACE, SEQ_LOCK, payload_has, payload_of
 from jobserver.store.postgres import PostgresStore
 from jobserver.store.schema import CORE
-from tests.pgcluster import URL, schema
+from tests.pgcluster import URL, db, schema
 
 __all__ = ["schema"]  # the fixture: a schema of its own, dropped afterwards
 
@@ -352,6 +352,82 @@ async def test_payload_named_reads_the_index_its_key_s_plugin_declares(
         conn.execute("SET enable_seqscan = off")
         plan = [r[0] for r in conn.execute(f"EXPLAIN {sql.replace('$1', '%s')}", params)]
     assert "jobs_payload_sha256" in " ".join(plan) and "Seq Scan" not in " ".join(plan), plan
+
+
+def pdf_node(schema: str, node_id: str) -> PostgresStore:
+    """A node with the PDF plugin's tables, whose ``payload_index`` is ``sha256``."""
+    return PostgresStore(URL, node_id=f"{schema}-{node_id}", schema=schema,
+                         storage=["jobserver.pdf.storage"])  # fmt: skip
+
+
+def sha256_index(schema: str) -> tuple[bool, bool] | None:
+    """The PDF plugin's payload index: (valid, unique), or None when there is none."""
+    with db(schema) as conn:
+        row = conn.execute(
+            "SELECT indisvalid, indisunique FROM pg_index "
+            "WHERE indexrelid = to_regclass('jobs_payload_sha256')"
+        ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+async def test_a_payload_index_added_to_a_store_in_use_does_not_hold_its_writes_back(
+    schema: str,
+) -> None:
+    """A node starts with a plugin whose payload index the jobs table lacks, while another
+    node writes. Before: a plain CREATE INDEX queued for a lock that every write then waited
+    behind, here for as long as a transaction writing the table went on."""
+    running = node(schema, "n1")  # no plugin: no payload index
+    await running.open()
+    starting = pdf_node(schema, "n2")
+    try:
+        with psycopg.connect(URL, options=f"-c search_path={schema}") as writing, db(
+            schema
+        ) as watch:
+            writing.execute("LOCK TABLE jobs IN ROW EXCLUSIVE MODE")  # a write, not committed
+            blocked_by_writing = (
+                "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX%%' "
+                "AND %s = ANY(pg_blocking_pids(pid))"
+            )
+            opening = asyncio.create_task(starting.open())
+            try:
+                async with asyncio.timeout(30):  # the build waits for that write to end
+                    while not watch.execute(blocked_by_writing, (writing.info.backend_pid,)
+                                            ).fetchone():  # fmt: skip
+                        await asyncio.sleep(0.05)
+                async with asyncio.timeout(20):  # not behind the build
+                    await running.enqueue(NewJob(type="t", user_id="u", payload={"sha256": "a"}))
+            finally:
+                writing.rollback()
+            await asyncio.wait_for(opening, 30)
+        assert sha256_index(schema) == (True, False)
+    finally:
+        await running.close()
+        await starting.close()
+
+
+async def test_an_invalid_payload_index_left_by_a_failed_build_is_built_again(
+    schema: str,
+) -> None:
+    """A concurrent build that fails leaves an invalid index of that name, which IF NOT
+    EXISTS would keep for ever (kept up by every write, used by no read)."""
+    first = node(schema, "n1")
+    await first.open()
+    try:
+        for _ in range(2):
+            await first.enqueue(NewJob(type="t", user_id="u", payload={"sha256": "same"}))
+    finally:
+        await first.close()
+    with db(schema) as conn, pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute(f"CREATE UNIQUE INDEX CONCURRENTLY jobs_payload_sha256 ON jobs "
+                     f"({payload_of('sha256')}) WHERE {payload_has('sha256')}")  # fmt: skip
+    assert sha256_index(schema) == (False, True)  # the failed build's
+    store = pdf_node(schema, "n2")
+    await store.open()
+    try:
+        assert sha256_index(schema) == (True, False)
+        assert await store.payload_named("sha256", ["same", "other"]) == {"same"}
+    finally:
+        await store.close()
 
 
 async def test_a_lease_holders_writes_read_no_row_yet_another_nodes_change_fences_them(

@@ -8,6 +8,7 @@ JSON column is TEXT on both, a timestamp is epoch seconds (DOUBLE PRECISION).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,7 @@ LOCK_SPACE = 0x6A6F62  # "job"
 MIGRATE_LOCK = 1
 SEQ_LOCK = 2  # held by each write transaction: seq order is commit order
 PRUNE_LOCK = 3  # cluster-wide duties run on one node at a time
+MIGRATE_POLL_SECONDS = 0.1  # how often a starting node asks for the migration lock
 
 # PostgreSQL's own additions to the core tables (made after them, versioned the same way).
 PG_CORE = Tables(
@@ -41,9 +43,11 @@ def payload_has(key: str) -> str:
 
 
 def payload_index(key: str) -> str:
-    """The index of the jobs whose payload has ``key`` (``Tables.payload_index``)."""
-    return (f"CREATE INDEX IF NOT EXISTS jobs_payload_{key} ON jobs ({payload_of(key)}) "
-            f"WHERE {payload_has(key)}")  # fmt: skip
+    """The index of the jobs whose payload has ``key`` (``Tables.payload_index``), built
+    without holding writes back: a plugin added to a store with a big jobs table would
+    otherwise stop every node's writes while its index is built."""
+    return (f"CREATE INDEX CONCURRENTLY IF NOT EXISTS jobs_payload_{key} ON jobs "
+            f"({payload_of(key)}) WHERE {payload_has(key)}")  # fmt: skip
 
 
 _TYPES = [
@@ -86,11 +90,38 @@ async def _version(conn: Any, tables: Tables) -> int:
     return 0
 
 
+async def _build_payload_index(conn: Any, key: str) -> None:
+    """Build ``payload_index(key)`` unless it is there and valid. A concurrent build that
+    failed (its node killed, the statement cancelled) leaves an invalid index behind, which
+    every write keeps up and no read uses: it is dropped and built again."""
+    valid = await conn.fetchval(
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)",
+        f"jobs_payload_{key}",
+    )  # fmt: skip
+    if valid:
+        return
+    if valid is not None:
+        await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS jobs_payload_{key}")
+    await conn.execute(payload_index(key))
+
+
+async def _lock_migrations(conn: Any) -> None:
+    """Take the migration lock, asking again every MIGRATE_POLL_SECONDS. Not
+    ``pg_advisory_lock``: a node waiting in it holds a snapshot, which a concurrent index
+    build of the node that holds the lock waits for, so PostgreSQL ends one of the two as a
+    deadlock."""
+    while True:
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", LOCK_SPACE, MIGRATE_LOCK):
+            return
+        await asyncio.sleep(MIGRATE_POLL_SECONDS)
+
+
 async def migrate(conn: Any, all_tables: Sequence[Tables]) -> dict[str, int]:
     """Bring every set of tables to its version, holding the migration lock (several nodes
-    may start at once: the second waits, then finds nothing to do)."""
+    may start at once: the second waits, then finds nothing to do). A payload index is
+    built outside the migration's transaction: a concurrent build cannot run in one."""
     versions: dict[str, int] = {}
-    await conn.execute("SELECT pg_advisory_lock($1, $2)", LOCK_SPACE, MIGRATE_LOCK)
+    await _lock_migrations(conn)
     try:
         for tables in all_tables:
             current = await _version(conn, tables)
@@ -106,7 +137,7 @@ async def migrate(conn: Any, all_tables: Sequence[Tables]) -> dict[str, int]:
                     )  # fmt: skip
                 migrated(tables, current)
             for key in tables.payload_index:
-                await conn.execute(payload_index(key))
+                await _build_payload_index(conn, key)
             versions[tables.name] = tables.version
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_SPACE, MIGRATE_LOCK)
