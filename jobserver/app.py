@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from . import joblog, userdata
+from . import joblog, pguserdata, userdata
 from .bus import EventBus
 from .config import Settings
 from .handlers import Registry
@@ -183,12 +183,15 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _report_user_ids(app: web.Application) -> None:
-    """Once the store is open: say which stored user ids normalisation left apart (in the
-    SQLite file, which on PostgreSQL is not the store: nothing to read there)."""
-    if app[SETTINGS].database_url:
-        return
+    """Once the store is open: say which stored user ids normalisation left apart."""
+    settings = app[SETTINGS]
     try:
-        await asyncio.to_thread(userdata.report, app[SETTINGS].db_path)
+        if settings.database_url:
+            found = await pguserdata.unreachable_in(settings.database_url,
+                                                    settings.database_schema)  # fmt: skip
+            userdata.log_unreachable(found)
+        else:
+            await asyncio.to_thread(userdata.report, settings.db_path)
     except Exception:
         log.exception("could not check the stored user ids")
 

@@ -37,6 +37,8 @@ NOW = "extract(epoch from clock_timestamp())"
 AUTH_TABLES = Tables(name="auth", create=SCHEMA)
 META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 LIVE = f"revoked_at IS NULL AND expires_at > {NOW}"
+# The auth tables with a user_id (``rename_account`` moves them, not a move of stored data).
+USER_TABLES = ("accounts", "sessions")
 
 
 async def connect(url: str, schema: str) -> asyncpg.Connection:

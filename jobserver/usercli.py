@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import sys
 import time
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from . import pguserdata
 from .authdb import AuthDb
 from .authpg import BlockingPgAuth
 from .config import Settings
@@ -135,9 +137,10 @@ def _list(settings: Settings, db: AuthDb | BlockingPgAuth, out: TextIO) -> None:
         changed = time.strftime("%Y-%m-%d %H:%M", time.localtime(account.changed_at))
         sessions = len(db.sessions_of(account.user_id))
         print(f"{account.user_id}\tpassword set {changed}\t{sessions} open session(s)", file=out)
-    if settings.database_url:
-        return  # stored user ids to merge: checked on a SQLite data dir only
-    for normal, ids in unreachable_in(settings.db_path).items():
+    found = (asyncio.run(pguserdata.unreachable_in(settings.database_url,
+                                                   settings.database_schema))
+             if settings.database_url else unreachable_in(settings.db_path))  # fmt: skip
+    for normal, ids in found.items():
         target = normal or "(not allowed: rename)"
         print(f"stored users to merge into {target}: {', '.join(ids)}", file=out)
 
@@ -147,7 +150,20 @@ def _move(op: str, old: str, new: str, settings: Settings, db: AuthDb | Blocking
     if old == new:
         raise Refused(f"{old} is {new} already")
     if settings.database_url:
-        raise Refused(f"user {op} works on a SQLite data dir only, not on PostgreSQL yet")
+        try:
+            moved = asyncio.run(pguserdata.move_user(
+                settings.database_url, settings.database_schema, old, new, rename=op == "rename"))
+        except pguserdata.NoSuchData as exc:
+            raise Refused(str(exc)) from None
+    else:
+        moved = _move_sqlite(op, old, new, settings, db)
+    counts = ", ".join(f"{n} {t}" for t, n in moved.items() if n)
+    verb = "merged" if op == "merge" else "renamed"
+    print(f"{verb} {old!r} into {new}: {counts}", file=out)
+
+
+def _move_sqlite(op: str, old: str, new: str, settings: Settings,
+                 db: AuthDb | BlockingPgAuth) -> dict[str, int]:  # fmt: skip
     if not settings.db_path.exists():
         raise Refused(f"there is no job store at {settings.db_path}")
     with owned(settings.db_path) as conn:
@@ -157,6 +173,4 @@ def _move(op: str, old: str, new: str, settings: Settings, db: AuthDb | Blocking
             raise Refused(f"{new} has jobs or notes already: merge {old!r} into it instead")
         moved = move(conn, old, new)
     db.rename_account(old, new)
-    counts = ", ".join(f"{n} {t}" for t, n in moved.items() if n)
-    verb = "merged" if op == "merge" else "renamed"
-    print(f"{verb} {old!r} into {new}: {counts}", file=out)
+    return moved

@@ -78,7 +78,11 @@ def unreachable_in(db_path: Path) -> dict[str, list[str]]:
 
 def report(db_path: Path) -> dict[str, list[str]]:
     """Log the stored ids that normalisation left unreachable; nothing changes."""
-    found = unreachable_in(db_path)
+    return log_unreachable(unreachable_in(db_path))
+
+
+def log_unreachable(found: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Log ``unreachable``'s findings (either backend's), each with the command that ends it."""
     for normal, ids in found.items():
         if normal:
             log.warning(

@@ -22,6 +22,9 @@ MIGRATE_LOCK = 1
 SEQ_LOCK = 2  # held by each write transaction: seq order is commit order
 PRUNE_LOCK = 3  # cluster-wide duties run on one node at a time
 MIGRATE_POLL_SECONDS = 0.1  # how often a starting node asks for the migration lock
+# Every live node of a schema holds (LIVE_SPACE, hashtext(schema)) shared; a command that needs
+# every node of the schema stopped (``server.py user merge``) takes it alone.
+LIVE_SPACE = LOCK_SPACE + 2
 
 # PostgreSQL's own additions to the core tables (made after them, versioned the same way).
 PG_CORE = Tables(

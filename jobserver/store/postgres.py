@@ -36,7 +36,7 @@ from .answer import answer
 from .claims import PerUser
 from .hold import FOREGROUND, HOLD_MAX_OPS, Hold
 from .pg_reads import PgReads
-from .pg_schema import LOCK_SPACE, PG_CORE, migrate
+from .pg_schema import LIVE_SPACE, LOCK_SPACE, PG_CORE, migrate
 from .pg_sql import HEAD
 from .pg_writer import Batch, Op
 from .protocol import NewJob, ProgressUpdate, Pruned
@@ -183,7 +183,8 @@ class PostgresStore(PgReads):
     async def _listen(self) -> None:
         """The node's own connection: it holds the node id's lock for as long as it lives (a
         second live node with the same id cannot start: it would recover this one's running
-        jobs as its own) and hears other nodes' NOTIFY."""
+        jobs as its own), the schema's live lock shared (``pguserdata`` waits for none) and
+        hears other nodes' NOTIFY."""
         listener = await asyncpg.connect(self.url, server_settings=self._settings())
         held = await listener.fetchval(
             "SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_SPACE, self.node_id
@@ -192,6 +193,15 @@ class PostgresStore(PgReads):
             await listener.close()
             raise ServiceUnavailable(
                 f"another live node uses the node id {self.node_id!r}; give each its own"
+            )
+        live = await listener.fetchval(
+            "SELECT pg_try_advisory_lock_shared($1, hashtext($2))", LIVE_SPACE, self.schema
+        )
+        if not live:
+            await listener.close()
+            raise ServiceUnavailable(
+                f"a command that needs every node stopped (server.py user merge or rename) is "
+                f"running on the schema {self.schema!r}; start this node once it has finished"
             )
         await listener.add_listener(CHANNEL, self._notified)
         self._listener = listener

@@ -1,0 +1,130 @@
+"""Stored user ids on PostgreSQL: the report of those normalisation left apart, and
+``server.py user merge|rename``, as ``userdata`` does them on SQLite.
+
+A move needs every node of the schema stopped (each live node holds the schema's live lock
+shared: the move takes it alone, so no node runs meanwhile and none starts until it ends), and
+runs in one transaction with the account's rename and the end of the old id's sessions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import orjson
+
+from .authpg import USER_TABLES, PgAuthDb
+from .authpg import connect as auth_connect
+from .store.pg_schema import LIVE_SPACE
+from .userdata import SKIP_SCAN, ServerRunning, unreachable
+
+EVENT_BATCH = 1000  # events rewritten at a time
+
+
+class NoSuchData(Exception):
+    """The move's old id has nothing stored, or (a rename) its new id has."""
+
+
+async def user_tables(conn: Any) -> list[str]:
+    """The schema's tables with a ``user_id`` column, the auth tables left out."""
+    rows = await conn.fetch(
+        "SELECT table_name FROM information_schema.columns WHERE table_schema = "
+        "current_schema() AND column_name = 'user_id' AND NOT table_name = ANY($1::text[]) "
+        "ORDER BY table_name", list(USER_TABLES),
+    )  # fmt: skip
+    return [str(r[0]) for r in rows]
+
+
+async def stored_ids(conn: Any) -> set[str]:
+    ids: set[str] = set()
+    for table in await user_tables(conn):
+        if table not in SKIP_SCAN:
+            rows = await conn.fetch(f'SELECT DISTINCT user_id FROM "{table}"')
+            ids.update(str(r[0]) for r in rows)
+    return ids
+
+
+async def has_data(conn: Any, user_id: str) -> bool:
+    for table in await user_tables(conn):
+        if await conn.fetchval(f'SELECT EXISTS (SELECT 1 FROM "{table}" WHERE user_id=$1)',
+                               user_id):  # fmt: skip
+            return True
+    return False
+
+
+async def unreachable_in(url: str, schema: str) -> dict[str, list[str]]:
+    """``userdata.unreachable`` for the stored ids of ``schema``."""
+    conn = await asyncpg.connect(url, server_settings={"search_path": schema})
+    try:
+        if not await conn.fetchval("SELECT to_regclass('jobs') IS NOT NULL"):
+            return {}
+        return unreachable(await stored_ids(conn))
+    finally:
+        await conn.close()
+
+
+async def move_user(url: str, schema: str, old: str, new: str, *, rename: bool) -> dict[str, int]:
+    """Give everything of ``old`` (rows, account) to ``new``; rows moved per table.
+
+    ``rename``: ``new`` must have nothing stored yet. Raises ServerRunning while a node of the
+    schema runs, NoSuchData when there is nothing to move (or a rename's target has data).
+    """
+    conn = await auth_connect(url, schema)
+    try:
+        async with conn.transaction():
+            live = await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock($1, hashtext($2))", LIVE_SPACE, schema
+            )
+            if not live:
+                raise ServerRunning(f"a node is running on the schema {schema!r}: stop every "
+                                    "node first")  # fmt: skip
+            if not await has_data(conn, old):
+                raise NoSuchData(f"no jobs or notes belong to {old!r}")
+            if rename and await has_data(conn, new):
+                raise NoSuchData(f"{new} has jobs or notes already: merge {old!r} into it instead")
+            moved = await _move_rows(conn, old, new)
+            await PgAuthDb(conn).rename_account(old, new)
+        return moved
+    finally:
+        await conn.close()
+
+
+async def _move_rows(conn: Any, old: str, new: str) -> dict[str, int]:
+    """As ``userdata.move``: an idempotency key both used is dropped from ``old``'s job."""
+    tables = await user_tables(conn)
+    if "jobs" in tables:
+        await conn.execute(
+            "UPDATE jobs SET idempotency_key=NULL WHERE user_id=$1 AND idempotency_key IN "
+            "(SELECT idempotency_key FROM jobs WHERE user_id=$2 AND idempotency_key IS NOT NULL)",
+            old, new,
+        )  # fmt: skip
+    moved: dict[str, int] = {}
+    for table in tables:
+        if table == "events":
+            moved[table] = await _move_events(conn, old, new)
+        else:
+            status = await conn.execute(f'UPDATE "{table}" SET user_id=$1 WHERE user_id=$2',
+                                        new, old)  # fmt: skip
+            moved[table] = int(status.split()[-1])
+    return moved
+
+
+async def _move_events(conn: Any, old: str, new: str) -> int:
+    """Each stored event names its user in its JSON too (what clients are sent): rewritten
+    with the same encoder that wrote it, so only ``userId`` changes."""
+    count = 0
+    rows = []
+    async for seq, data in conn.cursor("SELECT seq, data FROM events WHERE user_id=$1", old):
+        body = orjson.loads(data)
+        body["userId"] = new
+        rows.append((new, orjson.dumps(body), seq))
+        if len(rows) >= EVENT_BATCH:
+            count += await _write_events(conn, rows)
+            rows = []
+    return count + await _write_events(conn, rows)
+
+
+async def _write_events(conn: Any, rows: list[tuple[str, bytes, int]]) -> int:
+    if rows:
+        await conn.executemany("UPDATE events SET user_id=$1, data=$2 WHERE seq=$3", rows)
+    return len(rows)

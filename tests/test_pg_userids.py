@@ -1,0 +1,105 @@
+"""Stored user ids on PostgreSQL: reported at a node's start, merged or renamed by
+``server.py user merge|rename`` once every node of the schema is stopped (issue 17: what
+SQLite's data dir can do, the shared schema can do too)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from jobserver.store import NewJob
+from jobserver.store.pg_schema import LIVE_SPACE
+from jobserver.store.postgres import PostgresStore
+from tests.conftest import PG_URL
+from tests.pgcluster import make_node, schema
+from tests.security.helpers import run_cli
+
+__all__ = ["schema"]  # the fixture: a schema of its own, dropped afterwards
+
+
+async def _seed(name: str) -> None:
+    """Jobs as the code before normalisation could store them: three spellings of alice."""
+    store = PostgresStore(PG_URL, node_id=f"{name}-seed", schema=name)
+    await store.open()
+    try:
+        for user, key in (("alice", "k1"), ("ALICE", "k1"), ("Alice", None), ("ALICE", None)):
+            await store.enqueue(NewJob(type="demo.sleep", user_id=user, idempotency_key=key,
+                                       delay_seconds=3600))  # fmt: skip
+    finally:
+        await store.close()
+
+
+def _env(name: str) -> dict[str, str]:
+    return {"JOBSERVER_DATABASE_URL": PG_URL, "JOBSERVER_DATABASE_SCHEMA": name}
+
+
+def test_ids_that_would_merge_are_reported_and_merged_on_postgres(
+    tmp_path: Path, schema: str
+) -> None:
+    asyncio.run(_seed(schema))
+    data = tmp_path / "cli"
+    data.mkdir()
+    node = make_node(tmp_path, schema, "a", "--demo-jobs", jobs=None).start()
+    try:
+        assert len(node.get("/api/jobs", node.token("ALICE"))["jobs"]) == 1  # alice's own
+        merge = run_cli(data, "user", "merge", "ALICE", "alice", env=_env(schema))
+        assert merge.returncode == 1 and "stop every node" in merge.stderr, merge.stderr
+    finally:
+        node.stop()
+    log = node.log.read_text()
+    assert "'ALICE', 'Alice'" in log and "user merge" in log
+    listed = run_cli(data, "user", "list", env=_env(schema))
+    assert "stored users to merge into alice: ALICE, Alice" in listed.stdout, listed.stderr
+    nobody = run_cli(data, "user", "merge", "nobody", "alice", env=_env(schema))
+    assert nobody.returncode == 1 and "no jobs or notes" in nobody.stderr
+    taken = run_cli(data, "user", "rename", "Alice", "alice", env=_env(schema))
+    assert taken.returncode == 1 and "merge" in taken.stderr
+    for old in ("ALICE", "Alice"):
+        done = run_cli(data, "user", "merge", old, "alice", env=_env(schema))
+        assert done.returncode == 0, done.stderr
+        assert "jobs" in done.stdout and "events" in done.stdout
+    assert "stored users to merge" not in run_cli(data, "user", "list", env=_env(schema)).stdout
+    node = make_node(tmp_path, schema, "b", "--demo-jobs", jobs=None).start()
+    try:
+        token = node.token("alice")
+        jobs = node.get("/api/jobs", token)["jobs"]
+        assert len(jobs) == 4 and {j["userId"] for j in jobs} == {"alice"}
+        # Two of them shared the key k1: ALICE's job kept its job, not the key.
+        assert sorted(str(j.get("idempotencyKey")) for j in jobs).count("k1") <= 1
+        events = node.get("/api/events?since=0&timeout=0", token)["events"]
+        assert len(events) == 4 and {e["userId"] for e in events} == {"alice"}
+    finally:
+        node.stop()
+    assert "user merge" not in node.log.read_text()
+
+
+def test_rename_keeps_a_stored_user_apart_on_postgres(
+    tmp_path: Path, schema: str
+) -> None:
+    asyncio.run(_seed(schema))
+    data = tmp_path / "cli"
+    data.mkdir()
+    done = run_cli(data, "user", "rename", "ALICE", "alice.old", env=_env(schema))
+    assert done.returncode == 0, done.stderr
+    node = make_node(tmp_path, schema, "a", "--demo-jobs", jobs=None).start()
+    try:
+        assert len(node.get("/api/jobs", node.token("alice.old"))["jobs"]) == 2
+        assert len(node.get("/api/jobs", node.token("alice"))["jobs"]) == 1
+    finally:
+        node.stop()
+
+
+def test_no_node_starts_while_a_move_holds_the_schema(
+    tmp_path: Path, schema: str
+) -> None:
+    with psycopg.connect(PG_URL, autocommit=True) as held:
+        held.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (LIVE_SPACE, schema))
+        node = make_node(tmp_path, schema, "a", "--demo-jobs", jobs=None)
+        with pytest.raises(RuntimeError):
+            node.start(timeout=20)
+        assert "user merge or rename" in node.log.read_text()
+    node = make_node(tmp_path, schema, "b", "--demo-jobs", jobs=None).start()
+    node.stop()
