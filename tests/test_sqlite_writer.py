@@ -93,7 +93,7 @@ async def test_events_committed_but_never_reported_are_published_after_a_restart
     for _ in range(3):
         await s.enqueue(NewJob(type="t", user_id="u1"))
     # As if the reply for the last two never came:
-    s._link.durable = 1
+    s._link.durable = s._link._published = 1
     del published[1:]
     pid = s.writer_pid
     assert pid is not None
@@ -518,3 +518,95 @@ def test_a_commit_that_fails_never_leaves_its_seq_as_the_head(tmp_path: Path) ->
     [(ok, (_, [seq]))], [row] = writer.run([enqueue])
     assert ok and seq == row[0] == before + 1 == writer.durable
     real.close()
+
+
+async def test_a_reply_lost_after_answering_its_enqueue_still_publishes_the_rest_of_its_batch(
+    store: tuple[SqliteStore, list[Event]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An enqueue ran ahead of other jobs' progress: its event is published first, then
+    handling the reply breaks. The progress committed with it: the new writer's start must
+    publish it from the file (it was never published), not skip it as already out."""
+    s, published = store
+    job_id, token = await running(s)  # seqs 1 and 2
+    real = sqlite_module._job_events
+    calls = 0
+
+    def broken_once(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in reply handling")
+        return real(*args)
+
+    monkeypatch.setattr(sqlite_module, "_job_events", broken_once)
+    heard: list[BaseException | None] = []
+    for i in range(5):
+        s.progress(job_id, token, ProgressUpdate(JobStage.PROCESSING, float(i)),
+                   lambda event, error: heard.append(error))  # fmt: skip
+    async with asyncio.timeout(20):
+        with pytest.raises(ServiceUnavailable):  # its event (3) was published first
+            await s.enqueue(NewJob(type="t", user_id="u1"))
+        _, [event] = await s.enqueue(NewJob(type="t", user_id="u1"))
+    assert len(heard) == 5  # the progress callers were told its outcome is unknown
+    assert event.seq == 9  # the progress (4-8) committed
+    assert [e.seq for e in published] == list(range(1, 10))
+    assert published == await s.events_after(0)
+
+
+async def test_a_reply_that_cannot_be_read_while_the_one_before_pauses_loses_none_of_its_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two replies in one read of the pipe: the first (an enqueue ahead of other jobs'
+    progress) pauses after answering the enqueue, the second cannot be read. Both writers'
+    events still reach subscribers once each, in order, once a new writer runs."""
+    held = bytearray()
+    joining = False
+    real_received = frames.Replies.data_received
+    real_loads = frames.loads
+    loads = 0
+
+    def data_received(self: frames.Replies, data: bytes) -> None:
+        held.extend(data)
+        if joining and whole_frames(held) < 2:  # the first reply waits for the second
+            return
+        joined = bytes(held)
+        held.clear()
+        real_received(self, joined)
+
+    def unreadable_second(body: bytes) -> Any:
+        nonlocal loads
+        if joining:
+            loads += 1
+            if loads == 2:
+                raise ValueError("a reply this side cannot unpickle")
+        return real_loads(body)
+
+    monkeypatch.setattr(frames.Replies, "data_received", data_received)
+    monkeypatch.setattr(frames, "loads", unreadable_second)
+    s = SqliteStore(tmp_path / "s.db")
+    published: list[Event] = []
+    s.on_commit(published.extend)
+    await s.open()
+    try:
+        job_id, token = await running(s)  # seqs 1 and 2
+        one, _ = await s.enqueue(NewJob(type="t", user_id="u1"))  # 3
+        joining = True
+        for i in range(5):
+            s.progress(job_id, token, ProgressUpdate(JobStage.PROCESSING, float(i)),
+                       lambda event, error: None)  # fmt: skip
+        first = asyncio.create_task(s.enqueue(NewJob(type="t", user_id="u1")))  # 4, then 5-9
+        async with asyncio.timeout(20):
+            while not whole_frames(held):  # the first reply came, and waits
+                await asyncio.sleep(0.01)
+        second = asyncio.create_task(s.cancel(one.id, None))  # 10
+        _, [queued] = await first
+        assert queued.seq == 4
+        with pytest.raises(ServiceUnavailable):  # its reply could not be read
+            await second
+        joining = False
+        _, [event] = await asyncio.wait_for(s.enqueue(NewJob(type="t", user_id="u1")), 20)
+        assert event.seq == 11
+        assert [e.seq for e in published] == list(range(1, 12))
+        assert published == await s.events_after(0)
+    finally:
+        await s.close()

@@ -115,6 +115,9 @@ class WriterLink:
         self._started = started
         self.epoch = ""
         self.durable = 0  # the last seq committed, as the writer last said
+        # The last seq published: events up to it went out, in order. Below durable while a
+        # reply is being published, and after one that could not be followed (``_lose``).
+        self._published = 0
         self.publish: Callable[[list[Event]], None] = lambda events: None
         self._restarting = False
         self._pending: list[_Pending] = []  # submitted, not yet sent
@@ -157,6 +160,7 @@ class WriterLink:
         """Start the writer (it inherits ``lock_fd``, the data dir's lock) and serve it."""
         self._lock_fd = lock_fd
         await self._start_writer(first=True)
+        self._published = self.durable  # the events before this start are not ours to send
         self._loop = asyncio.get_running_loop()
         self._replies_task = asyncio.create_task(self._serve_replies(), name="sqlite-replies")
 
@@ -454,8 +458,10 @@ class WriterLink:
 
     async def _restart(self) -> None:
         """A new writer on the same file; events the old one committed but never reported
-        are published first, so subscribers still see every seq once, in order."""
-        published = self.durable
+        are published first, so subscribers still see every seq once, in order: from the
+        last one published, not the last one reported (a reply may have been dropped
+        half-published, see ``_lose``)."""
+        published = self._published
         pause = RESTART_PAUSE_SECONDS
         failures = 0
         logged = 0.0
@@ -546,10 +552,12 @@ class WriterLink:
         for start in range(0, len(events), PUBLISH_SLICE):
             if start:
                 yield
+            part = events[start : start + PUBLISH_SLICE]
             try:
-                self.publish(events[start : start + PUBLISH_SLICE])
+                self.publish(part)
             except Exception:
                 log.exception("publishing committed events failed")
+            self._published = part[-1].seq
 
     def _settle(self, pending: _Pending, ok: bool, value: Any) -> None:
         """Answer ``pending``'s caller, once."""
