@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from jobserver.errors import ServiceUnavailable
+from jobserver.errors import InvalidPayload, ServiceUnavailable
 from jobserver.models import Event, Job, JobStage, JobStatus
 from jobserver.store import NewJob, ProgressUpdate, frames, sqlite_link, sqlite_ops
 from jobserver.store import sqlite as sqlite_module
@@ -610,3 +610,82 @@ async def test_a_reply_that_cannot_be_read_while_the_one_before_pauses_loses_non
         assert published == await s.events_after(0)
     finally:
         await s.close()
+
+
+async def test_an_enqueue_sent_after_a_claim_in_its_batch_runs_first_and_the_claim_may_take_it(
+    store: tuple[SqliteStore, list[Event]],
+) -> None:
+    """The claim was submitted first, in the same frame: the enqueue runs ahead of it, so the
+    claim takes the new job. The queued event goes out first and its caller is answered
+    before the claim's event is published; the claim's caller once that one is."""
+    s, _ = store
+    happened: list[tuple[str, int]] = []
+    s.on_commit(lambda events: happened.extend(("published", e.seq) for e in events))
+
+    async def claim() -> list[str]:
+        claimed = await s.claim(5, 30)
+        happened.extend(("claim answered", event.seq) for _, event in claimed)
+        return [job.id for job, _ in claimed]
+
+    async def enqueue() -> str:
+        job, [event] = await s.enqueue(NewJob(type="t", user_id="u1"))
+        happened.append(("enqueue answered", event.seq))
+        return job.id
+
+    claiming = asyncio.create_task(claim())  # both run in the next turn: one frame
+    enqueuing = asyncio.create_task(enqueue())
+    claimed, made = await asyncio.wait_for(asyncio.gather(claiming, enqueuing), 20)
+    assert claimed == [made]
+    assert happened == [("published", 1), ("enqueue answered", 1), ("published", 2),
+                        ("claim answered", 2)]  # fmt: skip
+
+
+async def test_an_enqueue_refused_ahead_of_its_batch_is_answered_before_the_rest_is_published(
+    store: tuple[SqliteStore, list[Event]],
+) -> None:
+    s, published = store
+    job_id, token = await running(s)  # seqs 1 and 2
+    heard: list[int] = []
+
+    def done(event: Event | None, error: BaseException | None) -> None:
+        assert event is not None and error is None
+        heard.append(event.seq)
+
+    for i in range(3):
+        s.progress(job_id, token, ProgressUpdate(JobStage.PROCESSING, float(i)), done)
+    with pytest.raises(InvalidPayload):
+        await s.enqueue(NewJob(type="t", user_id="u1", max_attempts=0))
+    assert [e.seq for e in published] == [1, 2] and heard == []
+    async with asyncio.timeout(10):
+        while len(heard) < 3:
+            await asyncio.sleep(0.01)
+    assert heard == [3, 4, 5] and [e.seq for e in published] == [1, 2, 3, 4, 5]
+
+
+async def test_two_enqueues_with_one_key_ahead_of_a_batch_make_one_job(
+    store: tuple[SqliteStore, list[Event]],
+) -> None:
+    """Both run ahead of other jobs' progress, in their order: the second finds the first's
+    job by its key (its row is written before the lookup), and both callers hear back
+    before the progress is published."""
+    s, published = store
+    job_id, token = await running(s)  # seqs 1 and 2
+    for i in range(3):
+        s.progress(job_id, token, ProgressUpdate(JobStage.PROCESSING, float(i)),
+                   lambda event, error: None)  # fmt: skip
+    out_when_answered: list[list[int]] = []
+
+    async def enqueue() -> tuple[Job, list[Event]]:
+        made = await s.enqueue(NewJob(type="t", user_id="u1", idempotency_key="k"))
+        out_when_answered.append([e.seq for e in published])
+        return made
+
+    one = asyncio.create_task(enqueue())  # both run in the next turn: one frame
+    two = asyncio.create_task(enqueue())
+    (first, [queued]), (again, none) = await asyncio.wait_for(asyncio.gather(one, two), 20)
+    assert again.id == first.id and none == [] and queued.seq == 3
+    assert out_when_answered == [[1, 2, 3]] * 2  # the progress (4-6) was not out yet
+    async with asyncio.timeout(10):
+        while len(published) < 6:
+            await asyncio.sleep(0.01)
+    assert published == await s.events_after(0)
