@@ -14,6 +14,7 @@ from . import joblog, pguserdata, userdata
 from .bus import EventBus
 from .config import Settings
 from .handlers import Registry
+from .limitshare import Shared, shared_limits
 from .metrics import Metrics
 from .plugins import CleanupContext, Plugins, Server, load
 from .procs.pool import ChildConfig, ProcessPool
@@ -122,8 +123,13 @@ async def _ops_ctx(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(app[METRICS].sample_loop_lag(), name="loop-lag"),
         asyncio.create_task(retention.run(), name="retention"),
     ]
-    with joblog.debug_logging(settings.debug):
-        yield
+    identity = app[IDENTITY]
+    limits: list[Shared] = [app[RATE_LIMITER], identity.per_account, identity.per_address]
+    shared = (shared_limits(store.live_nodes, limits, app[METRICS].live_nodes)
+              if isinstance(store, PostgresStore) else contextlib.nullcontext())  # fmt: skip
+    async with shared:
+        with joblog.debug_logging(settings.debug):
+            yield
     for task in tasks:
         task.cancel()
     for task in tasks:

@@ -144,6 +144,11 @@ class Metrics:
         self.ws_connections = Gauge(
             "websocket_connections", "Open WebSocket connections", registry=reg
         )
+        self.live_nodes = Gauge(
+            "live_nodes", "Server processes on this store, as this one last counted them "
+            "(1 on SQLite); request and sign-in limits are divided among them", registry=reg,
+        )  # fmt: skip
+        self.live_nodes.set(1)
         self.ws_connects = Counter(
             "websocket_connects_total", "WebSocket connections accepted", registry=reg
         )

@@ -1,4 +1,9 @@
-"""In-memory throttles: failed sign-ins per key in a window, and requests per second per key."""
+"""In-memory throttles: failed sign-ins per key in a window, and requests per second per key.
+
+Each keeps its configured limit and a ``share`` of it that this process allows: 1 alone; on
+PostgreSQL, one over the live nodes (``limitshare``), so N nodes behind a load balancer that
+spreads a client over them allow it about the configured limit in all, not N times it.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +24,14 @@ class FailureThrottle:
     """
 
     def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
+        self.configured = limit
+        self.limit = limit  # this process's share of it, at least 1
         self.window = window
         self._failures: dict[str, deque[float]] = {}
+
+    def share(self, fraction: float) -> None:
+        """Allow ``fraction`` of the configured failures (rounded down, at least one)."""
+        self.limit = max(1, math.floor(self.configured * fraction))
 
     def _recent(self, key: str, now: float) -> deque[float] | None:
         times = self._failures.get(key)
@@ -48,7 +58,7 @@ class FailureThrottle:
         if times is None:
             if len(self._failures) >= MAX_KEYS:
                 self._failures.pop(next(iter(self._failures)))  # the longest-known key
-            times = self._failures[key] = deque(maxlen=self.limit)
+            times = self._failures[key] = deque(maxlen=self.configured)
         times.append(now)
 
     def succeeded(self, key: str) -> None:
@@ -64,9 +74,14 @@ class RateLimiter:
     """
 
     def __init__(self, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = max(burst, 1.0)
+        self.configured = (rate, max(burst, 1.0))
+        self.rate, self.burst = self.configured  # this process's share of them
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, when)
+
+    def share(self, fraction: float) -> None:
+        """Allow ``fraction`` of the configured rate and burst (a burst of at least one)."""
+        rate, burst = self.configured
+        self.rate, self.burst = rate * fraction, max(1.0, burst * fraction)
 
     def take(self, key: str) -> float:
         """Take a token for ``key``: 0 when granted, else the seconds until one is there."""

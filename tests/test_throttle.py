@@ -28,3 +28,20 @@ def test_many_new_keys_at_the_cap_each_cost_the_same() -> None:
         assert limiter.take(f"k{i}") == 0
     assert limiter.take("k0") == 0  # the first ones were forgotten: new again
     assert limiter.take(f"k{throttle.MAX_KEYS + 999}") > 0  # the last is remembered
+
+
+def test_a_share_of_the_limits() -> None:
+    limiter = throttle.RateLimiter(rate=0.001, burst=10)
+    limiter.share(0.5)
+    assert [limiter.take("k") == 0 for _ in range(6)] == [True] * 5 + [False]
+    limiter.share(1.0)
+    assert (limiter.rate, limiter.burst) == (0.001, 10)
+    failures = throttle.FailureThrottle(limit=5, window=60)
+    failures.share(1 / 3)  # rounded down: 1 each, 3 in all (never more than configured)
+    failures.failed("x")
+    assert failures.retry_after("x") > 0
+    failures.share(1.0)
+    assert failures.retry_after("x") == 0  # 1 of 5
+    for _ in range(4):
+        failures.failed("x")
+    assert failures.retry_after("x") > 0

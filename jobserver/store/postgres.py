@@ -46,6 +46,14 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 512
 POLL_SECONDS = 1.0
+# The holders of the schema's live lock: pg_locks names an advisory lock of two int4 keys by
+# classid and objid (the second key's bits as an oid), objsubid 2.
+LIVE_NODES = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND classid = $1::bigint::oid "
+    "AND objid = ((hashtext($2)::bigint + 4294967296) % 4294967296)::oid"
+)
 READ_PAGE = 1000
 CHANNEL = "jobserver_events"
 DUTY_SPACE = LOCK_SPACE + 1  # advisory locks of cluster-wide duties, by name
@@ -482,6 +490,13 @@ class PostgresStore(PgReads):
 
     async def checkpoint(self) -> int:
         return 0  # PostgreSQL manages its own journal
+
+    async def live_nodes(self) -> int:
+        """How many nodes run on this schema now (each holds its live lock shared)."""
+        if self._pool is None:
+            raise ServiceUnavailable("the store is closed")
+        count = await self._pool.fetchval(LIVE_NODES, LIVE_SPACE, self.schema)
+        return int(count or 0)
 
     @contextlib.asynccontextmanager
     async def duty(self, name: str, every: float) -> AsyncIterator[bool]:
