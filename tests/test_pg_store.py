@@ -557,3 +557,70 @@ async def test_a_lone_write_whose_snapshot_missed_a_prune_of_another_nodes_event
         assert claimed.id == job.id and started.seq == taken + 1, started.seq
     finally:
         await store.close()
+
+
+async def _slow_enqueue(store: PostgresStore) -> Any:
+    """An enqueue whose batch takes a second (the seq lock held elsewhere), so the writer's
+    next hold may be as long (``hold.py``: no longer than the last batch took)."""
+    with psycopg.connect(URL, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, SEQ_LOCK))
+        slow = asyncio.create_task(store.enqueue(NewJob(type="t", user_id="u")))
+        await asyncio.sleep(1.0)
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, SEQ_LOCK))
+        job, _ = await slow
+    return job
+
+
+async def test_a_held_batch_makes_its_reads_while_it_waits_and_is_made_again_if_they_moved(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the writer holds a batch for the next op a request waits on, the batch's reads
+    are made (a claim's page, read without locks): when that op comes, only the write is
+    left. A row another node changed meanwhile is not overwritten (the batch is made again
+    in a transaction and claims the next job), and an op a lone batch cannot hold makes the
+    batch from the start."""
+    import asyncpg
+
+    monkeypatch.setattr(hold, "HOLD_SECONDS", 60.0)
+    monkeypatch.setattr(hold, "HOLD_RECENT_SECONDS", 60.0)
+    sent: list[str] = []
+    fetch = asyncpg.Connection.fetch
+
+    async def spy(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
+        sent.append(query)
+        return await fetch(self, query, *args, **kw)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetch", spy)
+    a, b = node(schema, "a"), node(schema, "b")
+    await a.open()
+    await b.open()
+    try:
+        one = await _slow_enqueue(a)
+        two, _ = await a.enqueue(NewJob(type="t", user_id="u"))
+        three = await _slow_enqueue(a)  # the last batch slow again: the next hold is long
+        sent.clear()
+        claim = asyncio.create_task(a.claim(1, 30.0))
+        await asyncio.sleep(0.5)
+        assert not claim.done()  # held ...
+        assert [q for q in sent if q.startswith("SELECT xmin::text")]  # ... its page read
+        [(taken, _)] = await b.claim(1, 30.0)  # another node claims that job meanwhile
+        four, _ = await a.enqueue(NewJob(type="t", user_id="u"))
+        async with asyncio.timeout(5):
+            [(claimed, _)] = await claim
+        assert (taken.id, claimed.id) == (one.id, two.id)
+        for job, owner in ((one, b), (two, a)):
+            row = await a.get_job(job.id)
+            assert row is not None and row.status == "active"
+            assert str(row.lease_token).startswith(f"{owner.node_id}-")
+
+        await _slow_enqueue(a)
+        claim = asyncio.create_task(a.claim(1, 30.0))
+        await asyncio.sleep(0.5)
+        assert not claim.done()
+        cancelled, _ = await a.cancel(four.id, "u")  # not an op a lone batch holds
+        async with asyncio.timeout(5):
+            [(claimed, _)] = await claim
+        assert cancelled.status == "cancelled" and claimed.id == three.id
+    finally:
+        await a.close()
+        await b.close()

@@ -9,7 +9,8 @@ the events and the ``NOTIFY``, in one statement (``pg_sql``).
 A lone batch (enqueues, claims, a lease holder's progress and outcome; the head guessed) has
 no transaction but its write's: it reads without locks, and its one write statement takes the
 lock, checks the head and that each row it read or knew is still the version it had (its
-xmin), and commits. One round trip for enqueues and progress, two with a claim's page. Any
+xmin), and commits. One round trip for enqueues and progress, two with a claim's page (made
+while the writer holds the batch for the op a request waits on, ``Batch.start``). Any
 other batch is ``BEGIN`` with the lock, its reads under row locks (the rows of the jobs its
 one-job ops name in one statement, a claim's pages), the write (which checks the head the
 batch guessed, in a snapshot taken once the lock is held), ``COMMIT``; a round trip more
@@ -78,6 +79,12 @@ LONE = frozenset({"enqueue", "claim", "progress", "complete", "fail", "requeue"}
 # Ops of a lease's holder: a job only these name in a batch needs no read when this node knows
 # its row (``Batch``'s ``known``).
 LEASED = frozenset({"progress", "complete", "fail", "requeue"})
+
+
+def _lone(ops: Sequence[Op]) -> bool:
+    """Whether a batch of ``ops`` may be lone (given a guessed head)."""
+    return all(op[0] in LONE and (op[0] != "enqueue" or op[1].idempotency_key is None)
+               for op in ops)  # fmt: skip
 
 
 class PgTx:
@@ -180,6 +187,7 @@ class Batch:
         self._events: list[tuple[int, str, str, str, bytes]] = []
         self._written = 0
         self._stamp = ""
+        self._early: list[Outcome] = []  # the outcomes of the ops ``start`` ran
         self._ops: dict[str, Callable[..., Any]] = {
             "enqueue": self.enqueue, "enqueue_many": self.enqueue_many, "claim": self.claim,
             "progress": self.progress,
@@ -190,15 +198,38 @@ class Batch:
             "prune": self.prune,
         }  # fmt: skip
 
+    async def start(self, ops: Sequence[Op]) -> None:
+        """Run the first ``ops`` of a lone batch now, while the writer holds it for the op a
+        request waits on (``hold.py``): their reads (a claim's pages, rows not known) are
+        done before that op comes, and ``run`` goes on from them. Nothing is done for ops a
+        lone batch cannot hold, or when the batch reads the head; if a read fails, ``run``
+        makes the batch from the start."""
+        if self.guess is None or not _lone(ops):
+            return
+        self._lone = True
+        try:
+            self.head = self._unchecked = self.guess
+            self.seq, self._stamp = self.head, iso(time.time()) or ""
+            await self._prefetch(ops)
+            self._early = [await self._step(op) for op in ops]
+        except Exception:
+            self._early = []
+            self._reset()
+
     async def run(self, ops: Sequence[Op]) -> tuple[list[Outcome], list[tuple[Any, ...]]]:
         plain = all(op[0] != "op" for op in ops)  # a plugin op is code that should run once
         guess = self.guess if plain else None
         self._exact = not plain
-        self._lone = guess is not None and all(
-            op[0] in LONE and (op[0] != "enqueue" or op[1].idempotency_key is None) for op in ops
-        )
+        self._lone = guess is not None and _lone(ops)
+        early, self._early = self._early, []
+        if early and not self._lone:  # an op came that a lone batch cannot hold
+            early = []
+            self._reset()
         while True:
             try:
+                if early:
+                    early, done = [], early
+                    return await self._go_on(ops[len(done) :], done)
                 return await self._run(ops, guess)
             except _Stale:
                 guess = None
@@ -207,8 +238,26 @@ class Batch:
             except _Moved:
                 self.known.clear()
             self._lone = False  # made again in a transaction, its rows read under their locks
-            self._dirty, self._events, self._written, self._added = {}, [], 0, {}
-            self._rows, self._fence, self._wrote, self._reread = {}, {}, {}, False
+            self._reset()
+
+    def _reset(self) -> None:
+        self._dirty, self._events, self._written, self._added = {}, [], 0, {}
+        self._rows, self._fence, self._wrote, self._reread = {}, {}, {}, False
+
+    async def _go_on(
+        self, ops: Sequence[Op], done: list[Outcome]
+    ) -> tuple[list[Outcome], list[tuple[Any, ...]]]:
+        """A lone batch ``start`` began: the rest of its ops, then its write."""
+        await self._prefetch(ops)
+        results = done + [await self._step(op) for op in ops]
+        await self._flush(notify=str(self.seq) if self._events else None)
+        return results, self._events
+
+    async def _step(self, op: Op) -> Outcome:
+        try:
+            return True, await self._ops[op[0]](*op[1:])
+        except JobServerError as exc:  # raised before the op wrote anything
+            return False, exc
 
     async def _run(
         self, ops: Sequence[Op], guess: int | None
@@ -229,10 +278,7 @@ class Batch:
                     await self._flush()
                     self._rows = {}  # the op may change rows itself (a renew's expiry)
                     self._fence, self._reread = {}, True
-                try:
-                    results.append((True, await self._ops[op[0]](*op[1:])))
-                except JobServerError as exc:  # raised before the op wrote anything
-                    results.append((False, exc))
+                results.append(await self._step(op))
             await self._flush(notify=str(self.seq) if self._events else None)
             if not self._lone:
                 await self.conn.execute("COMMIT")
@@ -324,7 +370,7 @@ class Batch:
     async def _prefetch(self, ops: Sequence[Op]) -> None:
         """Lock and read the rows of every job the batch's one-job ops name, in one round trip
         (in id order), but for the ``known`` rows only a lease's holder's ops name."""
-        named = {op[1] for op in ops if op[0] in ONE_JOB}
+        named = {op[1] for op in ops if op[0] in ONE_JOB} - self._rows.keys() - self._dirty.keys()
         if self.known and named:
             others = {op[1] for op in ops if op[0] in ONE_JOB and op[0] not in LEASED}
             for job_id in named - others:

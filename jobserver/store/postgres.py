@@ -279,8 +279,13 @@ class PostgresStore(PgReads):
             await asyncio.sleep(0)  # let the rest of this turn's submissions in
             started = loop.time()
             wait = hold.seconds(started, self._foreground(), len(self._pending))
+            known = max(self._known, self._published)
+            guess = known if self._guessing else None
+            early = None
             if wait and not self._closing:
                 self._held.clear()
+                # Meanwhile the batch's reads are made (``Batch.start``).
+                early = asyncio.create_task(self._batch(guess, [p.op for p in self._pending]))
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await self._held.wait()
@@ -289,13 +294,12 @@ class PostgresStore(PgReads):
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             began = loop.time()
             try:
-                known = max(self._known, self._published)
-                async with self._pool.acquire() as conn:
-                    writing = self._writing = Batch(
-                        conn, self.node_id, self._tokens, self._plugin_ops,
-                        known if self._guessing else None, self.max_open_jobs, self._leased,
-                    )  # fmt: skip
+                conn, writing = await (early or self._batch(guess, []))
+                try:
+                    self._writing = writing
                     outcomes, rows = await writing.run([p.op for p in batch])
+                finally:
+                    await self._pool.release(conn)
                 writing.cache_rows()
                 # Guess the next head while no other node's write came in between.
                 self._guessing = writing.head == known
@@ -328,6 +332,16 @@ class PostgresStore(PgReads):
             self._writing = None
             self._release()
             hold.took = loop.time() - began
+
+    async def _batch(self, guess: int | None, ops: list[Op]) -> tuple[asyncpg.Connection, Batch]:
+        """A batch on a connection of the pool, ``ops`` begun (``Batch.start``)."""
+        assert self._pool is not None
+        conn = await self._pool.acquire()
+        batch = Batch(conn, self.node_id, self._tokens, self._plugin_ops, guess,
+                      self.max_open_jobs, self._leased)  # fmt: skip
+        if ops:
+            await batch.start(ops)
+        return conn, batch
 
     def _foreground(self) -> bool:
         return any(p.op[0] in FOREGROUND for p in self._pending)
