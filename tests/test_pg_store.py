@@ -591,9 +591,8 @@ async def test_a_held_batch_makes_its_reads_while_it_waits_and_is_made_again_if_
         return await fetch(self, query, *args, **kw)
 
     monkeypatch.setattr(asyncpg.Connection, "fetch", spy)
-    a, b = node(schema, "a"), node(schema, "b")
+    a = node(schema, "a")
     await a.open()
-    await b.open()
     try:
         one = await _slow_enqueue(a)
         two, _ = await a.enqueue(NewJob(type="t", user_id="u"))
@@ -603,15 +602,16 @@ async def test_a_held_batch_makes_its_reads_while_it_waits_and_is_made_again_if_
         await asyncio.sleep(0.5)
         assert not claim.done()  # held ...
         assert [q for q in sent if q.startswith("SELECT xmin::text")]  # ... its page read
-        [(taken, _)] = await b.claim(1, 30.0)  # another node claims that job meanwhile
+        with psycopg.connect(URL, autocommit=True, options=f"-c search_path={schema}") as b:
+            b.execute("UPDATE jobs SET status='active', lease_token='b-1' WHERE id=%s",
+                      (one.id,))  # fmt: skip  # as another node's claim would, meanwhile
         four, _ = await a.enqueue(NewJob(type="t", user_id="u"))
         async with asyncio.timeout(5):
             [(claimed, _)] = await claim
-        assert (taken.id, claimed.id) == (one.id, two.id)
-        for job, owner in ((one, b), (two, a)):
+        assert claimed.id == two.id
+        for job, token in ((one, "b-1"), (two, claimed.lease_token)):
             row = await a.get_job(job.id)
-            assert row is not None and row.status == "active"
-            assert str(row.lease_token).startswith(f"{owner.node_id}-")
+            assert row is not None and row.status == "active" and row.lease_token == token
 
         await _slow_enqueue(a)
         claim = asyncio.create_task(a.claim(1, 30.0))
@@ -621,6 +621,53 @@ async def test_a_held_batch_makes_its_reads_while_it_waits_and_is_made_again_if_
         async with asyncio.timeout(5):
             [(claimed, _)] = await claim
         assert cancelled.status == "cancelled" and claimed.id == three.id
+    finally:
+        await a.close()
+
+
+async def test_a_node_alone_notifies_nobody_and_a_node_that_starts_is_notified_at_once(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node alone on its schema commits no NOTIFY (nobody would read it); a node that
+    starts says so (HELLO), and the first then NOTIFYs its batches at once: with the 1 s
+    poll made an hour, the new node still sees them."""
+    from jobserver.store import postgres
+
+    monkeypatch.setattr(postgres, "POLL_SECONDS", 3600.0)
+    a = node(schema, "a")
+    await a.open()
+    b = node(schema, "b")
+    seen: list[int] = []
+    b.on_commit(lambda events: seen.extend(e.seq for e in events))
+    try:
+        with psycopg.connect(URL, autocommit=True) as ear:
+            ear.execute("LISTEN jobserver_events")
+            async with asyncio.timeout(10):
+                while not a._alone:  # counted once its own HELLO woke its reader
+                    await asyncio.sleep(0.01)
+            # The channel is the database's: other schemas' nodes (other tests) use it too.
+            def heard(seconds: float) -> list[str]:
+                notes = list(ear.notifies(timeout=seconds))
+                pids = {r[0] for r in ear.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                    (f"jobserver:{a.node_id}"[:63],),
+                )}  # fmt: skip
+                return [n.payload for n in notes if n.pid in pids]
+
+            heard(0.1)  # the HELLO
+            job, _ = await a.enqueue(NewJob(type="t", user_id="u"))
+            assert [j.id for j, _ in await a.claim(1, 30)] == [job.id]
+            assert heard(0.5) == []
+            await b.open()
+            async with asyncio.timeout(10):
+                while a._alone:
+                    await asyncio.sleep(0.01)
+            second, _ = await a.enqueue(NewJob(type="t", user_id="u"))
+            assert str(second.last_seq) in heard(0.5)
+            async with asyncio.timeout(5):
+                while second.last_seq not in seen:
+                    await asyncio.sleep(0.01)
+            assert seen[0] == second.last_seq  # b started after the first job's events
     finally:
         await a.close()
         await b.close()

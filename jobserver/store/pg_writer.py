@@ -159,13 +159,17 @@ class Batch:
         max_open: the most queued and active jobs a user may have (``TooManyJobs`` for an
             enqueue or retry past it), or None for no limit.
         known: rows by job id with the xmin they were written with (``cache_rows`` keeps it).
+        alone: whether this node is the only one on its schema (as it last counted): its
+            batches NOTIFY nobody.
     """
 
     def __init__(self, conn: Any, token_prefix: str, tokens: itertools.count[int],
                  plugin_ops: Mapping[str, WriteOp], guess: int | None = None,
                  max_open: int | None = None,
-                 known: dict[str, tuple[Job, str]] | None = None) -> None:  # fmt: skip
+                 known: dict[str, tuple[Job, str]] | None = None,
+                 alone: bool = False) -> None:  # fmt: skip
         self.conn = conn
+        self.alone = alone
         self.known = {} if known is None else known
         self._fence: dict[str, str] = {}  # ids read from ``known``, not yet written: their xmin
         self._wrote: dict[str, Job] = {}  # every row this transaction wrote, as last written
@@ -250,7 +254,7 @@ class Batch:
         """A lone batch ``start`` began: the rest of its ops, then its write."""
         await self._prefetch(ops)
         results = done + [await self._step(op) for op in ops]
-        await self._flush(notify=str(self.seq) if self._events else None)
+        await self._flush(notify=str(self.seq) if self._events and not self.alone else None)
         return results, self._events
 
     async def _step(self, op: Op) -> Outcome:
@@ -279,7 +283,7 @@ class Batch:
                     self._rows = {}  # the op may change rows itself (a renew's expiry)
                     self._fence, self._reread = {}, True
                 results.append(await self._step(op))
-            await self._flush(notify=str(self.seq) if self._events else None)
+            await self._flush(notify=str(self.seq) if self._events and not self.alone else None)
             if not self._lone:
                 await self.conn.execute("COMMIT")
         except BaseException:

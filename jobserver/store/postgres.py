@@ -21,7 +21,7 @@ import importlib
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ from ..tables import Tables, WriteOp, declared_in
 from .answer import answer
 from .claims import PerUser
 from .hold import FOREGROUND, HOLD_MAX_OPS, Hold
+from .pg_cluster import LIVE_NODES, PgCluster
 from .pg_reads import PgReads
 from .pg_schema import LIVE_SPACE, LOCK_SPACE, PG_CORE, migrate
 from .pg_sql import HEAD
@@ -46,19 +47,9 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 512
 POLL_SECONDS = 1.0
-# The holders of the schema's live lock: pg_locks names an advisory lock of two int4 keys by
-# classid and objid (the second key's bits as an oid), objsubid 2.
-LIVE_NODES = (
-    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
-    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-    "AND classid = $1::bigint::oid "
-    "AND objid = ((hashtext($2)::bigint + 4294967296) % 4294967296)::oid"
-)
 READ_PAGE = 1000
 CHANNEL = "jobserver_events"
-DUTY_SPACE = LOCK_SPACE + 1  # advisory locks of cluster-wide duties, by name
-DUTY_SLACK = 0.9  # a duty done by another node this share of its interval ago is not due
-DB_NOW = "extract(epoch from clock_timestamp())"
+HELLO = "hello"  # a node that starts NOTIFYs this: the others count the live nodes again
 Done = Callable[[Any, BaseException | None], None]
 
 
@@ -69,7 +60,7 @@ class _Pending:
     done: Done | None
 
 
-class PostgresStore(PgReads):
+class PostgresStore(PgCluster, PgReads):
     """Jobs and events in PostgreSQL, shared by every node.
 
     Args:
@@ -106,6 +97,10 @@ class PostgresStore(PgReads):
         # The rows of the jobs this node holds leases on, as its last batch wrote them, and
         # that batch's xmin: their progress and outcome need no read (``pg_writer.Batch``).
         self._leased: dict[str, tuple[Job, str]] = {}
+        # Whether this node is the only one on its schema, as last counted (every
+        # POLL_SECONDS, and when a node says HELLO): then its batches NOTIFY nobody.
+        self._alone = False
+        self._counted = float("-inf")
         self._tasks: list[asyncio.Task[None]] = []
         self._tokens = itertools.count(1)
         self._plugin_ops: dict[str, WriteOp] = {}
@@ -213,6 +208,15 @@ class PostgresStore(PgReads):
             )
         await listener.add_listener(CHANNEL, self._notified)
         self._listener = listener
+        await listener.execute(f"NOTIFY {CHANNEL}, '{HELLO}'")  # the others count again
+
+    async def _count(self) -> None:
+        """Count the live nodes of the schema (``_alone``)."""
+        assert self._pool is not None
+        self._counted = asyncio.get_running_loop().time()
+        nodes = await self._pool.fetchval(LIVE_NODES, LIVE_SPACE, self.schema)
+        listening = self._listener is not None and not self._listener.is_closed()
+        self._alone = listening and int(nodes or 0) <= 1
 
     async def _relisten(self) -> None:
         """After the database restarted or cut this connection: take it up again (meanwhile
@@ -231,6 +235,8 @@ class PostgresStore(PgReads):
         # reader), and their NOTIFY may come in before the COMMIT's answer.
         own = self._published if self._writing is None else max(self._published,
                                                                  self._writing.seq)  # fmt: skip
+        if payload == HELLO:
+            self._alone, self._counted = False, float("-inf")  # counted at the reader's turn
         if not payload.isdigit() or int(payload) > own:
             self._wake_reader.set()
 
@@ -338,7 +344,7 @@ class PostgresStore(PgReads):
         assert self._pool is not None
         conn = await self._pool.acquire()
         batch = Batch(conn, self.node_id, self._tokens, self._plugin_ops, guess,
-                      self.max_open_jobs, self._leased)  # fmt: skip
+                      self.max_open_jobs, self._leased, self._alone)  # fmt: skip
         if ops:
             await batch.start(ops)
         return conn, batch
@@ -394,6 +400,8 @@ class PostgresStore(PgReads):
             self._wake_reader.clear()
             await self._relisten()
             try:
+                if asyncio.get_running_loop().time() - self._counted >= POLL_SECONDS:
+                    await self._count()
                 while True:
                     events = await self.events_after(self._published, limit=READ_PAGE)
                     if not events:
@@ -504,48 +512,6 @@ class PostgresStore(PgReads):
 
     async def checkpoint(self) -> int:
         return 0  # PostgreSQL manages its own journal
-
-    async def live_nodes(self) -> int:
-        """How many nodes run on this schema now (each holds its live lock shared)."""
-        if self._pool is None:
-            raise ServiceUnavailable("the store is closed")
-        count = await self._pool.fetchval(LIVE_NODES, LIVE_SPACE, self.schema)
-        return int(count or 0)
-
-    @contextlib.asynccontextmanager
-    async def duty(self, name: str, every: float) -> AsyncIterator[bool]:
-        """Cluster-wide work (retention): True for the one node that should do it now. It
-        holds the duty's advisory lock (another node doing it now gets False) and finds that
-        no node did it in the last ``every`` seconds (by the database's clock); once the
-        block ends without an error, it is recorded as done."""
-        if self._pool is None:
-            raise ServiceUnavailable("the store is closed")
-        key = f"duty:{name}"
-        async with self._pool.acquire() as conn:
-            if not await conn.fetchval(
-                "SELECT pg_try_advisory_lock($1, hashtext($2))", DUTY_SPACE, name
-            ):  # fmt: skip
-                yield False
-                return
-            try:
-                last = await conn.fetchval(
-                    f"SELECT {DB_NOW} - value::double precision FROM meta WHERE key=$1", key
-                )
-                due = last is None or last >= every * DUTY_SLACK
-                yield due
-                if due:
-                    await conn.execute(
-                        f"INSERT INTO meta (key, value) VALUES ($1, {DB_NOW}::text) "
-                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value", key,
-                    )  # fmt: skip
-            finally:
-                try:
-                    await conn.execute(
-                        "SELECT pg_advisory_unlock($1, hashtext($2))", DUTY_SPACE, name
-                    )
-                except BaseException:
-                    conn.terminate()  # never back to the pool still holding the lock
-                    raise
 
 
 def node_id(settings: Settings) -> str:
