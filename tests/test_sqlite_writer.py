@@ -591,10 +591,17 @@ async def test_a_reply_that_cannot_be_read_while_the_one_before_pauses_loses_non
         job_id, token = await running(s)  # seqs 1 and 2
         one, _ = await s.enqueue(NewJob(type="t", user_id="u1"))  # 3
         joining = True
-        for i in range(5):
-            s.progress(job_id, token, ProgressUpdate(JobStage.PROCESSING, float(i)),
-                       lambda event, error: None)  # fmt: skip
-        first = asyncio.create_task(s.enqueue(NewJob(type="t", user_id="u1")))  # 4, then 5-9
+
+        async def enqueue_after_progress() -> tuple[Job, list[Event]]:
+            # In one turn: the enqueue is sent at once, with the progress before it, in one
+            # frame (submitted in an earlier turn, the progress would go in a frame of its
+            # own, which the writer may answer alone).
+            for i in range(5):
+                s.progress(job_id, token, ProgressUpdate(JobStage.PROCESSING, float(i)),
+                           lambda event, error: None)  # fmt: skip
+            return await s.enqueue(NewJob(type="t", user_id="u1"))  # 4, then 5-9
+
+        first = asyncio.create_task(enqueue_after_progress())
         async with asyncio.timeout(20):
             while not whole_frames(held):  # the first reply came, and waits
                 await asyncio.sleep(0.01)
