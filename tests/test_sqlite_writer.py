@@ -687,8 +687,17 @@ async def test_two_enqueues_with_one_key_ahead_of_a_batch_make_one_job(
         out_when_answered.append([e.seq for e in published])
         return made
 
-    one = asyncio.create_task(enqueue())  # both run in the next turn: one frame
-    two = asyncio.create_task(enqueue())
+    pid = s.writer_pid
+    assert pid is not None
+    # The first enqueue goes at once (with the progress before it), the second at the end of
+    # the turn: stopped, the writer finds both frames waiting and runs them as one batch.
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        one = asyncio.create_task(enqueue())
+        two = asyncio.create_task(enqueue())
+        await asyncio.sleep(0.1)
+    finally:
+        os.kill(pid, signal.SIGCONT)
     (first, [queued]), (again, none) = await asyncio.wait_for(asyncio.gather(one, two), 20)
     assert again.id == first.id and none == [] and queued.seq == 3
     assert out_when_answered == [[1, 2, 3]] * 2  # the progress (4-6) was not out yet
