@@ -129,20 +129,53 @@ class EventBus:
         )
 
     def publish(self, events: Iterable[Event]) -> None:
+        """Every event to the taps, in order; then to each subscriber its events, in order,
+        in one call of its ``deliver_many`` when it has one (a socket: one write for a
+        commit's events rather than a send each), else one ``deliver`` each."""
+        events = events if isinstance(events, list) else list(events)
+        if len(events) == 1:
+            event = events[0]
+            self._tap(event)
+            for sub in self._targets(event):
+                _deliver(sub, event)
+            return
+        got: dict[Subscriber, list[Event]] = {}
         for event in events:
-            for tap in self._taps:
-                try:
-                    tap(event)
-                except Exception:
-                    log.exception("event tap failed on seq %d", event.seq)
-            by_user = self._by_user.get(event.user_id)
-            by_job = self._by_job.get(event.job_id)
-            if by_user and by_job:
-                targets: Iterable[Subscriber] = by_user | by_job
-            else:
-                targets = tuple(by_user or by_job or ())
-            for sub in targets:
-                try:
-                    sub.deliver(event)
-                except Exception:
-                    log.exception("subscriber failed on seq %d", event.seq)
+            self._tap(event)
+            for sub in self._targets(event):
+                mine = got.get(sub)
+                if mine is None:
+                    got[sub] = [event]
+                else:
+                    mine.append(event)
+        for sub, mine in got.items():
+            many = getattr(sub, "deliver_many", None)
+            if many is None or len(mine) == 1:
+                for event in mine:
+                    _deliver(sub, event)
+                continue
+            try:
+                many(mine)
+            except Exception:
+                log.exception("subscriber failed on seqs %d-%d", mine[0].seq, mine[-1].seq)
+
+    def _tap(self, event: Event) -> None:
+        for tap in self._taps:
+            try:
+                tap(event)
+            except Exception:
+                log.exception("event tap failed on seq %d", event.seq)
+
+    def _targets(self, event: Event) -> Iterable[Subscriber]:
+        by_user = self._by_user.get(event.user_id)
+        by_job = self._by_job.get(event.job_id)
+        if by_user and by_job:
+            return by_user | by_job
+        return tuple(by_user or by_job or ())
+
+
+def _deliver(sub: Subscriber, event: Event) -> None:
+    try:
+        sub.deliver(event)
+    except Exception:
+        log.exception("subscriber failed on seq %d", event.seq)

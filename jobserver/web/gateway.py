@@ -37,6 +37,7 @@ CLOSE_TIMEOUT: Final = 5.0  # how long a closing handshake and its last bytes ma
 # A socket closed with 4000 whose peer is not reading keeps its last bytes (the close frame
 # last) this long, so a peer that reads again in time learns to resume.
 CLOSE_LINGER: Final = 30.0
+FRAMES_KEPT: Final = 256  # event frames kept for the next socket (``Gateway.frame``)
 
 Kind = Literal["userId", "jobId"]
 
@@ -142,8 +143,7 @@ class Gateway:
         self.sockets: set[Closable] = set()
         self.pollers: set[Mailbox] = set()
         self._per_user: dict[str, int] = {}
-        self._frame_of: Event | None = None
-        self._frame = b""
+        self._frames: dict[int, bytes] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
 
@@ -170,11 +170,15 @@ class Gateway:
         return self.store.epoch
 
     def frame(self, event: Event) -> bytes:
-        """The event as a text frame; built once per event, whatever the number of sockets."""
-        if event is not self._frame_of:
-            self._frame = text_frame(event.data)
-            self._frame_of = event
-        return self._frame
+        """The event as a text frame; built once per event, whatever the number of sockets
+        (the bus hands each socket a commit's events in turn: the frames of the last
+        ``FRAMES_KEPT`` events are kept)."""
+        frame = self._frames.get(event.seq)
+        if frame is None:
+            if len(self._frames) >= FRAMES_KEPT:
+                self._frames.clear()
+            frame = self._frames[event.seq] = text_frame(event.data)
+        return frame
 
     # -- who may follow what ---------------------------------------------------------------
 
