@@ -204,6 +204,8 @@ def _members(archive: Path, members: list[str], prefix: str, out: Path) -> None:
         if unpack is not None:
             unpack.kill()
             unpack.wait(timeout=FETCH_TIMEOUT)
+            assert unpack.stdout is not None
+            unpack.stdout.close()
 
 
 def _sha256(path: Path) -> str:
