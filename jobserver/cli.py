@@ -173,8 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "migrate-to-postgres":
         return pgmove.run(settings, args.replace, sys.stdout, sys.stderr)
     if args.command == "token":
-        secret = token_secret(settings)
-        print(issue_token(secret, args.user, settings.token_ttl_seconds))
+        try:  # a bad name is a usage error, said in one line with its code, not a traceback
+            secret = token_secret(settings)
+            print(issue_token(secret, args.user, settings.token_ttl_seconds))
+        except JobServerError as exc:
+            print(f"error: {exc.message} ({exc.code})", file=sys.stderr)
+            return 2
         return 0
     try:
         datadir.prepare(settings.data_dir)  # one clear line, not a traceback, when it cannot be

@@ -108,6 +108,18 @@ def test_submit_with_a_token_from_the_environment(server: LiveServer, tmp_path: 
     assert jobs[0]["userId"] == user
 
 
+def test_token_for_a_bad_name_is_one_line_with_its_code_not_a_traceback(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "token", "no spaces!",
+         "--data-dir", str(tmp_path)],
+        cwd=ROOT, env={**os.environ, "JOBSERVER_SECRET": SECRET}, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and not done.stdout, (done.stdout, done.stderr)
+    assert done.stderr.startswith("error: userId must be") and "(INVALID_PAYLOAD)" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_submit_usage_and_unreachable_server(server: LiveServer, tmp_path: Path) -> None:
     missing = submit(str(tmp_path / "nope.pdf"), "--server", server.url, "--user", _user())
     assert missing.returncode == 2 and "no such file" in missing.stderr
