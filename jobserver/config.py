@@ -38,8 +38,9 @@ class Settings:
         port: TCP port to listen on (0 picks a free one).
         data_dir: where the SQLite file, uploads and the generated secret live.
         database_url: a ``postgresql://`` URL: keep jobs and events in PostgreSQL, shared by
-            several server processes (nodes), instead of the SQLite file. Environment or
-            settings file only, never a flag, never logged (it may hold a password).
+            several server processes (nodes), instead of the SQLite file. Environment only
+            (a systemd ``EnvironmentFile=``, say), never a flag, never logged (it may hold a
+            password).
         database_schema: the PostgreSQL schema the tables live in (made when missing).
         node_id: this node's stable id on PostgreSQL (made once and kept in the data dir when
             empty); two live nodes never share one.

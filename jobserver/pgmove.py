@@ -50,7 +50,7 @@ class Refused(Exception):
 async def migrate(settings: Settings, *, replace: bool, out: TextIO) -> None:
     """Move ``settings.data_dir``'s SQLite data into ``settings.database_url``'s schema."""
     if not settings.database_url:
-        raise Refused("set JOBSERVER_DATABASE_URL (environment or settings file) first")
+        raise Refused("set JOBSERVER_DATABASE_URL in the environment first")
     if not settings.db_path.exists():
         raise Refused(f"there is no job store at {settings.db_path}")
     plugins = load(settings)
