@@ -58,6 +58,11 @@ def test_password_sign_in_off_loopback(tmp_path: Path) -> None:
         assert status == 401 and body["error"]["code"] == "BAD_CREDENTIALS"
         status, body, _ = post(url, {"userId": "nobody", "password": PASSWORD})
         assert status == 401 and body["error"]["code"] == "BAD_CREDENTIALS"  # the same answer
+        for no_account_has_it in ("short", "x" * 2000):  # not the rule for setting one
+            status, body, _ = post(url, {"userId": "alice", "password": no_account_has_it})
+            assert (status, body["error"]["message"]) == (401, "wrong name or password")
+        status, body, _ = post(url, {"userId": "alice", "password": 12345678})
+        assert status == 400 and body["error"]["code"] == "INVALID_PAYLOAD"
         status, body, _ = post(url, {"userId": "ALICE", "password": PASSWORD})
         assert status == 200 and body["userId"] == "alice" and body["method"] == "password"
         assert live.get("/api/session", body["token"]) == {"userId": "alice"}
