@@ -120,7 +120,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="server.py", description="jobserver")
+    root = argparse.ArgumentParser(description="jobserver")  # prog: server.py or jobserver
     _serve_args(root)
     _setting_flags(root)
     sub = root.add_subparsers(dest="command")

@@ -120,6 +120,15 @@ def test_token_for_a_bad_name_is_one_line_with_its_code_not_a_traceback(tmp_path
     assert "Traceback" not in done.stderr
 
 
+def test_the_installed_command_names_itself_in_its_usage() -> None:
+    """`jobserver --help` (pip's script) said "usage: server.py", a file the user may not have."""
+    script = Path(sys.executable).parent / "jobserver"
+    for argv, name in (([str(script)], "jobserver"), ([sys.executable, "server.py"], "server.py")):
+        done = subprocess.run([*argv, "submit", "--help"], cwd=ROOT, capture_output=True,
+                              text=True, check=True, timeout=60)  # fmt: skip
+        assert done.stdout.startswith(f"usage: {name} submit "), done.stdout
+
+
 def test_submit_usage_and_unreachable_server(server: LiveServer, tmp_path: Path) -> None:
     missing = submit(str(tmp_path / "nope.pdf"), "--server", server.url, "--user", _user())
     assert missing.returncode == 2 and "no such file" in missing.stderr
