@@ -39,6 +39,15 @@ def test_password_sign_in_form(
     expect(page.locator("#signin-error")).to_have_text(
         "That name and password do not match. Check them and try again. (BAD_CREDENTIALS)")
     expect(page.get_by_label("Password")).to_be_focused()
+    # A short wrong one said "That name cannot be used" (the server answered INVALID_PAYLOAD).
+    page.get_by_label("Password").fill("short")
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.locator("#signin-error")).to_have_text(
+        "That name and password do not match. Check them and try again. (BAD_CREDENTIALS)")
+    # The password box is drawn like the name box above it, not as the browser's bare default.
+    boxes = [page.get_by_label(name).bounding_box() for name in ("Your name", "Password")]
+    assert boxes[0] and boxes[1] and boxes[0]["width"] == boxes[1]["width"], boxes
+    assert boxes[0]["height"] == boxes[1]["height"], boxes
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in", exact=True).click()
     session.wait_connection("live")
