@@ -59,6 +59,10 @@ async function loadSignInMethods() {
   $('#signin-open-note').hidden = !on.has('open');
   $('#signin-password-field').hidden = !on.has('password');
   $('#signin-token-form-wrap').hidden = !(on.has('token') || on.has('jwks'));
+  if (!byName) { // the token is the only way in: no folded-away form to find first
+    $('#signin-token-form-wrap').open = true;
+    $('#signin-token').focus();
+  }
   $('#signin-none').hidden = on.size > 0;
 }
 

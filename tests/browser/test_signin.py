@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
+from jobserver.auth import issue_token
 from tests.browser.conftest import Session
-from tests.liveserver import LiveServer
+from tests.liveserver import SECRET, LiveServer
 from tests.security.helpers import add_account
 
 PASSWORD = "a long enough password"
@@ -76,3 +78,23 @@ def test_open_sign_in_says_anyone_can_pick_any_name(
     session.open()
     expect(page.locator("#who")).to_have_text(session.user)
 
+
+
+def test_a_token_only_server_shows_its_token_form_unfolded(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    """Its one way in sat folded in a <details> under "Sign in": a triangle and a question."""
+    live = LiveServer(tmp_path / "data", "--behind-proxy").start()  # a shared secret, no accounts
+    try:
+        session = make_session(live, user="erin")
+        page = session.page
+        page.goto(live.url + "/")
+        expect(page.get_by_label("Sign-in token")).to_be_visible()
+        expect(page.get_by_label("Sign-in token")).to_be_focused()
+        expect(page.get_by_label("Your name")).to_be_hidden()
+        page.get_by_label("Sign-in token").fill(issue_token(SECRET, "erin", 600))
+        page.get_by_role("button", name="Use the token").click()
+        session.wait_connection("live")
+        expect(page.locator("#who")).to_have_text("erin")
+    finally:
+        live.stop()
