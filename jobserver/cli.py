@@ -194,6 +194,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         if is_secret(f.name))]  # fmt: skip
     logs.configure(settings.log_format, settings.log_level, hidden)
     try:
+        # `--jobs mytasks` finds the mytasks.py of the folder the server was started in, as
+        # `python -m` would (pip's `jobserver` script and `python path/to/server.py` do not
+        # look there); appended, so it shadows no installed module. Worker processes get
+        # this sys.path too.
+        if os.getcwd() not in sys.path:
+            sys.path.append(os.getcwd())
         app = create_app(settings)
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)

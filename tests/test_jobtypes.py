@@ -79,6 +79,22 @@ def test_the_server_refuses_to_start_with_a_module_that_fails(tmp_path: Path) ->
     assert "tests.plugins.broken" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("script", ["server.py", "jobserver"])
+def test_jobs_finds_a_module_in_the_folder_the_server_starts_in(
+    tmp_path: Path, script: str
+) -> None:
+    """The docs' `mytasks.py` + `--jobs mytasks` failed with ModuleNotFoundError unless the file
+    sat beside server.py. This one is found: its import says so, and start-up stops there."""
+    (tmp_path / "drive_mytasks.py").write_text("raise RuntimeError('found drive_mytasks')\n")
+    argv = ([sys.executable, str(ROOT / "server.py")] if script == "server.py"
+            else [str(Path(sys.executable).parent / "jobserver")])  # fmt: skip
+    done = subprocess.run(
+        [*argv, "--port", "0", "--data-dir", str(tmp_path / "d"), "--jobs", "drive_mytasks"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and "found drive_mytasks" in done.stderr, done.stderr
+
+
 def test_job_types_come_from_an_installed_package_s_entry_point(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
