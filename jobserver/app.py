@@ -125,7 +125,7 @@ async def _ops_ctx(app: web.Application) -> AsyncIterator[None]:
     ]
     identity = app[IDENTITY]
     limits: list[Shared] = [app[RATE_LIMITER], identity.per_account, identity.per_address]
-    shared = (shared_limits(store.live_nodes, limits, app[METRICS].live_nodes)
+    shared = (shared_limits(lambda: store.live_nodes, limits, app[METRICS].live_nodes)
               if isinstance(store, PostgresStore) else contextlib.nullcontext())  # fmt: skip
     async with shared:
         with joblog.debug_logging(settings.debug):

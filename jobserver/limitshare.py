@@ -2,22 +2,19 @@
 
 Limits are counted in each node's memory (no database round trip per request). Behind a load
 balancer that spreads a client's requests over N nodes, N nodes each allowing the whole limit
-would allow it N times over; so every ``COUNT_SECONDS`` a node counts the live nodes (the
-holders of the schema's live lock) and allows one N-th. A client whose requests all reach one
-node then gets one N-th; a node that cannot count keeps its last share.
+would allow it N times over; so each node allows one N-th, N being the live nodes as its store
+last counted them (the holders of the schema's live lock, counted every second), looked at
+every ``CHECK_SECONDS``. A client whose requests all reach one node then gets one N-th.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
-log = logging.getLogger(__name__)
-
-COUNT_SECONDS = 5.0
+CHECK_SECONDS = 1.0
 
 
 class Shared(Protocol):
@@ -29,31 +26,22 @@ class Gauge(Protocol):
 
 
 @contextlib.asynccontextmanager
-async def shared_limits(count: Callable[[], Awaitable[int]], limits: Sequence[Shared],
+async def shared_limits(count: Callable[[], int], limits: Sequence[Shared],
                         gauge: Gauge) -> AsyncIterator[None]:  # fmt: skip
-    """While inside, keep ``limits`` at one over the nodes ``count`` finds (first at once)."""
-    seen = 0
+    """While inside, keep ``limits`` at one over the nodes ``count()`` says (first at once)."""
 
-    async def apply() -> None:
-        nonlocal seen
-        nodes = max(1, await count())
-        if nodes != seen:
-            seen = nodes
-            gauge.set(nodes)
-            for limit in limits:
-                limit.share(1.0 / nodes)
-
-    async def loop() -> None:
+    async def follow() -> None:
+        seen = 0
         while True:
-            await asyncio.sleep(COUNT_SECONDS)
-            try:
-                await apply()
-            except Exception as exc:  # the database is away: keep the last share
-                log.debug("counting the live nodes failed: %s", exc)
+            nodes = max(1, count())
+            if nodes != seen:
+                seen = nodes
+                gauge.set(nodes)
+                for limit in limits:
+                    limit.share(1.0 / nodes)
+            await asyncio.sleep(CHECK_SECONDS)
 
-    with contextlib.suppress(Exception):
-        await apply()
-    task = asyncio.create_task(loop(), name="limit-share")
+    task = asyncio.create_task(follow(), name="limit-share")
     try:
         yield
     finally:

@@ -9,7 +9,8 @@ import urllib.request
 from pathlib import Path
 
 from tests.liveserver import LiveServer
-from tests.pgcluster import call, make_node, schema, start_all, stop_all, wait_for
+from tests.pgcluster import URL, call, make_node, schema, start_all, stop_all, wait_for
+from tests.security.helpers import run_cli
 
 __all__ = ["schema"]  # the fixture: a schema of its own, dropped afterwards
 
@@ -60,3 +61,21 @@ def test_a_node_alone_allows_the_whole_burst_again(tmp_path: Path, schema: str) 
         assert statuses.count(200) == BURST and statuses.count(429) == 2, statuses
     finally:
         stop_all([a, b])
+
+
+def test_two_nodes_share_an_accounts_sign_in_failures(tmp_path: Path, schema: str) -> None:
+    env = {"JOBSERVER_DATABASE_URL": URL, "JOBSERVER_DATABASE_SCHEMA": schema}
+    made = run_cli(tmp_path / "cli", "user", "add", "alice", stdin="a good password\n", env=env)
+    assert made.returncode == 0, made.stderr
+    failures = {"JOBSERVER_SIGNIN_FAILURES_PER_ACCOUNT": "4"}  # 2 on each of two nodes
+    nodes = [make_node(tmp_path, schema, name, "--demo-jobs", jobs=None, env=failures)
+             for name in ("a", "b")]  # fmt: skip
+    start_all(nodes)
+    try:
+        for node in nodes:
+            wait_for(lambda n=node: _live_nodes(n) == 2, 30, "each node to count two")
+        wrong = {"userId": "alice", "password": "not the password"}
+        statuses = [call(nodes[i % 2], "POST", "/api/session", body=wrong)[0] for i in range(6)]
+        assert statuses == [401] * 4 + [429] * 2, statuses  # old code: 8 failures allowed
+    finally:
+        stop_all(nodes)

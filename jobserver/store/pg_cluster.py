@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 
 from ..errors import ServiceUnavailable
-from .pg_schema import LIVE_SPACE, LOCK_SPACE
+from .pg_schema import LOCK_SPACE
 
 DUTY_SPACE = LOCK_SPACE + 1  # advisory locks of cluster-wide duties, by name
 DUTY_SLACK = 0.9  # a duty done by another node this share of its interval ago is not due
@@ -28,13 +28,9 @@ class PgCluster:
 
     _pool: asyncpg.Pool | None = None
     schema: str
-
-    async def live_nodes(self) -> int:
-        """How many nodes run on this schema now (each holds its live lock shared)."""
-        if self._pool is None:
-            raise ServiceUnavailable("the store is closed")
-        count = await self._pool.fetchval(LIVE_NODES, LIVE_SPACE, self.schema)
-        return int(count or 0)
+    # How many nodes run on this schema (each holds its live lock shared), as the node's
+    # reader last counted them (``PostgresStore._count``); at least this one.
+    live_nodes: int = 1
 
     @contextlib.asynccontextmanager
     async def duty(self, name: str, every: float) -> AsyncIterator[bool]:

@@ -189,34 +189,29 @@ class PostgresStore(PgCluster, PgReads):
         jobs as its own), the schema's live lock shared (``pguserdata`` waits for none) and
         hears other nodes' NOTIFY."""
         listener = await asyncpg.connect(self.url, server_settings=self._settings())
-        held = await listener.fetchval(
-            "SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_SPACE, self.node_id
-        )
-        if not held:
-            await listener.close()
-            raise ServiceUnavailable(
-                f"another live node uses the node id {self.node_id!r}; give each its own"
-            )
-        live = await listener.fetchval(
-            "SELECT pg_try_advisory_lock_shared($1, hashtext($2))", LIVE_SPACE, self.schema
-        )
-        if not live:
-            await listener.close()
-            raise ServiceUnavailable(
-                f"a command that needs every node stopped (server.py user merge or rename) is "
-                f"running on the schema {self.schema!r}; start this node once it has finished"
-            )
+        locks = (
+            ("pg_try_advisory_lock", LOCK_SPACE, self.node_id,
+             f"another live node uses the node id {self.node_id!r}; give each its own"),
+            ("pg_try_advisory_lock_shared", LIVE_SPACE, self.schema,
+             "a command that needs every node stopped (server.py user merge or rename) is "
+             f"running on the schema {self.schema!r}; start this node once it has finished"),
+        )  # fmt: skip
+        for take, space, key, refused in locks:
+            if not await listener.fetchval(f"SELECT {take}($1, hashtext($2))", space, key):
+                await listener.close()
+                raise ServiceUnavailable(refused)
         await listener.add_listener(CHANNEL, self._notified)
         self._listener = listener
         await listener.execute(f"NOTIFY {CHANNEL}, '{HELLO}'")  # the others count again
 
     async def _count(self) -> None:
-        """Count the live nodes of the schema (``_alone``)."""
+        """Count the live nodes of the schema (``live_nodes``, ``_alone``)."""
         assert self._pool is not None
         self._counted = asyncio.get_running_loop().time()
-        nodes = await self._pool.fetchval(LIVE_NODES, LIVE_SPACE, self.schema)
+        nodes = int(await self._pool.fetchval(LIVE_NODES, LIVE_SPACE, self.schema) or 0)
+        self.live_nodes = max(1, nodes)
         listening = self._listener is not None and not self._listener.is_closed()
-        self._alone = listening and int(nodes or 0) <= 1
+        self._alone = listening and nodes <= 1
 
     async def _relisten(self) -> None:
         """After the database restarted or cut this connection: take it up again (meanwhile
