@@ -44,8 +44,8 @@ async def stored_ids(conn: Any) -> set[str]:
     return ids
 
 
-async def has_data(conn: Any, user_id: str) -> bool:
-    for table in await user_tables(conn):
+async def has_data(conn: Any, user_id: str, tables: list[str]) -> bool:
+    for table in tables:
         if await conn.fetchval(f'SELECT EXISTS (SELECT 1 FROM "{table}" WHERE user_id=$1)',
                                user_id):  # fmt: skip
             return True
@@ -78,20 +78,20 @@ async def move_user(url: str, schema: str, old: str, new: str, *, rename: bool) 
             if not live:
                 raise ServerRunning(f"a node is running on the schema {schema!r}: stop every "
                                     "node first")  # fmt: skip
-            if not await has_data(conn, old):
+            tables = await user_tables(conn)
+            if not await has_data(conn, old, tables):
                 raise NoSuchData(f"no jobs or notes belong to {old!r}")
-            if rename and await has_data(conn, new):
+            if rename and await has_data(conn, new, tables):
                 raise NoSuchData(f"{new} has jobs or notes already: merge {old!r} into it instead")
-            moved = await _move_rows(conn, old, new)
+            moved = await _move_rows(conn, old, new, tables)
             await PgAuthDb(conn).rename_account(old, new)
         return moved
     finally:
         await conn.close()
 
 
-async def _move_rows(conn: Any, old: str, new: str) -> dict[str, int]:
+async def _move_rows(conn: Any, old: str, new: str, tables: list[str]) -> dict[str, int]:
     """As ``userdata.move``: an idempotency key both used is dropped from ``old``'s job."""
-    tables = await user_tables(conn)
     if "jobs" in tables:
         await conn.execute(
             "UPDATE jobs SET idempotency_key=NULL WHERE user_id=$1 AND idempotency_key IN "

@@ -10,26 +10,17 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from jobserver.store import NewJob
 from jobserver.store.pg_schema import LIVE_SPACE
 from jobserver.store.postgres import PostgresStore
 from tests.conftest import PG_URL
 from tests.pgcluster import make_node, schema
-from tests.security.helpers import run_cli
+from tests.security.helpers import run_cli, seed_spellings
 
 __all__ = ["schema"]  # the fixture: a schema of its own, dropped afterwards
 
 
 async def _seed(name: str) -> None:
-    """Jobs as the code before normalisation could store them: three spellings of alice."""
-    store = PostgresStore(PG_URL, node_id=f"{name}-seed", schema=name)
-    await store.open()
-    try:
-        for user, key in (("alice", "k1"), ("ALICE", "k1"), ("Alice", None), ("ALICE", None)):
-            await store.enqueue(NewJob(type="demo.sleep", user_id=user, idempotency_key=key,
-                                       delay_seconds=3600))  # fmt: skip
-    finally:
-        await store.close()
+    await seed_spellings(PostgresStore(PG_URL, node_id=f"{name}-seed", schema=name))
 
 
 def _env(name: str) -> dict[str, str]:

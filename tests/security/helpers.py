@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from jobserver.store import NewJob, Store
 from tests.liveserver import ROOT
 
 START_TIMEOUT = 60
@@ -26,3 +27,15 @@ def run_cli(data_dir: Path, *args: str, stdin: str = "", env: dict[str, str] | N
 def add_account(data_dir: Path, name: str, password: str) -> None:
     done = run_cli(data_dir, "user", "add", name, stdin=password + "\n")
     assert done.returncode == 0, done.stderr
+
+
+async def seed_spellings(store: Store) -> None:
+    """Into ``store`` (opened here, then closed): jobs as the code before user ids were
+    normalised could store them, three spellings of alice (two jobs share the key k1)."""
+    await store.open()
+    try:
+        for user, key in (("alice", "k1"), ("ALICE", "k1"), ("Alice", None), ("ALICE", None)):
+            await store.enqueue(NewJob(type="demo.sleep", user_id=user, idempotency_key=key,
+                                       delay_seconds=3600))  # fmt: skip
+    finally:
+        await store.close()

@@ -5,22 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from jobserver.store import NewJob
 from jobserver.store.sqlite import SqliteStore
 from tests.liveserver import LiveServer
-from tests.security.helpers import run_cli
+from tests.security.helpers import run_cli, seed_spellings
 
 
 async def _seed(db: Path) -> None:
-    """Jobs as the code before normalisation could store them: three spellings of alice."""
-    store = SqliteStore(db)
-    await store.open()
-    try:
-        for user, key in (("alice", "k1"), ("ALICE", "k1"), ("Alice", None), ("ALICE", None)):
-            await store.enqueue(NewJob(type="demo.sleep", user_id=user, idempotency_key=key,
-                                       delay_seconds=3600))  # fmt: skip
-    finally:
-        await store.close()
+    await seed_spellings(SqliteStore(db))
 
 
 def test_ids_that_would_merge_are_reported_and_merged_by_the_admin(tmp_path: Path) -> None:
