@@ -24,6 +24,22 @@ from tests.pgcluster import URL, db, schema
 __all__ = ["schema"]  # the fixture: a schema of its own, dropped afterwards
 
 
+def spy_fetches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every query asyncpg's ``Connection.fetch`` sends from now on, in order."""
+    import asyncpg
+
+    sent: list[str] = []
+    fetch = asyncpg.Connection.fetch
+
+    async def spy(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
+        sent.append(query)
+        return await fetch(self, query, *args, **kw)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetch", spy)
+    return sent
+
+
+
 def node(schema: str, node_id: str = "n1", max_open_jobs: int | None = None) -> PostgresStore:
     return PostgresStore(URL, node_id=f"{schema}-{node_id}", schema=schema,
                          max_open_jobs=max_open_jobs)  # fmt: skip
@@ -438,16 +454,8 @@ async def test_a_lease_holders_writes_read_no_row_yet_another_nodes_change_fence
     a cancel by another node, or a renewal, is never overwritten."""
     import time
 
-    import asyncpg
 
-    sent: list[str] = []
-    fetch = asyncpg.Connection.fetch
-
-    async def spy(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
-        sent.append(query)
-        return await fetch(self, query, *args, **kw)
-
-    monkeypatch.setattr(asyncpg.Connection, "fetch", spy)
+    sent = spy_fetches(monkeypatch)
     a, b = node(schema, "a"), node(schema, "b")
     await a.open()
     await b.open()
@@ -579,18 +587,10 @@ async def test_a_held_batch_makes_its_reads_while_it_waits_and_is_made_again_if_
     left. A row another node changed meanwhile is not overwritten (the batch is made again
     in a transaction and claims the next job), and an op a lone batch cannot hold makes the
     batch from the start."""
-    import asyncpg
 
     monkeypatch.setattr(hold, "HOLD_SECONDS", 60.0)
     monkeypatch.setattr(hold, "HOLD_RECENT_SECONDS", 60.0)
-    sent: list[str] = []
-    fetch = asyncpg.Connection.fetch
-
-    async def spy(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
-        sent.append(query)
-        return await fetch(self, query, *args, **kw)
-
-    monkeypatch.setattr(asyncpg.Connection, "fetch", spy)
+    sent = spy_fetches(monkeypatch)
     a = node(schema, "a")
     await a.open()
     try:
