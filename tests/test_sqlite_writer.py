@@ -27,6 +27,21 @@ from jobserver.store.sqlite_writer import Writer, _foreground, serve
 from tests.store_contract import claim_one, progress
 
 
+def break_decode_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next enqueue's reply handling raises (a bug in it), once; later ones work."""
+    real = sqlite_module._job_events
+    calls = 0
+
+    def broken_once(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in reply handling")
+        return real(*args)
+
+    monkeypatch.setattr(sqlite_module, "_job_events", broken_once)
+
+
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, list[Event]]]:
     s = SqliteStore(tmp_path / "s.db")
@@ -452,17 +467,7 @@ async def test_a_reply_this_side_cannot_handle_answers_its_callers_and_a_new_wri
     store: tuple[SqliteStore, list[Event]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s, _ = store
-    real = sqlite_module._job_events
-    calls = 0
-
-    def broken_once(*args: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("a bug in reply handling")
-        return real(*args)
-
-    monkeypatch.setattr(sqlite_module, "_job_events", broken_once)
+    break_decode_once(monkeypatch)
     async with asyncio.timeout(20):
         with pytest.raises(ServiceUnavailable):
             await s.enqueue(NewJob(type="t", user_id="u1"))
@@ -528,17 +533,7 @@ async def test_a_reply_lost_after_answering_its_enqueue_still_publishes_the_rest
     publish it from the file (it was never published), not skip it as already out."""
     s, published = store
     job_id, token = await running(s)  # seqs 1 and 2
-    real = sqlite_module._job_events
-    calls = 0
-
-    def broken_once(*args: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("a bug in reply handling")
-        return real(*args)
-
-    monkeypatch.setattr(sqlite_module, "_job_events", broken_once)
+    break_decode_once(monkeypatch)
     heard: list[BaseException | None] = []
     for i in range(5):
         s.progress(job_id, token, ProgressUpdate(JobStage.PROCESSING, float(i)),
