@@ -299,6 +299,12 @@ class PostgresStore(PgCluster, PgReads):
                 try:
                     self._writing = writing
                     outcomes, rows = await writing.run([p.op for p in batch])
+                except BaseException:
+                    # Cut, or left mid-operation: never back to the pool for another to use
+                    # (a connection the server cut is already back in it, detached).
+                    with contextlib.suppress(asyncpg.InterfaceError):
+                        conn.terminate()
+                    raise
                 finally:
                     await self._pool.release(conn)
                 writing.cache_rows()
@@ -338,10 +344,14 @@ class PostgresStore(PgCluster, PgReads):
         """A batch on a connection of the pool, ``ops`` begun (``Batch.start``)."""
         assert self._pool is not None
         conn = await self._pool.acquire()
-        batch = Batch(conn, self.node_id, self._tokens, self._plugin_ops, guess,
-                      self.max_open_jobs, self._leased, self._alone)  # fmt: skip
-        if ops:
-            await batch.start(ops)
+        try:
+            batch = Batch(conn, self.node_id, self._tokens, self._plugin_ops, guess,
+                          self.max_open_jobs, self._leased, self._alone)  # fmt: skip
+            if ops:
+                await batch.start(ops)
+        except BaseException:  # cancelled (the store closing): the connection goes back
+            await self._pool.release(conn)
+            raise
         return conn, batch
 
     def _foreground(self) -> bool:
