@@ -131,12 +131,15 @@ def test_database_connections_killed_while_jobs_run(schema: str, tmp_path: Path)
         token = a.token("alice")
         acknowledged: list[str] = []
         refused: list[int] = []
+        unanswered: list[int] = []  # jobs never acknowledged after 100 tries
         stop = threading.Event()
 
         def producer() -> None:
-            for i in range(40):  # bounded: 40 jobs, retried while the node is refusing
+            # Jobs keep coming until the cuts are over, so some always run when one comes
+            # (40 jobs sent at once could all end before the third). Bounded: 400 jobs.
+            for i in range(400):
                 node = nodes[i % 2]
-                for _ in range(100):
+                for _ in range(100):  # retried while the node is refusing
                     status, body = call(node, "POST", "/api/jobs", token,
                                         {"type": "nodes.work",
                                          "payload": {"steps": 8, "delay": 0.05}})  # fmt: skip
@@ -145,8 +148,11 @@ def test_database_connections_killed_while_jobs_run(schema: str, tmp_path: Path)
                         break
                     refused.append(status)
                     time.sleep(0.1)
-                if stop.is_set():
+                else:
+                    unanswered.append(i)
+                if stop.is_set() and i >= 39:
                     return
+                time.sleep(0.02)
 
         thread = threading.Thread(target=producer)
         thread.start()
@@ -157,10 +163,10 @@ def test_database_connections_killed_while_jobs_run(schema: str, tmp_path: Path)
                 cut += terminate_backends(schema, ["a", "b"])
                 time.sleep(0.7)
         finally:
-            thread.join(60)
             stop.set()
+            thread.join(60)
         assert cut >= 6, "each node has a pool and a connection of its own"
-        assert len(acknowledged) == 40, refused
+        assert not unanswered and len(acknowledged) >= 40, refused
         wait_for(lambda: all_ended(schema, acknowledged), 40, "every acknowledged job to end")
         got = statuses(schema)
         assert set(acknowledged) <= set(got)
@@ -178,7 +184,8 @@ def test_database_connections_killed_while_jobs_run(schema: str, tmp_path: Path)
                 cursor = page["cursor"]
             assert seen == seqs
         done = [i for i in acknowledged if got[i] == "completed"]
-        assert len(done) >= 35, {i: got[i] for i in acknowledged if got[i] != "completed"}
+        assert len(done) >= len(acknowledged) - 5, {i: got[i] for i in acknowledged
+                                                    if got[i] != "completed"}  # fmt: skip
         for node in nodes:
             assert wait_for(lambda n=node: ready(n) == 200, 20, "ready again")
     finally:
