@@ -94,9 +94,11 @@ function render() {
   const created = parseTime(job.createdAt);
   const started = parseTime(job.startedAt);
   const finished = parseTime(job.finishedAt);
+  // A failed job's message is its error's, which the error rows below show.
+  const message = job.error && job.message === job.error.message ? '' : job.message;
   const rows = [
     field('Status', `${job.status} · ${stageName(job.stage)}`),
-    field('Progress', `${Math.round(job.progress || 0)}%${job.message ? ' · ' + job.message : ''}`),
+    field('Progress', `${Math.round(job.progress || 0)}%${message ? ' · ' + message : ''}`),
     field('Type', `${typeName(job.type)} (${job.type})`),
     field('Label', job.label || '—'),
     field('Attempts', `${job.attempts} of ${job.maxAttempts}`),
@@ -109,7 +111,9 @@ function render() {
     const human = humanError(job.error, meta());
     rows.push(field('Error', `${human.text}${human.action ? ' ' + human.action : ''}`));
     rows.push(field('Error code', `${job.error.code}${job.error.recoverable ? ' (may succeed if tried again)' : ''}`, { code: true }));
-    rows.push(field('Error message', job.error.message || ''));
+    // The server's own words, where the sentence above is not already them (a code the page
+    // has no sentence for shows its message as the sentence).
+    if (job.error.message && job.error.message !== human.text) rows.push(field('Error message', job.error.message));
   }
   rows.push(field('Job id', job.jobId, { code: true }));
   $('#detail-fields').replaceChildren(...rows.flat());

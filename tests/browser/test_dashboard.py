@@ -172,6 +172,8 @@ def test_views_pass_axe_and_fit_a_phone(
     call(demo_server, token, "POST", "/api/jobs", {"jobs": [
         {"type": "demo.sleep", "label": long, "payload": {"seconds": 0}},
         {"type": "demo.fail", "label": "broken", "payload": {"code": "CORRUPT_PDF"}},
+        {"type": "demo.fail", "label": "odd",
+         "payload": {"code": "WIDGET_JAMMED", "message": "The widget jammed."}},
     ]})  # fmt: skip
     broken = s.row("broken").and_(page.locator("li.job[data-status='failed']"))
     expect(broken).to_have_count(1)
@@ -185,10 +187,22 @@ def test_views_pass_axe_and_fit_a_phone(
     no_sideways_scroll(page)
     broken.get_by_role("link", name="broken").click()
     expect(page.locator("#detail")).to_be_focused()
-    expect(page.locator("#detail-fields")).to_contain_text("CORRUPT_PDF")
+    fields = page.locator("#detail-fields")
+    expect(fields).to_contain_text("CORRUPT_PDF")
+    # The page's sentence, then the server's own words, which differ here.
+    expect(fields.locator("dd")).to_contain_text(["This PDF is damaged and could not be read.",
+                                                  "This demo job fails on purpose"])  # fmt: skip
+    expect(fields.locator("dd", has_text="This demo job fails on purpose")).to_have_count(1)
     expect(page.locator("#timeline li").last).to_have_attribute("data-type", "job.failed")
     axe_check(page, "the detail view")
     no_sideways_scroll(page)
+    page.keyboard.press("Escape")
+    expect(page.locator("#jobs-panel")).to_be_visible()
+    # A code the page has no sentence for: its message is the sentence, shown once.
+    s.row("odd").get_by_role("link", name="odd").click()
+    expect(fields).to_contain_text("WIDGET_JAMMED")
+    expect(fields.locator("dd", has_text="The widget jammed.")).to_have_count(1)
+    expect(fields.locator("dt", has_text="Error message")).to_have_count(0)
     page.keyboard.press("Escape")
     expect(page.locator("#jobs-panel")).to_be_visible()
     page.get_by_role("link", name="Notes", exact=True).click()
