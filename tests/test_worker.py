@@ -280,6 +280,18 @@ async def completed(store: SqliteStore, job_id: str) -> bool:
     return job is not None and job.status is JobStatus.COMPLETED
 
 
+def held_type(registry: Registry) -> asyncio.Event:
+    """Register the job type ``held``: its jobs run until the returned event is set."""
+    release = asyncio.Event()
+
+    async def held(ctx: JobContext) -> Mapping[str, Any]:
+        await release.wait()
+        return {}
+
+    registry.register("held", held)
+    return release
+
+
 @pytest.fixture
 def long_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     """An idle dispatcher sleeps an hour, not 5 s: a test of what must wake it hangs (until
@@ -293,13 +305,7 @@ async def test_a_dispatcher_whose_due_jobs_wait_for_a_cap_sleeps_until_a_job_end
     # Before: a claim that left due jobs behind for a user's (or a type's) cap was followed
     # at once by another, and another: the dispatcher spun on the store while slots were free.
     store, events, registry = engine
-    release = asyncio.Event()
-
-    async def held(ctx: JobContext) -> Mapping[str, Any]:
-        await release.wait()
-        return {}
-
-    registry.register("held", held)
+    release = held_type(registry)
     claims = 0
     claim = store.claim
 
@@ -335,13 +341,7 @@ async def test_a_job_that_ends_while_the_claim_is_out_wakes_the_dispatcher(
     # the user's next job behind, and the end had woken nothing, so that job waited out the
     # idle time (5 s, again and again for a batch; here an hour, so the bound below fails).
     store, events, registry = engine
-    release = asyncio.Event()
-
-    async def held(ctx: JobContext) -> Mapping[str, Any]:
-        await release.wait()
-        return {}
-
-    registry.register("held", held)
+    release = held_type(registry)
     pool = WorkerPool(events, registry, concurrency=4, lease_seconds=10, grace_seconds=0.5,
                       max_running_per_user=1)  # fmt: skip
     claim = store.claim
