@@ -91,7 +91,8 @@ async def move_user(url: str, schema: str, old: str, new: str, *, rename: bool) 
 
 
 async def _move_rows(conn: Any, old: str, new: str, tables: list[str]) -> dict[str, int]:
-    """As ``userdata.move``: an idempotency key both used is dropped from ``old``'s job."""
+    """As ``userdata.move``: an idempotency key both used is dropped from ``old``'s job, and
+    a row both have under another unique key with ``user_id`` in it is kept as ``new``'s."""
     if "jobs" in tables:
         await conn.execute(
             "UPDATE jobs SET idempotency_key=NULL WHERE user_id=$1 AND idempotency_key IN "
@@ -99,14 +100,41 @@ async def _move_rows(conn: Any, old: str, new: str, tables: list[str]) -> dict[s
             old, new,
         )  # fmt: skip
     moved: dict[str, int] = {}
+    keys = await _user_keys(conn, [t for t in tables if t not in ("jobs", "events")])
     for table in tables:
         if table == "events":
             moved[table] = await _move_events(conn, old, new)
         else:
+            for columns in keys.get(table, []):  # a row both have (an upload both own): new's
+                same = "".join(f' AND n."{c}" = o."{c}"' for c in columns)
+                await conn.execute(
+                    f'DELETE FROM "{table}" AS o WHERE o.user_id=$1 AND EXISTS '
+                    f'(SELECT 1 FROM "{table}" AS n WHERE n.user_id=$2{same})', old, new,
+                )  # fmt: skip
             status = await conn.execute(f'UPDATE "{table}" SET user_id=$1 WHERE user_id=$2',
                                         new, old)  # fmt: skip
             moved[table] = int(status.split()[-1])
     return moved
+
+
+async def _user_keys(conn: Any, tables: list[str]) -> dict[str, list[list[str]]]:
+    """The unique keys (of plain columns) with ``user_id`` in them, by table: each as its
+    other columns. Moving a row of ``old`` onto one ``new`` has with the same values there
+    would break the key."""
+    rows = await conn.fetch(
+        "SELECT c.relname, array_agg(a.attname::text ORDER BY k.n) FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indrelid "
+        "JOIN pg_namespace s ON s.oid = c.relnamespace AND s.nspname = current_schema() "
+        "CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) "
+        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum "
+        "WHERE i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL "
+        "AND c.relname = ANY($1::text[]) GROUP BY i.indexrelid, c.relname", tables,
+    )  # fmt: skip
+    keys: dict[str, list[list[str]]] = {}
+    for table, columns in rows:
+        if "user_id" in columns:
+            keys.setdefault(str(table), []).append([c for c in columns if c != "user_id"])
+    return keys
 
 
 async def _move_events(conn: Any, old: str, new: str) -> int:

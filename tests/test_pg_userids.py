@@ -94,3 +94,27 @@ def test_no_node_starts_while_a_move_holds_the_schema(
         assert "user merge or rename" in node.log.read_text()
     node = make_node(tmp_path, schema, "b", "--demo-jobs", jobs=None).start()
     node.stop()
+
+
+async def test_a_merge_of_two_owners_of_one_upload_keeps_it_owned_once(
+    tmp_path: Path, schema: str
+) -> None:
+    """Two spellings that uploaded the same PDF each own it (``upload_owners``, keyed by
+    the file and the user): merging them leaves the new id owning it once, and the old
+    id's other uploads moved, instead of the merge failing on the table's key."""
+    from jobserver import pguserdata
+    from jobserver.pdf.pg_uploads import PgUploads
+
+    await _seed(schema)
+    uploads = PgUploads(PG_URL, schema, tmp_path / "uploads")
+    await uploads.open()
+    both, own = "a" * 64, "b" * 64
+    try:
+        for sha256, user in ((both, "alice"), (both, "ALICE"), (own, "ALICE")):
+            await uploads.add_owner(sha256, user)
+        moved = await pguserdata.move_user(PG_URL, schema, "ALICE", "alice", rename=False)
+        assert moved["jobs"] == 2
+        assert await uploads.owns(both, "alice") and await uploads.owns(own, "alice")
+        assert not await uploads.owns(both, "ALICE") and not await uploads.owns(own, "ALICE")
+    finally:
+        await uploads.close()
