@@ -140,7 +140,24 @@ def parser() -> argparse.ArgumentParser:
     move.add_argument("--data-dir", type=Path, help="data folder (JOBSERVER_DATA_DIR, ./data)")
     move.add_argument("--replace", action="store_true",
                       help="empty the schema first when it holds data (all of it is lost)")
+    _keep_root_flags(root, {a.dest for a in root._actions if a.option_strings})
     return root
+
+
+def _keep_root_flags(parser: argparse.ArgumentParser, root: set[str]) -> None:
+    """A root flag given before the command (``--data-dir X user add NAME``) counts.
+
+    argparse lets a subcommand's own defaults overwrite what the root parsed, so the root's
+    flags that a subcommand repeats default there to "absent": a value given on either side
+    of the command is kept.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                for option in child._actions:
+                    if option.dest in root and option.dest != "help":
+                        option.default = argparse.SUPPRESS
+                _keep_root_flags(child, root)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
