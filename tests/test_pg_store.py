@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from jobserver.errors import LeaseLost, TooManyJobs
+from jobserver.errors import LeaseLost, ServiceUnavailable, TooManyJobs
 from jobserver.models import Event, JobStage, JobStatus
 from jobserver.store import NewJob, ProgressUpdate, hold
 from jobserver.store.pg_schema import LOCK_SPACE, SEQ_LOCK, payload_has, payload_of
@@ -671,3 +671,53 @@ async def test_a_node_alone_notifies_nobody_and_a_node_that_starts_is_notified_a
     finally:
         await a.close()
         await b.close()
+
+
+async def _cut_while_it_waits_for_the_seq_lock(store: PostgresStore, new: NewJob) -> Any:
+    """Enqueue ``new`` while another connection holds the seq lock; once the batch's
+    statement waits for it, pg_terminate_backend its connection, then let the lock go. The
+    enqueue's outcome (its result, or the exception it raised)."""
+    with psycopg.connect(URL, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, SEQ_LOCK))
+        enqueue = asyncio.create_task(store.enqueue(new))
+        async with asyncio.timeout(10):
+            while not (waiting := other.execute(
+                "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                "WHERE l.locktype='advisory' AND NOT l.granted AND a.application_name=%s",
+                (f"jobserver:{store.node_id}"[:63],),
+            ).fetchone()):  # fmt: skip
+                await asyncio.sleep(0.01)
+        other.execute("SELECT pg_terminate_backend(%s)", waiting)
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, SEQ_LOCK))
+        async with asyncio.timeout(10):
+            return (await asyncio.gather(enqueue, return_exceptions=True))[0]
+
+
+async def test_a_batch_cut_before_its_commit_is_made_again_and_one_cut_after_fails(
+    schema: str,
+) -> None:
+    """A batch in a transaction whose connection is cut before it sent its COMMIT committed
+    nothing: it is made again on another connection, and its caller gets its job (before,
+    ServiceUnavailable). A lone batch cut once its write was sent may have committed: its
+    caller is told the write failed; the node goes on serving."""
+    store = node(schema)
+    seen: list[int] = []
+    store.on_commit(lambda events: seen.extend(e.seq for e in events))
+    await store.open()
+    try:
+        keyed = NewJob(type="t", user_id="u", idempotency_key="k")  # never a lone batch
+        outcome = await _cut_while_it_waits_for_the_seq_lock(store, keyed)
+        assert not isinstance(outcome, BaseException), outcome
+        job, events = outcome
+        assert [e.seq for e in events] == [1] and (await store.get_job(job.id)) is not None
+        assert store._guessing  # so the next enqueue is a lone batch
+        lone = await _cut_while_it_waits_for_the_seq_lock(store, NewJob(type="t", user_id="u"))
+        assert isinstance(lone, ServiceUnavailable), lone
+        after, _ = await store.enqueue(NewJob(type="t", user_id="u"))
+        assert (await store.get_job(after.id)) is not None
+        async with asyncio.timeout(10):
+            while seen[-1:] != [after.last_seq]:
+                await asyncio.sleep(0.01)
+        assert seen == list(range(1, after.last_seq + 1))
+    finally:
+        await store.close()

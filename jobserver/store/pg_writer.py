@@ -176,6 +176,9 @@ class Batch:
         self._xid = ""  # this transaction's id as a row's xmin shows it
         self._reread = False  # whether an op read rows anew (a renew's): keep none known
         self._lone = False  # a lone batch (``LONE``): its write is its transaction
+        # Whether the commit (a lone batch's write) was sent: a connection lost after it
+        # leaves the outcome unknown, one lost before it means nothing was committed.
+        self.committing = False
         self.token_prefix = token_prefix
         self.tokens = tokens
         self.plugin_ops = plugin_ops
@@ -245,6 +248,7 @@ class Batch:
             self._reset()
 
     def _reset(self) -> None:
+        self.committing = False  # what was sent was refused: nothing committed
         self._dirty, self._events, self._written, self._added = {}, [], 0, {}
         self._rows, self._fence, self._wrote, self._reread = {}, {}, {}, False
 
@@ -285,6 +289,7 @@ class Batch:
                 results.append(await self._step(op))
             await self._flush(notify=str(self.seq) if self._events and not self.alone else None)
             if not self._lone:
+                self.committing = True
                 await self.conn.execute("COMMIT")
         except BaseException:
             if not self._lone and not self.conn.is_closed():
@@ -348,6 +353,7 @@ class Batch:
             raise TooManyJobs(self.max_open)
 
     async def _write_lone(self, args: list[Any]) -> tuple[int, bool, int]:
+        self.committing = True
         try:
             head, _, ok, _, xid = await self.conn.fetchrow(WRITE_LONE, *args)
         except asyncpg.UniqueViolationError:  # its snapshot predates another node's events

@@ -50,6 +50,13 @@ POLL_SECONDS = 1.0
 READ_PAGE = 1000
 CHANNEL = "jobserver_events"
 HELLO = "hello"  # a node that starts NOTIFYs this: the others count the live nodes again
+# A connection lost (or unusable after the server ended it): a batch that had not sent its
+# commit is made again on another, at most RETRIES times, RETRY_SECONDS x attempt apart.
+LOST = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+        asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError,
+        asyncpg.CrashShutdownError, asyncpg.CannotConnectNowError)  # fmt: skip
+RETRIES = 2
+RETRY_SECONDS = 0.05
 Done = Callable[[Any, BaseException | None], None]
 
 
@@ -295,18 +302,7 @@ class PostgresStore(PgCluster, PgReads):
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             began = loop.time()
             try:
-                conn, writing = await (early or self._batch(guess, []))
-                try:
-                    self._writing = writing
-                    outcomes, rows = await writing.run([p.op for p in batch])
-                except BaseException:
-                    # Cut, or left mid-operation: never back to the pool for another to use
-                    # (a connection the server cut is already back in it, detached).
-                    with contextlib.suppress(asyncpg.InterfaceError):
-                        conn.terminate()
-                    raise
-                finally:
-                    await self._pool.release(conn)
+                outcomes, rows, writing = await self._commit(batch, guess, early)
                 writing.cache_rows()
                 # Guess the next head while no other node's write came in between.
                 self._guessing = writing.head == known
@@ -339,6 +335,48 @@ class PostgresStore(PgCluster, PgReads):
             self._writing = None
             self._release()
             hold.took = loop.time() - began
+
+    async def _commit(
+        self, batch: list[_Pending], guess: int | None,
+        early: asyncio.Task[tuple[asyncpg.Connection, Batch]] | None,
+    ) -> tuple[list[Any], list[tuple[Any, ...]], Batch]:
+        """Run ``batch`` in one commit: on ``early``'s connection and batch if given. A batch
+        whose connection is lost before its commit was sent (the database restarting, an
+        operator's pg_terminate_backend, a pooled connection the server had closed) cannot
+        have committed: it is made again on another connection, at most ``RETRIES`` times,
+        instead of failing its callers. Once the commit (or a lone batch's write) is sent, a
+        lost connection leaves the outcome unknown: the batch fails. So does one with a
+        plugin op, which is code that should run once."""
+        assert self._pool is not None
+        ops = [p.op for p in batch]
+        plain = all(op[0] != "op" for op in ops)
+        for attempt in range(RETRIES + 1):
+            writing: Batch | None = None
+            try:
+                conn, writing = await (early or self._batch(guess, []))
+                early = None
+                try:
+                    self._writing = writing
+                    outcomes, rows = await writing.run(ops)
+                except BaseException:
+                    # Cut, or left mid-operation: never back to the pool for another to use
+                    # (a connection the server cut is already back in it, detached).
+                    with contextlib.suppress(asyncpg.InterfaceError):
+                        conn.terminate()
+                    raise
+                finally:
+                    await self._pool.release(conn)
+                return outcomes, rows, writing
+            except LOST as exc:
+                early = None
+                sent = writing is not None and writing.committing
+                if sent or not plain or attempt == RETRIES or self._closing:
+                    raise
+                log.warning("a write batch lost its connection before its commit; making it "
+                            "again on another: %r", exc)  # fmt: skip
+                self._leased.clear()  # read the rows again: nothing is known of the cut one
+                await asyncio.sleep(RETRY_SECONDS * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _batch(self, guess: int | None, ops: list[Op]) -> tuple[asyncpg.Connection, Batch]:
         """A batch on a connection of the pool, ``ops`` begun (``Batch.start``)."""
