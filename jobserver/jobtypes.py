@@ -157,7 +157,15 @@ class JobType:
     def label_for(self, payload: dict[str, Any]) -> str:
         if self.label is None:
             return ""
-        return str(self.label(payload))[:MAX_LABEL]
+        try:
+            return str(self.label(payload))[:MAX_LABEL]
+        except InvalidPayload:
+            raise
+        except Exception as exc:  # e.g. the docs' `lambda p: p["url"]` on a payload without one
+            raise InvalidPayload(  # the submitter's 400, not a 500 with no clue
+                f"cannot make a label for a {self.name} job from this payload "
+                f"({type(exc).__name__}: {exc})"[:300]
+            ) from None
 
 
 def payload_check(payload: Any) -> PayloadCheck | None:

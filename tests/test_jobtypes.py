@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from jobserver.errors import InvalidPayload
 from jobserver.plugins import StartupError, load
 
 from .conftest import MakeApi
-from .liveserver import ROOT
+from .liveserver import ROOT, LiveServer
 from .test_api import wait_status
 
 SHAPES = "tests.plugins.shapes"
@@ -213,3 +216,33 @@ async def test_cancelling_a_loaded_type_s_job_stops_it(make_api: MakeApi) -> Non
     await asyncio.sleep(0.05)
     status, cancelled = await api.post(f"/api/jobs/{job['jobId']}/cancel")
     assert status == 200 and cancelled["status"] == "cancelled"
+
+
+def test_a_label_function_that_fails_on_a_payload_is_a_400_not_a_500(tmp_path: Path) -> None:
+    """The docs' `label=lambda p: p["url"]`, sent a payload without `url`, answered 500
+    INTERNAL_ERROR; it is the submitter's 400 INVALID_PAYLOAD, and the server goes on."""
+    live = LiveServer(tmp_path / "data", "--jobs", "tests.plugins.wordcount").start()
+    try:
+        token = live.token("lena")
+
+        def post(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            request = urllib.request.Request(
+                live.url + "/api/jobs", data=json.dumps(body).encode(), method="POST",
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )  # fmt: skip
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    return resp.status, json.load(resp)
+            except urllib.error.HTTPError as exc:
+                return exc.code, json.load(exc)
+
+        status, body = post({"type": "web.wordcount", "payload": {}})
+        assert status == 400 and body["error"]["code"] == "INVALID_PAYLOAD", body
+        assert "web.wordcount" in body["error"]["message"] and "url" in body["error"]["message"]
+        status, body = post({"jobs": [{"type": "web.wordcount", "payload": {"url": "u"}},
+                                      {"type": "web.wordcount", "payload": {"nope": 1}}]})
+        assert status == 400 and body["error"]["index"] == 1, body
+        status, body = post({"type": "web.wordcount", "payload": {"url": "http://x/"}})
+        assert status == 202 and body["label"] == "http://x/", body
+    finally:
+        live.stop()
