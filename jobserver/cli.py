@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import errno
 import os
 import signal
 import sys
@@ -226,7 +227,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JobServerError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
+    except ListenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+class ListenError(Exception):
+    """The server cannot open its listening socket; the message says where and why."""
 
 
 async def serve(app: web.Application, settings: Settings) -> None:
@@ -240,7 +248,17 @@ async def serve(app: web.Application, settings: Settings) -> None:
     # What aiohttp's web.Server gives each connection (create_app set the handler_args).
     handler_kwargs = {"access_log_class": AccessLog, **handler_args(settings)}
     site = GuardedSite(runner, settings.host, settings.port, guard, handler_kwargs)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # the port is taken, the host is not ours: one line, then exit
+        await runner.cleanup()  # the workers it started would keep the process alive
+        if exc.errno == errno.EADDRINUSE:
+            reason = "the port is in use (another server there? choose another --port)"
+        elif exc.errno and exc.errno > 0:
+            reason = os.strerror(exc.errno)
+        else:  # a host name that does not resolve
+            reason = exc.strerror or str(exc)
+        raise ListenError(f"cannot listen on {settings.host}:{settings.port}: {reason}") from None
     host, port = runner.addresses[0][:2]  # the real port, also when --port 0
     gctune.tune()  # start-up is done: freeze what it made
     print(f"jobserver listening on http://{host}:{port}/", flush=True)

@@ -1,5 +1,5 @@
-"""Flags given before a subcommand (``server.py --data-dir X user add NAME``) count, as `--help`
-lists them first: the subcommand's own defaults must not silently put them back to ./data."""
+"""The command line as people type it: flags given before a subcommand (``server.py --data-dir
+X user add NAME``) count, as `--help` lists them first; a port that is taken is one line."""
 
 from __future__ import annotations
 
@@ -51,5 +51,25 @@ def test_port_and_data_dir_before_serve_are_kept(tmp_path: Path) -> None:
     try:
         live.start(timeout=30)
         assert (tmp_path / "data" / "jobserver.db").exists()
+    finally:
+        live.stop()
+
+
+def test_a_port_in_use_is_one_line_and_the_process_exits(tmp_path: Path) -> None:
+    """It was a traceback, and the process then hung on the workers it had started."""
+    live = LiveServer(tmp_path / "a").start()
+    try:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "server.py"), "--port", str(live.port),
+             "--data-dir", str(tmp_path / "b"), "--log-level", "WARNING"],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().splitlines() == [
+            f"error: cannot listen on 127.0.0.1:{live.port}: the port is in use "
+            "(another server there? choose another --port)"
+        ]
+        assert _sign_in(live.url, "nobody", "x") == 403  # the first server goes on
     finally:
         live.stop()
