@@ -302,7 +302,13 @@ class Settings:
         for f in dataclasses.fields(cls):
             raw = environ.get(PREFIX + f.name.upper())
             if raw is not None:
-                values[f.name] = convert(f.name, raw)
+                try:
+                    values[f.name] = convert(f.name, raw)
+                except ValueError as exc:  # say which variable: "invalid literal for int()" alone
+                    shown = "" if is_secret(f.name) else f"={raw!r}"  # does not
+                    what = {"int": "not a whole number", "int | None": "not a whole number",
+                            "float": "not a number"}.get(str(f.type), str(exc))  # fmt: skip
+                    raise ValueError(f"{PREFIX}{f.name.upper()}{shown}: {what}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

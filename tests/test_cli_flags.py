@@ -73,3 +73,14 @@ def test_a_port_in_use_is_one_line_and_the_process_exits(tmp_path: Path) -> None
         assert _sign_in(live.url, "nobody", "x") == 403  # the first server goes on
     finally:
         live.stop()
+
+
+def test_a_bad_environment_variable_is_named_in_its_one_line(tmp_path: Path) -> None:
+    """JOBSERVER_PORT=abc said only "invalid literal for int() with base 10: 'abc'"."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "--data-dir", str(tmp_path / "d")],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "JOBSERVER_PORT": "abc"},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["error: JOBSERVER_PORT='abc': not a whole number"]
