@@ -207,7 +207,7 @@ def removed(job: Job, now: float) -> Change:
     """A finished job its owner removed: kept (its events too) until retention prunes it, but
     gone from lists and counts. Its status and stage stay what they were."""
     if job.status not in TERMINAL:
-        raise IllegalTransition(f"only a finished job can be removed, not a {job.status} one")
+        raise IllegalTransition(f"only a finished job can be removed; this one is {job.status}")
     return job.evolve(removed_at=now, message="Removed"), EventType.REMOVED
 
 

@@ -1,0 +1,43 @@
+"""The HTTP API as a new user meets it with curl: each refusal is a sentence with its code."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.liveserver import LiveServer
+
+
+def _call(live: LiveServer, method: str, path: str, token: str,
+          body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    request = urllib.request.Request(
+        live.url + path, method=method, data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def test_removing_an_active_job_says_its_status_in_plain_words(tmp_path: Path) -> None:
+    """It said "only a finished job can be removed, not a active one"."""
+    live = LiveServer(tmp_path / "data", "--demo-jobs").start()
+    try:
+        token = live.token("rita")
+        status, job = _call(live, "POST", "/api/jobs", token,
+                            {"type": "demo.sleep", "payload": {"seconds": 30}})  # fmt: skip
+        assert status == 202
+        status, body = _call(live, "DELETE", f"/api/jobs/{job['jobId']}", token)
+        assert status == 409 and body["error"]["code"] == "ILLEGAL_TRANSITION"
+        assert body["error"]["message"] in (
+            "only a finished job can be removed; this one is queued",
+            "only a finished job can be removed; this one is active",
+        ), body
+        _call(live, "POST", f"/api/jobs/{job['jobId']}/cancel", token)
+    finally:
+        live.stop()
