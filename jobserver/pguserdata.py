@@ -24,6 +24,10 @@ EVENT_BATCH = 1000  # events rewritten at a time
 class NoSuchData(Exception):
     """The move's old id has nothing stored, or (a rename) its new id has."""
 
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code  # NO_USER_DATA or USER_HAS_DATA, as on SQLite
+
 
 async def user_tables(conn: Any) -> list[str]:
     """The schema's tables with a ``user_id`` column, the auth tables left out."""
@@ -80,9 +84,10 @@ async def move_user(url: str, schema: str, old: str, new: str, *, rename: bool) 
                                     "node first")  # fmt: skip
             tables = await user_tables(conn)
             if not await has_data(conn, old, tables):
-                raise NoSuchData(f"no jobs or notes belong to {old!r}")
+                raise NoSuchData(f"no jobs or notes belong to {old!r}", "NO_USER_DATA")
             if rename and await has_data(conn, new, tables):
-                raise NoSuchData(f"{new} has jobs or notes already: merge {old!r} into it instead")
+                raise NoSuchData(f"{new} has jobs or notes already: merge {old!r} into it instead",
+                                 "USER_HAS_DATA")  # fmt: skip
             moved = await _move_rows(conn, old, new, tables)
             await PgAuthDb(conn).rename_account(old, new)
         return moved

@@ -22,7 +22,11 @@ from .userids import check_user_id
 
 
 class Refused(Exception):
-    """The command cannot do what it was asked; the message says why."""
+    """The command cannot do what it was asked; the message says why, the code which case."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,7 +64,7 @@ def read_password(stdin: TextIO, ask: Callable[[str], str] = getpass.getpass) ->
     if stdin.isatty():
         first = ask("Password: ")
         if ask("Again: ") != first:
-            raise Refused("the two passwords differ")
+            raise Refused("the two passwords differ", "PASSWORD_MISMATCH")
         return first
     return stdin.readline().rstrip("\r\n")
 
@@ -69,14 +73,14 @@ def _name(raw: str) -> str:
     try:
         return check_user_id(raw, "the name")
     except InvalidPayload as exc:
-        raise Refused(exc.message) from None
+        raise Refused(exc.message, exc.code) from None
 
 
 def _hash(stdin: TextIO) -> str:
     try:
         return hash_password(read_password(stdin))
     except InvalidPayload as exc:
-        raise Refused(exc.message) from None
+        raise Refused(exc.message, exc.code) from None
 
 
 def run(args: argparse.Namespace, settings: Settings, stdin: TextIO, out: TextIO) -> int:
@@ -86,12 +90,15 @@ def run(args: argparse.Namespace, settings: Settings, stdin: TextIO, out: TextIO
         db = (BlockingPgAuth(settings.database_url, settings.database_schema)
               if settings.database_url else AuthDb(settings.data_dir))  # fmt: skip
     except JobServerError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"error: {exc.message} ({exc.code})", file=sys.stderr)
         return 1
     try:
         _run(args, settings, db, stdin, out)
-    except (Refused, ServerRunning) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Refused as exc:  # one line with a stable code, as `server.py token` says them
+        print(f"error: {exc} ({exc.code})", file=sys.stderr)
+        return 1
+    except ServerRunning as exc:
+        print(f"error: {exc} (SERVER_RUNNING)", file=sys.stderr)
         return 1
     finally:
         db.close()
@@ -104,20 +111,21 @@ def _run(args: argparse.Namespace, settings: Settings, db: AuthDb | BlockingPgAu
     if op == "add":
         name = _name(args.name)
         if db.password_hash(name) is not None:
-            raise Refused(f"{name} has an account already (user passwd {name} changes it)")
+            raise Refused(f"{name} has an account already (user passwd {name} changes it)",
+                          "ACCOUNT_EXISTS")  # fmt: skip
         db.add_account(name, _hash(stdin))
         said = "" if name == args.name else f" (user ids are normalised: {args.name!r})"
         print(f"added account {name}{said}", file=out)
     elif op == "passwd":
         name = _name(args.name)
         if not db.set_password(name, _hash(stdin)):
-            raise Refused(f"there is no account {name}")
+            raise Refused(f"there is no account {name}", "NO_SUCH_ACCOUNT")
         ended = len(db.revoke_user(name))
         print(f"changed the password of {name}; ended {ended} session(s)", file=out)
     elif op == "remove":
         name = _name(args.name)
         if not db.remove_account(name):
-            raise Refused(f"there is no account {name}")
+            raise Refused(f"there is no account {name}", "NO_SUCH_ACCOUNT")
         print(f"removed account {name} and ended its sessions; its jobs and notes stay",
               file=out)  # fmt: skip
     elif op == "signout":
@@ -148,13 +156,13 @@ def _list(settings: Settings, db: AuthDb | BlockingPgAuth, out: TextIO) -> None:
 def _move(op: str, old: str, new: str, settings: Settings, db: AuthDb | BlockingPgAuth,
           out: TextIO) -> None:  # fmt: skip
     if old == new:
-        raise Refused(f"{old} is {new} already")
+        raise Refused(f"{old} is {new} already", "SAME_USER")
     if settings.database_url:
         try:
             moved = asyncio.run(pguserdata.move_user(
                 settings.database_url, settings.database_schema, old, new, rename=op == "rename"))
         except pguserdata.NoSuchData as exc:
-            raise Refused(str(exc)) from None
+            raise Refused(str(exc), exc.code) from None
     else:
         moved = _move_sqlite(op, old, new, settings, db)
     counts = ", ".join(f"{n} {t}" for t, n in moved.items() if n)
@@ -165,12 +173,13 @@ def _move(op: str, old: str, new: str, settings: Settings, db: AuthDb | Blocking
 def _move_sqlite(op: str, old: str, new: str, settings: Settings,
                  db: AuthDb | BlockingPgAuth) -> dict[str, int]:  # fmt: skip
     if not settings.db_path.exists():
-        raise Refused(f"there is no job store at {settings.db_path}")
+        raise Refused(f"there is no job store at {settings.db_path}", "NO_JOB_STORE")
     with owned(settings.db_path) as conn:
         if not has_data(conn, old):
-            raise Refused(f"no jobs or notes belong to {old!r}")
+            raise Refused(f"no jobs or notes belong to {old!r}", "NO_USER_DATA")
         if op == "rename" and has_data(conn, new):
-            raise Refused(f"{new} has jobs or notes already: merge {old!r} into it instead")
+            raise Refused(f"{new} has jobs or notes already: merge {old!r} into it instead",
+                          "USER_HAS_DATA")  # fmt: skip
         moved = move(conn, old, new)
     db.rename_account(old, new)
     return moved

@@ -84,3 +84,41 @@ def test_a_bad_environment_variable_is_named_in_its_one_line(tmp_path: Path) -> 
     )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["error: JOBSERVER_PORT='abc': not a whole number"]
+
+
+def _user_cli(data: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "--data-dir", str(data), "user", *args],
+        input=stdin, text=True, capture_output=True, timeout=60, cwd=data.parent,
+        env={**os.environ, "JOBSERVER_SECRET": SECRET},
+    )  # fmt: skip
+
+
+def test_each_refused_user_command_is_one_line_with_a_code(tmp_path: Path) -> None:
+    """`server.py token` ended its error with the code; `server.py user` gave none."""
+    data = tmp_path / "data"
+    assert _user_cli(data, "add", "dora", stdin="correct horse battery\n").returncode == 0
+    live = LiveServer(data).start()
+    try:
+        assert _sign_in(live.url, "dora", "correct horse battery") == 200
+        running = _user_cli(data, "merge", "dora", "dot")
+        assert running.returncode == 1
+        assert running.stderr.strip().endswith("(SERVER_RUNNING)"), running.stderr
+    finally:
+        live.stop()
+    cases = [
+        (("add", "dora"), "correct horse battery\n", "ACCOUNT_EXISTS"),
+        (("add", "Bad Name"), "correct horse battery\n", "INVALID_PAYLOAD"),
+        (("add", "eve"), "short\n", "INVALID_PAYLOAD"),
+        (("passwd", "nobody"), "correct horse battery\n", "NO_SUCH_ACCOUNT"),
+        (("remove", "nobody"), "", "NO_SUCH_ACCOUNT"),
+        (("merge", "dora", "dora"), "", "SAME_USER"),
+        (("merge", "nobody", "dora"), "", "NO_USER_DATA"),
+    ]
+    for args, stdin, code in cases:
+        done = _user_cli(data, *args, stdin=stdin)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, (args, done.stderr)
+        assert lines[0].startswith("error: ") and lines[0].endswith(f"({code})"), (args, lines)
+    assert _user_cli(tmp_path / "empty", "merge", "a", "b").stderr.strip().endswith(
+        "(NO_JOB_STORE)")
