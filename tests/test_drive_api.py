@@ -41,3 +41,29 @@ def test_removing_an_active_job_says_its_status_in_plain_words(tmp_path: Path) -
         _call(live, "POST", f"/api/jobs/{job['jobId']}/cancel", token)
     finally:
         live.stop()
+
+
+def test_an_upload_to_a_type_that_takes_none_names_the_ones_that_do(tmp_path: Path) -> None:
+    """It said "no job type here accepts a multipart body (pdf-notes)", which reads as if
+    pdf-notes did not either."""
+    live = LiveServer(tmp_path / "data", "--demo-jobs").start()
+    try:
+        token = live.token("rita")
+        boundary = "xyzzy"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=file; filename=a.pdf\r\n"
+                f"Content-Type: application/pdf\r\n\r\n%PDF-1.4\r\n--{boundary}--\r\n").encode()
+        request = urllib.request.Request(
+            live.url + "/api/jobs?type=demo.sleep", data=body, method="POST",
+            headers={"Authorization": f"Bearer {token}",
+                     "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )  # fmt: skip
+        try:
+            urllib.request.urlopen(request, timeout=10)
+            raise AssertionError("accepted")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 400
+            error = json.load(exc)["error"]
+        assert error == {"code": "INVALID_PAYLOAD", "message": "job type 'demo.sleep' does not "
+                         "take a multipart upload; these do: pdf-notes"}, error
+    finally:
+        live.stop()

@@ -59,9 +59,11 @@ async def multipart_jobs(request: web.Request) -> list[NewJob]:
     if wanted is None and accepting:
         wanted = next(iter(accepting))
     make = accepting.get(wanted or "")
-    if make is None:
-        kinds = ", ".join(accepting) or "none on this server"
-        raise InvalidPayload(f"no job type here accepts a multipart body ({kinds})")
+    if make is None:  # name what was asked for, and what would take the upload instead
+        if not accepting:
+            raise InvalidPayload("no job type on this server takes a multipart upload")
+        raise InvalidPayload(f"job type {wanted!r} does not take a multipart upload; "
+                             f"these do: {', '.join(accepting)}")  # fmt: skip
     request.app[REGISTRY].get(wanted or "")  # a disabled type is unknown
     made = await make(request)
     return [made] if isinstance(made, NewJob) else list(made)
