@@ -67,3 +67,16 @@ def test_an_upload_to_a_type_that_takes_none_names_the_ones_that_do(tmp_path: Pa
                          "take a multipart upload; these do: pdf-notes"}, error
     finally:
         live.stop()
+
+
+def test_a_plain_get_of_the_websocket_path_says_what_it_is(tmp_path: Path) -> None:
+    """`curl /ws` (or the path opened in a browser tab) answered only "Bad Request"."""
+    live = LiveServer(tmp_path / "data").start()
+    try:
+        token = live.token("rita")
+        status, body = _call(live, "GET", "/ws", token)
+        assert status == 400 and body["error"]["code"] == "BAD_REQUEST", body
+        assert "WebSocket endpoint" in body["error"]["message"], body
+        assert _call(live, "GET", "/api/jobs", token)[0] == 200  # and it goes on serving
+    finally:
+        live.stop()

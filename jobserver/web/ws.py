@@ -167,6 +167,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         compress=False,  # events go out as ready-made frames (see connection.py)
         max_msg_size=settings.ws_max_message_bytes,
     )
+    if not ws.can_prepare(request).ok:  # a plain GET (a browser tab, curl): say what this is
+        raise BadRequest("GET /ws is the WebSocket endpoint: open it with a WebSocket client "
+                         "(see docs/websocket.md); GET /api/events long-polls over plain HTTP")
     writer = await ws.prepare(request)
     transport = request.transport
     if transport is None:
