@@ -227,6 +227,11 @@ class Settings:
             raise ValueError("lease_seconds must be positive, shutdown_grace_seconds not negative")
         if self.secret and len(self.secret.encode()) < 32:
             raise ValueError("secret must be at least 32 bytes long (HS256)")
+        if self.database_url and not self.database_url.startswith(("postgresql://",
+                                                                    "postgres://")):
+            # said here, in one line without the URL (it may hold a password), rather than as
+            # asyncpg's traceback when the store opens
+            raise ValueError("JOBSERVER_DATABASE_URL must be a postgresql:// URL")
         if self.token_ttl_seconds < 1 or self.session_ttl_seconds < self.token_ttl_seconds:
             raise ValueError("token_ttl_seconds must be >= 1 and <= session_ttl_seconds")
         if self.signin_failures_per_account < 1 or self.signin_failures_per_address < 1:

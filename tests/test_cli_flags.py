@@ -122,3 +122,20 @@ def test_each_refused_user_command_is_one_line_with_a_code(tmp_path: Path) -> No
         assert lines[0].startswith("error: ") and lines[0].endswith(f"({code})"), (args, lines)
     assert _user_cli(tmp_path / "empty", "merge", "a", "b").stderr.strip().endswith(
         "(NO_JOB_STORE)")
+
+
+def test_a_database_url_that_is_not_postgresql_is_one_line_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """JOBSERVER_DATABASE_URL=notaurl ended start-up with asyncpg's ClientConfigurationError
+    traceback (and migrate-to-postgres likewise)."""
+    for command in ([], ["migrate-to-postgres"]):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "server.py"), "--data-dir", str(tmp_path / "d"),
+             *command],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+            env={**os.environ, "JOBSERVER_DATABASE_URL": "mysql://user:pw@host/db"},
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines() == [
+            "error: JOBSERVER_DATABASE_URL must be a postgresql:// URL"], done.stderr
