@@ -159,7 +159,8 @@ class Registry:
             return self._types[name]
         except KeyError:
             names = self.names()
-            message = f"unknown job type {name!r}; this server runs: {', '.join(names)}"
+            message = (f"unknown job type {name!r}" if name else 'no job type: send "type"'
+                       ) + f"; this server runs: {', '.join(names)}"  # fmt: skip
             if not any(n.startswith("demo.") for n in names):
                 message += " (start it with --demo-jobs for demo.sleep and demo.fail)"
             raise UnknownJobType(message) from None

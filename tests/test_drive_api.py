@@ -80,3 +80,17 @@ def test_a_plain_get_of_the_websocket_path_says_what_it_is(tmp_path: Path) -> No
         assert _call(live, "GET", "/api/jobs", token)[0] == 200  # and it goes on serving
     finally:
         live.stop()
+
+
+def test_a_job_without_a_type_is_told_to_send_one(tmp_path: Path) -> None:
+    """An empty body (or one without "type") answered "unknown job type ''"."""
+    live = LiveServer(tmp_path / "data", "--demo-jobs").start()
+    try:
+        token = live.token("rita")
+        for body in ({}, {"payload": {"seconds": 1}}):
+            status, reply = _call(live, "POST", "/api/jobs", token, body)
+            assert status == 400 and reply["error"]["code"] == "UNKNOWN_JOB_TYPE", reply
+            assert reply["error"]["message"] == (
+                'no job type: send "type"; this server runs: demo.fail, demo.sleep, pdf-notes')
+    finally:
+        live.stop()
