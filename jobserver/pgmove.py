@@ -44,15 +44,19 @@ DATA_TABLES = ("jobs", "events", "accounts", "sessions", "upload_files")
 
 
 class Refused(Exception):
-    """The move cannot be made; the message says why."""
+    """The move cannot be made; the message says why, the code which case."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 async def migrate(settings: Settings, *, replace: bool, out: TextIO) -> None:
     """Move ``settings.data_dir``'s SQLite data into ``settings.database_url``'s schema."""
     if not settings.database_url:
-        raise Refused("set JOBSERVER_DATABASE_URL in the environment first")
+        raise Refused("set JOBSERVER_DATABASE_URL in the environment first", "NO_DATABASE_URL")
     if not settings.db_path.exists():
-        raise Refused(f"there is no job store at {settings.db_path}")
+        raise Refused(f"there is no job store at {settings.db_path}", "NO_JOB_STORE")
     plugins = load(settings)
     store = PostgresStore(settings.database_url, node_id=f"migrate-{uuid.uuid4().hex[:8]}",
                           storage=plugins.storage_modules,
@@ -101,7 +105,7 @@ async def _copy_rows(conn: Any, sources: list[sqlite3.Connection | None], *,
         if busy and not replace:
             raise Refused(
                 f"the schema has data already ({', '.join(busy)}); --replace empties it first "
-                "(everything in it is lost)"
+                "(everything in it is lost)", "SCHEMA_NOT_EMPTY",
             )
         if replace:
             emptied = ", ".join(f'"{t}"' for t in target if t != "meta")
@@ -152,11 +156,14 @@ def run(settings: Settings, replace: bool, out: TextIO, err: TextIO) -> int:
 
     try:
         asyncio.run(migrate(settings, replace=replace, out=out))
-    except (Refused, ServerRunning) as exc:
-        print(f"error: {exc}", file=err)
+    except Refused as exc:  # one line with a stable code, as `server.py user` says them
+        print(f"error: {exc} ({exc.code})", file=err)
+        return 1
+    except ServerRunning as exc:
+        print(f"error: {exc} (SERVER_RUNNING)", file=err)
         return 1
     except JobServerError as exc:
-        print(f"error: {exc.message}", file=err)
+        print(f"error: {exc.message} ({exc.code})", file=err)
         return 1
     print(f"moved {settings.data_dir} into PostgreSQL schema {settings.database_schema}",
           file=out)  # fmt: skip

@@ -139,3 +139,18 @@ def test_a_database_url_that_is_not_postgresql_is_one_line_not_a_traceback(
         assert done.returncode == 2, done.stderr
         assert done.stderr.strip().splitlines() == [
             "error: JOBSERVER_DATABASE_URL must be a postgresql:// URL"], done.stderr
+
+
+def test_a_refused_migration_is_one_line_with_a_code(tmp_path: Path) -> None:
+    """migrate-to-postgres said its refusals without a code, unlike `token` and `user`."""
+    base = [sys.executable, str(ROOT / "server.py"), "migrate-to-postgres",
+            "--data-dir", str(tmp_path / "none")]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "JOBSERVER_DATABASE_URL"}
+    for extra, code in (({}, "NO_DATABASE_URL"),
+                        ({"JOBSERVER_DATABASE_URL": "postgresql://127.0.0.1:1/x"},
+                         "NO_JOB_STORE")):  # fmt: skip
+        done = subprocess.run(base, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                              env={**env, **extra})  # fmt: skip
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, done.stderr
+        assert lines[0].startswith("error: ") and lines[0].endswith(f"({code})"), lines
