@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -227,3 +228,22 @@ def make_corrupt_pdf(path: Path, tag: str = "") -> Path:
     """Starts like a PDF (so the upload is accepted) but cannot be parsed."""
     path.write_bytes(b"%PDF-1.7\n" + f"this is not really a PDF {tag}\n".encode() * 40)
     return path
+
+
+def call(node: LiveServer, method: str, path: str, token: str | None = None,
+         body: Any = None, data: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
+    """One request; (status, JSON body), errors included. ``body`` is sent as JSON, else
+    ``data`` as is (with its ``headers``)."""
+    head = dict(headers or {})
+    if token is not None:
+        head["Authorization"] = f"Bearer {token}"
+    if body is not None:
+        data = json.dumps(body).encode()
+        head["Content-Type"] = "application/json"
+    request = urllib.request.Request(node.url + path, method=method, data=data, headers=head)
+    try:
+        with urllib.request.urlopen(request, timeout=20) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")

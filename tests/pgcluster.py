@@ -9,10 +9,7 @@ schema of its own (``JOBSERVER_DATABASE_SCHEMA``) and drops only that one. Each 
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +20,7 @@ import psycopg
 import pytest
 
 from .conftest import PG_URL as URL
-from .liveserver import LiveServer
+from .liveserver import LiveServer, call
 
 JOBS = "tests.plugins.nodes"
 
@@ -74,25 +71,6 @@ def stop_all(nodes: Sequence[LiveServer]) -> None:
         n.proc.terminate()
     for n in running:
         n.stop()
-
-
-def call(node: LiveServer, method: str, path: str, token: str | None = None,
-         body: Any = None, data: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
-    """One request; (status, JSON body), errors included. ``body`` is sent as JSON, else
-    ``data`` as is (with its ``headers``)."""
-    head = dict(headers or {})
-    if token is not None:
-        head["Authorization"] = f"Bearer {token}"
-    if body is not None:
-        data = json.dumps(body).encode()
-        head["Content-Type"] = "application/json"
-    request = urllib.request.Request(node.url + path, method=method, data=data, headers=head)
-    try:
-        with urllib.request.urlopen(request, timeout=20) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
 
 
 def submit(node: LiveServer, token: str, payload: dict[str, Any]) -> str:

@@ -6,22 +6,8 @@ import json
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
-from tests.liveserver import LiveServer
-
-
-def _call(live: LiveServer, method: str, path: str, token: str,
-          body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:  # fmt: skip
-    request = urllib.request.Request(
-        live.url + path, method=method, data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )  # fmt: skip
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
+from tests.liveserver import LiveServer, call
 
 
 def test_removing_an_active_job_says_its_status_in_plain_words(tmp_path: Path) -> None:
@@ -29,16 +15,16 @@ def test_removing_an_active_job_says_its_status_in_plain_words(tmp_path: Path) -
     live = LiveServer(tmp_path / "data", "--demo-jobs").start()
     try:
         token = live.token("rita")
-        status, job = _call(live, "POST", "/api/jobs", token,
+        status, job = call(live, "POST", "/api/jobs", token,
                             {"type": "demo.sleep", "payload": {"seconds": 30}})  # fmt: skip
         assert status == 202
-        status, body = _call(live, "DELETE", f"/api/jobs/{job['jobId']}", token)
+        status, body = call(live, "DELETE", f"/api/jobs/{job['jobId']}", token)
         assert status == 409 and body["error"]["code"] == "ILLEGAL_TRANSITION"
         assert body["error"]["message"] in (
             "only a finished job can be removed; this one is queued",
             "only a finished job can be removed; this one is active",
         ), body
-        _call(live, "POST", f"/api/jobs/{job['jobId']}/cancel", token)
+        call(live, "POST", f"/api/jobs/{job['jobId']}/cancel", token)
     finally:
         live.stop()
 
@@ -74,10 +60,10 @@ def test_a_plain_get_of_the_websocket_path_says_what_it_is(tmp_path: Path) -> No
     live = LiveServer(tmp_path / "data").start()
     try:
         token = live.token("rita")
-        status, body = _call(live, "GET", "/ws", token)
+        status, body = call(live, "GET", "/ws", token)
         assert status == 400 and body["error"]["code"] == "BAD_REQUEST", body
         assert "WebSocket endpoint" in body["error"]["message"], body
-        assert _call(live, "GET", "/api/jobs", token)[0] == 200  # and it goes on serving
+        assert call(live, "GET", "/api/jobs", token)[0] == 200  # and it goes on serving
     finally:
         live.stop()
 
@@ -88,7 +74,7 @@ def test_a_job_without_a_type_is_told_to_send_one(tmp_path: Path) -> None:
     try:
         token = live.token("rita")
         for body in ({}, {"payload": {"seconds": 1}}):
-            status, reply = _call(live, "POST", "/api/jobs", token, body)
+            status, reply = call(live, "POST", "/api/jobs", token, body)
             assert status == 400 and reply["error"]["code"] == "UNKNOWN_JOB_TYPE", reply
             assert reply["error"]["message"] == (
                 'no job type: send "type"; this server runs: demo.fail, demo.sleep, pdf-notes')

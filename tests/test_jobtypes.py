@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,7 @@ from jobserver.errors import InvalidPayload
 from jobserver.plugins import StartupError, load
 
 from .conftest import MakeApi
-from .liveserver import ROOT, LiveServer
+from .liveserver import ROOT, LiveServer, call
 from .test_api import wait_status
 
 SHAPES = "tests.plugins.shapes"
@@ -225,16 +222,8 @@ def test_a_label_function_that_fails_on_a_payload_is_a_400_not_a_500(tmp_path: P
     try:
         token = live.token("lena")
 
-        def post(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-            request = urllib.request.Request(
-                live.url + "/api/jobs", data=json.dumps(body).encode(), method="POST",
-                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-            )  # fmt: skip
-            try:
-                with urllib.request.urlopen(request, timeout=10) as resp:
-                    return resp.status, json.load(resp)
-            except urllib.error.HTTPError as exc:
-                return exc.code, json.load(exc)
+        def post(body: dict[str, Any]) -> tuple[int, Any]:
+            return call(live, "POST", "/api/jobs", token, body)
 
         status, body = post({"type": "web.wordcount", "payload": {}})
         assert status == 400 and body["error"]["code"] == "INVALID_PAYLOAD", body
