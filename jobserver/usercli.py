@@ -166,8 +166,8 @@ def _move(op: str, old: str, new: str, settings: Settings, db: AuthDb | Blocking
     else:
         moved = _move_sqlite(op, old, new, settings, db)
     counts = ", ".join(f"{n} {t}" for t, n in moved.items() if n)
-    verb = "merged" if op == "merge" else "renamed"
-    print(f"{verb} {old!r} into {new}: {counts}", file=out)
+    done = f"merged {old!r} into {new!r}" if op == "merge" else f"renamed {old!r} to {new!r}"
+    print(f"{done}: {counts}", file=out)
 
 
 def _move_sqlite(op: str, old: str, new: str, settings: Settings,

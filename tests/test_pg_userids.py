@@ -75,6 +75,7 @@ def test_rename_keeps_a_stored_user_apart_on_postgres(
     data.mkdir()
     done = run_cli(data, "user", "rename", "ALICE", "alice.old", env=_env(schema))
     assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("renamed 'ALICE' to 'alice.old': "), done.stdout
     node = make_node(tmp_path, schema, "a", "--demo-jobs", jobs=None).start()
     try:
         assert len(node.get("/api/jobs", node.token("alice.old"))["jobs"]) == 2

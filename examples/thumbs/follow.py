@@ -3,8 +3,8 @@
     python -m examples.thumbs.follow cat.jpg dog.png --server http://127.0.0.1:8080 --user alice
 
 Each image gets a ``thumbs.thumbnail`` and a ``thumbs.caption`` job. Every event is printed as
-it comes (the stage by its display name from ``GET /api/meta``); thumbnails are saved beside
-``--out``. Exits 0 when every job completed, 1 otherwise.
+it comes (the stage by its display name from ``GET /api/meta``); thumbnails are saved in
+``--out`` (the current folder unless given). Exits 0 when every job completed, 1 otherwise.
 """
 
 from __future__ import annotations
