@@ -184,8 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from(args)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _refused(str(exc), "INVALID_SETTING", 2)
     if args.command == "user":
         return usercli.run(args, settings, sys.stdin, sys.stdout)
     if args.command == "migrate-to-postgres":
@@ -200,14 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         datadir.prepare(settings.data_dir)  # one clear line, not a traceback, when it cannot be
-    except JobServerError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
-    try:
         secret = token_secret(settings)
     except JobServerError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
+        return _refused(exc.message, exc.code, 1)
     hidden = [secret, *(str(getattr(settings, f.name)) for f in dataclasses.fields(Settings)
                         if is_secret(f.name))]  # fmt: skip
     logs.configure(settings.log_format, settings.log_level, hidden)
@@ -220,17 +214,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.path.append(os.getcwd())
         app = create_app(settings)
     except StartupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _refused(str(exc), "LOAD_FAILED", 2)
     try:
         asyncio.run(serve(app, settings))
     except JobServerError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
+        return _refused(exc.message, exc.code, 1)
     except ListenError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _refused(str(exc), "CANNOT_LISTEN", 1)
     return 0
+
+
+def _refused(message: str, code: str, status: int) -> int:
+    """Why the server cannot start, as one line ending with its stable code; the exit status."""
+    print(f"error: {message} ({code})", file=sys.stderr)
+    return status
 
 
 class ListenError(Exception):

@@ -68,7 +68,7 @@ def test_a_port_in_use_is_one_line_and_the_process_exits(tmp_path: Path) -> None
         assert "Traceback" not in done.stderr, done.stderr
         assert done.stderr.strip().splitlines() == [
             f"error: cannot listen on 127.0.0.1:{live.port}: the port is in use "
-            "(another server there? choose another --port)"
+            "(another server there? choose another --port) (CANNOT_LISTEN)"
         ]
         assert _sign_in(live.url, "nobody", "x") == 403  # the first server goes on
     finally:
@@ -83,7 +83,8 @@ def test_a_bad_environment_variable_is_named_in_its_one_line(tmp_path: Path) -> 
         env={**os.environ, "JOBSERVER_PORT": "abc"},
     )  # fmt: skip
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == ["error: JOBSERVER_PORT='abc': not a whole number"]
+    assert done.stderr.strip().splitlines() == [
+        "error: JOBSERVER_PORT='abc': not a whole number (INVALID_SETTING)"]
 
 
 def _user_cli(data: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -138,7 +139,8 @@ def test_a_database_url_that_is_not_postgresql_is_one_line_not_a_traceback(
         )  # fmt: skip
         assert done.returncode == 2, done.stderr
         assert done.stderr.strip().splitlines() == [
-            "error: JOBSERVER_DATABASE_URL must be a postgresql:// URL"], done.stderr
+            "error: JOBSERVER_DATABASE_URL must be a postgresql:// URL (INVALID_SETTING)"
+        ], done.stderr
 
 
 def test_a_refused_migration_is_one_line_with_a_code(tmp_path: Path) -> None:

@@ -77,6 +77,7 @@ def test_the_server_refuses_to_start_with_a_module_that_fails(tmp_path: Path) ->
     )  # fmt: skip
     assert done.returncode == 2
     assert "tests.plugins.broken" in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith("(LOAD_FAILED)"), done.stderr
 
 
 @pytest.mark.parametrize("script", ["server.py", "jobserver"])

@@ -84,6 +84,7 @@ def test_a_damaged_database_after_an_unclean_stop_refuses_to_start(tmp_path: Pat
     corrupt_a_page(data / "jobserver.db")
     line = one_line(run_server(data))
     assert line.startswith("error: the database") and "is damaged" in line, line
+    assert line.endswith("(DATABASE_DAMAGED)"), line
 
 
 def wait_unlocked(data: Path) -> None:
@@ -145,7 +146,7 @@ def test_a_read_only_data_folder_gives_one_clear_line(tmp_path: Path) -> None:
     with read_only_mount() as empty:
         line = one_line(run_server(empty))
     assert line.startswith(f"error: cannot write to the data folder {empty}"), line
-    assert "Read-only file system" in line
+    assert "Read-only file system" in line and line.endswith("(DATA_DIR_UNUSABLE)"), line
     # A data folder with a database in it, whose volume became read-only.
     data = tmp_path / "data"
     server = LiveServer(data).start()
