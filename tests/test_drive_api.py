@@ -50,7 +50,7 @@ def test_an_upload_to_a_type_that_takes_none_names_the_ones_that_do(tmp_path: Pa
             assert exc.code == 400
             error = json.load(exc)["error"]
         assert error == {"code": "INVALID_PAYLOAD", "message": "job type 'demo.sleep' does not "
-                         "take a multipart upload; these do: pdf-notes"}, error
+                         "take a multipart body; these do: pdf-notes"}, error
     finally:
         live.stop()
 

@@ -59,10 +59,10 @@ async def multipart_jobs(request: web.Request) -> list[NewJob]:
     if wanted is None and accepting:
         wanted = next(iter(accepting))
     make = accepting.get(wanted or "")
-    if make is None:  # name what was asked for, and what would take the upload instead
+    if make is None:  # name what was asked for, and what would take the files instead
         if not accepting:
-            raise InvalidPayload("no job type on this server takes a multipart upload")
-        raise InvalidPayload(f"job type {wanted!r} does not take a multipart upload; "
+            raise InvalidPayload("no job type on this server takes a multipart body")
+        raise InvalidPayload(f"job type {wanted!r} does not take a multipart body; "
                              f"these do: {', '.join(accepting)}")  # fmt: skip
     request.app[REGISTRY].get(wanted or "")  # a disabled type is unknown
     made = await make(request)
