@@ -108,8 +108,11 @@ BACKENDS: dict[str, Backend] = {
         committed=SqliteCommitted,
     ),
     "postgres": Backend(
+        # The node id is the schema's own: the node-id lock is the database's, and tests
+        # running at once (pytest -n) each have their store's schema.
         make=lambda root, name, **options: PostgresStore(
-            PG_URL, node_id=options.pop("node_id", "n1"), schema=pg_schema(root, name), **options
+            PG_URL, node_id=f"{pg_schema(root, name)}-{options.pop('node_id', 'n1')}",
+            schema=pg_schema(root, name), **options,
         ),
         committed=PostgresCommitted,
         drop=drop_pg_schema,
