@@ -34,6 +34,7 @@ class CutProxy:
         self.url = ""
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._serving: set[asyncio.Task[Any]] = set()  # each connection's _serve
 
     async def start(self) -> CutProxy:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -46,6 +47,14 @@ class CutProxy:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        # Each connection's task ends once its aborted pipes notice (left pending, the loop's
+        # close would destroy them: "Task was destroyed but it is pending!").
+        serving = [t for t in self._serving if t is not asyncio.current_task()]
+        if serving:
+            _, late = await asyncio.wait(serving, timeout=5)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     def cut(self) -> int:
         """Abort every connection open now; how many there were."""
@@ -64,6 +73,10 @@ class CutProxy:
         return len(self._pairs)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
         if self.refusing:
             writer.transport.abort()
             return
