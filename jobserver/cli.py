@@ -20,7 +20,7 @@ from .app import create_app
 from .auth import issue_token, signing_secret
 from .authpg import blocking_secret
 from .config import PREFIX, Settings, convert, field_docs, is_secret
-from .errors import JobServerError
+from .errors import JobServerError, Refused, error_line
 from .plugins import StartupError
 from .web.accesslog import AccessLog
 from .web.guard import GuardedSite, handler_args, raise_fd_limit
@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from(args)
     except ValueError as exc:
-        return _refused(str(exc), "INVALID_SETTING", 2)
+        return _refused(Refused(str(exc), "INVALID_SETTING"), 2)
     if args.command == "user":
         return usercli.run(args, settings, sys.stdin, sys.stdout)
     if args.command == "migrate-to-postgres":
@@ -194,14 +194,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             secret = token_secret(settings)
             print(issue_token(secret, args.user, settings.token_ttl_seconds))
         except JobServerError as exc:
-            print(f"error: {exc.message} ({exc.code})", file=sys.stderr)
-            return 2
+            return _refused(exc, 2)
         return 0
     try:
         datadir.prepare(settings.data_dir)  # one clear line, not a traceback, when it cannot be
         secret = token_secret(settings)
     except JobServerError as exc:
-        return _refused(exc.message, exc.code, 1)
+        return _refused(exc, 1)
     hidden = [secret, *(str(getattr(settings, f.name)) for f in dataclasses.fields(Settings)
                         if is_secret(f.name))]  # fmt: skip
     logs.configure(settings.log_format, settings.log_level, hidden)
@@ -214,24 +213,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.path.append(os.getcwd())
         app = create_app(settings)
     except StartupError as exc:
-        return _refused(str(exc), "LOAD_FAILED", 2)
+        return _refused(Refused(str(exc), "LOAD_FAILED"), 2)
     try:
         asyncio.run(serve(app, settings))
-    except JobServerError as exc:
-        return _refused(exc.message, exc.code, 1)
-    except ListenError as exc:
-        return _refused(str(exc), "CANNOT_LISTEN", 1)
+    except JobServerError as exc:  # the store cannot open, the port is taken (ListenError)
+        return _refused(exc, 1)
     return 0
 
 
-def _refused(message: str, code: str, status: int) -> int:
-    """Why the server cannot start, as one line ending with its stable code; the exit status."""
-    print(f"error: {message} ({code})", file=sys.stderr)
+def _refused(error: JobServerError, status: int) -> int:
+    """Why the command cannot go on, in one line (``error_line``); the exit status."""
+    print(error_line(error), file=sys.stderr)
     return status
 
 
-class ListenError(Exception):
+class ListenError(Refused):
     """The server cannot open its listening socket; the message says where and why."""
+
+    code = "CANNOT_LISTEN"
 
 
 async def serve(app: web.Application, settings: Settings) -> None:

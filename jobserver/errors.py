@@ -25,6 +25,22 @@ class JobServerError(Exception):
         return type(self), (self.message,), self.__dict__
 
 
+class Refused(JobServerError):
+    """A command of ``server.py`` cannot do what it was asked: the message says why, the code
+    which case (``error_line`` is how the command says it)."""
+
+    code = "REFUSED"
+    status = 400
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+
+
+def error_line(error: JobServerError) -> str:
+    """How a command of ``server.py`` says why it stops: one line ending with the code."""
+    return f"error: {error.message} ({error.code})"
+
+
 class BadRequest(JobServerError):
     code = "BAD_REQUEST"
     status = 400

@@ -28,11 +28,11 @@ import asyncpg
 from .authdb import FILENAME as AUTH_FILE
 from .authpg import connect as auth_connect
 from .config import Settings
-from .errors import JobServerError
+from .errors import JobServerError, Refused, error_line
 from .plugins import load
 from .store.pg_schema import LOCK_SPACE, SEQ_LOCK
 from .store.postgres import PostgresStore
-from .userdata import ServerRunning, owned, table_columns
+from .userdata import owned, table_columns
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,6 @@ BATCH = 1000  # rows read from SQLite and copied at a time
 META_KEYS = ("epoch", "pruned")
 # What makes a schema "not empty": any of these has a row.
 DATA_TABLES = ("jobs", "events", "accounts", "sessions", "upload_files")
-
-
-class Refused(Exception):
-    """The move cannot be made; the message says why, the code which case."""
-
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 async def migrate(settings: Settings, *, replace: bool, out: TextIO) -> None:
@@ -156,14 +148,8 @@ def run(settings: Settings, replace: bool, out: TextIO, err: TextIO) -> int:
 
     try:
         asyncio.run(migrate(settings, replace=replace, out=out))
-    except Refused as exc:  # one line with a stable code, as `server.py user` says them
-        print(f"error: {exc} ({exc.code})", file=err)
-        return 1
-    except ServerRunning as exc:
-        print(f"error: {exc} (SERVER_RUNNING)", file=err)
-        return 1
-    except JobServerError as exc:
-        print(f"error: {exc.message} ({exc.code})", file=err)
+    except JobServerError as exc:  # refused (a running server too), or the store failed
+        print(error_line(exc), file=err)
         return 1
     print(f"moved {settings.data_dir} into PostgreSQL schema {settings.database_schema}",
           file=out)  # fmt: skip

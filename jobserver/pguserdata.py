@@ -15,18 +15,16 @@ import orjson
 
 from .authpg import USER_TABLES, PgAuthDb
 from .authpg import connect as auth_connect
+from .errors import Refused
 from .store.pg_schema import LIVE_SPACE
 from .userdata import SKIP_SCAN, ServerRunning, unreachable
 
 EVENT_BATCH = 1000  # events rewritten at a time
 
 
-class NoSuchData(Exception):
-    """The move's old id has nothing stored, or (a rename) its new id has."""
-
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code  # NO_USER_DATA or USER_HAS_DATA, as on SQLite
+class NoSuchData(Refused):
+    """The move's old id has nothing stored (NO_USER_DATA), or (a rename) its new id has
+    (USER_HAS_DATA), as on SQLite."""
 
 
 async def user_tables(conn: Any) -> list[str]:

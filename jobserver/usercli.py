@@ -15,18 +15,10 @@ from . import pguserdata
 from .authdb import AuthDb
 from .authpg import BlockingPgAuth
 from .config import Settings
-from .errors import InvalidPayload, JobServerError
+from .errors import JobServerError, Refused, error_line
 from .passwords import hash_password
-from .userdata import ServerRunning, has_data, move, owned, unreachable_in
+from .userdata import has_data, move, owned, unreachable_in
 from .userids import check_user_id
-
-
-class Refused(Exception):
-    """The command cannot do what it was asked; the message says why, the code which case."""
-
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -70,17 +62,11 @@ def read_password(stdin: TextIO, ask: Callable[[str], str] = getpass.getpass) ->
 
 
 def _name(raw: str) -> str:
-    try:
-        return check_user_id(raw, "the name")
-    except InvalidPayload as exc:
-        raise Refused(exc.message, exc.code) from None
+    return check_user_id(raw, "the name")
 
 
 def _hash(stdin: TextIO) -> str:
-    try:
-        return hash_password(read_password(stdin))
-    except InvalidPayload as exc:
-        raise Refused(exc.message, exc.code) from None
+    return hash_password(read_password(stdin))
 
 
 def run(args: argparse.Namespace, settings: Settings, stdin: TextIO, out: TextIO) -> int:
@@ -90,15 +76,12 @@ def run(args: argparse.Namespace, settings: Settings, stdin: TextIO, out: TextIO
         db = (BlockingPgAuth(settings.database_url, settings.database_schema)
               if settings.database_url else AuthDb(settings.data_dir))  # fmt: skip
     except JobServerError as exc:
-        print(f"error: {exc.message} ({exc.code})", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 1
     try:
         _run(args, settings, db, stdin, out)
-    except Refused as exc:  # one line with a stable code, as `server.py token` says them
-        print(f"error: {exc} ({exc.code})", file=sys.stderr)
-        return 1
-    except ServerRunning as exc:
-        print(f"error: {exc} (SERVER_RUNNING)", file=sys.stderr)
+    except JobServerError as exc:  # refused (a bad name, a running server), one line each
+        print(error_line(exc), file=sys.stderr)
         return 1
     finally:
         db.close()
@@ -158,11 +141,8 @@ def _move(op: str, old: str, new: str, settings: Settings, db: AuthDb | Blocking
     if old == new:
         raise Refused(f"{old} is {new} already", "SAME_USER")
     if settings.database_url:
-        try:
-            moved = asyncio.run(pguserdata.move_user(
-                settings.database_url, settings.database_schema, old, new, rename=op == "rename"))
-        except pguserdata.NoSuchData as exc:
-            raise Refused(str(exc), exc.code) from None
+        moved = asyncio.run(pguserdata.move_user(
+            settings.database_url, settings.database_schema, old, new, rename=op == "rename"))
     else:
         moved = _move_sqlite(op, old, new, settings, db)
     counts = ", ".join(f"{n} {t}" for t, n in moved.items() if n)

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import Refused
 from .store.sqlite_file import try_lock
 from .userids import is_safe, normalise
 
@@ -25,8 +26,10 @@ log = logging.getLogger(__name__)
 SKIP_SCAN = frozenset({"events"})
 
 
-class ServerRunning(Exception):
+class ServerRunning(Refused):
     """Another process (a running server) owns the job store."""
+
+    code = "SERVER_RUNNING"
 
 
 def table_columns(conn: sqlite3.Connection) -> dict[str, list[str]]:
