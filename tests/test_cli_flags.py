@@ -3,28 +3,17 @@ X user add NAME``) count, as `--help` lists them first; a port that is taken is 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from tests.liveserver import ROOT, SECRET, LiveServer
+from tests.liveserver import ROOT, SECRET, LiveServer, call
+from tests.security.helpers import run_cli
 
 
-def _sign_in(url: str, user: str, password: str) -> int:
-    request = urllib.request.Request(
-        url + "/api/session", data=json.dumps({"userId": user, "password": password}).encode(),
-        headers={"Content-Type": "application/json"}, method="POST",
-    )  # fmt: skip
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            status: int = resp.status
-            return status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+def _sign_in(live: LiveServer, user: str, password: str) -> int:
+    return call(live, "POST", "/api/session", None, {"userId": user, "password": password})[0]
 
 
 def test_data_dir_before_user_add_is_the_one_the_server_uses(tmp_path: Path) -> None:
@@ -40,7 +29,7 @@ def test_data_dir_before_user_add_is_the_one_the_server_uses(tmp_path: Path) -> 
     assert not (elsewhere / "data").exists()
     live = LiveServer(data).start()
     try:
-        assert _sign_in(live.url, "dora", "correct horse battery") == 200
+        assert _sign_in(live, "dora", "correct horse battery") == 200
     finally:
         live.stop()
 
@@ -59,40 +48,28 @@ def test_a_port_in_use_is_one_line_and_the_process_exits(tmp_path: Path) -> None
     """It was a traceback, and the process then hung on the workers it had started."""
     live = LiveServer(tmp_path / "a").start()
     try:
-        done = subprocess.run(
-            [sys.executable, str(ROOT / "server.py"), "--port", str(live.port),
-             "--data-dir", str(tmp_path / "b"), "--log-level", "WARNING"],
-            capture_output=True, text=True, timeout=60, cwd=tmp_path,
-        )  # fmt: skip
+        done = run_cli(tmp_path / "b", "--port", str(live.port), "--log-level", "WARNING")
         assert done.returncode == 1, done.stderr
         assert "Traceback" not in done.stderr, done.stderr
         assert done.stderr.strip().splitlines() == [
             f"error: cannot listen on 127.0.0.1:{live.port}: the port is in use "
             "(another server there? choose another --port) (CANNOT_LISTEN)"
         ]
-        assert _sign_in(live.url, "nobody", "x") == 403  # the first server goes on
+        assert _sign_in(live, "nobody", "x") == 403  # the first server goes on
     finally:
         live.stop()
 
 
 def test_a_bad_environment_variable_is_named_in_its_one_line(tmp_path: Path) -> None:
     """JOBSERVER_PORT=abc said only "invalid literal for int() with base 10: 'abc'"."""
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "server.py"), "--data-dir", str(tmp_path / "d")],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
-        env={**os.environ, "JOBSERVER_PORT": "abc"},
-    )  # fmt: skip
+    done = run_cli(tmp_path / "d", env={"JOBSERVER_PORT": "abc"})
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "error: JOBSERVER_PORT='abc': not a whole number (INVALID_SETTING)"]
 
 
 def _user_cli(data: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "server.py"), "--data-dir", str(data), "user", *args],
-        input=stdin, text=True, capture_output=True, timeout=60, cwd=data.parent,
-        env={**os.environ, "JOBSERVER_SECRET": SECRET},
-    )  # fmt: skip
+    return run_cli(data, "user", *args, stdin=stdin, env={"JOBSERVER_SECRET": SECRET})
 
 
 def test_each_refused_user_command_is_one_line_with_a_code(tmp_path: Path) -> None:
@@ -101,7 +78,7 @@ def test_each_refused_user_command_is_one_line_with_a_code(tmp_path: Path) -> No
     assert _user_cli(data, "add", "dora", stdin="correct horse battery\n").returncode == 0
     live = LiveServer(data).start()
     try:
-        assert _sign_in(live.url, "dora", "correct horse battery") == 200
+        assert _sign_in(live, "dora", "correct horse battery") == 200
         running = _user_cli(data, "merge", "dora", "dot")
         assert running.returncode == 1
         assert running.stderr.strip().endswith("(SERVER_RUNNING)"), running.stderr
@@ -131,12 +108,8 @@ def test_a_database_url_that_is_not_postgresql_is_one_line_not_a_traceback(
     """JOBSERVER_DATABASE_URL=notaurl ended start-up with asyncpg's ClientConfigurationError
     traceback (and migrate-to-postgres likewise)."""
     for command in ([], ["migrate-to-postgres"]):
-        done = subprocess.run(
-            [sys.executable, str(ROOT / "server.py"), "--data-dir", str(tmp_path / "d"),
-             *command],
-            capture_output=True, text=True, timeout=60, cwd=tmp_path,
-            env={**os.environ, "JOBSERVER_DATABASE_URL": "mysql://user:pw@host/db"},
-        )  # fmt: skip
+        done = run_cli(tmp_path / "d", *command,
+                       env={"JOBSERVER_DATABASE_URL": "mysql://user:pw@host/db"})
         assert done.returncode == 2, done.stderr
         assert done.stderr.strip().splitlines() == [
             "error: JOBSERVER_DATABASE_URL must be a postgresql:// URL (INVALID_SETTING)"
@@ -145,14 +118,10 @@ def test_a_database_url_that_is_not_postgresql_is_one_line_not_a_traceback(
 
 def test_a_refused_migration_is_one_line_with_a_code(tmp_path: Path) -> None:
     """migrate-to-postgres said its refusals without a code, unlike `token` and `user`."""
-    base = [sys.executable, str(ROOT / "server.py"), "migrate-to-postgres",
-            "--data-dir", str(tmp_path / "none")]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "JOBSERVER_DATABASE_URL"}
-    for extra, code in (({}, "NO_DATABASE_URL"),
-                        ({"JOBSERVER_DATABASE_URL": "postgresql://127.0.0.1:1/x"},
-                         "NO_JOB_STORE")):  # fmt: skip
-        done = subprocess.run(base, capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                              env={**env, **extra})  # fmt: skip
+    for env, code in (({}, "NO_DATABASE_URL"),
+                      ({"JOBSERVER_DATABASE_URL": "postgresql://127.0.0.1:1/x"},
+                       "NO_JOB_STORE")):  # fmt: skip
+        done = run_cli(tmp_path / "none", "migrate-to-postgres", env=env)
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 1 and len(lines) == 1, done.stderr
         assert lines[0].startswith("error: ") and lines[0].endswith(f"({code})"), lines
