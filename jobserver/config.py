@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,11 +309,9 @@ class Settings:
             if raw is not None:
                 try:
                     values[f.name] = convert(f.name, raw)
-                except ValueError as exc:  # say which variable: "invalid literal for int()" alone
-                    shown = "" if is_secret(f.name) else f"={raw!r}"  # does not
-                    what = {"int": "not a whole number", "int | None": "not a whole number",
-                            "float": "not a number"}.get(str(f.type), str(exc))  # fmt: skip
-                    raise ValueError(f"{PREFIX}{f.name.upper()}{shown}: {what}") from None
+                except ValueError as exc:  # named, with its value unless it is a secret
+                    shown = "" if is_secret(f.name) else f"={raw!r}"
+                    raise ValueError(f"{PREFIX}{f.name.upper()}{shown}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -341,17 +339,24 @@ def convert(name: str, raw: str) -> Any:
         return _bool(raw)
     if kind == "bool | None":
         return None if raw.strip().lower() == "auto" else _bool(raw)
-    if kind == "int":
-        return int(raw)
+    if kind == "int" or (kind == "int | None" and raw.strip()):
+        return _number(int, raw, "not a whole number")
     if kind == "int | None":
-        return int(raw) if raw.strip() else None
+        return None
     if kind == "float":
-        return float(raw)
+        return _number(float, raw, "not a number")
     if kind == "Path":
         return Path(raw)
     if kind == "tuple[str, ...]":
         return _tuple(raw)
     return raw
+
+
+def _number(parse: Callable[[str], Any], raw: str, what: str) -> Any:
+    try:
+        return parse(raw)
+    except ValueError:  # "invalid literal for int() with base 10" says nothing to a user
+        raise ValueError(what) from None
 
 
 def is_secret(name: str) -> bool:
