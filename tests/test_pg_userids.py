@@ -10,6 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from jobserver import pguserdata
+from jobserver.pdf.pg_uploads import PgUploads
 from jobserver.store.pg_schema import LIVE_SPACE
 from jobserver.store.postgres import PostgresStore
 from tests.conftest import PG_URL
@@ -103,9 +105,6 @@ async def test_a_merge_of_two_owners_of_one_upload_keeps_it_owned_once(
     """Two spellings that uploaded the same PDF each own it (``upload_owners``, keyed by
     the file and the user): merging them leaves the new id owning it once, and the old
     id's other uploads moved, instead of the merge failing on the table's key."""
-    from jobserver import pguserdata
-    from jobserver.pdf.pg_uploads import PgUploads
-
     await _seed(schema)
     uploads = PgUploads(PG_URL, schema, tmp_path / "uploads")
     await uploads.open()
