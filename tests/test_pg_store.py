@@ -20,6 +20,7 @@ from jobserver.store.pg_schema import LOCK_SPACE, SEQ_LOCK, payload_has, payload
 from jobserver.store.postgres import PostgresStore
 from jobserver.store.schema import CORE
 from tests.pgcluster import URL, db, schema
+from tests.plugins import cutting_op
 
 __all__ = ["schema"]  # the fixture: a schema of its own, dropped afterwards
 
@@ -719,5 +720,24 @@ async def test_a_batch_cut_before_its_commit_is_made_again_and_one_cut_after_fai
             while seen[-1:] != [after.last_seq]:
                 await asyncio.sleep(0.01)
         assert seen == list(range(1, after.last_seq + 1))
+    finally:
+        await store.close()
+
+
+async def test_a_batch_with_a_plugin_op_cut_before_its_commit_is_not_run_again(
+    schema: str,
+) -> None:
+    """A plugin's write op is code that should run once: its batch, cut before its COMMIT,
+    fails its caller instead of being made again on another connection."""
+    store = PostgresStore(URL, node_id=f"{schema}-n1", schema=schema,
+                          storage=["tests.plugins.cutting_op"])  # fmt: skip
+    await store.open()
+    cutting_op.RUNS.clear()
+    try:
+        with pytest.raises(ServiceUnavailable):
+            await store.write("test.cut_own_connection")
+        assert cutting_op.RUNS == [1]
+        job, _ = await store.enqueue(NewJob(type="t", user_id="u"))  # the node serves on
+        assert (await store.get_job(job.id)) is not None
     finally:
         await store.close()

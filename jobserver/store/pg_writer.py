@@ -179,6 +179,7 @@ class Batch:
         # Whether the commit (a lone batch's write) was sent: a connection lost after it
         # leaves the outcome unknown, one lost before it means nothing was committed.
         self.committing = False
+        self.plain = True  # no plugin op (code that should run once): ``run`` says
         self.token_prefix = token_prefix
         self.tokens = tokens
         self.plugin_ops = plugin_ops
@@ -224,7 +225,7 @@ class Batch:
             self._reset()
 
     async def run(self, ops: Sequence[Op]) -> tuple[list[Outcome], list[tuple[Any, ...]]]:
-        plain = all(op[0] != "op" for op in ops)  # a plugin op is code that should run once
+        self.plain = plain = all(op[0] != "op" for op in ops)
         guess = self.guess if plain else None
         self._exact = not plain
         self._lone = guess is not None and _lone(ops)

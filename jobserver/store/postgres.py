@@ -349,12 +349,12 @@ class PostgresStore(PgCluster, PgReads):
         plugin op, which is code that should run once."""
         assert self._pool is not None
         ops = [p.op for p in batch]
-        plain = all(op[0] != "op" for op in ops)
-        for attempt in range(RETRIES + 1):
+        attempt = 0
+        while True:
             writing: Batch | None = None
+            begun, early = early, None
             try:
-                conn, writing = await (early or self._batch(guess, []))
-                early = None
+                conn, writing = await (begun or self._batch(guess, []))
                 try:
                     self._writing = writing
                     outcomes, rows = await writing.run(ops)
@@ -368,15 +368,14 @@ class PostgresStore(PgCluster, PgReads):
                     await self._pool.release(conn)
                 return outcomes, rows, writing
             except LOST as exc:
-                early = None
-                sent = writing is not None and writing.committing
-                if sent or not plain or attempt == RETRIES or self._closing:
+                once = writing is not None and (writing.committing or not writing.plain)
+                if once or attempt == RETRIES or self._closing:
                     raise
+                attempt += 1
                 log.warning("a write batch lost its connection before its commit; making it "
                             "again on another: %r", exc)  # fmt: skip
                 self._leased.clear()  # read the rows again: nothing is known of the cut one
-                await asyncio.sleep(RETRY_SECONDS * attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
+                await asyncio.sleep(RETRY_SECONDS * (attempt - 1))
 
     async def _batch(self, guess: int | None, ops: list[Op]) -> tuple[asyncpg.Connection, Batch]:
         """A batch on a connection of the pool, ``ops`` begun (``Batch.start``)."""
